@@ -1,0 +1,22 @@
+//! The sans-IO core of ntp-offset: everything the server decides, as pure functions and small
+//! state machines over plain values. No sockets, no clocks, no threads: the `ntp-offset` crate
+//! reads the kernel and the network and hands the values in.
+//!
+//! - [`time`]: instants, offsets, NTP timestamps and their era arithmetic.
+//! - [`packet`]: the NTP header codec, next to its byte vectors.
+//! - [`view`]: views, and how a request's addresses choose one.
+//! - [`ratelimit`]: per-client rate limiting in a fixed-size table.
+//! - [`leap`]: leap-second handling shared by all views (smear or step).
+//! - [`system`]: the header fields every answer shares, from the kernel's clock status.
+//! - [`responder`]: [`responder::decide`], the server's decision for one request.
+//! - [`client`]: the client side of one exchange (offset, delay), for `query`.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod leap;
+pub mod packet;
+pub mod ratelimit;
+pub mod responder;
+pub mod system;
+pub mod time;
+pub mod view;
