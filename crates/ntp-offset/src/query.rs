@@ -1,0 +1,230 @@
+//! `ntp-offset query`: an SNTP client that asks servers and prints each one's offset from the
+//! local clock and the differences between them: "are my views exactly 15 s apart?"
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ntp_offset_proto::client::{evaluate, Sample};
+use ntp_offset_proto::packet::{Header, LeapIndicator};
+use ntp_offset_proto::time::{NtpTimestamp, Time};
+use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch};
+use ntp_offset_sys::clock::realtime;
+
+#[derive(Clone, Copy, Debug)]
+pub struct QueryOptions {
+    /// Requests per server; the one with the smallest delay is reported.
+    pub count: u32,
+    /// How long to wait for each answer.
+    pub timeout: Duration,
+    /// Pause between requests to one server.
+    pub interval: Duration,
+    pub version: u8,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            count: 4,
+            timeout: Duration::from_secs(2),
+            interval: Duration::from_millis(50),
+            version: 4,
+        }
+    }
+}
+
+/// Resolves `host[:port]` (port 123 when absent; `[v6]:port` for IPv6 with a port).
+pub fn resolve(target: &str) -> Result<SocketAddr, String> {
+    let with_port = if target.parse::<SocketAddr>().is_ok() {
+        target.to_string()
+    } else if target.parse::<std::net::IpAddr>().is_ok() {
+        SocketAddr::new(target.parse().unwrap(), 123).to_string()
+    } else if target
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        target.to_string()
+    } else {
+        format!("{target}:123")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{target}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{target}` has no address"))
+}
+
+/// One exchange with `addr`.
+fn exchange(
+    socket: &UdpSocket,
+    batch: &mut RecvBatch,
+    opts: &QueryOptions,
+    cookie: u64,
+) -> Result<Sample, String> {
+    let sent = NtpTimestamp::from_bits(cookie);
+    let request = Header::client_request(opts.version, sent).encode();
+    let (s, ns) = realtime();
+    socket
+        .send(&request)
+        .map_err(|e| format!("send failed: {e}"))?;
+    let t1 = Time::from_timespec(s, ns);
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no answer within {:.1} s",
+                opts.timeout.as_secs_f64()
+            ));
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match batch.recv(socket) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                return Err("connection refused (nothing listens there)".into())
+            }
+            Err(e) => return Err(format!("receive failed: {e}")),
+        }
+        let Some(r) = batch.get(0) else { continue };
+        let (s4, ns4) = r.rx_time.unwrap_or_else(realtime);
+        match evaluate(r.data, sent, t1, Time::from_timespec(s4, ns4)) {
+            Ok(sample) => return Ok(sample),
+            // A stale or foreign packet: keep waiting for ours.
+            Err(ntp_offset_proto::client::ResponseError::OriginMismatch) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Asks `addr` `opts.count` times and returns the sample with the smallest delay.
+pub fn query(addr: SocketAddr, opts: &QueryOptions) -> Result<Sample, String> {
+    let any: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let socket = UdpSocket::bind(any).map_err(|e| format!("cannot open a socket: {e}"))?;
+    socket
+        .connect(addr)
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    enable_rx_timestamps(&socket).map_err(|e| e.to_string())?;
+    let mut batch = RecvBatch::new(1, 1024);
+    let cookies = RandomState::new();
+    let mut best: Option<Sample> = None;
+    let mut last_err = None;
+    for i in 0..opts.count.max(1) {
+        if i > 0 {
+            std::thread::sleep(opts.interval);
+        }
+        match exchange(&socket, &mut batch, opts, cookies.hash_one((i, addr))) {
+            Ok(s) if best.is_none_or(|b| s.delay < b.delay) => best = Some(s),
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    best.ok_or_else(|| last_err.unwrap_or_default())
+}
+
+/// The reference ID as people read it: text for stratum 0-1 and for ASCII ids, else an IPv4.
+pub fn refid_text(h: &Header) -> String {
+    let id = h.reference_id;
+    let ascii = id.iter().all(|&b| b == 0 || b.is_ascii_graphic()) && id[0] != 0;
+    if h.stratum <= 1 || ascii {
+        String::from_utf8_lossy(&id)
+            .trim_end_matches('\0')
+            .to_string()
+    } else {
+        format!("{}.{}.{}.{}", id[0], id[1], id[2], id[3])
+    }
+}
+
+/// Runs `query` for every target and prints the table; true when every server answered as
+/// synchronized.
+pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
+    let results: Vec<(String, Result<Sample, String>)> = targets
+        .iter()
+        .map(|t| (t.clone(), resolve(t).and_then(|a| query(a, opts))))
+        .collect();
+    let width = results
+        .iter()
+        .map(|(t, _)| t.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:width$}  {:>20}  {:>11}  {:>2}  LI  REFID",
+        "SERVER", "OFFSET", "DELAY", "ST"
+    );
+    let mut all_good = true;
+    for (target, r) in &results {
+        match r {
+            Ok(s) => {
+                let h = &s.header;
+                let li = h.leap as u8;
+                let note = if h.leap == LeapIndicator::Unsynchronized {
+                    "  unsynchronized"
+                } else {
+                    ""
+                };
+                all_good &= h.leap != LeapIndicator::Unsynchronized;
+                println!(
+                    "{target:width$}  {:>18} s  {:>9} s  {:>2}  {li:>2}  {}{note}",
+                    format!("{:.6}", s.offset),
+                    format!("{:.6}", s.delay).trim_start_matches('+'),
+                    h.stratum,
+                    refid_text(h)
+                );
+            }
+            Err(e) => {
+                all_good = false;
+                println!("{target:width$}  {e}");
+            }
+        }
+    }
+    let answered: Vec<(&String, &Sample)> = results
+        .iter()
+        .filter_map(|(t, r)| r.as_ref().ok().map(|s| (t, s)))
+        .collect();
+    if answered.len() >= 2 {
+        println!("\ndifferences between servers:");
+        for (i, (a, sa)) in answered.iter().enumerate() {
+            for (b, sb) in &answered[i + 1..] {
+                println!("  {b} - {a} = {:.6} s", sb.offset.add(sa.offset.neg()));
+            }
+        }
+    }
+    all_good
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_with_default_port() {
+        assert_eq!(
+            resolve("127.0.0.1").unwrap(),
+            "127.0.0.1:123".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("127.0.0.1:11123").unwrap(),
+            "127.0.0.1:11123".parse().unwrap()
+        );
+        assert_eq!(resolve("::1").unwrap(), "[::1]:123".parse().unwrap());
+        assert_eq!(resolve("[::1]:5").unwrap(), "[::1]:5".parse().unwrap());
+        assert_eq!(resolve("localhost:7").unwrap().port(), 7);
+        assert!(resolve("no-such-host.invalid").is_err());
+    }
+}

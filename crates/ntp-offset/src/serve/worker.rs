@@ -1,0 +1,119 @@
+//! One socket's loop: receive a batch (with kernel receive timestamps), decide each request,
+//! read the clock once, stamp every answer's transmit time, send the batch.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ntp_offset_proto::packet::HEADER_LEN;
+use ntp_offset_proto::ratelimit::RateLimiter;
+use ntp_offset_proto::responder::{
+    decide, Decision, DropReason, Request, Response, MAX_REQUEST_LEN,
+};
+use ntp_offset_sys::batch::{RecvBatch, SendBatch};
+use ntp_offset_sys::clock::{monotonic_ns, realtime};
+use tracing::warn;
+
+use super::stats::BatchCounts;
+use super::Shared;
+
+/// Datagrams per system call: enough to amortize the call under load, small enough that the
+/// first answer of a batch does not wait long for the last.
+const BATCH: usize = 32;
+
+pub struct Worker {
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    pub fn run(self) {
+        // One byte more than the largest request, so anything larger shows as truncated.
+        let mut rx = RecvBatch::new(BATCH, MAX_REQUEST_LEN + 1);
+        let mut tx = SendBatch::new(BATCH, HEADER_LEN);
+        let mut pending: Vec<(Response, SocketAddr)> = Vec::with_capacity(BATCH);
+        let mut limiter: Option<RateLimiter> = None;
+        let keys = RandomState::new();
+        let key = (keys.hash_one(1u8), keys.hash_one(2u8));
+
+        while !self.stop.load(Ordering::Relaxed) {
+            let n = match rx.recv(&self.socket) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    warn!(local = %self.local, "receive failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let runtime = self.shared.runtime.load();
+            let clock = self.shared.clock.snapshot();
+            // A reload that changes the rate-limit parameters starts a fresh table.
+            if limiter.as_ref().map(RateLimiter::params) != runtime.rate_limit {
+                limiter = runtime.rate_limit.map(|p| RateLimiter::new(p, key));
+            }
+            let now_mono_ns = monotonic_ns();
+            let mut counts = BatchCounts {
+                received: n as u64,
+                ..Default::default()
+            };
+            pending.clear();
+            for i in 0..n {
+                let Some(r) = rx.get(i) else {
+                    counts.dropped(DropReason::Malformed);
+                    continue;
+                };
+                if r.truncated {
+                    counts.dropped(DropReason::Oversized);
+                    continue;
+                }
+                let receive = clock.base_time(r.rx_time.unwrap_or_else(realtime));
+                let req = Request {
+                    packet: r.data,
+                    local: self.local,
+                    client: r.peer.ip(),
+                    receive,
+                    now_mono_ns,
+                };
+                match decide(
+                    &req,
+                    &runtime.views,
+                    &clock.state,
+                    runtime.unmatched,
+                    limiter.as_mut(),
+                ) {
+                    Decision::Respond(resp) => pending.push((resp, r.peer)),
+                    Decision::Ignore(reason) => counts.dropped(reason),
+                }
+            }
+            if !pending.is_empty() {
+                // The transmit timestamp: one clock reading, as late as possible, for the batch.
+                let transmit = clock.base_time(realtime());
+                for (resp, peer) in &mut pending {
+                    counts.responded(resp.kind);
+                    if let Some(buf) = tx.push(HEADER_LEN, *peer) {
+                        buf.copy_from_slice(resp.finish(transmit));
+                    }
+                }
+                let queued = tx.len();
+                match tx.send(&self.socket) {
+                    Ok(sent) => counts.send_errors += (queued - sent) as u64,
+                    Err(_) => counts.send_errors += queued as u64,
+                }
+            }
+            self.shared.stats.add(&counts);
+        }
+    }
+}
