@@ -1,0 +1,323 @@
+//! Helpers shared by the integration tests: the server as a child process, the real peers, and
+//! network namespaces. Every wait is bounded; every child and namespace is cleaned up on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ntp_offset_proto::client::{evaluate, Sample};
+use ntp_offset_proto::packet::Header;
+use ntp_offset_proto::time::{NtpTimestamp, Time};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ntp-offset");
+
+pub fn now() -> Time {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Time::from_unix_nanos(d.as_nanos() as i64)
+}
+
+/// `n` UDP ports on 127.0.0.1 that were free a moment ago.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A peer program, found or the test fails saying how to get it: never skipped.
+pub fn peer(name: &str) -> PathBuf {
+    if name == "chronyd" {
+        if let Ok(p) = std::env::var("NTP_OFFSET_CHRONYD") {
+            return PathBuf::from(p);
+        }
+        let unpacked =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.peers/chrony/usr/sbin/chronyd");
+        if unpacked.exists() {
+            return unpacked;
+        }
+    }
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .unwrap();
+    if found.status.success() {
+        return PathBuf::from(String::from_utf8_lossy(&found.stdout).trim());
+    }
+    panic!("{name} is not installed: run ./scripts/test (it installs the test peers via scripts/install-peers)");
+}
+
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test creates network namespaces: run it as root (./scripts/test)"
+    );
+}
+
+/// `ntp-offset serve` as a child; killed on drop. Its stderr is collected by a thread.
+pub struct ServerProcess {
+    pub child: Child,
+    pub log: mpsc::Receiver<String>,
+    pub lines: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts `ntp-offset serve ARGS` (optionally prefixed, e.g. by `ip netns exec NS`) and
+    /// waits for its "serving" line.
+    pub fn start_with(prefix: &[&str], args: &[&str]) -> ServerProcess {
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        cmd.arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start ntp-offset serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            log: rx,
+            lines: Vec::new(),
+        };
+        server.wait_for_log("serving", Duration::from_secs(10));
+        server
+    }
+
+    pub fn start(args: &[&str]) -> ServerProcess {
+        Self::start_with(&[], args)
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log so far after `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(l) = self.lines.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.lines.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!("no log line with `{needle}` within {timeout:?} (exit: {status:?}); log:\n{}", self.lines.join("\n"));
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One SNTP exchange with `addr`; None on timeout.
+pub fn ntp_exchange(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = UdpSocket::bind(bind).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let cookie = NtpTimestamp::from_bits(now().unix_nanos() as u64 ^ 0x5a5a_0000_1234_0000);
+    let t1 = now();
+    s.send_to(&Header::client_request(4, cookie).encode(), addr)
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let Ok((n, _)) = s.recv_from(&mut buf) else {
+            return None;
+        };
+        let t4 = now();
+        if let Ok(sample) = evaluate(&buf[..n], cookie, t1, t4) {
+            return Some(sample);
+        }
+    }
+    None
+}
+
+/// Runs a command to completion within `timeout`, or kills it and fails.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Two network namespaces, "server" and "client", joined by a veth pair on 198.18.0.0/24:
+/// the server side holds 198.18.0.1..=N, the client 198.18.0.100. Deleted on drop.
+pub struct NetnsPair {
+    pub server: String,
+    pub client: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetnsPair {
+    pub fn new(tag: &str, server_addrs: usize) -> NetnsPair {
+        require_root();
+        let id = format!("{}{}", tag, std::process::id() % 100_000);
+        let pair = NetnsPair {
+            server: format!("nto-{id}-s"),
+            client: format!("nto-{id}-c"),
+        };
+        ip(&["netns", "add", &pair.server]);
+        ip(&["netns", "add", &pair.client]);
+        let (vs, vc) = (format!("nto{id}s"), format!("nto{id}c"));
+        ip(&["link", "add", &vs, "type", "veth", "peer", "name", &vc]);
+        ip(&["link", "set", &vs, "netns", &pair.server]);
+        ip(&["link", "set", &vc, "netns", &pair.client]);
+        for i in 1..=server_addrs {
+            ip(&[
+                "-n",
+                &pair.server,
+                "addr",
+                "add",
+                &format!("198.18.0.{i}/24"),
+                "dev",
+                &vs,
+            ]);
+        }
+        ip(&[
+            "-n",
+            &pair.client,
+            "addr",
+            "add",
+            "198.18.0.100/24",
+            "dev",
+            &vc,
+        ]);
+        for (ns, dev) in [(&pair.server, &vs), (&pair.client, &vc)] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        pair
+    }
+
+    /// `ip netns exec NS` as a command prefix.
+    pub fn exec<'a>(&'a self, ns: &'a str) -> [&'a str; 4] {
+        ["ip", "netns", "exec", ns]
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its end of the veth, which removes the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .status();
+    }
+}
+
+/// Parses chronyd -Q's "System clock wrong by X seconds" line.
+pub fn chrony_offset(stderr_and_stdout: &str) -> Option<f64> {
+    let line = stderr_and_stdout
+        .lines()
+        .find(|l| l.contains("System clock wrong by"))?;
+    let rest = line.split("wrong by ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `chronyd -Q` against `server port`: measures once (4 iburst samples), never sets the clock.
+/// chrony reports "system clock wrong by X": X is the server's time minus ours.
+pub fn chrony_measure(prefix: &[&str], server: &str, port: u16) -> f64 {
+    let chronyd = peer("chronyd");
+    let dir = tempdir(&format!("chrony-{port}"));
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&chronyd);
+            c
+        }
+        None => Command::new(&chronyd),
+    };
+    cmd.args(["-Q", "-u", "root", "-t", "15"])
+        .arg(format!("server {server} port {port} iburst"))
+        .arg(format!("pidfile {}/chronyd.pid", dir.display()));
+    let out = run_bounded(&mut cmd, Duration::from_secs(25));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    chrony_offset(&text)
+        .unwrap_or_else(|| panic!("chronyd -Q measured nothing from {server}:{port}:\n{text}"))
+}
+
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ntp-offset-test-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
