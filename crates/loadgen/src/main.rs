@@ -1,1 +1,200 @@
-fn main() {}
+//! `ntp-offset-loadgen`: a bounded NTP load generator for benchmarks.
+//!
+//! Sends client requests from many source ports in batches (sendmmsg/recvmmsg) and counts only
+//! valid replies: server mode, 48 bytes, origin timestamp equal to a request still in flight.
+//! Two modes: saturate (`--rate 0`: keep a window of requests in flight per socket) and fixed
+//! rate (open loop, evenly paced). Always stops after `--duration` or `--max-requests`.
+//! Prints one line of `key=value` pairs for scripts.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use clap::Parser;
+use ntp_offset_proto::packet::{Header, Mode, HEADER_LEN};
+use ntp_offset_proto::time::NtpTimestamp;
+use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch, SendBatch};
+use ntp_offset_sys::clock::{monotonic_ns, realtime};
+
+#[derive(Parser)]
+#[command(about = "Bounded NTP load generator (loopback or test namespaces only)")]
+struct Args {
+    /// Server to load, IP:PORT.
+    #[arg(long)]
+    server: SocketAddr,
+    /// Requests per second; 0 saturates (closed loop).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Hard cap on requests sent.
+    #[arg(long, default_value_t = 50_000_000)]
+    max_requests: u64,
+    /// Source sockets (ports).
+    #[arg(long, default_value_t = 16)]
+    sockets: usize,
+    /// Requests in flight per socket when saturating.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+}
+
+/// A request not answered within this time is counted lost and leaves the window.
+const LOST_AFTER_NS: u64 = 200_000_000;
+
+struct Source {
+    socket: UdpSocket,
+    in_flight: HashMap<u64, i64>, // cookie -> send time (CLOCK_REALTIME ns)
+}
+
+fn main() {
+    let args = Args::parse();
+    assert!(
+        args.server.ip().is_loopback() || is_test_net(args.server),
+        "loadgen only targets loopback or 198.18.0.0/15 test namespaces"
+    );
+    let bind = if args.server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let mut sources: Vec<Source> = (0..args.sockets.max(1))
+        .map(|_| {
+            let socket = UdpSocket::bind(bind).expect("bind a source socket");
+            socket.set_nonblocking(true).unwrap();
+            // Latency is measured to the kernel's receive stamp, not to when this loop polls.
+            enable_rx_timestamps(&socket).unwrap();
+            Source {
+                socket,
+                in_flight: HashMap::with_capacity(args.window * 2),
+            }
+        })
+        .collect();
+    let mut out = SendBatch::new(32, HEADER_LEN);
+    let mut rx = RecvBatch::new(32, 256);
+    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
+    let (mut sent, mut valid, mut invalid, mut lost) = (0u64, 0u64, 0u64, 0u64);
+    let mut next_cookie: u64 = 0x6c6f_6164_0000_0000 ^ monotonic_ns().rotate_left(32);
+    let start = monotonic_ns();
+    let end = start + (args.duration * 1e9) as u64;
+    let mut last_expiry = start;
+    let mut turn = 0usize;
+
+    loop {
+        let now = monotonic_ns();
+        if now >= end {
+            break;
+        }
+        // Send: top up the window, or catch up with the fixed schedule.
+        let due = if args.rate == 0 {
+            usize::MAX
+        } else {
+            let target = ((now - start) as u128 * args.rate as u128 / 1_000_000_000) as u64;
+            target.saturating_sub(sent).min(32) as usize
+        };
+        let mut budget = due;
+        for _ in 0..sources.len() {
+            if budget == 0 || sent >= args.max_requests {
+                break;
+            }
+            turn = (turn + 1) % sources.len();
+            let src = &mut sources[turn];
+            let room = if args.rate == 0 {
+                args.window.saturating_sub(src.in_flight.len())
+            } else {
+                budget.min(4)
+            };
+            let n = room.min(budget).min(32) as u64;
+            let n = n.min(args.max_requests - sent) as usize;
+            if n == 0 {
+                continue;
+            }
+            let t = realtime_ns();
+            for _ in 0..n {
+                next_cookie = next_cookie.wrapping_add(1);
+                let req = Header::client_request(4, NtpTimestamp::from_bits(next_cookie)).encode();
+                out.push(HEADER_LEN, args.server)
+                    .unwrap()
+                    .copy_from_slice(&req);
+                src.in_flight.insert(next_cookie, t);
+            }
+            let accepted = out.send(&src.socket).unwrap_or(0);
+            sent += n as u64;
+            lost += (n - accepted) as u64;
+            budget = budget.saturating_sub(n);
+        }
+        // Receive whatever has arrived on every socket.
+        for src in &mut sources {
+            while let Ok(k) = rx.recv(&src.socket) {
+                for i in 0..k {
+                    let Some(r) = rx.get(i) else { continue };
+                    let t = r
+                        .rx_time
+                        .map_or_else(realtime_ns, |(s, ns)| s * 1_000_000_000 + ns);
+                    let ok = r.data.len() == HEADER_LEN
+                        && Header::parse(r.data)
+                            .is_ok_and(|h| h.mode == Mode::Server && h.stratum != 0)
+                        && match Header::parse(r.data).map(|h| h.origin_timestamp.to_bits()) {
+                            Ok(cookie) => match src.in_flight.remove(&cookie) {
+                                Some(t0) => {
+                                    latencies
+                                        .push(((t - t0).max(0) / 1000).min(u32::MAX as i64) as u32);
+                                    true
+                                }
+                                None => false,
+                            },
+                            Err(_) => false,
+                        };
+                    if ok {
+                        valid += 1;
+                    } else {
+                        invalid += 1;
+                    }
+                }
+                if k < 32 {
+                    break;
+                }
+            }
+        }
+        // Expire what will never come back, so the window does not shrink for good.
+        if now - last_expiry > 50_000_000 {
+            last_expiry = now;
+            let now_rt = realtime_ns();
+            for src in &mut sources {
+                let before = src.in_flight.len();
+                src.in_flight
+                    .retain(|_, &mut t0| now_rt.saturating_sub(t0) < LOST_AFTER_NS as i64);
+                lost += (before - src.in_flight.len()) as u64;
+            }
+        }
+        if args.rate != 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let elapsed = (monotonic_ns() - start) as f64 / 1e9;
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "sent={sent} valid={valid} invalid={invalid} lost={lost} seconds={elapsed:.3} rate={:.0} p50_us={} p99_us={}",
+        valid as f64 / elapsed,
+        pct(0.50),
+        pct(0.99)
+    );
+}
+
+fn realtime_ns() -> i64 {
+    let (s, ns) = realtime();
+    s * 1_000_000_000 + ns
+}
+
+fn is_test_net(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
+        std::net::IpAddr::V6(_) => false,
+    }
+}

@@ -217,3 +217,39 @@ fn sighup_reloads_without_dropping_and_a_bad_reload_keeps_the_old_config() {
     );
     assert!(server.is_running());
 }
+
+#[test]
+fn one_process_serves_ipv4_and_ipv6_views() {
+    let port = free_ports(1)[0];
+    let path = tempdir("dual").join("d.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nlocal_stratum = 10\n\
+             [[view]]\nname = \"v4\"\noffset = \"15s\"\nlisten = [\"127.0.0.1\"]\n\
+             [[view]]\nname = \"v6\"\noffset = \"-15s\"\nclients = [\"::1\"]\n"
+        ),
+    )
+    .unwrap();
+    let _server = ServerProcess::start(&["--config", path.to_str().unwrap()]);
+    let v4 = ntp_exchange(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .expect("IPv4 answer");
+    let v6 = ntp_exchange(
+        format!("[::1]:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .expect("IPv6 answer");
+    assert!(
+        (v4.offset.as_secs_f64() - 15.0).abs() < 1e-3,
+        "{}",
+        v4.offset
+    );
+    assert!(
+        (v6.offset.as_secs_f64() + 15.0).abs() < 1e-3,
+        "{}",
+        v6.offset
+    );
+}
