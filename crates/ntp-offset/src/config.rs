@@ -388,7 +388,7 @@ impl Context<'_> {
                 LocalAddr::Ip(ip) => ip == s.ip(),
             });
             if !served {
-                return self.err(l.span(), format!("{field}.listen"), format!("`{}` is not one of server.listen ({}); a view can only select among the addresses the server listens on", l.get_ref(), join(listen)));
+                return self.err(l.span(), format!("{field}.listen"), format!("`{}` is not one of server.listen ({}); a view can only select among the addresses the server listens on", l.get_ref(), join_addrs(listen)));
             }
             out.push(addr);
         }
@@ -530,7 +530,8 @@ impl Context<'_> {
     }
 }
 
-fn join(addrs: &[SocketAddr]) -> String {
+/// `a, b, c`: addresses as error and log messages list them.
+pub fn join_addrs(addrs: &[SocketAddr]) -> String {
     addrs
         .iter()
         .map(|a| a.to_string())

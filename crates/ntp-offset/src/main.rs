@@ -167,11 +167,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             "{path}: OK: {} views ({}), listening on {}",
             views.len(),
             views.join(", "),
-            cfg.listen
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            config::join_addrs(&cfg.listen)
         );
         return ExitCode::SUCCESS;
     }

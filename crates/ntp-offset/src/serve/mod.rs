@@ -132,7 +132,7 @@ impl Server {
                 warn!(%addr, "listening on a wildcard address: on a host with several addresses, list them one by one so answers leave from the address the client asked");
             }
         }
-        info!(listen = %join(&server.local_addrs()), views = cfg.views.views().len(), "serving");
+        info!(listen = %config::join_addrs(&server.local_addrs()), views = cfg.views.views().len(), "serving");
         Ok(server)
     }
 
@@ -208,12 +208,4 @@ fn stop_workers(workers: Vec<WorkerHandle>) {
         info!(addr = %w.bound, "stopped listening");
         let _ = w.thread.join();
     }
-}
-
-fn join(addrs: &[SocketAddr]) -> String {
-    addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
