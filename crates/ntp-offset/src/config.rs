@@ -520,7 +520,7 @@ impl Context<'_> {
                     return self.err(
                         t.span(),
                         "rate_limit.table_size",
-                        format!("{n}: must be 2-16777216 (each slot takes 48 bytes)"),
+                        format!("{n}: must be 2-16777216 (each slot takes 32 bytes)"),
                     )
                 }
             }

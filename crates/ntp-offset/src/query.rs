@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ntp_offset_proto::client::{evaluate, Sample};
 use ntp_offset_proto::packet::{Header, LeapIndicator};
 use ntp_offset_proto::time::{NtpTimestamp, Time};
-use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch};
+use ntp_offset_sys::batch::{enable_rx_timestamps, is_retryable, RecvBatch};
 use ntp_offset_sys::clock::realtime;
 
 #[derive(Clone, Copy, Debug)]
@@ -84,14 +84,7 @@ fn exchange(
             .map_err(|e| e.to_string())?;
         match batch.recv(socket) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if is_retryable(&e) => continue,
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 return Err("connection refused (nothing listens there)".into())
             }

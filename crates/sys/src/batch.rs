@@ -287,6 +287,15 @@ impl SendBatch {
     }
 }
 
+/// True for receive errors that only mean "nothing yet": a receive timeout (SO_RCVTIMEO), an
+/// empty non-blocking socket, or a signal. Callers loop on these.
+pub fn is_retryable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Asks the kernel to stamp every received datagram with CLOCK_REALTIME (SO_TIMESTAMPNS).
 pub fn enable_rx_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
     let on: libc::c_int = 1;

@@ -3,7 +3,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use ntp_offset_proto::ratelimit::RateLimiter;
 use ntp_offset_proto::responder::{
     decide, Decision, DropReason, Request, Response, MAX_REQUEST_LEN,
 };
-use ntp_offset_sys::batch::{RecvBatch, SendBatch};
+use ntp_offset_sys::batch::{is_retryable, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::{monotonic_ns, realtime};
 use tracing::warn;
 
@@ -44,14 +43,7 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let n = match rx.recv(&self.socket) {
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if is_retryable(&e) => continue,
                 Err(e) => {
                     warn!(local = %self.local, "receive failed: {e}");
                     std::thread::sleep(std::time::Duration::from_millis(10));
