@@ -1,0 +1,644 @@
+//! The tick receiver's decisions, sans IO: which datagrams become samples for the NTP daemon.
+//!
+//! The IO edge hands in each datagram with its kernel receive time ([`RxStamp`]) and calls
+//! [`Receiver::poll`] when [`Receiver::next_deadline`] passes. Out come [`Event`]s: samples,
+//! rejections (also counted in [`Stats`]), and changes of lock state.
+//!
+//! Rules, in order (docs/tick-protocol.md, "Receiving"):
+//! 1. Decode; authenticate (key id 0 only where unauthenticated ticks are allowed; legacy `time`
+//!    pulses only where enabled).
+//! 2. Follow one transmitter at a time; another is taken only once the current one is lost.
+//! 3. Per transmitter, the second and the sequence must increase (else duplicate or replay). A
+//!    new session id is a transmitter restart: sequences start again, seconds must still rise.
+//! 4. The second must be the one the elapsed time predicts, and the tick must arrive within
+//!    `outlier` of where the previous ticks put it. Elapsed time is measured on the monotonic
+//!    raw clock, so a system clock being slewed or stepped by the NTP daemon we feed does not
+//!    look like tick jitter. Three rejections in a row mean the transmitter really changed:
+//!    start over from the latest tick.
+//! 5. Samples flow after `lock_after` consistent ticks, and stop when no tick was accepted for
+//!    `timeout` (the daemon then sees the source go unreachable).
+//! 6. A tick that announces a follow-up waits for it (at most `follow_up_wait`); the
+//!    follow-up's TX offset then removes the transmitter's send jitter.
+
+use crate::tick::{decode, Datagram, Kind, Leap, Source, SourceState, TickPacket};
+use crate::tick_auth::{verify, AuthError, KeyRing};
+use crate::time::{Offset, Time};
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+/// Consecutive inconsistent ticks after which the receiver starts over from the latest one.
+const RESTART_AFTER_REJECTS: u32 = 3;
+/// Samples kept for the offset statistics.
+const STATS_WINDOW: usize = 16;
+
+/// When a datagram arrived: the kernel's CLOCK_REALTIME stamp, and the same instant on
+/// CLOCK_MONOTONIC_RAW (what the receiver measures intervals with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxStamp {
+    pub real: Time,
+    pub mono_ns: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    pub keys: KeyRing,
+    pub allow_unauthenticated: bool,
+    pub allow_legacy: bool,
+    /// Follow only this transmitter id.
+    pub transmitter: Option<u32>,
+    /// Added to the tick time: this host's view of time (e.g. +15 s).
+    pub offset: Offset,
+    /// The ticks' travel time from transmitter to here, added to the tick time.
+    pub path_delay: Offset,
+    /// Largest deviation of a tick's arrival from where previous ticks put it.
+    pub outlier: Offset,
+    pub follow_up_wait: Offset,
+    /// No accepted tick for this long: the source is lost.
+    pub timeout: Offset,
+    /// Consistent ticks needed before samples flow.
+    pub lock_after: u32,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            keys: KeyRing::default(),
+            allow_unauthenticated: false,
+            allow_legacy: false,
+            transmitter: None,
+            offset: Offset::ZERO,
+            path_delay: Offset::ZERO,
+            outlier: Offset::from_nanos(20_000_000),
+            follow_up_wait: Offset::from_nanos(100_000_000),
+            timeout: Offset::from_nanos(1_500_000_000),
+            lock_after: 3,
+        }
+    }
+}
+
+/// Why a datagram was dropped. Each has a counter in [`Stats::rejected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    Truncated,
+    Oversized,
+    /// Bad magic, unsupported version or an undefined field value.
+    Malformed,
+    BadMac,
+    UnknownKey,
+    /// Key id 0 while authentication is required.
+    Unauthenticated,
+    /// A legacy `time` pulse while legacy pulses are not enabled.
+    Legacy,
+    /// From a transmitter other than the one followed.
+    OtherTransmitter,
+    Duplicate,
+    /// An older second or sequence than already seen from this transmitter.
+    Replay,
+    /// Not the second the elapsed time predicts.
+    UnexpectedSecond,
+    /// Arrived too far from where the previous ticks put it.
+    Outlier,
+    /// A follow-up whose tick is not the one waiting.
+    UnmatchedFollowUp,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 13] = [
+        Reject::Truncated,
+        Reject::Oversized,
+        Reject::Malformed,
+        Reject::BadMac,
+        Reject::UnknownKey,
+        Reject::Unauthenticated,
+        Reject::Legacy,
+        Reject::OtherTransmitter,
+        Reject::Duplicate,
+        Reject::Replay,
+        Reject::UnexpectedSecond,
+        Reject::Outlier,
+        Reject::UnmatchedFollowUp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::Truncated => "truncated",
+            Reject::Oversized => "oversized",
+            Reject::Malformed => "malformed",
+            Reject::BadMac => "bad-mac",
+            Reject::UnknownKey => "unknown-key",
+            Reject::Unauthenticated => "unauthenticated",
+            Reject::Legacy => "legacy",
+            Reject::OtherTransmitter => "other-transmitter",
+            Reject::Duplicate => "duplicate",
+            Reject::Replay => "replay",
+            Reject::UnexpectedSecond => "unexpected-second",
+            Reject::Outlier => "outlier",
+            Reject::UnmatchedFollowUp => "unmatched-follow-up",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One tick turned into a measurement of the local clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickSample {
+    /// None for a legacy pulse.
+    pub transmitter: Option<u32>,
+    /// The second the tick marks (for a legacy pulse: inferred, see [`Receiver`]).
+    pub second: i64,
+    pub rx: RxStamp,
+    /// The tick's departure minus its second, from the follow-up.
+    pub tx_offset_ns: Option<i64>,
+    /// Reference time at the instant `rx`: second + TX correction + path delay + offset.
+    pub reference: Time,
+    pub leap: Leap,
+    pub state: SourceState,
+    pub source: Source,
+    pub stratum: u8,
+    pub error_bound_us: u32,
+    /// A legacy pulse: marks a second boundary, but its second number is the local clock's
+    /// guess, so only the fraction of the offset is a measurement.
+    pub legacy: bool,
+}
+
+impl TickSample {
+    /// Reference time minus local system time: how far the local clock is behind the ticks
+    /// (plus the configured offset).
+    pub fn offset(&self) -> Offset {
+        self.reference.since(self.rx.real)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Sample(TickSample),
+    Rejected(Reject),
+    /// Samples start flowing from this transmitter (None: legacy pulses).
+    Locked {
+        transmitter: Option<u32>,
+    },
+    /// The transmitter started a new session (it restarted).
+    Restarted {
+        transmitter: u32,
+        session: u32,
+    },
+    /// No tick for the timeout: samples stop.
+    Lost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// No transmitter yet, or not enough consistent ticks.
+    Searching,
+    Locked,
+    /// Ticks stopped.
+    Lost,
+}
+
+impl LockState {
+    pub fn name(self) -> &'static str {
+        match self {
+            LockState::Searching => "searching",
+            LockState::Locked => "locked",
+            LockState::Lost => "lost",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    pub datagrams: u64,
+    /// Ticks accepted (consistent, authenticated), locked or not.
+    pub ticks: u64,
+    pub samples: u64,
+    pub follow_ups: u64,
+    /// Ticks that announced a follow-up which never came.
+    pub follow_ups_missing: u64,
+    /// Seconds without a tick while following a transmitter.
+    pub missed: u64,
+    pub restarts: u64,
+    pub rejected: [u64; Reject::ALL.len()],
+    pub state: LockState,
+    pub transmitter: Option<u32>,
+    pub session: Option<u32>,
+    /// Monotonic time of the last sample.
+    pub last_sample_mono_ns: Option<i64>,
+    recent: [i64; STATS_WINDOW],
+    recent_len: usize,
+    recent_next: usize,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            datagrams: 0,
+            ticks: 0,
+            samples: 0,
+            follow_ups: 0,
+            follow_ups_missing: 0,
+            missed: 0,
+            restarts: 0,
+            rejected: [0; Reject::ALL.len()],
+            state: LockState::Searching,
+            transmitter: None,
+            session: None,
+            last_sample_mono_ns: None,
+            recent: [0; STATS_WINDOW],
+            recent_len: 0,
+            recent_next: 0,
+        }
+    }
+
+    pub fn rejected(&self, r: Reject) -> u64 {
+        self.rejected[r.index()]
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    fn record(&mut self, offset: Offset) {
+        self.recent[self.recent_next] = offset.nanos();
+        self.recent_next = (self.recent_next + 1) % STATS_WINDOW;
+        self.recent_len = (self.recent_len + 1).min(STATS_WINDOW);
+    }
+
+    /// The latest sample's offset.
+    pub fn last_offset(&self) -> Option<Offset> {
+        (self.recent_len > 0).then(|| {
+            Offset::from_nanos(self.recent[(self.recent_next + STATS_WINDOW - 1) % STATS_WINDOW])
+        })
+    }
+
+    /// Mean and standard deviation of the last 16 offsets.
+    pub fn offset_mean_jitter(&self) -> Option<(Offset, Offset)> {
+        if self.recent_len == 0 {
+            return None;
+        }
+        let xs = &self.recent[..self.recent_len];
+        // Relative to the first value, so 15-s offsets lose no nanoseconds in f64.
+        let base = xs[0];
+        let n = xs.len() as f64;
+        let mean = xs.iter().map(|&x| (x - base) as f64).sum::<f64>() / n;
+        let var = xs
+            .iter()
+            .map(|&x| ((x - base) as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        Some((
+            Offset::from_nanos(base + mean.round() as i64),
+            Offset::from_nanos(var.sqrt().round() as i64),
+        ))
+    }
+}
+
+/// The transmitter being followed.
+#[derive(Clone, Copy, Debug)]
+struct Track {
+    transmitter: Option<u32>,
+    session: u32,
+    sequence: u32,
+    second: i64,
+    /// Monotonic arrival of the last accepted tick.
+    mono_ns: i64,
+    consistent: u32,
+    bad_streak: u32,
+    locked: bool,
+    lost: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    sample: TickSample,
+    session: u32,
+    sequence: u32,
+    deadline_ns: i64,
+}
+
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    track: Option<Track>,
+    pending: Option<Pending>,
+    stats: Stats,
+}
+
+/// What a tick or legacy pulse claims, after decoding and authentication.
+struct Claim {
+    transmitter: Option<u32>,
+    session: u32,
+    sequence: u32,
+    /// None for a legacy pulse: inferred from the track or the local clock.
+    second: Option<i64>,
+    packet: Option<TickPacket>,
+}
+
+impl Receiver {
+    pub fn new(cfg: ReceiverConfig) -> Receiver {
+        Receiver {
+            cfg,
+            track: None,
+            pending: None,
+            stats: Stats::new(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.cfg
+    }
+
+    /// Handles one datagram. `from_legacy_port`: it came in on the legacy port, where only
+    /// legacy pulses are expected (they are accepted on either port when enabled).
+    pub fn on_datagram(&mut self, data: &[u8], rx: RxStamp, events: &mut Vec<Event>) {
+        self.stats.datagrams += 1;
+        let packet = match decode(data) {
+            Ok(Datagram::Legacy) => {
+                if !self.cfg.allow_legacy {
+                    return self.reject(Reject::Legacy, events);
+                }
+                None
+            }
+            Ok(Datagram::Tick(p)) => Some(p),
+            Err(e) => {
+                let r = match e {
+                    crate::tick::DecodeError::Truncated { .. } => Reject::Truncated,
+                    crate::tick::DecodeError::Oversized { .. } => Reject::Oversized,
+                    _ => Reject::Malformed,
+                };
+                return self.reject(r, events);
+            }
+        };
+        let Some(p) = packet else {
+            return self.on_claim(
+                Claim {
+                    transmitter: None,
+                    session: 0,
+                    sequence: 0,
+                    second: None,
+                    packet: None,
+                },
+                rx,
+                events,
+            );
+        };
+        if p.key_id == 0 {
+            if !self.cfg.allow_unauthenticated {
+                return self.reject(Reject::Unauthenticated, events);
+            }
+        } else if let Err(e) = verify(data, p.key_id, &self.cfg.keys) {
+            let r = match e {
+                AuthError::UnknownKey(_) => Reject::UnknownKey,
+                AuthError::BadMac => Reject::BadMac,
+                AuthError::Unauthenticated => Reject::Unauthenticated,
+            };
+            return self.reject(r, events);
+        }
+        if self.cfg.transmitter.is_some_and(|t| t != p.transmitter) {
+            return self.reject(Reject::OtherTransmitter, events);
+        }
+        match p.kind {
+            Kind::FollowUp => self.on_follow_up(&p, events),
+            Kind::Tick => self.on_claim(
+                Claim {
+                    transmitter: Some(p.transmitter),
+                    session: p.session,
+                    sequence: p.sequence,
+                    second: Some(p.second),
+                    packet: Some(p),
+                },
+                rx,
+                events,
+            ),
+        }
+    }
+
+    fn reject(&mut self, r: Reject, events: &mut Vec<Event>) {
+        self.stats.rejected[r.index()] += 1;
+        events.push(Event::Rejected(r));
+    }
+
+    fn on_claim(&mut self, c: Claim, rx: RxStamp, events: &mut Vec<Event>) {
+        self.release_pending(events, true);
+        let legacy_second = |cfg: &ReceiverConfig| {
+            // The second boundary nearest to the local clock, in tick time.
+            let t = rx.real.unix_nanos() - cfg.offset.nanos() - cfg.path_delay.nanos();
+            t.div_euclid(NANOS_PER_SEC)
+                + i64::from(t.rem_euclid(NANOS_PER_SEC) >= NANOS_PER_SEC / 2)
+        };
+        let track = match &mut self.track {
+            Some(t) if t.transmitter == c.transmitter => t,
+            Some(t) if !t.lost => return self.reject(Reject::OtherTransmitter, events),
+            _ => {
+                let second = c.second.unwrap_or_else(|| legacy_second(&self.cfg));
+                self.start_track(&c, second, rx, events);
+                return;
+            }
+        };
+        let elapsed = rx.mono_ns - track.mono_ns;
+        let predicted = track.second + (elapsed + NANOS_PER_SEC / 2).div_euclid(NANOS_PER_SEC);
+        let second = c.second.unwrap_or(predicted);
+        let restarted = c.transmitter.is_some() && c.session != track.session;
+        if !restarted && c.second.is_some() && c.sequence == track.sequence {
+            let r = if second == track.second {
+                Reject::Duplicate
+            } else {
+                Reject::Replay
+            };
+            return self.reject(r, events);
+        }
+        if second == track.second && c.second.is_none() {
+            return self.reject(Reject::Duplicate, events);
+        }
+        if second <= track.second || (!restarted && c.sequence < track.sequence) {
+            return self.reject(Reject::Replay, events);
+        }
+        if !track.lost {
+            let phase_error = elapsed - (second - track.second) * NANOS_PER_SEC;
+            let verdict = if second != predicted {
+                Some(Reject::UnexpectedSecond)
+            } else if phase_error.abs() > self.cfg.outlier.nanos() {
+                Some(Reject::Outlier)
+            } else {
+                None
+            };
+            if let Some(r) = verdict {
+                track.bad_streak += 1;
+                let (start_over, was_locked) =
+                    (track.bad_streak >= RESTART_AFTER_REJECTS, track.locked);
+                self.reject(r, events);
+                if start_over {
+                    // The transmitter (or our clock) really moved: start over from this tick.
+                    if was_locked {
+                        events.push(Event::Lost);
+                    }
+                    self.start_track(&c, second, rx, events);
+                }
+                return;
+            }
+            self.stats.missed += (second - track.second - 1) as u64;
+        }
+        if restarted {
+            self.stats.restarts += 1;
+            self.stats.session = Some(c.session);
+            events.push(Event::Restarted {
+                transmitter: c.transmitter.unwrap_or(0),
+                session: c.session,
+            });
+        }
+        let was_lost = track.lost;
+        if was_lost {
+            self.stats.state = LockState::Searching;
+        }
+        *track = Track {
+            session: c.session,
+            sequence: c.sequence,
+            second,
+            mono_ns: rx.mono_ns,
+            consistent: if was_lost { 1 } else { track.consistent + 1 },
+            bad_streak: 0,
+            lost: false,
+            ..*track
+        };
+        self.accept(&c, second, rx, events);
+    }
+
+    fn start_track(&mut self, c: &Claim, second: i64, rx: RxStamp, events: &mut Vec<Event>) {
+        self.track = Some(Track {
+            transmitter: c.transmitter,
+            session: c.session,
+            sequence: c.sequence,
+            second,
+            mono_ns: rx.mono_ns,
+            consistent: 1,
+            bad_streak: 0,
+            locked: false,
+            lost: false,
+        });
+        self.stats.state = LockState::Searching;
+        self.stats.transmitter = c.transmitter;
+        self.stats.session = c.transmitter.map(|_| c.session);
+        self.accept(c, second, rx, events);
+    }
+
+    fn accept(&mut self, c: &Claim, second: i64, rx: RxStamp, events: &mut Vec<Event>) {
+        self.stats.ticks += 1;
+        let track = self.track.as_mut().expect("accept follows a track");
+        if !track.locked && track.consistent >= self.cfg.lock_after.max(1) {
+            track.locked = true;
+            self.stats.state = LockState::Locked;
+            events.push(Event::Locked {
+                transmitter: c.transmitter,
+            });
+        }
+        if !track.locked {
+            return;
+        }
+        let p = c.packet;
+        let sample = TickSample {
+            transmitter: c.transmitter,
+            second,
+            rx,
+            tx_offset_ns: None,
+            reference: Time::from_unix_nanos(second.saturating_mul(NANOS_PER_SEC))
+                .add(self.cfg.path_delay)
+                .add(self.cfg.offset),
+            leap: p.map_or(Leap::None, |p| p.leap),
+            state: p.map_or(SourceState::Synchronized, |p| p.state),
+            source: p.map_or(Source::Dcf77, |p| p.source),
+            stratum: p.map_or(0, |p| p.stratum),
+            error_bound_us: p.map_or(crate::tick::ERROR_UNKNOWN, |p| p.error_bound_us),
+            legacy: p.is_none(),
+        };
+        if p.is_some_and(|p| p.announces_follow_up()) {
+            self.pending = Some(Pending {
+                sample,
+                session: c.session,
+                sequence: c.sequence,
+                deadline_ns: rx.mono_ns + self.cfg.follow_up_wait.nanos(),
+            });
+        } else {
+            self.emit(sample, events);
+        }
+    }
+
+    fn emit(&mut self, sample: TickSample, events: &mut Vec<Event>) {
+        self.stats.samples += 1;
+        self.stats.record(sample.offset());
+        self.stats.last_sample_mono_ns = Some(sample.rx.mono_ns);
+        events.push(Event::Sample(sample));
+    }
+
+    fn release_pending(&mut self, events: &mut Vec<Event>, missing: bool) {
+        if let Some(p) = self.pending.take() {
+            if missing {
+                self.stats.follow_ups_missing += 1;
+            }
+            self.emit(p.sample, events);
+        }
+    }
+
+    fn on_follow_up(&mut self, p: &TickPacket, events: &mut Vec<Event>) {
+        let matches = self.pending.is_some_and(|w| {
+            w.sample.transmitter == Some(p.transmitter)
+                && w.session == p.session
+                && w.sequence == p.sequence
+                && w.sample.second == p.second
+        });
+        if matches {
+            let mut w = self.pending.take().expect("checked");
+            w.sample.tx_offset_ns = Some(p.tx_offset_ns);
+            w.sample.reference = w.sample.reference.add(Offset::from_nanos(p.tx_offset_ns));
+            self.stats.follow_ups += 1;
+            self.emit(w.sample, events);
+            return;
+        }
+        // The follow-up of an accepted tick that produced no sample (before lock) is expected.
+        let of_last_tick = self.track.is_some_and(|t| {
+            t.transmitter == Some(p.transmitter)
+                && t.session == p.session
+                && t.sequence == p.sequence
+                && t.second == p.second
+        });
+        if !of_last_tick || self.stats.state == LockState::Locked {
+            self.reject(Reject::UnmatchedFollowUp, events);
+        }
+    }
+
+    /// When [`poll`](Self::poll) has something to do (monotonic raw ns), if anything.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let follow_up = self.pending.map(|p| p.deadline_ns);
+        let timeout = self
+            .track
+            .filter(|t| !t.lost)
+            .map(|t| t.mono_ns + self.cfg.timeout.nanos());
+        match (follow_up, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Releases a tick whose follow-up did not come in time, and notices lost ticks.
+    pub fn poll(&mut self, now_mono_ns: i64, events: &mut Vec<Event>) {
+        if self.pending.is_some_and(|p| now_mono_ns >= p.deadline_ns) {
+            self.release_pending(events, true);
+        }
+        if let Some(t) = self.track.as_mut() {
+            if !t.lost && now_mono_ns >= t.mono_ns + self.cfg.timeout.nanos() {
+                t.lost = true;
+                t.locked = false;
+                t.consistent = 0;
+                self.stats.state = LockState::Lost;
+                events.push(Event::Lost);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tick_receiver_tests.rs"]
+mod tests;

@@ -1,0 +1,379 @@
+use super::*;
+use crate::tick::{AUTH_LEN, BODY_LEN, FLAG_FOLLOW_UP};
+use crate::tick_auth::{sign, Key};
+
+const SECRET: [u8; 32] = [7; 32];
+const T0: i64 = 1_800_000_000;
+const MONO0: i64 = 5_000_000_000;
+
+fn keys() -> KeyRing {
+    KeyRing::new(vec![Key::new(1, &SECRET).unwrap()])
+}
+
+fn cfg() -> ReceiverConfig {
+    ReceiverConfig {
+        keys: keys(),
+        offset: Offset::from_secs(15),
+        path_delay: Offset::from_micros(40),
+        ..Default::default()
+    }
+}
+
+fn tick(second: i64, seq: u32) -> TickPacket {
+    TickPacket {
+        kind: Kind::Tick,
+        flags: 0,
+        state: SourceState::Synchronized,
+        leap: Leap::None,
+        source: Source::SystemClock,
+        stratum: 2,
+        key_id: 1,
+        transmitter: 0xabcd,
+        session: 1,
+        sequence: seq,
+        error_bound_us: 100,
+        second,
+        tx_offset_ns: 0,
+    }
+}
+
+fn wire(p: &TickPacket) -> Vec<u8> {
+    let mut body = [0; BODY_LEN];
+    p.encode_body(&mut body);
+    if p.key_id == 0 {
+        return body.to_vec();
+    }
+    let mut out = [0; AUTH_LEN];
+    out[..BODY_LEN].copy_from_slice(&body);
+    sign(&mut out, &Key::new(1, &SECRET).unwrap());
+    out.to_vec()
+}
+
+/// The tick for `second` arriving `late_ns` after the second, with the local system clock
+/// `clock_error_ns` ahead of tick time.
+fn stamp(second: i64, late_ns: i64, clock_error_ns: i64) -> RxStamp {
+    let since = (second - T0) * NANOS_PER_SEC + late_ns;
+    RxStamp {
+        real: Time::from_unix_nanos(second * NANOS_PER_SEC + late_ns + clock_error_ns),
+        mono_ns: MONO0 + since,
+    }
+}
+
+struct Harness {
+    rx: Receiver,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(cfg: ReceiverConfig) -> Harness {
+        Harness {
+            rx: Receiver::new(cfg),
+            events: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8], at: RxStamp) -> Vec<Event> {
+        self.events.clear();
+        self.rx.on_datagram(data, at, &mut self.events);
+        self.events.clone()
+    }
+
+    fn poll(&mut self, mono: i64) -> Vec<Event> {
+        self.events.clear();
+        self.rx.poll(mono, &mut self.events);
+        self.events.clone()
+    }
+
+    fn samples(events: &[Event]) -> Vec<TickSample> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Sample(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Feeds ticks T0..T0+n, each 30 us late; returns all events.
+    fn lock(&mut self, n: i64) -> Vec<Event> {
+        (0..n)
+            .flat_map(|i| self.feed(&wire(&tick(T0 + i, i as u32)), stamp(T0 + i, 30_000, 0)))
+            .collect()
+    }
+}
+
+#[test]
+fn samples_flow_after_three_consistent_ticks_with_offset_and_delay() {
+    let mut h = Harness::new(cfg());
+    let events = h.lock(5);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Locked { .. }))
+            .count(),
+        1
+    );
+    let samples = Harness::samples(&events);
+    assert_eq!(samples.len(), 3, "ticks 3, 4 and 5 give samples");
+    for s in samples {
+        // Reference = second + 40 us delay + 15 s; the local clock read second + 30 us.
+        assert_eq!(
+            s.offset(),
+            Offset::from_nanos(15_000_000_000 + 40_000 - 30_000)
+        );
+        assert!(!s.legacy && s.tx_offset_ns.is_none());
+    }
+    let st = h.rx.stats();
+    assert_eq!((st.ticks, st.samples, st.state), (5, 3, LockState::Locked));
+    assert_eq!(st.last_offset(), Some(Offset::from_nanos(15_000_010_000)));
+    assert_eq!(st.offset_mean_jitter().unwrap().1, Offset::ZERO);
+}
+
+#[test]
+fn follow_up_corrects_the_send_jitter() {
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    // The tick left 700 us late (the transmitter was busy) and arrived 740 us late.
+    let mut t = tick(T0 + 3, 3);
+    t.flags = FLAG_FOLLOW_UP;
+    let at = stamp(T0 + 3, 740_000, 0);
+    assert!(Harness::samples(&h.feed(&wire(&t), at)).is_empty(), "waits");
+    assert_eq!(h.rx.next_deadline(), Some(at.mono_ns + 100_000_000));
+    let fu = t.follow_up(700_000, false);
+    let s = Harness::samples(&h.feed(&wire(&fu), stamp(T0 + 3, 900_000, 0)));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].tx_offset_ns, Some(700_000));
+    assert_eq!(
+        s[0].rx, at,
+        "the sample is the tick's arrival, not the follow-up's"
+    );
+    assert_eq!(
+        s[0].offset(),
+        Offset::from_nanos(15_000_000_000),
+        "jitter gone"
+    );
+    // A second copy of the follow-up matches nothing.
+    let e = h.feed(&wire(&fu), stamp(T0 + 3, 950_000, 0));
+    assert_eq!(e, vec![Event::Rejected(Reject::UnmatchedFollowUp)]);
+    assert_eq!(h.rx.stats().follow_ups, 1);
+}
+
+#[test]
+fn a_missing_follow_up_releases_the_tick_uncorrected() {
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    let mut t = tick(T0 + 3, 3);
+    t.flags = FLAG_FOLLOW_UP;
+    let at = stamp(T0 + 3, 30_000, 0);
+    h.feed(&wire(&t), at);
+    assert!(h.poll(at.mono_ns + 99_000_000).is_empty());
+    let s = Harness::samples(&h.poll(at.mono_ns + 100_000_000));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].tx_offset_ns, None);
+    assert_eq!(h.rx.stats().follow_ups_missing, 1);
+}
+
+#[test]
+fn forged_replayed_duplicated_and_unauthenticated_ticks_are_rejected_and_counted() {
+    let mut h = Harness::new(cfg());
+    h.lock(4);
+    let good = wire(&tick(T0 + 4, 4));
+    let mut forged = good.clone();
+    forged[39] ^= 1; // the second, changed without the key
+    let mut unknown = tick(T0 + 4, 4);
+    unknown.key_id = 9;
+    let mut unauth = tick(T0 + 4, 4);
+    unauth.key_id = 0;
+    let at = stamp(T0 + 4, 30_000, 0);
+    for (data, want) in [
+        (forged, Reject::BadMac),
+        (wire(&unknown), Reject::UnknownKey),
+        (wire(&unauth), Reject::Unauthenticated),
+        (b"time".to_vec(), Reject::Legacy),
+        (good[..47].to_vec(), Reject::Truncated),
+        ([good.clone(), vec![0]].concat(), Reject::Oversized),
+        (b"NOTX".repeat(16), Reject::Malformed),
+        (wire(&tick(T0 + 2, 2)), Reject::Replay),
+    ] {
+        assert_eq!(h.feed(&data, at), vec![Event::Rejected(want)], "{want:?}");
+        assert_eq!(h.rx.stats().rejected(want), 1);
+    }
+    assert_eq!(Harness::samples(&h.feed(&good, at)).len(), 1);
+    assert_eq!(
+        h.feed(&good, stamp(T0 + 4, 60_000, 0)),
+        vec![Event::Rejected(Reject::Duplicate)]
+    );
+    // A recorded tick replayed a second later: same sequence, new arrival.
+    assert_eq!(
+        h.feed(&good, stamp(T0 + 5, 30_000, 0)),
+        vec![Event::Rejected(Reject::Duplicate)]
+    );
+    assert_eq!(h.rx.stats().samples, 3);
+}
+
+#[test]
+fn unauthenticated_ticks_pass_only_when_allowed() {
+    let mut h = Harness::new(ReceiverConfig {
+        allow_unauthenticated: true,
+        ..cfg()
+    });
+    for i in 0..3 {
+        let mut t = tick(T0 + i, i as u32);
+        t.key_id = 0;
+        h.feed(&wire(&t), stamp(T0 + i, 0, 0));
+    }
+    assert_eq!(h.rx.stats().samples, 1);
+}
+
+#[test]
+fn a_late_tick_is_an_outlier_and_the_next_good_one_counts() {
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    let late = h.feed(&wire(&tick(T0 + 3, 3)), stamp(T0 + 3, 50_000_000, 0));
+    assert_eq!(late, vec![Event::Rejected(Reject::Outlier)]);
+    let next = h.feed(&wire(&tick(T0 + 4, 4)), stamp(T0 + 4, 30_000, 0));
+    assert_eq!(Harness::samples(&next).len(), 1);
+    assert_eq!(h.rx.stats().missed, 1, "second T0+3 produced nothing");
+}
+
+#[test]
+fn a_wrong_second_is_rejected_three_in_a_row_start_over() {
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    // The transmitter's clock jumped 10 s ahead.
+    for i in 3..6 {
+        let e = h.feed(
+            &wire(&tick(T0 + 10 + i, i as u32)),
+            stamp(T0 + i, 30_000, 0),
+        );
+        assert!(
+            e.contains(&Event::Rejected(Reject::UnexpectedSecond)),
+            "{e:?}"
+        );
+    }
+    assert_eq!(h.rx.stats().state, LockState::Searching);
+    let mut samples = 0;
+    for i in 6..9 {
+        samples += Harness::samples(&h.feed(
+            &wire(&tick(T0 + 10 + i, i as u32)),
+            stamp(T0 + i, 30_000, 0),
+        ))
+        .len();
+    }
+    assert_eq!(samples, 2, "relocked on the new timeline");
+}
+
+#[test]
+fn a_stepped_system_clock_is_not_tick_jitter() {
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    // The NTP daemon we feed stepped the system clock by -0.4 s; monotonic time runs on.
+    let s = Harness::samples(&h.feed(&wire(&tick(T0 + 3, 3)), stamp(T0 + 3, 30_000, -400_000_000)));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].offset(), Offset::from_nanos(15_400_010_000));
+}
+
+#[test]
+fn ticks_stop_samples_stop_and_resume_by_themselves() {
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    let last = stamp(T0 + 2, 30_000, 0).mono_ns;
+    assert!(h.poll(last + 1_400_000_000).is_empty());
+    assert_eq!(h.poll(last + 1_500_000_000), vec![Event::Lost]);
+    assert_eq!(h.rx.stats().state, LockState::Lost);
+    assert_eq!(h.rx.next_deadline(), None);
+    assert!(h.poll(last + 9_000_000_000).is_empty(), "reported once");
+    // The transmitter comes back 20 s later as a new session.
+    let mut samples = 0;
+    let mut restarted = false;
+    for i in 0..4 {
+        let mut t = tick(T0 + 20 + i, i as u32);
+        t.session = 2;
+        let e = h.feed(&wire(&t), stamp(T0 + 20 + i, 30_000, 0));
+        restarted |= e.contains(&Event::Restarted {
+            transmitter: 0xabcd,
+            session: 2,
+        });
+        samples += Harness::samples(&e).len();
+    }
+    assert!(restarted);
+    assert_eq!(samples, 2, "relock takes three ticks");
+    assert_eq!(h.rx.stats().restarts, 1);
+    assert_eq!(h.rx.stats().state, LockState::Locked);
+}
+
+#[test]
+fn a_restarted_transmitter_cannot_go_back_in_time() {
+    let mut h = Harness::new(cfg());
+    h.lock(5);
+    let mut old = tick(T0 + 1, 0);
+    old.session = 99; // a recorded session replayed
+    assert_eq!(
+        h.feed(&wire(&old), stamp(T0 + 5, 0, 0)),
+        vec![Event::Rejected(Reject::Replay)]
+    );
+}
+
+#[test]
+fn another_transmitter_is_taken_only_after_the_first_is_lost() {
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    let mut other = tick(T0 + 3, 0);
+    other.transmitter = 0x5555;
+    assert_eq!(
+        h.feed(&wire(&other), stamp(T0 + 3, 0, 0)),
+        vec![Event::Rejected(Reject::OtherTransmitter)]
+    );
+    h.poll(stamp(T0 + 5, 0, 0).mono_ns);
+    other.second = T0 + 6;
+    assert!(h.feed(&wire(&other), stamp(T0 + 6, 0, 0)).is_empty());
+    assert_eq!(h.rx.stats().transmitter, Some(0x5555));
+}
+
+#[test]
+fn legacy_pulses_take_their_second_from_the_local_clock() {
+    let mut h = Harness::new(ReceiverConfig {
+        allow_legacy: true,
+        ..cfg()
+    });
+    let mut samples = Vec::new();
+    for i in 0..4 {
+        // The local clock is 15.2 s ahead of tick time: 0.2 s off the configured view.
+        samples.extend(Harness::samples(
+            &h.feed(b"time", stamp(T0 + i, 30_000, 15_200_000_000)),
+        ));
+    }
+    assert_eq!(samples.len(), 2);
+    assert!(samples.iter().all(|s| s.legacy && s.transmitter.is_none()));
+    assert_eq!(samples[0].second, T0 + 2);
+    assert_eq!(
+        samples[0].offset(),
+        Offset::from_nanos(-200_000_000 + 10_000)
+    );
+    assert_eq!(
+        h.feed(b"time", stamp(T0 + 3, 200_000, 15_200_000_000)),
+        vec![Event::Rejected(Reject::Duplicate)]
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_datagrams_never_panic_or_emit_without_lock(
+        packets in proptest::collection::vec(
+            (proptest::collection::vec(proptest::num::u8::ANY, 0..80), 0i64..3_000_000_000),
+            1..40,
+        )
+    ) {
+        let mut h = Harness::new(ReceiverConfig { allow_legacy: true, allow_unauthenticated: true, ..cfg() });
+        let mut mono = MONO0;
+        for (data, gap) in packets {
+            mono += gap;
+            let at = RxStamp { real: Time::from_unix_nanos(mono), mono_ns: mono };
+            let events = h.feed(&data, at);
+            h.poll(mono);
+            let st = h.rx.stats();
+            proptest::prop_assert!(st.samples <= st.ticks);
+            proptest::prop_assert!(events.len() <= 4);
+        }
+    }
+}
