@@ -126,7 +126,7 @@ pub fn decide(
     if len > MAX_REQUEST_LEN {
         return Decision::Ignore(DropReason::Oversized);
     }
-    if len % 4 != 0 {
+    if !len.is_multiple_of(4) {
         return Decision::Ignore(DropReason::Malformed);
     }
     let Ok(request) = Header::parse(req.packet) else {
