@@ -85,6 +85,40 @@ pub fn monotonic_ns() -> u64 {
     s as u64 * 1_000_000_000 + ns as u64
 }
 
+/// CLOCK_MONOTONIC_RAW in nanoseconds: the oscillator, never slewed or stepped by NTP.
+pub fn monotonic_raw_ns() -> i64 {
+    let (s, ns) = clock_gettime(libc::CLOCK_MONOTONIC_RAW);
+    s * 1_000_000_000 + ns
+}
+
+/// CLOCK_REALTIME and CLOCK_MONOTONIC_RAW read back to back (realtime first).
+pub fn realtime_and_raw() -> ((i64, i64), i64) {
+    let real = realtime();
+    (real, monotonic_raw_ns())
+}
+
+/// Sleeps until CLOCK_REALTIME reaches (secs, nanos), or a signal arrives
+/// (`ErrorKind::Interrupted`). An absolute deadline: a late wake-up does not accumulate.
+pub fn sleep_until_realtime(secs: i64, nanos: i64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nanos,
+    };
+    // SAFETY: valid clock and timespec; no remainder is needed with TIMER_ABSTIME.
+    let rc = unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_REALTIME,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Measured precision of CLOCK_REALTIME in nanoseconds: the smallest nonzero step seen between
 /// consecutive readings (what chrony calls the clock's precision), at least the resolution.
 pub fn realtime_precision_ns() -> i64 {

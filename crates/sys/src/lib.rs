@@ -1,6 +1,12 @@
 //! The only `unsafe` code of ntp-offset, behind safe types:
 //! - [`batch`]: recvmmsg/sendmmsg with preallocated buffers and kernel receive timestamps;
-//! - [`clock`]: clock_gettime and a read-only adjtimex.
+//! - [`clock`]: clock_gettime, clock_nanosleep and a read-only adjtimex;
+//! - [`txstamp`]: kernel transmit timestamps from the socket error queue;
+//! - [`shm`]: the NTP shared-memory refclock segment;
+//! - [`poll`]: waiting on several sockets.
 
 pub mod batch;
 pub mod clock;
+pub mod poll;
+pub mod shm;
+pub mod txstamp;
