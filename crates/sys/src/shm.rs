@@ -52,7 +52,7 @@ impl ShmSegment {
     }
 
     fn put_i32(&mut self, offset: usize, v: i32) {
-        debug_assert!(offset + 4 <= SHM_SIZE && offset % 4 == 0);
+        debug_assert!(offset + 4 <= SHM_SIZE && offset.is_multiple_of(4));
         // SAFETY: inside the 96-byte segment, 4-aligned (the segment is page-aligned).
         unsafe { std::ptr::write_volatile(self.base.add(offset).cast::<i32>(), v) }
     }
@@ -63,7 +63,7 @@ impl ShmSegment {
     }
 
     fn put_i64(&mut self, offset: usize, v: i64) {
-        debug_assert!(offset + 8 <= SHM_SIZE && offset % 8 == 0);
+        debug_assert!(offset + 8 <= SHM_SIZE && offset.is_multiple_of(8));
         // SAFETY: inside the segment, 8-aligned.
         unsafe { std::ptr::write_volatile(self.base.add(offset).cast::<i64>(), v) }
     }
