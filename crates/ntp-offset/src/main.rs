@@ -4,6 +4,7 @@
 mod config;
 mod demo;
 mod duration;
+mod pulse;
 mod query;
 mod serve;
 
@@ -39,6 +40,9 @@ enum Command {
     Serve(ServeArgs),
     /// Ask NTP servers for their time; print offsets from the local clock and between servers.
     Query(QueryArgs),
+    /// Lock several hosts to one pulse: send ticks, or receive them and feed chrony/ntpd.
+    #[command(subcommand)]
+    Pulse(pulse::PulseCommand),
     /// A one-command tour: four views 15 s apart on loopback, measured; stops by itself.
     Demo,
 }
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Pulse(cmd) => pulse::run(cmd),
         Command::Demo => match demo::run() {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

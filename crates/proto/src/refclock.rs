@@ -5,7 +5,7 @@
 //!
 //! Both layouts are x86_64/aarch64 Linux, native endian, as the C structs are.
 
-use crate::tick::Leap;
+use crate::tick::{Leap, SourceState};
 use crate::tick_receiver::TickSample;
 use crate::time::Time;
 
@@ -51,7 +51,12 @@ impl SockSample {
             tv_usec: tv_ns / 1000,
             offset,
             pulse,
-            leap: leap_code(s.leap),
+            // 3 makes chronyd drop the sample: an unsynchronized source must not steer it.
+            leap: if s.state == SourceState::Unsynchronized {
+                3
+            } else {
+                leap_code(s.leap)
+            },
         }
     }
 
@@ -127,7 +132,7 @@ impl ShmSample {
             receive_sec,
             receive_usec: (receive_nsec / 1000) as i32,
             receive_nsec,
-            leap: if s.state == crate::tick::SourceState::Unsynchronized {
+            leap: if s.state == SourceState::Unsynchronized {
                 3
             } else {
                 leap_code(s.leap)
@@ -140,7 +145,7 @@ impl ShmSample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tick::{Source, SourceState};
+    use crate::tick::Source;
     use crate::tick_receiver::RxStamp;
     use crate::time::Offset;
 
@@ -183,6 +188,13 @@ mod tests {
         assert_eq!(&b[28..32], &1i32.to_ne_bytes());
         assert_eq!(&b[32..36], &[0; 4]);
         assert_eq!(&b[36..40], &0x534f434bi32.to_ne_bytes());
+    }
+
+    #[test]
+    fn unsynchronized_sources_give_samples_chrony_drops() {
+        let mut t = sample(1_700_000_000_000_000_000, 1_700_000_000_000_000_000, false);
+        t.state = SourceState::Unsynchronized;
+        assert_eq!(SockSample::from_tick(&t).leap, 3);
     }
 
     #[test]

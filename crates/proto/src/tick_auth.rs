@@ -52,6 +52,7 @@ impl Key {
 }
 
 /// The keys a transmitter or receiver knows.
+/// Never empty once parsed from a key file.
 #[derive(Clone, Debug, Default)]
 pub struct KeyRing {
     keys: Vec<Key>,
@@ -93,6 +94,11 @@ impl KeyRing {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The first key of the file (a transmitter's default signing key).
+    pub fn first(&self) -> &Key {
+        &self.keys[0]
     }
 
     pub fn get(&self, id: u16) -> Option<&Key> {

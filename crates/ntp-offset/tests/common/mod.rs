@@ -13,6 +13,8 @@ use ntp_offset_proto::client::{evaluate, Sample};
 use ntp_offset_proto::packet::Header;
 use ntp_offset_proto::time::{NtpTimestamp, Time};
 
+pub mod lan;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ntp-offset");
 
 pub fn now() -> Time {
@@ -43,6 +45,29 @@ pub fn peer(name: &str) -> PathBuf {
         if unpacked.exists() {
             return unpacked;
         }
+    }
+    let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.peers");
+    match name {
+        "chronyc" => {
+            // Next to the chronyd in use.
+            let chronyd = peer("chronyd");
+            let c = chronyd.parent().unwrap().join("../bin/chronyc");
+            if c.exists() {
+                return c;
+            }
+        }
+        "ntpd" | "ntpq" => {
+            let dir = if name == "ntpd" {
+                "usr/sbin"
+            } else {
+                "usr/bin"
+            };
+            let p = peers.join("ntpsec").join(dir).join(name);
+            if p.exists() {
+                return p;
+            }
+        }
+        _ => {}
     }
     let found = Command::new("sh")
         .arg("-c")

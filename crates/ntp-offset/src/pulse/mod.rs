@@ -1,0 +1,261 @@
+//! `ntp-offset pulse`: the tick transmitter and receiver (docs/tick-protocol.md).
+
+mod feeds;
+mod keys;
+mod listen;
+mod send;
+mod status;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use ntp_offset_proto::tick::{DEFAULT_PORT, LEGACY_PORT};
+use ntp_offset_proto::tick_auth::{Key, KeyRing};
+use ntp_offset_proto::tick_receiver::ReceiverConfig;
+use ntp_offset_proto::time::Offset;
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use tracing::error;
+
+use crate::{parse_duration, parse_offset};
+
+#[derive(Subcommand)]
+pub enum PulseCommand {
+    /// Send a tick at each second mark of the system clock (and its follow-up).
+    Send(SendArgs),
+    /// Receive ticks and feed chronyd (SOCK) or ntpd/ntpsec/chronyd (SHM) with tick time + offset.
+    Listen(ListenArgs),
+    /// Print a new key file line (`ID HEX`, 32 random bytes); save it with mode 600.
+    Keygen {
+        /// Key id, 1-65535.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        id: u16,
+    },
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// Destination (repeatable): broadcast (198.18.0.255:8123), multicast (239.1.2.3:8123,
+    /// [ff15::123]:8123) or unicast, IPv4 or IPv6.
+    #[arg(long, required = true, value_name = "IP:PORT")]
+    to: Vec<SocketAddr>,
+    /// Key file (`ID HEX` lines, mode 600); ticks are signed with --key-id.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["unauthenticated", "legacy"])]
+    key_file: Option<PathBuf>,
+    /// Which key of the key file signs (default: the first).
+    #[arg(long, value_name = "ID", requires = "key_file")]
+    key_id: Option<u16>,
+    /// Send unsigned ticks (receivers must allow them explicitly).
+    #[arg(long, conflicts_with = "key_file")]
+    unauthenticated: bool,
+    /// Transmitter id, decimal or 0x-hex (default: derived from the host name, stable).
+    #[arg(long, value_name = "ID", value_parser = parse_u32)]
+    id: Option<u32>,
+    /// Stratum of this host's clock, announced in the ticks.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=15))]
+    stratum: u8,
+    /// This host's clock is the reference (a lab, an isolated network): announce ticks as
+    /// synchronized even when the kernel says the clock is not. Without it, ticks from an
+    /// unsynchronized clock say so, and receivers' NTP daemons ignore them.
+    #[arg(long)]
+    local: bool,
+    /// Do not send follow-ups with the kernel's TX timestamps.
+    #[arg(long)]
+    no_follow_up: bool,
+    /// Send the original 4-byte `time` packets instead of ticks (to test old receivers).
+    #[arg(long, conflicts_with_all = ["key_file", "unauthenticated"])]
+    legacy: bool,
+    /// Multicast TTL / hop limit.
+    #[arg(long, default_value_t = 1)]
+    ttl: u32,
+    /// Spin this long before each second instead of sleeping (precision vs. CPU).
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    spin: Duration,
+    /// Stop after this many ticks.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print each tick's departure (kernel TX time minus its second) as a JSON line.
+    #[arg(long)]
+    report: bool,
+}
+
+#[derive(Args)]
+pub struct ListenArgs {
+    /// Address to receive ticks on (repeatable); broadcasts arrive on 0.0.0.0. Default:
+    /// 0.0.0.0:8123, plus 0.0.0.0:8000 with --legacy.
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Multicast group to join (repeatable), on the listen sockets of its family.
+    #[arg(long, value_name = "GROUP")]
+    join: Vec<IpAddr>,
+    /// Key file (`ID HEX` lines, mode 600).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["allow_unauthenticated", "legacy"])]
+    key_file: Option<PathBuf>,
+    /// Accept unsigned ticks.
+    #[arg(long)]
+    allow_unauthenticated: bool,
+    /// Accept the original 4-byte `time` pulses too, on any listen address. They mark a second
+    /// but not which one: that comes from the local clock (SOCK gets pulse samples).
+    #[arg(long)]
+    legacy: bool,
+    /// Follow only this transmitter id.
+    #[arg(long, value_name = "ID", value_parser = parse_u32)]
+    transmitter: Option<u32>,
+    /// Added to the tick time: this host's shifted time (e.g. 15s, -250ms).
+    #[arg(long, default_value = "0s", allow_hyphen_values = true, value_parser = parse_offset)]
+    offset: Offset,
+    /// The ticks' travel time from the transmitter, added to the tick time.
+    #[arg(long, default_value = "0s", value_parser = parse_offset)]
+    delay: Offset,
+    /// chrony SOCK refclock socket to feed (chrony.conf: `refclock SOCK PATH`).
+    #[arg(long, value_name = "PATH")]
+    sock: Option<PathBuf>,
+    /// NTP SHM refclock unit to feed (ntpd: `refclock shm unit N`; chrony: `refclock SHM N`).
+    #[arg(long, value_name = "UNIT")]
+    shm: Option<u32>,
+    /// Permissions of a new SHM segment, octal (default 600 for units 0-1, 666 above, as ntpd).
+    #[arg(long, value_name = "MODE", value_parser = parse_octal, requires = "shm")]
+    shm_mode: Option<u32>,
+    /// Reject a tick arriving further than this from where the previous ticks put it.
+    #[arg(long, default_value = "20ms", value_parser = parse_offset)]
+    outlier: Offset,
+    /// No tick for this long: the source is lost and samples stop.
+    #[arg(long, default_value = "1500ms", value_parser = parse_offset)]
+    timeout: Offset,
+    /// Write the status as JSON to this file every second.
+    #[arg(long, value_name = "FILE")]
+    status_file: Option<PathBuf>,
+    /// Print each sample as a JSON line on stdout.
+    #[arg(long)]
+    report: bool,
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 600"))
+}
+
+/// A stable default transmitter id: a hash of the host name.
+fn default_transmitter_id() -> u32 {
+    use std::hash::Hasher;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut h = siphasher::sip::SipHasher13::new();
+    h.write(name.trim().as_bytes());
+    h.finish() as u32
+}
+
+fn stop_flags() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let usr1 = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+    signal_hook::flag::register(SIGUSR1, usr1.clone())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    Ok((stop, usr1))
+}
+
+pub fn run(cmd: PulseCommand) -> ExitCode {
+    let result = match cmd {
+        PulseCommand::Send(args) => send(args),
+        PulseCommand::Listen(args) => listen(args),
+        PulseCommand::Keygen { id } => keys::generate(id).map(|line| println!("{line}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn signing_key(ring: &KeyRing, id: Option<u16>) -> Result<Key, String> {
+    match id {
+        Some(id) => ring
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("key {id} is not in the key file")),
+        None => Ok(ring.first().clone()),
+    }
+}
+
+fn send(a: SendArgs) -> Result<(), String> {
+    let key = match &a.key_file {
+        Some(path) => Some(signing_key(&keys::load(path)?, a.key_id)?),
+        None => None,
+    };
+    let (stop, _) = stop_flags()?;
+    send::run(
+        send::SendOptions {
+            destinations: a.to,
+            key,
+            transmitter: a.id.unwrap_or_else(default_transmitter_id),
+            stratum: a.stratum,
+            local: a.local,
+            follow_up: !a.no_follow_up,
+            legacy: a.legacy,
+            ttl: a.ttl,
+            spin: a.spin,
+            count: a.count,
+            report: a.report,
+        },
+        &stop,
+    )
+}
+
+fn listen(a: ListenArgs) -> Result<(), String> {
+    let keys = match &a.key_file {
+        Some(path) => keys::load(path)?,
+        None => KeyRing::default(),
+    };
+    let mut listen_on = a.listen;
+    if listen_on.is_empty() {
+        listen_on.push(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)));
+        if a.legacy {
+            listen_on.push(SocketAddr::from(([0, 0, 0, 0], LEGACY_PORT)));
+        }
+    }
+    if a.outlier.nanos() <= 0 || a.timeout.nanos() <= 0 {
+        return Err("--outlier and --timeout must be positive".into());
+    }
+    let (stop, usr1) = stop_flags()?;
+    listen::run(
+        listen::ListenOptions {
+            listen: listen_on,
+            join: a.join,
+            receiver: ReceiverConfig {
+                keys,
+                allow_unauthenticated: a.allow_unauthenticated,
+                allow_legacy: a.legacy,
+                transmitter: a.transmitter,
+                offset: a.offset,
+                path_delay: a.delay,
+                outlier: a.outlier,
+                timeout: a.timeout,
+                ..ReceiverConfig::default()
+            },
+            sock: a.sock,
+            shm: a.shm.map(|u| (u, a.shm_mode)),
+            status_file: a.status_file,
+            report: a.report,
+        },
+        &stop,
+        &usr1,
+    )
+}
