@@ -291,7 +291,7 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
         sent_ticks += 1;
         sequence = sequence.wrapping_add(1);
         let now = clock::realtime().0;
-        second = if now >= second + 1 {
+        second = if now > second {
             // Late (the clock was stepped, or we were stopped): skip to the next whole second.
             warn!(second, now, "fell behind; skipping to the next second");
             now + 1
