@@ -277,3 +277,180 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
     drop(lan);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod loopback {
+    //! Bad input against one receiver on loopback; the test itself is the transmitter.
+    use super::*;
+    use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, AUTH_LEN, BODY_LEN};
+    use ntp_offset_proto::tick_auth::{sign, Key, KeyRing};
+    use std::net::UdpSocket;
+
+    fn tick(second: i64, sequence: u32, key_id: u16) -> TickPacket {
+        TickPacket {
+            kind: Kind::Tick,
+            flags: 0,
+            state: SourceState::Synchronized,
+            leap: Leap::None,
+            source: Source::SystemClock,
+            stratum: 1,
+            key_id,
+            transmitter: 0x7e57,
+            session: 1,
+            sequence,
+            error_bound_us: 10,
+            second,
+            tx_offset_ns: 0,
+        }
+    }
+
+    fn wire(p: &TickPacket, key: &Key) -> Vec<u8> {
+        let mut body = [0; BODY_LEN];
+        p.encode_body(&mut body);
+        let mut out = [0; AUTH_LEN];
+        out[..BODY_LEN].copy_from_slice(&body);
+        if p.key_id == 0 {
+            return body.to_vec();
+        }
+        sign(&mut out, key);
+        out.to_vec()
+    }
+
+    fn sleep_until_second(second: i64, plus_ms: u64) {
+        let target = std::time::UNIX_EPOCH
+            + Duration::from_secs(second as u64)
+            + Duration::from_millis(plus_ms);
+        if let Ok(d) = target.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(d);
+        }
+    }
+
+    #[test]
+    fn forged_replayed_truncated_oversized_and_legacy_input_is_rejected_and_counted() {
+        let dir = tempdir("pulse-bad");
+        let keys = write_key_file(&dir);
+        let ring = KeyRing::parse(&std::fs::read_to_string(&keys).unwrap()).unwrap();
+        let key = ring.first().clone();
+        let forger = Key::new(key.id, &[0x42; 32]).unwrap();
+        let port = common::free_ports(1)[0];
+        let to = format!("127.0.0.1:{port}");
+        let status_file = dir.join("status.json");
+        let argv: Vec<String> = [BIN, "pulse", "listen", "--listen", &to, "--key-file"]
+            .map(s)
+            .into_iter()
+            .chain([
+                keys.display().to_string(),
+                s("--status-file"),
+                status_file.display().to_string(),
+            ])
+            .collect();
+        let mut listener = Background::start(&dir, "listen", &argv);
+        std::thread::sleep(Duration::from_millis(300));
+        listener.assert_running();
+
+        let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let first = common::now().unix_secs_nanos().0 + 1;
+        let mut sent = Vec::new();
+        for i in 0..4 {
+            sleep_until_second(first + i, 2);
+            let b = wire(&tick(first + i, i as u32, key.id), &key);
+            out.send_to(&b, &to).unwrap();
+            sent.push(b);
+        }
+        let bad: Vec<(&str, Vec<u8>)> = vec![
+            ("bad-mac", wire(&tick(first + 4, 4, key.id), &forger)),
+            ("replay", sent[1].clone()),
+            ("duplicate", sent[3].clone()),
+            ("truncated", sent[3][..40].to_vec()),
+            ("oversized", [sent[3].clone(), vec![0; 16]].concat()),
+            ("legacy", b"time".to_vec()),
+            ("unauthenticated", wire(&tick(first + 4, 4, 0), &key)),
+        ];
+        for (_, b) in &bad {
+            out.send_to(b, &to).unwrap();
+        }
+        let st = wait_until(Duration::from_secs(4), || {
+            let st = status(&status_file)?;
+            let rejected = st["rejected"].as_object()?;
+            (rejected.len() == bad.len()).then_some(st)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "not all rejections counted: {:?}\n{}",
+                status(&status_file),
+                listener.log_text()
+            )
+        });
+        for (name, _) in &bad {
+            assert_eq!(st["rejected"][name], 1, "{name}: {st}");
+        }
+        // Nothing bad got through, and the good ticks still count: locked on the third.
+        assert_eq!(field(&st, "samples"), 2, "{st}");
+        assert_eq!(st["state"], "locked");
+        assert_eq!(st["transmitter"], "0x00007e57");
+        listener.assert_running();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn legacy_time_pulses_lock_where_enabled() {
+        let dir = tempdir("pulse-legacy");
+        let port = common::free_ports(1)[0];
+        let to = format!("127.0.0.1:{port}");
+        let argv = [
+            BIN, "pulse", "listen", "--legacy", "--listen", &to, "--report",
+        ]
+        .map(s);
+        let listener = Background::start(&dir, "listen", &argv);
+        std::thread::sleep(Duration::from_millis(300));
+        let out = run_bounded(
+            Command::new(BIN).args(["pulse", "send", "--legacy", "--to", &to, "--count", "4"]),
+            Duration::from_secs(8),
+        );
+        assert!(out.status.success());
+        let text = wait_until(Duration::from_secs(2), || {
+            let t = listener.log_text();
+            (t.matches(r#""legacy":true"#).count() >= 2).then_some(t)
+        })
+        .unwrap_or_else(|| panic!("no legacy samples:\n{}", listener.log_text()));
+        assert!(text.contains("locked to legacy `time` pulses"), "{text}");
+        // The local clock is the tick clock here: each pulse's offset is the path latency.
+        for line in text.lines().filter(|l| l.starts_with('{')) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let off = v["offset_ns"].as_i64().unwrap();
+            assert!((-5_000_000..=0).contains(&off), "{line}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("pulse-perm");
+        let keys = write_key_file(&dir);
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for sub in [
+            vec!["pulse", "listen", "--listen", "127.0.0.1:9"],
+            vec!["pulse", "send", "--to", "127.0.0.1:9", "--count", "1"],
+        ] {
+            let out = run_bounded(
+                Command::new(BIN).args(&sub).arg("--key-file").arg(&keys),
+                Duration::from_secs(5),
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{sub:?} started");
+            assert!(
+                err.contains("mode 0644") && err.contains("chmod 600"),
+                "{err}"
+            );
+        }
+        let out = run_bounded(
+            Command::new(BIN).args(["pulse", "listen", "--listen", "127.0.0.1:9"]),
+            Duration::from_secs(5),
+        );
+        assert!(
+            !out.status.success(),
+            "listened without a key and without --allow-unauthenticated"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
