@@ -298,14 +298,22 @@ pub fn is_retryable(e: &io::Error) -> bool {
 
 /// Asks the kernel to stamp every received datagram with CLOCK_REALTIME (SO_TIMESTAMPNS).
 pub fn enable_rx_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a plain setsockopt with an int option.
+    set_socket_option(socket, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// A SOL_SOCKET option whose value is an int.
+pub(crate) fn set_socket_option(
+    socket: &impl AsRawFd,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a plain setsockopt with an int-sized value that outlives the call.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            name,
+            (&value as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -20,24 +20,11 @@ pub struct TxTimestamp {
 /// Asks for a software transmit timestamp of every datagram sent on `socket`, numbered
 /// (OPT_ID) and without the payload echoed back (OPT_TSONLY).
 pub fn enable_tx_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
-    let flags: libc::c_uint = libc::SOF_TIMESTAMPING_TX_SOFTWARE
+    let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
         | libc::SOF_TIMESTAMPING_SOFTWARE
         | libc::SOF_TIMESTAMPING_OPT_ID
         | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-    // SAFETY: a plain setsockopt with an unsigned int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPING,
-            (&flags as *const libc::c_uint).cast(),
-            size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::batch::set_socket_option(socket, libc::SO_TIMESTAMPING, flags as libc::c_int)
 }
 
 /// Waits up to `timeout` for the next transmit timestamp on `socket`'s error queue.

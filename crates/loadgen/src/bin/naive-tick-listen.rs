@@ -22,8 +22,12 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let s = Socket::new(Domain::for_address(args.listen), Type::DGRAM, Some(Protocol::UDP))
-        .expect("socket");
+    let s = Socket::new(
+        Domain::for_address(args.listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .expect("socket");
     s.set_reuse_address(true).expect("SO_REUSEADDR");
     s.bind(&args.listen.into()).expect("bind");
     let socket: UdpSocket = s.into();
