@@ -273,13 +273,43 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
         "{}",
         relocked.0
     );
+
+    // Restart chronyd: it re-creates its socket, and the receiver just keeps sending to it.
+    chronyd.stop();
+    let mut argv = lan.enter(1, None);
+    argv.extend([
+        peer("chronyd").display().to_string(),
+        s("-x"),
+        s("-d"),
+        s("-u"),
+        s("root"),
+        s("-f"),
+        cdir.join("chrony.conf").display().to_string(),
+    ]);
+    let mut chronyd = Background::start(&dir, "chronyd-again", &argv);
+    let reach = wait_until(Duration::from_secs(10), || {
+        chronyd.assert_running();
+        let out = Command::new(&chronyc)
+            .args(["-h", cmd_sock.to_str().unwrap(), "-n", "-c", "sources"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text.lines().find(|l| l.contains(",TICK,"))?.to_string();
+        (line.split(',').nth(5)? != "0").then_some(line)
+    });
+    assert!(
+        reach.is_some(),
+        "restarted chronyd got no samples:\n{}",
+        listen_a.log_text()
+    );
     sender.stop();
     drop(lan);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-mod loopback {
-    //! Bad input against one receiver on loopback; the test itself is the transmitter.
+mod single_receiver {
+    //! One receiver at a time: bad input on loopback (the test itself is the transmitter),
+    //! legacy pulses, IPv6 unicast, and IPv4 multicast inside a namespace.
     use super::*;
     use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, AUTH_LEN, BODY_LEN};
     use ntp_offset_proto::tick_auth::{sign, Key, KeyRing};
@@ -452,5 +482,102 @@ mod loopback {
             "listened without a key and without --allow-unauthenticated"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn ticks_arrive(listen: &[&str], send_to: &str, prefix: &[String]) -> String {
+        let dir = tempdir(&format!(
+            "pulse-{}",
+            send_to.replace([':', '[', ']', '.'], "")
+        ));
+        let mut argv: Vec<String> = prefix.to_vec();
+        argv.extend(
+            [
+                BIN,
+                "pulse",
+                "listen",
+                "--allow-unauthenticated",
+                "--report",
+            ]
+            .map(s),
+        );
+        argv.extend(listen.iter().map(|a| s(a)));
+        let listener = Background::start(&dir, "listen", &argv);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut argv: Vec<String> = prefix.to_vec();
+        argv.extend(
+            [
+                BIN,
+                "pulse",
+                "send",
+                "--local",
+                "--unauthenticated",
+                "--to",
+                send_to,
+                "--count",
+                "4",
+            ]
+            .map(s),
+        );
+        let out = run_bounded(
+            Command::new(&argv[0]).args(&argv[1..]),
+            Duration::from_secs(8),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = wait_until(Duration::from_secs(2), || {
+            let t = listener.log_text();
+            (t.matches(r#""tx_offset_ns":"#).count() >= 2).then_some(t)
+        });
+        let text = listener.log_text();
+        let _ = std::fs::remove_dir_all(&dir);
+        log.unwrap_or_else(|| panic!("no samples from {send_to}:\n{text}"))
+    }
+
+    #[test]
+    fn ipv6_unicast_ticks_with_follow_ups() {
+        let port = common::free_ports(1)[0];
+        let text = ticks_arrive(
+            &["--listen", &format!("[::1]:{port}")],
+            &format!("[::1]:{port}"),
+            &[],
+        );
+        assert!(
+            !text.contains(r#""tx_offset_ns":null"#),
+            "every sample corrected:\n{text}"
+        );
+    }
+
+    #[test]
+    fn ipv4_multicast_ticks_reach_a_joined_receiver() {
+        let lan = Lan::new("pm", 3, &["m"]);
+        // A route for multicast inside the namespace; nothing leaves it.
+        let ns = &lan.hosts[0];
+        let dev = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", "type", "veth"])
+            .output()
+            .unwrap();
+        let dev = String::from_utf8_lossy(&dev.stdout);
+        let dev = dev
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        let ok = Command::new("ip")
+            .args(["-n", ns, "route", "add", "224.0.0.0/4", "dev", &dev])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let text = ticks_arrive(
+            &["--listen", "0.0.0.0:8124", "--join", "239.18.3.1"],
+            "239.18.3.1:8124",
+            &lan.enter(0, None),
+        );
+        assert!(text.contains(r#""legacy":false"#), "{text}");
     }
 }
