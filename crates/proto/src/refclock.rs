@@ -7,7 +7,7 @@
 
 use crate::tick::{Leap, SourceState};
 use crate::tick_receiver::TickSample;
-use crate::time::Time;
+use crate::time::{Offset, Time};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
@@ -101,6 +101,9 @@ pub struct ShmSample {
     pub precision: i32,
 }
 
+/// How far SHM samples are moved back in time (see [`ShmSample::from_tick`]).
+pub const SHM_SHIFT_NS: i64 = 20_000_000;
+
 /// Byte offsets in `struct shmTime` (x86_64).
 pub mod shm_layout {
     pub const MODE: usize = 0;
@@ -122,8 +125,15 @@ impl ShmSample {
     /// (the SHM protocol has no pulse samples), which is right while the local clock is within
     /// half a second.
     pub fn from_tick(s: &TickSample, precision_log2: i32) -> ShmSample {
-        let (clock_sec, clock_nsec) = s.reference.unix_secs_nanos();
-        let (receive_sec, receive_nsec) = s.rx.real.unix_secs_nanos();
+        // ntpd/ntpsec drop a sample whose receive second is later than time(), a coarse clock
+        // that lags by up to a jiffy: ticks arrive microseconds after the second, so a read in
+        // the first milliseconds of a second sees them "in the future" (delay=-1s). The pair
+        // (true, system) stays valid when both move together, so both move back by 20 ms;
+        // the cost is 20 ms times the system clock's rate error: 2 us for a clock 100 ppm
+        // off, 10 us while a daemon slews at its 500 ppm maximum.
+        let shift = Offset::from_nanos(-SHM_SHIFT_NS);
+        let (clock_sec, clock_nsec) = s.reference.add(shift).unix_secs_nanos();
+        let (receive_sec, receive_nsec) = s.rx.real.add(shift).unix_secs_nanos();
         ShmSample {
             clock_sec,
             // chrony uses the nanoseconds only when nsec / 1000 == usec: keep them consistent.
@@ -147,7 +157,6 @@ mod tests {
     use super::*;
     use crate::tick::Source;
     use crate::tick_receiver::RxStamp;
-    use crate::time::Offset;
 
     fn sample(rx_ns: i64, reference_ns: i64, legacy: bool) -> TickSample {
         TickSample {
@@ -214,14 +223,18 @@ mod tests {
         let rx = 1_700_000_000_000_001_999;
         let mut t = sample(rx, rx + Offset::from_secs(15).nanos() + 500, false);
         let s = ShmSample::from_tick(&t, -20);
+        // Both stamps 20 ms earlier: the receive second is the one before the tick's.
         assert_eq!(
             (s.clock_sec, s.clock_usec, s.clock_nsec),
-            (1_700_000_015, 2, 2_499)
+            (1_700_000_014, 980_002, 980_002_499)
         );
         assert_eq!(
             (s.receive_sec, s.receive_usec, s.receive_nsec),
-            (1_700_000_000, 1, 1_999)
+            (1_699_999_999, 980_001, 980_001_999)
         );
+        let offset = (s.clock_sec - s.receive_sec) * 1_000_000_000 + i64::from(s.clock_nsec)
+            - i64::from(s.receive_nsec);
+        assert_eq!(offset, 15_000_000_500, "the offset is unchanged");
         assert_eq!((s.leap, s.precision), (1, -20));
         t.state = SourceState::Unsynchronized;
         assert_eq!(ShmSample::from_tick(&t, -20).leap, 3);
