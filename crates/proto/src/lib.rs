@@ -10,12 +10,14 @@
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
 //! - [`responder`]: [`responder::decide`], the server's decision for one request.
 //! - [`client`]: the client side of one exchange (offset, delay), for `query`.
+//! - [`clock_model`]: the pulse-disciplined clock (phase, frequency, error bound, holdover).
 //! - [`tick`]: the tick protocol's wire format; [`tick_auth`]: its MAC and key file.
 //! - [`tick_receiver`]: which received ticks become samples for the NTP daemon.
 //! - [`refclock`]: those samples as chrony's SOCK and the NTP SHM refclocks read them.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clock_model;
 pub mod leap;
 pub mod packet;
 pub mod ratelimit;
