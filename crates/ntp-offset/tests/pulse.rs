@@ -317,8 +317,8 @@ mod single_receiver {
     //! One receiver at a time: bad input on loopback (the test itself is the transmitter),
     //! legacy pulses, IPv6 unicast, and IPv4 multicast inside a namespace.
     use super::*;
-    use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, AUTH_LEN, BODY_LEN};
-    use ntp_offset_proto::tick_auth::{sign, Key, KeyRing};
+    use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, AUTH_LEN};
+    use ntp_offset_proto::tick_auth::{encode, Key, KeyRing};
     use std::net::UdpSocket;
 
     fn tick(second: i64, sequence: u32, key_id: u16) -> TickPacket {
@@ -340,15 +340,7 @@ mod single_receiver {
     }
 
     fn wire(p: &TickPacket, key: &Key) -> Vec<u8> {
-        let mut body = [0; BODY_LEN];
-        p.encode_body(&mut body);
-        let mut out = [0; AUTH_LEN];
-        out[..BODY_LEN].copy_from_slice(&body);
-        if p.key_id == 0 {
-            return body.to_vec();
-        }
-        sign(&mut out, key);
-        out.to_vec()
+        encode(p, Some(key), &mut [0; AUTH_LEN]).to_vec()
     }
 
     fn sleep_until_second(second: i64, plus_ms: u64) {

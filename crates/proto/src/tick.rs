@@ -252,7 +252,7 @@ impl TickPacket {
         }
     }
 
-    /// Writes the 48 MAC-covered bytes (the MAC itself is [`crate::tick_auth::sign`]'s job).
+    /// Writes the 48 MAC-covered bytes ([`crate::tick_auth::encode`] adds the MAC).
     pub fn encode_body(&self, out: &mut [u8; BODY_LEN]) {
         *out = [0; BODY_LEN];
         out[..4].copy_from_slice(&MAGIC);
@@ -300,12 +300,8 @@ pub(crate) mod vectors {
         pub fields: BTreeMap<String, String>,
     }
 
-    pub fn hex(s: &str) -> Vec<u8> {
-        assert!(s.len().is_multiple_of(2), "odd hex length");
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+    fn hex(s: &str) -> Vec<u8> {
+        crate::tick_auth::decode_hex(s).expect("hex in the vectors file")
     }
 
     /// (keys, vectors)

@@ -7,7 +7,7 @@ use core::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::tick::{AUTH_LEN, BODY_LEN, MAC_LEN};
+use crate::tick::{TickPacket, AUTH_LEN, BODY_LEN, MAC_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -135,7 +135,8 @@ impl KeyRing {
     }
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+/// Hex to bytes; None unless every pair of characters is a hex byte.
+pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
@@ -149,6 +150,19 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 pub fn format_key_line(id: u16, secret: &[u8]) -> String {
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     format!("{id} {hex}")
+}
+
+/// Writes `p` into `out` as it goes on the wire: the body, plus its MAC by `key` when
+/// `p.key_id` is not 0 (`key` is then required). Returns the wire bytes.
+pub fn encode<'a>(p: &TickPacket, key: Option<&Key>, out: &'a mut [u8; AUTH_LEN]) -> &'a [u8] {
+    let mut body = [0u8; BODY_LEN];
+    p.encode_body(&mut body);
+    out[..BODY_LEN].copy_from_slice(&body);
+    if p.key_id == 0 {
+        return &out[..BODY_LEN];
+    }
+    sign(out, key.expect("a packet with a key id needs its key"));
+    &out[..]
 }
 
 /// Appends the MAC of `packet[..48]` with `key` into `packet[48..64]`.

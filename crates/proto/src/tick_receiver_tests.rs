@@ -1,6 +1,6 @@
 use super::*;
-use crate::tick::{AUTH_LEN, BODY_LEN, FLAG_FOLLOW_UP};
-use crate::tick_auth::{sign, Key};
+use crate::tick::{AUTH_LEN, FLAG_FOLLOW_UP};
+use crate::tick_auth::{encode, Key};
 
 const SECRET: [u8; 32] = [7; 32];
 const T0: i64 = 1_800_000_000;
@@ -38,15 +38,7 @@ fn tick(second: i64, seq: u32) -> TickPacket {
 }
 
 fn wire(p: &TickPacket) -> Vec<u8> {
-    let mut body = [0; BODY_LEN];
-    p.encode_body(&mut body);
-    if p.key_id == 0 {
-        return body.to_vec();
-    }
-    let mut out = [0; AUTH_LEN];
-    out[..BODY_LEN].copy_from_slice(&body);
-    sign(&mut out, &Key::new(1, &SECRET).unwrap());
-    out.to_vec()
+    encode(p, Some(&Key::new(1, &SECRET).unwrap()), &mut [0; AUTH_LEN]).to_vec()
 }
 
 /// The tick for `second` arriving `late_ns` after the second, with the local system clock

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ntp_offset_proto::tick::{
-    Kind, Leap, Source, SourceState, TickPacket, AUTH_LEN, BODY_LEN, ERROR_UNKNOWN, FLAG_FOLLOW_UP,
+    Kind, Leap, Source, SourceState, TickPacket, AUTH_LEN, ERROR_UNKNOWN, FLAG_FOLLOW_UP,
     LEGACY_PAYLOAD,
 };
-use ntp_offset_proto::tick_auth::{sign, Key};
+use ntp_offset_proto::tick_auth::{encode, Key};
 use ntp_offset_sys::clock;
 use ntp_offset_sys::txstamp::{enable_tx_timestamps, recv_tx_timestamp};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -215,11 +215,10 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
             second,
             tx_offset_ns: 0,
         };
-        let len = encode(&tick, opts.key.as_ref(), &mut wire);
         let payload: &[u8] = if opts.legacy {
             LEGACY_PAYLOAD
         } else {
-            &wire[..len]
+            encode(&tick, opts.key.as_ref(), &mut wire)
         };
         if !wait_for_second(second, opts.spin, stop) {
             break;
@@ -267,8 +266,7 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
                     continue;
                 }
                 let fu = tick.follow_up(tx_offset, false);
-                let len = encode(&fu, opts.key.as_ref(), &mut wire);
-                match socket.send_to(&wire[..len], d.addr) {
+                match socket.send_to(encode(&fu, opts.key.as_ref(), &mut wire), d.addr) {
                     // The follow-up is stamped too: count it, so ids stay in step (its stamp
                     // is skipped when the next tick's is read).
                     Ok(_) => senders[d.socket].sent = senders[d.socket].sent.wrapping_add(1),
@@ -301,16 +299,4 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
     }
     info!(ticks = sent_ticks, send_errors, "stopped");
     Ok(())
-}
-
-fn encode(p: &TickPacket, key: Option<&Key>, out: &mut [u8; AUTH_LEN]) -> usize {
-    let mut body = [0u8; BODY_LEN];
-    p.encode_body(&mut body);
-    out[..BODY_LEN].copy_from_slice(&body);
-    if let Some(k) = key {
-        sign(out, k);
-        AUTH_LEN
-    } else {
-        BODY_LEN
-    }
 }
