@@ -143,42 +143,25 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
     // The receivers: host a at +250 ms into chronyd, host b at +15 s into ntpd.
     let status_a = dir.join("a.json");
     let status_b = dir.join("b.json");
-    let mut argv = lan.enter(1, None);
-    argv.extend(
-        [
-            BIN,
-            "pulse",
-            "listen",
-            "--key-file",
-            keys,
-            "--offset",
-            "250ms",
-            "--sock",
-        ]
-        .map(s),
+    let listen = |prefix: &[String], status: &Path, outputs: &[String]| {
+        let mut argv = prefix.to_vec();
+        argv.extend([BIN, "pulse", "listen", "--key-file", keys].map(s));
+        argv.extend(outputs.iter().cloned());
+        argv.extend([s("--status-file"), status.display().to_string()]);
+        argv
+    };
+    let argv = listen(
+        &lan.enter(1, None),
+        &status_a,
+        &[
+            s("--offset"),
+            s("250ms"),
+            s("--sock"),
+            tick_sock.display().to_string(),
+        ],
     );
-    argv.extend([
-        tick_sock.display().to_string(),
-        s("--status-file"),
-        status_a.display().to_string(),
-    ]);
     let mut listen_a = Background::start(&dir, "listen-a", &argv);
-    let mut argv = in_b.clone();
-    argv.extend(
-        [
-            BIN,
-            "pulse",
-            "listen",
-            "--key-file",
-            keys,
-            "--offset",
-            "15s",
-            "--shm",
-            "0",
-        ]
-        .map(s),
-    );
-    argv.extend([s("--status-file"), status_b.display().to_string()]);
+    let argv = listen(&in_b, &status_b, &["--offset", "15s", "--shm", "0"].map(s));
     let mut listen_b = Background::start(&dir, "listen-b", &argv);
 
     let sender_argv = {

@@ -5,17 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::require_root;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use super::{ip, require_root};
 
 /// Namespaces `hosts` joined by a bridge (which lives in a namespace of its own, so nothing
 /// touches the root namespace). Host i has 198.18.<subnet>.<i+1>/24.

@@ -234,7 +234,8 @@ pub struct NetnsPair {
     pub client: String,
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip ARGS` (iproute2); panics with its stderr on failure.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
         .output()
