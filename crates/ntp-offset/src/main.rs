@@ -7,6 +7,7 @@ mod duration;
 mod pulse;
 mod query;
 mod serve;
+mod udp;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

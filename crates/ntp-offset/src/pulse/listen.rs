@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use ntp_offset_proto::tick_receiver::{Event, Receiver, ReceiverConfig, RxStamp, TickSample};
 use ntp_offset_proto::time::Time;
-use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch};
+use ntp_offset_sys::batch::RecvBatch;
 use ntp_offset_sys::clock;
-use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
 use super::feeds::{ShmFeed, SockFeed};
@@ -33,33 +32,21 @@ pub struct ListenOptions {
 }
 
 fn bind(addr: SocketAddr, join: &[IpAddr]) -> Result<UdpSocket, String> {
-    let err = |what: &str, e: std::io::Error| format!("cannot {what} {addr}: {e}");
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| err("create a socket for", e))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)
-            .map_err(|e| err("set IPV6_V6ONLY on", e))?;
-    }
-    // Several receivers on one host may share a broadcast or multicast port.
-    s.set_reuse_address(true)
-        .map_err(|e| err("set SO_REUSEADDR on", e))?;
-    s.bind(&addr.into()).map_err(|e| err("listen on", e))?;
-    for group in join {
-        match (group, addr.ip()) {
-            (IpAddr::V4(g), IpAddr::V4(_)) => s
-                .join_multicast_v4(g, &Ipv4Addr::UNSPECIFIED)
-                .map_err(|e| err(&format!("join {g} on"), e))?,
-            (IpAddr::V6(g), IpAddr::V6(_)) => s
-                .join_multicast_v6(g, 0)
-                .map_err(|e| err(&format!("join {g} on"), e))?,
-            _ => {}
+    crate::udp::bind_timestamped(addr, "", |s| {
+        // Several receivers on one host may share a broadcast or multicast port.
+        s.set_reuse_address(true)
+            .map_err(|e| ("set SO_REUSEADDR on".to_string(), e))?;
+        for group in join {
+            let joined = match (group, addr.ip()) {
+                (IpAddr::V4(g), IpAddr::V4(_)) => s.join_multicast_v4(g, &Ipv4Addr::UNSPECIFIED),
+                (IpAddr::V6(g), IpAddr::V6(_)) => s.join_multicast_v6(g, 0),
+                _ => Ok(()),
+            };
+            joined.map_err(|e| (format!("join {group} on"), e))?;
         }
-    }
-    s.set_nonblocking(true)
-        .map_err(|e| err("make non-blocking", e))?;
-    let socket: UdpSocket = s.into();
-    enable_rx_timestamps(&socket).map_err(|e| err("enable receive timestamps on", e))?;
-    Ok(socket)
+        s.set_nonblocking(true)
+            .map_err(|e| ("make non-blocking".to_string(), e))
+    })
 }
 
 /// The arrival of a datagram on both clocks. The kernel stamps CLOCK_REALTIME; the raw

@@ -18,7 +18,6 @@ use ntp_offset_proto::ratelimit::RateLimitParams;
 use ntp_offset_proto::responder::Unmatched;
 use ntp_offset_proto::system::ClockPolicy;
 use ntp_offset_proto::view::ViewTable;
-use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
 use crate::config::{self, ServeConfig};
@@ -66,37 +65,14 @@ fn runtime_of(cfg: &ServeConfig) -> Runtime {
 
 /// Binds one UDP socket with kernel receive timestamps.
 pub fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
-    let explain = |what: &str, e: std::io::Error| {
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
-            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: see the README, \"Running on port 123\")"
-        } else if e.kind() == std::io::ErrorKind::AddrInUse {
-            " (another NTP server, e.g. chronyd or ntpd, may be listening there)"
-        } else if e.kind() == std::io::ErrorKind::AddrNotAvailable {
-            " (no interface of this host has that address)"
-        } else {
-            ""
-        };
-        format!("cannot {what} {addr}: {e}{hint}")
-    };
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| explain("create a socket for", e))?;
-    if addr.is_ipv6() {
+    let in_use = " (another NTP server, e.g. chronyd or ntpd, may be listening there)";
+    crate::udp::bind_timestamped(addr, in_use, |socket| {
+        // A deeper queue absorbs bursts; the kernel caps it at net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(1 << 20);
         socket
-            .set_only_v6(true)
-            .map_err(|e| explain("set IPV6_V6ONLY on", e))?;
-    }
-    // A deeper queue absorbs bursts; the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(1 << 20);
-    socket
-        .set_read_timeout(Some(RECV_TIMEOUT))
-        .map_err(|e| explain("set a timeout on", e))?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| explain("listen on", e))?;
-    let socket: UdpSocket = socket.into();
-    ntp_offset_sys::batch::enable_rx_timestamps(&socket)
-        .map_err(|e| explain("enable receive timestamps on", e))?;
-    Ok(socket)
+            .set_read_timeout(Some(RECV_TIMEOUT))
+            .map_err(|e| ("set a timeout on".to_string(), e))
+    })
 }
 
 impl Server {
