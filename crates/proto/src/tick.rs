@@ -1,7 +1,7 @@
 //! The tick protocol, version 1: the wire format of one tick and its follow-up. The full
 //! specification, with what receivers reject and why, is `docs/tick-protocol.md`; the shared
-//! test vectors are `testvectors/tick-v1.txt`, read by the tests below, by the kernel module's
-//! and by the firmware's.
+//! test vectors are `testvectors/tick-v1.txt`, read by the tests below (and meant for the
+//! kernel module's and the firmware's test suites too).
 //!
 //! A tick marks the start of UTC second `second`, sent as close to that instant as the
 //! transmitter can. A follow-up, when announced, carries the transmitter's kernel timestamp of
@@ -289,7 +289,7 @@ impl TickPacket {
 
 #[cfg(test)]
 pub(crate) mod vectors {
-    //! Reader of `testvectors/tick-v1.txt`, shared with the C test suites. One record per line:
+    //! Reader of `testvectors/tick-v1.txt` (a format C can read too). One record per line:
     //! `key id=N hex=...` or `vector name=... expect=ok|<error name> hex=... [field=value...]`.
     use std::collections::BTreeMap;
 
