@@ -58,6 +58,7 @@ fn config(addrs: &[SocketAddr]) -> ServeConfig {
         },
         leap: LeapPolicy::default(),
         rate_limit: None,
+        reference: crate::config::Reference::System,
     }
 }
 

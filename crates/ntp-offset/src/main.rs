@@ -51,7 +51,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Configuration file (TOML); see examples/ and docs/configuration.md.
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["listen", "offset", "local_stratum", "no_rate_limit"])]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["listen", "offset", "local_stratum", "no_rate_limit", "reference"])]
     config: Option<PathBuf>,
     /// Validate the configuration file and exit.
     #[arg(long, requires = "config")]
@@ -68,6 +68,22 @@ struct ServeArgs {
     /// Without a config file: do not rate-limit clients.
     #[arg(long, requires = "listen")]
     no_rate_limit: bool,
+    /// Without a config file: where time comes from. `system`: the host clock; `pulse`: a
+    /// clock disciplined by received ticks (`pulse send`), leaving the host clock alone.
+    #[arg(long, value_name = "SOURCE", value_parser = ["system", "pulse"], requires = "listen")]
+    reference: Option<String>,
+    /// With --reference pulse: address to receive ticks on (repeatable; default 0.0.0.0:8123).
+    #[arg(long, value_name = "IP:PORT")]
+    tick_listen: Vec<SocketAddr>,
+    /// With --reference pulse: the tick key file (`ID HEX` lines, mode 600).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// With --reference pulse: accept unsigned ticks.
+    #[arg(long)]
+    allow_unauthenticated: bool,
+    /// With --reference pulse: without ticks for this long, answers say unsynchronized.
+    #[arg(long, value_name = "DURATION", value_parser = parse_offset)]
+    holdover: Option<Offset>,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +100,10 @@ struct QueryArgs {
     /// NTP version of the requests (2-4).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=4))]
     ntp_version: u8,
+    /// Print one JSON object per server and line (offset, delay, stratum, leap, refid, root
+    /// delay and dispersion; times in seconds) instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_offset(s: &str) -> Result<Offset, String> {
@@ -117,6 +137,7 @@ fn main() -> ExitCode {
                 count: args.count,
                 timeout: args.timeout,
                 version: args.ntp_version,
+                json: args.json,
                 ..Default::default()
             };
             if query::run(&args.servers, &opts) {
@@ -146,12 +167,22 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        (None, false) => config::quick(
-            args.listen.clone(),
-            args.offset.unwrap_or(Offset::ZERO),
-            args.local_stratum,
-            !args.no_rate_limit,
-        ),
+        (None, false) => {
+            let mut cfg = config::quick(
+                args.listen.clone(),
+                args.offset.unwrap_or(Offset::ZERO),
+                args.local_stratum,
+                !args.no_rate_limit,
+            );
+            match quick_reference(&args) {
+                Ok(r) => cfg.reference = r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            cfg
+        }
         (None, true) => {
             eprintln!("error: give --config FILE (try examples/try-it.toml), or --listen IP:PORT [--offset DURATION] for one view");
             return ExitCode::from(2);
@@ -208,11 +239,52 @@ fn serve(args: ServeArgs) -> ExitCode {
                     Err(e) => error!("reload failed, keeping the running configuration: {e}"),
                 },
             },
-            SIGUSR1 => info!("stats: {}", server.stats()),
+            SIGUSR1 => {
+                info!("stats: {}", server.stats());
+                if let Some(r) = server.reference_status() {
+                    info!("reference: {r}");
+                }
+            }
             _ => break,
         }
     }
     info!("stopping; stats: {}", server.stats());
+    if let Some(r) = server.reference_status() {
+        info!("reference: {r}");
+    }
     server.stop();
     ExitCode::SUCCESS
+}
+
+/// The `[reference]` of `serve --listen ...`, from --reference and the tick options.
+fn quick_reference(args: &ServeArgs) -> Result<config::Reference, String> {
+    let pulse_only = !args.tick_listen.is_empty()
+        || args.key_file.is_some()
+        || args.allow_unauthenticated
+        || args.holdover.is_some();
+    if args.reference.as_deref() != Some("pulse") {
+        if pulse_only {
+            return Err("--tick-listen, --key-file, --allow-unauthenticated and --holdover need --reference pulse".into());
+        }
+        return Ok(config::Reference::System);
+    }
+    if args.local_stratum.is_some() {
+        return Err("--local-stratum and --reference pulse contradict each other: with pulse, the stratum is the transmitter's + 1".into());
+    }
+    let keys = match &args.key_file {
+        Some(path) => pulse::keys::load(path)?,
+        None if args.allow_unauthenticated => Default::default(),
+        None => return Err("--reference pulse needs --key-file FILE (make one with `ntp-offset pulse keygen`) or --allow-unauthenticated".into()),
+    };
+    let mut p = config::PulseReference::new(keys, args.allow_unauthenticated);
+    if !args.tick_listen.is_empty() {
+        p.listen = args.tick_listen.clone();
+    }
+    if let Some(h) = args.holdover {
+        if h < Offset::from_secs(3) {
+            return Err("--holdover must be at least 3s".into());
+        }
+        p.model.holdover_limit_ns = h.nanos();
+    }
+    Ok(config::Reference::Pulse(p))
 }

@@ -22,6 +22,8 @@ pub struct QueryOptions {
     /// Pause between requests to one server.
     pub interval: Duration,
     pub version: u8,
+    /// One JSON object per server and line instead of the table.
+    pub json: bool,
 }
 
 impl Default for QueryOptions {
@@ -31,6 +33,7 @@ impl Default for QueryOptions {
             timeout: Duration::from_secs(2),
             interval: Duration::from_millis(50),
             version: 4,
+            json: false,
         }
     }
 }
@@ -150,6 +153,16 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
         .iter()
         .map(|t| (t.clone(), resolve(t).and_then(|a| query(a, opts))))
         .collect();
+    let synchronized = |r: &Result<Sample, String>| {
+        r.as_ref()
+            .is_ok_and(|s| s.header.leap != LeapIndicator::Unsynchronized)
+    };
+    if opts.json {
+        for (target, r) in &results {
+            println!("{}", json_line(target, r));
+        }
+        return results.iter().all(|(_, r)| synchronized(r));
+    }
     let width = results
         .iter()
         .map(|(t, _)| t.len())
@@ -199,6 +212,26 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
         }
     }
     all_good
+}
+
+/// One server's result for scripts: times in seconds, header fields as on the wire.
+fn json_line(target: &str, r: &Result<Sample, String>) -> serde_json::Value {
+    match r {
+        Ok(s) => {
+            let h = &s.header;
+            serde_json::json!({
+                "server": target,
+                "offset": s.offset.as_secs_f64(),
+                "delay": s.delay.as_secs_f64(),
+                "stratum": h.stratum,
+                "leap": h.leap as u8,
+                "refid": refid_text(h),
+                "root_delay": h.root_delay.to_offset().as_secs_f64(),
+                "root_dispersion": h.root_dispersion.to_offset().as_secs_f64(),
+            })
+        }
+        Err(e) => serde_json::json!({ "server": target, "error": e }),
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,28 @@ fn query_prints_offsets_and_differences_and_fails_on_silence() {
     assert!((diff + 0.25).abs() < 1e-3, "{out}");
     assert!(out.contains("LOCL"), "{out}");
 
+    // --json: one object per server, for scripts.
+    let (ok, out) = run(&["query", "--json", &a, &b]);
+    assert!(ok, "{out}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[1]["server"], b.as_str());
+    let diff = lines[1]["offset"].as_f64().unwrap() - lines[0]["offset"].as_f64().unwrap();
+    assert!((diff + 0.25).abs() < 1e-3, "{out}");
+    assert_eq!(
+        (
+            lines[0]["stratum"].as_u64(),
+            lines[0]["leap"].as_u64(),
+            lines[0]["refid"].as_str()
+        ),
+        (Some(10), Some(0), Some("LOCL")),
+        "{out}"
+    );
+    assert_eq!(lines[0]["root_dispersion"].as_f64(), Some(0.0), "{out}");
+
     // A port nobody listens on: the answer is missing and the exit status says so.
     let silent = format!("127.0.0.1:{}", free_ports(1)[0]);
     let (ok, out) = run(&["query", "--timeout", "300ms", "-n", "1", &a, &silent]);

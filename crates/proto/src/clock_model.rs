@@ -20,7 +20,7 @@ use crate::time::Time;
 const NANOS_PER_SEC: f64 = 1e9;
 const RESTART_AFTER_OUTLIERS: u32 = 3;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelConfig {
     /// Pairs in the fit.
     pub window: usize,
@@ -98,24 +98,26 @@ impl Line {
 }
 
 /// The served time: `slewing` up to `until` (the phase correction), then the estimated rate,
-/// so a correction never outlives the error it removes (which matters in holdover).
+/// so a correction never outlives the error it removes (which matters in holdover). A copy is
+/// all a reader needs to turn monotonic raw instants into reference time.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Served {
+pub struct ServedLine {
     slewing: Line,
     until: i64,
     rate: f64,
 }
 
-impl Served {
-    fn following(fit: Line) -> Served {
-        Served {
+impl ServedLine {
+    fn following(fit: Line) -> ServedLine {
+        ServedLine {
             slewing: fit,
             until: fit.mono0,
             rate: fit.rate,
         }
     }
 
-    fn at(&self, mono: i64) -> i64 {
+    /// Reference time (Unix ns) at a monotonic raw instant.
+    pub fn at(&self, mono: i64) -> i64 {
         if mono <= self.until {
             return self.slewing.at(mono);
         }
@@ -130,7 +132,7 @@ pub struct ClockModel {
     fit: Option<Line>,
     /// Residual RMS of the fit, ns.
     rms_ns: f64,
-    served: Option<Served>,
+    served: Option<ServedLine>,
     last_pair_mono: Option<i64>,
     outliers_in_row: u32,
     locked_once: bool,
@@ -153,6 +155,22 @@ impl ClockModel {
     /// The current frequency estimate: reference rate minus 1 (e.g. 1e-4 for +100 ppm).
     pub fn frequency(&self) -> Option<f64> {
         self.fit.map(|f| f.rate)
+    }
+
+    /// The served line, once locked: what readers copy to tell time between pairs.
+    pub fn served(&self) -> Option<ServedLine> {
+        self.served
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Takes new settings (a configuration reload) without forgetting the pairs.
+    pub fn set_config(&mut self, cfg: ModelConfig) {
+        let excess = self.pairs.len().saturating_sub(cfg.window.max(2));
+        self.pairs.drain(..excess);
+        self.cfg = cfg;
     }
 
     fn gate_ns(&self, mono: i64) -> i64 {
@@ -205,7 +223,7 @@ impl ClockModel {
                     } else {
                         (err as f64 / correction).round() as i64
                     };
-                    self.served = Some(Served {
+                    self.served = Some(ServedLine {
                         slewing: Line {
                             mono0: mono,
                             ref0: current,
@@ -222,7 +240,7 @@ impl ClockModel {
         self.locked_once = true;
         match step {
             Some(by) => {
-                self.served = Some(Served::following(fit));
+                self.served = Some(ServedLine::following(fit));
                 if restarted {
                     Update::Restarted
                 } else {

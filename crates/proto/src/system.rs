@@ -1,7 +1,11 @@
 //! The server's "system variables" (RFC 5905 §9): what every answer says about the reference
 //! clock, derived once per clock reading rather than per request.
 
+use crate::clock_model::{ModelState, Reading};
+use std::net::IpAddr;
+
 use crate::packet::LeapIndicator;
+use crate::tick::Source;
 use crate::time::{NtpShort, Offset, Time};
 
 /// What the kernel says about the host clock (adjtimex), as plain values.
@@ -98,6 +102,63 @@ impl ServerState {
     }
 }
 
+/// What the pulse-disciplined clock (`[reference] source = "pulse"`) says at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PulseClock {
+    /// The clock model read now, plus the time until the next refresh (so the dispersion
+    /// announced until then is never too small). None before the first lock.
+    pub reading: Option<Reading>,
+    /// The transmitter's stratum (0 for a DCF77, GNSS or PPS source).
+    pub source_stratum: u8,
+    /// The transmitter's own error bound, when it sends one.
+    pub source_error: Option<Offset>,
+    pub reference_id: [u8; 4],
+    /// When the last tick was taken, in base time.
+    pub last_tick: Option<Time>,
+}
+
+/// The reference ID for a pulse reference: the source's name for stratum-0 sources (as ntpd
+/// and chrony name refclocks), else the transmitter's IPv4 address (as for an upstream server,
+/// which lets clients detect loops), else `TICK`.
+pub fn pulse_refid(source: Source, transmitter: Option<IpAddr>) -> [u8; 4] {
+    match (source, transmitter) {
+        (Source::Pps, _) => *b"PPS\0",
+        (Source::Dcf77, _) => *b"DCF\0",
+        (Source::Gnss, _) => *b"GPS\0",
+        (Source::SystemClock, Some(IpAddr::V4(v4))) => v4.octets(),
+        (Source::SystemClock, _) => *b"TICK",
+    }
+}
+
+impl ServerState {
+    /// The system variables for the pulse reference: synchronized only while the model is
+    /// locked or in holdover within its limit, one stratum below the transmitter, with the
+    /// model's error bound plus the source's as root dispersion.
+    pub fn from_pulse(pulse: PulseClock, leap: LeapIndicator, precision: i8) -> ServerState {
+        let Some(reading) = pulse.reading else {
+            return Self::unsynchronized(precision);
+        };
+        let error =
+            Offset::from_nanos(reading.error_ns).add(pulse.source_error.unwrap_or(Offset::ZERO));
+        let stratum = pulse.source_stratum.saturating_add(1);
+        if reading.state == ModelState::Unsynchronized || stratum > 15 {
+            return ServerState {
+                root_dispersion: NtpShort::from_offset(error),
+                ..Self::unsynchronized(precision)
+            };
+        }
+        ServerState {
+            leap,
+            stratum,
+            reference_id: pulse.reference_id,
+            root_delay: NtpShort::from_bits(0),
+            root_dispersion: NtpShort::from_offset(error),
+            precision,
+            reference_time: pulse.last_tick,
+        }
+    }
+}
+
 /// log2 of a clock's precision in seconds, rounded up, as the header's precision field wants it.
 pub fn precision_log2(resolution: Offset) -> i8 {
     let ns = resolution.nanos().max(1) as f64;
@@ -171,6 +232,65 @@ mod tests {
         // 1.5 ms in 16.16, rounded up.
         assert_eq!(s.root_dispersion.to_bits(), 99);
         assert_eq!(s.reference_time, Some(NOW));
+    }
+
+    fn pulse(state: ModelState, stratum: u8) -> PulseClock {
+        PulseClock {
+            reading: Some(Reading {
+                time: NOW,
+                error_ns: 40_000,
+                state,
+            }),
+            source_stratum: stratum,
+            source_error: Some(Offset::from_micros(10)),
+            reference_id: *b"DCF\0",
+            last_tick: Some(NOW),
+        }
+    }
+
+    #[test]
+    fn pulse_refids_name_the_source_or_the_transmitter() {
+        let v4: IpAddr = "198.18.1.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(pulse_refid(Source::Dcf77, Some(v4)), *b"DCF\0");
+        assert_eq!(pulse_refid(Source::SystemClock, Some(v4)), [198, 18, 1, 1]);
+        assert_eq!(pulse_refid(Source::SystemClock, Some(v6)), *b"TICK");
+        assert_eq!(pulse_refid(Source::SystemClock, None), *b"TICK");
+    }
+
+    #[test]
+    fn pulse_reference_is_one_stratum_below_the_transmitter() {
+        for state in [ModelState::Locked, ModelState::Holdover] {
+            let s = ServerState::from_pulse(pulse(state, 0), LeapIndicator::InsertSecond, -20);
+            assert_eq!(
+                (s.leap, s.stratum, s.reference_id),
+                (LeapIndicator::InsertSecond, 1, *b"DCF\0")
+            );
+            // 40 us model + 10 us source = 50 us: 3.3 units of 15.3 us, rounded up.
+            assert_eq!(s.root_dispersion.to_bits(), 4);
+            assert_eq!(s.reference_time, Some(NOW));
+        }
+    }
+
+    #[test]
+    fn pulse_reference_is_unsynchronized_before_lock_past_holdover_or_at_stratum_16() {
+        let never = PulseClock {
+            reading: None,
+            ..pulse(ModelState::Locked, 0)
+        };
+        for p in [
+            never,
+            pulse(ModelState::Unsynchronized, 0),
+            pulse(ModelState::Locked, 15),
+        ] {
+            let s = ServerState::from_pulse(p, LeapIndicator::NoWarning, -20);
+            assert_eq!(
+                (s.leap, s.stratum),
+                (LeapIndicator::Unsynchronized, 0),
+                "{p:?}"
+            );
+            assert_eq!(s.reference_time, None);
+        }
     }
 
     #[test]

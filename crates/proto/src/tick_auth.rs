@@ -15,7 +15,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MIN_KEY_LEN: usize = 16;
 pub const MAX_KEY_LEN: usize = 64;
 
-#[derive(Clone)]
+/// Equality compares secrets: it is for telling whether a reloaded key file changed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Key {
     pub id: u16,
     secret: Vec<u8>,
@@ -53,7 +54,7 @@ impl Key {
 
 /// The keys a transmitter or receiver knows.
 /// Never empty once parsed from a key file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyRing {
     keys: Vec<Key>,
 }

@@ -38,7 +38,7 @@ pub struct RxStamp {
     pub mono_ns: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiverConfig {
     pub keys: KeyRing,
     pub allow_unauthenticated: bool,

@@ -1,7 +1,8 @@
 //! `ntp-offset pulse`: the tick transmitter and receiver (docs/tick-protocol.md).
 
 mod feeds;
-mod keys;
+pub mod input;
+pub mod keys;
 mod listen;
 mod send;
 mod status;
@@ -81,6 +82,17 @@ pub struct SendArgs {
     /// Print each tick's departure (kernel TX time minus its second) as a JSON line.
     #[arg(long)]
     report: bool,
+    /// Testing: let the ticks' clock run this fast (e.g. 10, -100; at most ±1000 ppm) from
+    /// the system clock, to show a receiver tracking a real frequency difference.
+    #[arg(long, value_name = "PPM", default_value_t = 0.0, allow_hyphen_values = true, value_parser = parse_ppm)]
+    rate_error_ppm: f64,
+}
+
+fn parse_ppm(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p.abs() <= 1000.0 => Ok(p),
+        _ => Err(format!("{s:?}: give parts per million, -1000 to 1000")),
+    }
 }
 
 #[derive(Args)]
@@ -134,7 +146,7 @@ pub struct ListenArgs {
     report: bool,
 }
 
-fn parse_u32(s: &str) -> Result<u32, String> {
+pub fn parse_u32(s: &str) -> Result<u32, String> {
     match s.strip_prefix("0x") {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => s.parse(),
@@ -214,6 +226,7 @@ fn send(a: SendArgs) -> Result<(), String> {
             spin: a.spin,
             count: a.count,
             report: a.report,
+            rate_error_ppb: (a.rate_error_ppm * 1000.0).round() as i64,
         },
         &stop,
     )

@@ -39,6 +39,35 @@ pub struct SendOptions {
     pub count: Option<u64>,
     /// Print one JSON line per tick and destination on stdout (for benchmarks).
     pub report: bool,
+    /// Testing: run the ticks' clock this fast (parts per billion) relative to the system clock.
+    pub rate_error_ppb: i64,
+}
+
+/// The clock the ticks mark: the system clock, or (for testing receivers' frequency
+/// tracking) one running `rate_ppb` fast from `epoch`, where the two agree.
+#[derive(Clone, Copy, Debug)]
+struct TickClock {
+    epoch_ns: i64,
+    rate_ppb: i64,
+}
+
+impl TickClock {
+    /// Tick-clock ns at a system-clock instant.
+    fn at_real(&self, real_ns: i64) -> i64 {
+        let d = i128::from(real_ns - self.epoch_ns);
+        self.epoch_ns + (d + d * i128::from(self.rate_ppb) / 1_000_000_000) as i64
+    }
+
+    /// The system-clock instant at which the tick clock reads `tick_ns`.
+    fn real_at(&self, tick_ns: i64) -> i64 {
+        let d = i128::from(tick_ns - self.epoch_ns);
+        self.epoch_ns + (d * 1_000_000_000 / (1_000_000_000 + i128::from(self.rate_ppb))) as i64
+    }
+
+    fn now(&self) -> i64 {
+        let (s, ns) = clock::realtime();
+        self.at_real(s * NANOS_PER_SEC + ns)
+    }
 }
 
 struct Destination {
@@ -109,10 +138,10 @@ fn clock_state(local: bool) -> (SourceState, Leap, u32) {
 /// Time to read the clock state and sign the tick, before the spin starts.
 const PREPARE: Duration = Duration::from_millis(2);
 
-/// Sleeps until `before` ahead of `second`. Returns false when stopped.
-fn sleep_until_before(second: i64, before: Duration, stop: &AtomicBool) -> bool {
+/// Sleeps until `before` ahead of the system-clock instant `at_ns`. Returns false when stopped.
+fn sleep_until_before(at_ns: i64, before: Duration, stop: &AtomicBool) -> bool {
     let before_ns = before.as_nanos().min(NANOS_PER_SEC as u128 / 2) as i64;
-    let wake = second * NANOS_PER_SEC - before_ns;
+    let wake = at_ns - before_ns;
     loop {
         if stop.load(Ordering::Relaxed) {
             return false;
@@ -133,15 +162,18 @@ fn sleep_until_before(second: i64, before: Duration, stop: &AtomicBool) -> bool 
     true
 }
 
-/// Sleeps, then spins, until CLOCK_REALTIME reaches `second`. Returns false when stopped.
-fn wait_for_second(second: i64, spin: Duration, stop: &AtomicBool) -> bool {
-    if !sleep_until_before(second, spin, stop) {
+/// Sleeps, then spins, until CLOCK_REALTIME reaches `at_ns`. Returns false when stopped.
+fn wait_until(at_ns: i64, spin: Duration, stop: &AtomicBool) -> bool {
+    if !sleep_until_before(at_ns, spin, stop) {
         return false;
     }
-    while clock::realtime().0 < second {
+    loop {
+        let (s, ns) = clock::realtime();
+        if s * NANOS_PER_SEC + ns >= at_ns {
+            return true;
+        }
         std::hint::spin_loop();
     }
-    true
 }
 
 pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
@@ -185,6 +217,16 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
     );
 
     let mut second = clock::realtime().0 + 1;
+    let ticks = TickClock {
+        epoch_ns: second * NANOS_PER_SEC,
+        rate_ppb: opts.rate_error_ppb,
+    };
+    if opts.rate_error_ppb != 0 {
+        warn!(
+            "testing: the ticks' clock runs {:+.3} ppm from the system clock",
+            opts.rate_error_ppb as f64 / 1000.0
+        );
+    }
     let mut sequence: u32 = 0;
     let mut sent_ticks: u64 = 0;
     let mut send_errors: u64 = 0;
@@ -192,7 +234,8 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
     while opts.count.is_none_or(|c| sent_ticks < c) {
         // Everything but the send happens before the second, so the tick leaves right at it;
         // the clock's state is read after a sleep to shortly before it.
-        if !sleep_until_before(second, opts.spin + PREPARE, stop) {
+        let due = ticks.real_at(second * NANOS_PER_SEC);
+        if !sleep_until_before(due, opts.spin + PREPARE, stop) {
             break;
         }
         let (state, leap, error_bound_us) = clock_state(opts.local);
@@ -220,7 +263,7 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
         } else {
             encode(&tick, opts.key.as_ref(), &mut wire)
         };
-        if !wait_for_second(second, opts.spin, stop) {
+        if !wait_until(due, opts.spin, stop) {
             break;
         }
         let mut sent = Vec::with_capacity(dests.len());
@@ -257,7 +300,8 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
                     debug!(to = %d.addr, second, "no TX timestamp; no follow-up");
                     continue;
                 };
-                let tx_offset = (ts.time.0 - second) * NANOS_PER_SEC + ts.time.1;
+                let tx_offset =
+                    ticks.at_real(ts.time.0 * NANOS_PER_SEC + ts.time.1) - second * NANOS_PER_SEC;
                 if tx_offset.abs() >= NANOS_PER_SEC {
                     warn!(
                         second,
@@ -280,15 +324,14 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
                 }
             }
         } else if opts.report {
-            let (s, ns) = clock::realtime();
             println!(
                 r#"{{"second":{second},"after_send_ns":{}}}"#,
-                (s - second) * NANOS_PER_SEC + ns
+                ticks.now() - second * NANOS_PER_SEC
             );
         }
         sent_ticks += 1;
         sequence = sequence.wrapping_add(1);
-        let now = clock::realtime().0;
+        let now = ticks.now().div_euclid(NANOS_PER_SEC);
         second = if now > second {
             // Late (the clock was stepped, or we were stopped): skip to the next whole second.
             warn!(second, now, "fell behind; skipping to the next second");
@@ -299,4 +342,29 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
     }
     info!(ticks = sent_ticks, send_errors, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fast_tick_clock_reaches_each_second_early_by_its_rate() {
+        let epoch = 1_800_000_000 * NANOS_PER_SEC;
+        let c = TickClock {
+            epoch_ns: epoch,
+            rate_ppb: 100_000,
+        };
+        assert_eq!(c.real_at(epoch), epoch);
+        // 100 ppm fast: tick second 1000 comes 100 ms early, and reads back exactly.
+        let s1000 = epoch + 1000 * NANOS_PER_SEC;
+        let real = c.real_at(s1000);
+        assert!((s1000 - real - 99_990_000).abs() <= 1);
+        assert!((c.at_real(real) - s1000).abs() <= 1);
+        let slow = TickClock {
+            epoch_ns: epoch,
+            rate_ppb: -10_000,
+        };
+        assert_eq!(slow.real_at(epoch + NANOS_PER_SEC) - epoch, 1_000_010_000);
+    }
 }

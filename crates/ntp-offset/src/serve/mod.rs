@@ -1,9 +1,12 @@
 //! `ntp-offset serve`: the NTP server's IO edge. One thread per listening socket runs a
-//! [`worker`]; a clock thread refreshes the [`reference`] snapshot; the configuration is
-//! swapped atomically on reload, so requests in flight are never dropped.
+//! [`worker`]; a reference thread ([`system_reference`] or [`pulse_reference`]) publishes the
+//! [`clock`] snapshot; the configuration is swapped atomically on reload, so requests in
+//! flight are never dropped.
 
-pub mod reference;
+pub mod clock;
+mod pulse_reference;
 pub mod stats;
+mod system_reference;
 mod worker;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -20,9 +23,11 @@ use ntp_offset_proto::system::ClockPolicy;
 use ntp_offset_proto::view::ViewTable;
 use tracing::{info, warn};
 
-use crate::config::{self, ServeConfig};
-use reference::ReferenceClock;
+use crate::config::{self, Reference, ServeConfig};
+use clock::{ReferenceClock, Timeline};
+use pulse_reference::PulseReferenceTask;
 use stats::Stats;
+use system_reference::SystemReference;
 
 /// How long a worker blocks in receive before it checks whether to stop.
 const RECV_TIMEOUT: Duration = Duration::from_millis(200);
@@ -47,12 +52,85 @@ struct WorkerHandle {
     thread: JoinHandle<()>,
 }
 
+/// The thread that keeps the reference, by source.
+enum ReferenceTask {
+    System {
+        system: Arc<SystemReference>,
+        policies: Arc<ArcSwap<(ClockPolicy, LeapPolicy)>>,
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<()>,
+    },
+    Pulse(PulseReferenceTask),
+}
+
+impl ReferenceTask {
+    fn start(clock: &Arc<ReferenceClock>, cfg: &ServeConfig) -> Result<ReferenceTask, String> {
+        match &cfg.reference {
+            Reference::System => {
+                let system = Arc::new(SystemReference::new(clock.clone(), cfg.clock, cfg.leap));
+                let policies = Arc::new(ArcSwap::from_pointee((cfg.clock, cfg.leap)));
+                let stop = Arc::new(AtomicBool::new(false));
+                let thread = system_reference::spawn_refresher(
+                    system.clone(),
+                    policies.clone(),
+                    stop.clone(),
+                )
+                .map_err(|e| format!("cannot start the clock thread: {e}"))?;
+                Ok(ReferenceTask::System {
+                    system,
+                    policies,
+                    stop,
+                    thread,
+                })
+            }
+            Reference::Pulse(p) => Ok(ReferenceTask::Pulse(PulseReferenceTask::start(
+                clock.clone(),
+                p.clone(),
+                cfg.leap,
+            )?)),
+        }
+    }
+
+    /// Takes a reloaded configuration; the source itself cannot change without a restart.
+    fn reload(&mut self, cfg: &ServeConfig) -> Result<(), String> {
+        match (self, &cfg.reference) {
+            (
+                ReferenceTask::System {
+                    system, policies, ..
+                },
+                Reference::System,
+            ) => {
+                policies.store(Arc::new((cfg.clock, cfg.leap)));
+                system.refresh(cfg.clock, cfg.leap);
+                Ok(())
+            }
+            (ReferenceTask::Pulse(task), Reference::Pulse(p)) => task.reload(p, cfg.leap),
+            _ => Err("[reference] source changed: restart the server to change where its time comes from (a reload keeps the running clock)".into()),
+        }
+    }
+
+    fn status(&self) -> Option<String> {
+        match self {
+            ReferenceTask::System { .. } => None,
+            ReferenceTask::Pulse(task) => Some(task.status()),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            ReferenceTask::System { stop, thread, .. } => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = thread.join();
+            }
+            ReferenceTask::Pulse(task) => task.stop(),
+        }
+    }
+}
+
 pub struct Server {
     shared: Arc<Shared>,
-    policies: Arc<ArcSwap<(ClockPolicy, LeapPolicy)>>,
     workers: Vec<WorkerHandle>,
-    clock_stop: Arc<AtomicBool>,
-    clock_thread: Option<JoinHandle<()>>,
+    reference: Option<ReferenceTask>,
 }
 
 fn runtime_of(cfg: &ServeConfig) -> Runtime {
@@ -83,22 +161,21 @@ impl Server {
             .iter()
             .map(|&a| bind(a).map(|s| (a, s)))
             .collect::<Result<Vec<_>, _>>()?;
-        let clock = ReferenceClock::new(cfg.clock, cfg.leap);
+        let timeline = match cfg.reference {
+            Reference::System => Timeline::System,
+            Reference::Pulse(_) => Timeline::Pulse(None),
+        };
+        let clock = ReferenceClock::new(cfg.leap, timeline);
+        let reference = ReferenceTask::start(&clock, &cfg)?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime_of(&cfg)),
-            clock: clock.clone(),
+            clock,
             stats: Stats::default(),
         });
-        let policies = Arc::new(ArcSwap::from_pointee((cfg.clock, cfg.leap)));
-        let clock_stop = Arc::new(AtomicBool::new(false));
-        let clock_thread = reference::spawn_refresher(clock, policies.clone(), clock_stop.clone())
-            .map_err(|e| format!("cannot start the clock thread: {e}"))?;
         let mut server = Server {
             shared,
-            policies,
             workers: Vec::new(),
-            clock_stop,
-            clock_thread: Some(clock_thread),
+            reference: Some(reference),
         };
         for (addr, socket) in sockets {
             server.spawn_worker(addr, socket)?;
@@ -143,6 +220,11 @@ impl Server {
         &self.shared.stats
     }
 
+    /// The reference's state, for the status log (None for the system clock: see the kernel).
+    pub fn reference_status(&self) -> Option<String> {
+        self.reference.as_ref().and_then(ReferenceTask::status)
+    }
+
     /// Applies a new configuration: sockets on addresses in both keep running (no request is
     /// dropped), new addresses are bound first, removed ones are closed last. If a new address
     /// cannot be bound, nothing changes and the error says why.
@@ -153,9 +235,10 @@ impl Server {
                 fresh.push((addr, bind(addr)?));
             }
         }
+        if let Some(r) = self.reference.as_mut() {
+            r.reload(&cfg)?;
+        }
         self.shared.runtime.store(Arc::new(runtime_of(&cfg)));
-        self.policies.store(Arc::new((cfg.clock, cfg.leap)));
-        self.shared.clock.refresh(cfg.clock, cfg.leap);
         for (addr, socket) in fresh {
             self.spawn_worker(addr, socket)?;
         }
@@ -169,9 +252,8 @@ impl Server {
 
     pub fn stop(mut self) {
         stop_workers(std::mem::take(&mut self.workers));
-        self.clock_stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.clock_thread.take() {
-            let _ = t.join();
+        if let Some(r) = self.reference.take() {
+            r.stop();
         }
     }
 }

@@ -13,7 +13,7 @@ use ntp_offset_proto::responder::{
     decide, Decision, DropReason, Request, Response, MAX_REQUEST_LEN,
 };
 use ntp_offset_sys::batch::{is_retryable, RecvBatch, SendBatch};
-use ntp_offset_sys::clock::{monotonic_ns, realtime};
+use ntp_offset_sys::clock::monotonic_ns;
 use tracing::warn;
 
 use super::stats::BatchCounts;
@@ -51,7 +51,8 @@ impl Worker {
                 }
             };
             let runtime = self.shared.runtime.load();
-            let clock = self.shared.clock.snapshot();
+            let snapshot = self.shared.clock.snapshot();
+            let clock = snapshot.batch();
             // A reload that changes the rate-limit parameters starts a fresh table.
             if limiter.as_ref().map(RateLimiter::params) != runtime.rate_limit {
                 limiter = runtime.rate_limit.map(|p| RateLimiter::new(p, key));
@@ -71,7 +72,7 @@ impl Worker {
                     counts.dropped(DropReason::Oversized);
                     continue;
                 }
-                let receive = clock.base_time(r.rx_time.unwrap_or_else(realtime));
+                let receive = clock.receive(r.rx_time);
                 let req = Request {
                     packet: r.data,
                     local: self.local,
@@ -82,7 +83,7 @@ impl Worker {
                 match decide(
                     &req,
                     &runtime.views,
-                    &clock.state,
+                    &snapshot.state,
                     runtime.unmatched,
                     limiter.as_mut(),
                 ) {
@@ -92,7 +93,7 @@ impl Worker {
             }
             if !pending.is_empty() {
                 // The transmit timestamp: one clock reading, as late as possible, for the batch.
-                let transmit = clock.base_time(realtime());
+                let transmit = clock.now();
                 for (resp, peer) in &mut pending {
                     counts.responded(resp.kind);
                     if let Some(buf) = tx.push(HEADER_LEN, *peer) {

@@ -12,6 +12,7 @@ use super::{ip, require_root};
 pub struct Lan {
     pub hosts: Vec<String>,
     hub: String,
+    id: String,
     pub subnet: u8,
 }
 
@@ -24,6 +25,7 @@ impl Lan {
         let mut lan = Lan {
             hosts: Vec::new(),
             hub: hub.clone(),
+            id: id.clone(),
             subnet,
         };
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
@@ -57,6 +59,11 @@ impl Lan {
             ip(&["-n", &ns, "link", "set", &inner, "up"]);
         }
         lan
+    }
+
+    /// Host i's network device.
+    pub fn device(&self, i: usize) -> String {
+        format!("nt{}{i}", self.id)
     }
 
     pub fn broadcast(&self, port: u16) -> String {

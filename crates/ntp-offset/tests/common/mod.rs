@@ -320,7 +320,7 @@ pub fn chrony_offset(stderr_and_stdout: &str) -> Option<f64> {
 /// chrony reports "system clock wrong by X": X is the server's time minus ours.
 pub fn chrony_measure(prefix: &[&str], server: &str, port: u16) -> f64 {
     let chronyd = peer("chronyd");
-    let dir = tempdir(&format!("chrony-{port}"));
+    let dir = tempdir(&format!("chrony-{server}-{port}"));
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);

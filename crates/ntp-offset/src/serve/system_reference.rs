@@ -1,41 +1,21 @@
-//! The reference clock of `serve`: the host's system clock, as the kernel reports it. A thread
-//! reads the kernel's NTP status once a second and publishes a [`ClockSnapshot`]; workers read
-//! the snapshot per batch and never make a status system call per request.
+//! The system reference: the host clock, as the kernel reports it. A thread reads the kernel's
+//! NTP status once a second and publishes a [`ClockSnapshot`] with the [`Timeline::System`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use ntp_offset_proto::leap::{LeapDirection, LeapPolicy, LeapTracker};
-use ntp_offset_proto::system::{precision_log2, ClockPolicy, KernelClock, ServerState};
+use ntp_offset_proto::system::{ClockPolicy, KernelClock, ServerState};
 use ntp_offset_proto::time::{Offset, Time};
-use ntp_offset_sys::clock::{kernel_ntp_status, realtime_precision_ns};
+use ntp_offset_sys::clock::kernel_ntp_status;
 use tracing::{info, warn};
 
-/// What every answer needs to know about the reference, at one moment.
-#[derive(Clone, Debug)]
-pub struct ClockSnapshot {
-    pub state: ServerState,
-    pub tracker: LeapTracker,
-}
+use super::clock::{ClockSnapshot, ReferenceClock, Timeline};
 
-impl ClockSnapshot {
-    /// Base time (what view offsets are added to) for a kernel CLOCK_REALTIME reading.
-    pub fn base_time(&self, (secs, nanos): (i64, i64)) -> Time {
-        let u = Time::from_timespec(secs, nanos);
-        // Only in the one second before an inserted leap is the reading ambiguous; only then
-        // is the kernel asked whether it is repeating that second.
-        let repeating = self.tracker.is_ambiguous(u)
-            && kernel_ntp_status()
-                .map(|k| k.in_inserted_second())
-                .unwrap_or(false);
-        self.tracker.base_time(u, repeating)
-    }
-}
-
-pub struct ReferenceClock {
-    precision: i8,
+pub struct SystemReference {
+    clock: Arc<ReferenceClock>,
     tracker: Mutex<(LeapTracker, Option<LastSeen>)>,
-    current: ArcSwap<ClockSnapshot>,
 }
 
 /// What was last logged, so each change is logged once.
@@ -45,24 +25,18 @@ struct LastSeen {
     leap: Option<LeapDirection>,
 }
 
-impl ReferenceClock {
-    pub fn new(policy: ClockPolicy, leap: LeapPolicy) -> Arc<ReferenceClock> {
-        let precision = precision_log2(Offset::from_nanos(realtime_precision_ns()));
-        let snapshot = ClockSnapshot {
-            state: ServerState::unsynchronized(precision),
-            tracker: LeapTracker::new(leap),
-        };
-        let clock = Arc::new(ReferenceClock {
-            precision,
+impl SystemReference {
+    pub fn new(
+        clock: Arc<ReferenceClock>,
+        policy: ClockPolicy,
+        leap: LeapPolicy,
+    ) -> SystemReference {
+        let system = SystemReference {
+            clock,
             tracker: Mutex::new((LeapTracker::new(leap), None)),
-            current: ArcSwap::from_pointee(snapshot),
-        });
-        clock.refresh(policy, leap);
-        clock
-    }
-
-    pub fn snapshot(&self) -> Arc<ClockSnapshot> {
-        self.current.load_full()
+        };
+        system.refresh(policy, leap);
+        system
     }
 
     /// Reads the kernel and publishes a new snapshot. Called once a second, and on reload.
@@ -97,17 +71,18 @@ impl ReferenceClock {
                 }
                 let base_now = tracker.base_time(now, k.in_inserted_second());
                 let indicator = tracker.indicator(now);
-                ServerState::from_kernel(kernel, policy, indicator, self.precision, base_now)
+                ServerState::from_kernel(kernel, policy, indicator, self.clock.precision, base_now)
             }
             Err(e) => {
                 warn!("cannot read the kernel clock status (adjtimex): {e}; answering as unsynchronized");
-                ServerState::unsynchronized(self.precision)
+                ServerState::unsynchronized(self.clock.precision)
             }
         };
-        self.current.store(Arc::new(ClockSnapshot {
+        self.clock.publish(ClockSnapshot {
             state,
             tracker: tracker.clone(),
-        }));
+            timeline: Timeline::System,
+        });
     }
 }
 
@@ -128,17 +103,16 @@ fn log_change(last: Option<LastSeen>, seen: LastSeen, policy: &ClockPolicy) {
 
 /// Runs `refresh` about once a second until `stop` is set.
 pub fn spawn_refresher(
-    clock: Arc<ReferenceClock>,
+    system: Arc<SystemReference>,
     policies: Arc<ArcSwap<(ClockPolicy, LeapPolicy)>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("clock".into())
         .spawn(move || {
-            use std::sync::atomic::Ordering;
             while !stop.load(Ordering::Relaxed) {
                 let p = **policies.load();
-                clock.refresh(p.0, p.1);
+                system.refresh(p.0, p.1);
                 for _ in 0..10 {
                     if stop.load(Ordering::Relaxed) {
                         return;

@@ -21,6 +21,10 @@ use toml::Spanned;
 
 use crate::duration;
 
+mod reference;
+use reference::RawReference;
+pub use reference::{PulseReference, Reference};
+
 /// Everything `serve` needs, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServeConfig {
@@ -31,6 +35,7 @@ pub struct ServeConfig {
     pub leap: LeapPolicy,
     /// None: no rate limiting.
     pub rate_limit: Option<RateLimitParams>,
+    pub reference: Reference,
 }
 
 pub const DEFAULT_STRATUM: u8 = 3;
@@ -69,6 +74,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct RawFile {
     server: Spanned<RawServer>,
+    reference: Option<Spanned<RawReference>>,
     rate_limit: Option<Spanned<RawRateLimit>>,
     #[serde(default)]
     view: Vec<Spanned<RawView>>,
@@ -292,6 +298,7 @@ impl Context<'_> {
             clock: self.clock(server)?,
             leap: self.leap(server)?,
             rate_limit: self.rate_limit(raw.rate_limit.as_ref())?,
+            reference: self.reference(raw.reference.as_ref(), server)?,
         })
     }
 
@@ -588,6 +595,7 @@ pub fn quick(
         },
         leap: LeapPolicy::default(),
         rate_limit: rate_limit.then_some(DEFAULT_RATE_LIMIT),
+        reference: Reference::System,
     }
 }
 

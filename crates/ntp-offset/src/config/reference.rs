@@ -1,0 +1,280 @@
+//! `[reference]`: where `serve` takes its time from. `source = "system"` (the default) is the
+//! host clock as the kernel keeps it; `source = "pulse"` is a clock model disciplined by
+//! received ticks, which leaves the host clock alone.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ntp_offset_proto::clock_model::ModelConfig;
+use ntp_offset_proto::tick::DEFAULT_PORT;
+use ntp_offset_proto::tick_auth::KeyRing;
+use ntp_offset_proto::tick_receiver::ReceiverConfig;
+use ntp_offset_proto::time::Offset;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Context, RawServer};
+use crate::duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reference {
+    System,
+    Pulse(PulseReference),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulseReference {
+    pub listen: Vec<SocketAddr>,
+    pub join: Vec<IpAddr>,
+    pub receiver: ReceiverConfig,
+    pub model: ModelConfig,
+}
+
+impl PulseReference {
+    /// Defaults, with the given keys (an empty ring needs `allow_unauthenticated`).
+    pub fn new(keys: KeyRing, allow_unauthenticated: bool) -> PulseReference {
+        PulseReference {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))],
+            join: Vec::new(),
+            receiver: ReceiverConfig {
+                keys,
+                allow_unauthenticated,
+                ..ReceiverConfig::default()
+            },
+            model: ModelConfig::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReference {
+    source: Spanned<String>,
+    listen: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    join: Vec<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    allow_unauthenticated: Option<bool>,
+    transmitter: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    outlier: Option<Spanned<String>>,
+    holdover: Option<Spanned<String>>,
+    step_threshold: Option<Spanned<String>>,
+}
+
+/// A key file path from the config is relative to the config file's directory.
+fn beside(config_file: &str, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    match Path::new(config_file).parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+impl Context<'_> {
+    pub(super) fn reference(
+        &self,
+        raw: Option<&Spanned<RawReference>>,
+        server: &RawServer,
+    ) -> Result<Reference, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Reference::System);
+        };
+        let r = raw.get_ref();
+        match r.source.get_ref().as_str() {
+            "system" => {
+                if r.listen.is_some() || r.key_file.is_some() || r.transmitter.is_some() {
+                    return self.err(
+                        raw.span(),
+                        "reference",
+                        "tick settings (listen, key_file, ...) only apply with source = \"pulse\"",
+                    );
+                }
+                return Ok(Reference::System);
+            }
+            "pulse" => {}
+            other => {
+                return self.err(
+                    r.source.span(),
+                    "reference.source",
+                    format!("`{other}`: use \"system\" (the host clock, as the kernel keeps it) or \"pulse\" (a clock disciplined by received ticks; the host clock is left alone)"),
+                )
+            }
+        }
+        for (field, set) in [
+            (
+                "local_stratum",
+                server.local_stratum.as_ref().map(|s| s.span()),
+            ),
+            ("stratum", server.stratum.as_ref().map(|s| s.span())),
+            (
+                "reference_id",
+                server.reference_id.as_ref().map(|s| s.span()),
+            ),
+        ] {
+            if let Some(span) = set {
+                return self.err(span, format!("server.{field}"), "does not apply with [reference] source = \"pulse\": the stratum is the transmitter's + 1 and the refid names the transmitter; remove it");
+            }
+        }
+        let keys = match &r.key_file {
+            Some(k) => crate::pulse::keys::load(&beside(self.file, k.get_ref()))
+                .or_else(|e| self.err(k.span(), "reference.key_file", e))?,
+            None => KeyRing::default(),
+        };
+        let unauthenticated = r.allow_unauthenticated.unwrap_or(false);
+        if r.key_file.is_none() && !unauthenticated {
+            return self.err(raw.span(), "reference", "give key_file = \"/etc/ntp-offset/tick.keys\" (make one with `ntp-offset pulse keygen`), or allow_unauthenticated = true on a network you trust");
+        }
+        let mut p = PulseReference::new(keys, unauthenticated);
+        if let Some(listen) = &r.listen {
+            p.listen = listen
+                .iter()
+                .map(|a| {
+                    a.get_ref().parse().or_else(|_| {
+                        self.err(
+                            a.span(),
+                            "reference.listen",
+                            format!("`{}` is not IP:PORT, e.g. 0.0.0.0:8123", a.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            if p.listen.is_empty() {
+                return self.err(raw.span(), "reference.listen", "needs an address");
+            }
+        }
+        for g in &r.join {
+            match g.get_ref().parse::<IpAddr>() {
+                Ok(ip) if ip.is_multicast() => p.join.push(ip),
+                _ => {
+                    return self.err(
+                        g.span(),
+                        "reference.join",
+                        format!("`{}` is not a multicast group address", g.get_ref()),
+                    )
+                }
+            }
+        }
+        if let Some(t) = &r.transmitter {
+            p.receiver.transmitter = Some(crate::pulse::parse_u32(t.get_ref()).or_else(|e| {
+                self.err(
+                    t.span(),
+                    "reference.transmitter",
+                    format!("{e}: an id such as 0x1a2b3c4d"),
+                )
+            })?);
+        }
+        let span_of = |d: &Spanned<String>| d.span();
+        let within = |d: &Option<Spanned<String>>, field: &str, lo: Offset, hi: Offset| {
+            let Some(d) = d else { return Ok(None) };
+            match duration::parse(d.get_ref()) {
+                Ok(o) if o >= lo && o <= hi => Ok(Some(o)),
+                Ok(_) => self.err(
+                    span_of(d),
+                    format!("reference.{field}"),
+                    format!(
+                        "must be between {} and {}",
+                        duration::format(lo),
+                        duration::format(hi)
+                    ),
+                ),
+                Err(e) => self.err(span_of(d), format!("reference.{field}"), e),
+            }
+        };
+        let ms = Offset::from_micros(1000);
+        if let Some(d) = within(&r.delay, "delay", Offset::ZERO, Offset::from_secs(1))? {
+            p.receiver.path_delay = d;
+        }
+        if let Some(o) = within(
+            &r.outlier,
+            "outlier",
+            Offset::from_micros(10),
+            Offset::from_nanos(500_000_000),
+        )? {
+            p.receiver.outlier = o;
+            p.model.outlier_ns = o.nanos().min(p.model.outlier_ns);
+        }
+        if let Some(h) = within(
+            &r.holdover,
+            "holdover",
+            Offset::from_secs(3),
+            Offset::from_secs(30 * 86_400),
+        )? {
+            p.model.holdover_limit_ns = h.nanos();
+        }
+        if let Some(s) = within(
+            &r.step_threshold,
+            "step_threshold",
+            ms,
+            Offset::from_secs(1000),
+        )? {
+            p.model.step_threshold_ns = s.nanos();
+        }
+        Ok(Reference::Pulse(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, ConfigError};
+    use super::*;
+
+    const VIEWS: &str =
+        "[[view]]\nname = \"zero\"\noffset = \"0s\"\nlisten = [\"127.0.0.1:11123\"]\n";
+
+    fn with(reference: &str) -> Result<Reference, ConfigError> {
+        let text = format!("[server]\nlisten = [\"127.0.0.1:11123\"]\n\n{reference}\n{VIEWS}");
+        parse(&text, "/etc/ntp-offset/serve.toml").map(|c| c.reference)
+    }
+
+    #[test]
+    fn system_is_the_default() {
+        assert_eq!(with(""), Ok(Reference::System));
+        assert_eq!(
+            with("[reference]\nsource = \"system\""),
+            Ok(Reference::System)
+        );
+    }
+
+    #[test]
+    fn pulse_settings_are_read() {
+        let r = with(
+            "[reference]\nsource = \"pulse\"\nallow_unauthenticated = true\nlisten = [\"198.18.1.2:9000\"]\njoin = [\"239.1.2.3\"]\ntransmitter = \"0x1a2b\"\ndelay = \"50us\"\nholdover = \"5s\"\nstep_threshold = \"1s\"",
+        )
+        .unwrap();
+        let Reference::Pulse(p) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(p.listen, vec!["198.18.1.2:9000".parse().unwrap()]);
+        assert_eq!(p.join, vec!["239.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p.receiver.transmitter, Some(0x1a2b));
+        assert_eq!(p.receiver.path_delay, Offset::from_micros(50));
+        assert!(p.receiver.allow_unauthenticated);
+        assert_eq!(p.model.holdover_limit_ns, 5_000_000_000);
+        assert_eq!(p.model.step_threshold_ns, 1_000_000_000);
+    }
+
+    #[test]
+    fn pulse_errors_name_the_line_and_say_what_to_do() {
+        let cases = [
+            ("[reference]\nsource = \"gps\"", 5, "\"system\""),
+            ("[reference]\nsource = \"pulse\"", 4, "pulse keygen"),
+            ("[reference]\nsource = \"pulse\"\nkey_file = \"missing.keys\"", 6, "/etc/ntp-offset/missing.keys"),
+            ("[reference]\nsource = \"pulse\"\nallow_unauthenticated = true\nholdover = \"1s\"", 7, "between +3s and"),
+            ("[reference]\nsource = \"pulse\"\nallow_unauthenticated = true\njoin = [\"198.18.0.1\"]", 7, "multicast"),
+            ("[reference]\nsource = \"system\"\nlisten = [\"0.0.0.0:8123\"]", 4, "only apply"),
+        ];
+        for (text, line, needle) in cases {
+            let e = with(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+        let text = "[server]\nlisten = [\"127.0.0.1:11123\"]\nlocal_stratum = 1\n[reference]\nsource = \"pulse\"\nallow_unauthenticated = true\n".to_string() + VIEWS;
+        let e = parse(&text, "x.toml").unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (Some(3), "server.local_stratum"),
+            "{e}"
+        );
+    }
+}
