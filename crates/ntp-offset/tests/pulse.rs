@@ -9,22 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::lan::{wait_until, Background, IpcNamespace, Lan};
-use common::{peer, run_bounded, tempdir, BIN};
+use common::{peer, run_bounded, tempdir, write_key_file, BIN};
 
 fn s(v: &str) -> String {
     v.to_string()
-}
-
-fn write_key_file(dir: &Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let out = run_bounded(
-        Command::new(BIN).args(["pulse", "keygen", "--id", "7"]),
-        Duration::from_secs(5),
-    );
-    let path = dir.join("tick.keys");
-    std::fs::write(&path, &out.stdout).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 fn status(path: &Path) -> Option<serde_json::Value> {
@@ -84,7 +72,7 @@ fn ntpq_shm(prefix: &[String]) -> Option<(bool, f64)> {
 fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
     let lan = Lan::new("pl", 1, &["tx", "a", "b"]);
     let dir = tempdir("pulse-lan");
-    let keys = write_key_file(&dir);
+    let keys = write_key_file(&dir, 7);
     let keys = keys.to_str().unwrap();
 
     // Host a: chronyd -x with a SOCK refclock; its command socket needs a private directory.
@@ -338,7 +326,7 @@ mod single_receiver {
     #[test]
     fn forged_replayed_truncated_oversized_and_legacy_input_is_rejected_and_counted() {
         let dir = tempdir("pulse-bad");
-        let keys = write_key_file(&dir);
+        let keys = write_key_file(&dir, 7);
         let ring = KeyRing::parse(&std::fs::read_to_string(&keys).unwrap()).unwrap();
         let key = ring.first().clone();
         let forger = Key::new(key.id, &[0x42; 32]).unwrap();
@@ -437,7 +425,7 @@ mod single_receiver {
     fn a_key_file_others_can_read_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempdir("pulse-perm");
-        let keys = write_key_file(&dir);
+        let keys = write_key_file(&dir, 7);
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
         for sub in [
             vec!["pulse", "listen", "--listen", "127.0.0.1:9"],

@@ -4,13 +4,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::lan::{wait_until, Background, Lan};
-use common::{chrony_measure, free_ports, ip, peer, run_bounded, tempdir, ServerProcess, BIN};
+use common::{
+    chrony_measure, free_ports, ip, ntpdig_offset, run_bounded, tempdir, write_key_file,
+    ServerProcess, BIN,
+};
 
 fn s(v: &str) -> String {
     v.to_string()
@@ -44,39 +46,6 @@ fn synchronized(v: &serde_json::Value) -> bool {
     v["leap"].as_u64().is_some_and(|l| l != 3)
 }
 
-fn ntpdig_offset(prefix: &[String], server: &str) -> f64 {
-    let out = run_bounded(
-        Command::new(&prefix[0])
-            .args(&prefix[1..])
-            .arg(peer("ntpdig"))
-            .args(["-j", "-p", "4", "-g", "50", "-t", "3", server]),
-        Duration::from_secs(15),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split("\"offset\":")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no offset from ntpdig {server}: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
-
-fn write_key_file(dir: &Path) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let out = run_bounded(
-        Command::new(BIN).args(["pulse", "keygen", "--id", "3"]),
-        Duration::from_secs(5),
-    );
-    let path = dir.join("tick.keys");
-    std::fs::write(&path, &out.stdout).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn a_pulse_locked_server_serves_views_holds_over_gives_up_and_relocks() {
     let lan = Lan::new("pr", 2, &["tx", "srv", "cli"]);
@@ -91,7 +60,7 @@ fn a_pulse_locked_server_serves_views_holds_over_gives_up_and_relocks() {
         &lan.device(1),
     ]);
     let dir = tempdir("pulse-reference");
-    let keys = write_key_file(&dir);
+    let keys = write_key_file(&dir, 3).display().to_string();
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -346,4 +346,42 @@ pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ntp-offset-test-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A fresh tick key file (`pulse keygen --id ID`, mode 600) in `dir`.
+pub fn write_key_file(dir: &Path, id: u16) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let out = run_bounded(
+        Command::new(BIN).args(["pulse", "keygen", "--id", &id.to_string()]),
+        Duration::from_secs(5),
+    );
+    let path = dir.join("tick.keys");
+    std::fs::write(&path, &out.stdout).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// ntpsec's ntpdig against `server` (port 123), run after `prefix` (e.g. `ip netns exec NS`):
+/// the offset of 4 samples, in seconds.
+pub fn ntpdig_offset<S: AsRef<std::ffi::OsStr>>(prefix: &[S], server: &str) -> f64 {
+    let (first, rest) = prefix.split_first().expect("a namespace prefix");
+    let out = run_bounded(
+        Command::new(first)
+            .args(rest)
+            .arg(peer("ntpdig"))
+            .args(["-j", "-p", "4", "-g", "50", "-t", "3", server]),
+        Duration::from_secs(15),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ntpdig {server} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // {"time":"...","offset":-0.250194,"precision":...,"stratum":10,"leap":"no-leap",...}
+    text.split("\"offset\":")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no offset in ntpdig's answer: {text}"))
 }
