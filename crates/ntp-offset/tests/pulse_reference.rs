@@ -62,17 +62,21 @@ fn a_pulse_locked_server_serves_views_holds_over_gives_up_and_relocks() {
     let dir = tempdir("pulse-reference");
     let keys = write_key_file(&dir, 3).display().to_string();
     let config = dir.join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"198.18.2.2:123\", \"198.18.2.12:123\"]\n\n\
-             [reference]\nsource = \"pulse\"\nkey_file = \"{keys}\"\nholdover = \"6s\"\n\n\
+    // Holdover 30 s at start; reloaded to 6 s below, which the LI=3 timing then proves.
+    let write_config = |holdover: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"198.18.2.2:123\", \"198.18.2.12:123\"]\n\n\
+             [reference]\nsource = \"pulse\"\nkey_file = \"{keys}\"\nholdover = \"{holdover}\"\n\n\
              [rate_limit]\nenabled = false\n\n\
              [[view]]\nname = \"zero\"\noffset = \"0s\"\nlisten = [\"198.18.2.2\"]\n\n\
              [[view]]\nname = \"plus15\"\noffset = \"15s\"\nlisten = [\"198.18.2.12\"]\n"
-        ),
-    )
-    .unwrap();
+            ),
+        )
+        .unwrap()
+    };
+    write_config("30s");
     let in_srv = lan.enter(1, None);
     let in_cli = lan.enter(2, None);
     let prefix: Vec<&str> = in_srv.iter().map(String::as_str).collect();
@@ -145,6 +149,13 @@ fn a_pulse_locked_server_serves_views_holds_over_gives_up_and_relocks() {
         assert!((chrony[i] - expected).abs() < 1e-3, "chronyd: {chrony:?}");
         assert!((dig[i] - expected).abs() < 1e-3, "ntpdig: {dig:?}");
     }
+
+    // A reload keeps the running clock: still synchronized right after it.
+    write_config("6s");
+    server.signal("HUP");
+    server.wait_for_log("reloaded", Duration::from_secs(5));
+    let after = query(&in_cli, &servers);
+    assert!(after.iter().all(synchronized), "after reload: {after:?}");
 
     // Stop the ticks: answers hold over with a growing dispersion, then say LI=3.
     sender.stop();
