@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Drives the crudepps test guest (kernel/test/run builds it): boots it under QEMU (TCG),
+loads the module, sends ticks and bad packets, and checks /dev/pps0 and the counters.
+
+Traffic: ticks reach the guest through QEMU's user-mode UDP forwarding from 127.0.0.1;
+broadcasts, fragments and bad checksums are raw Ethernet frames sent to a QEMU socket netdev
+on 127.0.0.1. Nothing leaves loopback. Every wait has a timeout; QEMU is killed on any exit.
+"""
+
+import argparse
+import queue
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+BOOT_TIMEOUT = 90
+# A shell prompt that may still precede output (the guest sets PS1 empty).
+PROMPT = re.compile(r"^(/\S* )?# ")
+COMMAND_TIMEOUT = 20
+GUEST_MAC = bytes.fromhex("525400123457")
+HOST_MAC = bytes.fromhex("525400aabb01")
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_vectors(path):
+    """name -> bytes, from testvectors/tick-v1.txt."""
+    vectors = {}
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("vector "):
+                continue
+            fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+            vectors[fields["name"]] = bytes.fromhex(fields.get("hex", ""))
+    return vectors
+
+
+def with_second(tick, second, sequence):
+    """A tick with another second and sequence (the module does not check the MAC)."""
+    b = bytearray(tick)
+    b[24:28] = struct.pack(">I", sequence)
+    b[32:40] = struct.pack(">q", second)
+    return bytes(b)
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def frame(payload, dport, broadcast=True, first_fragment=False, bad_checksum=False):
+    """An Ethernet frame with an IPv4/UDP datagram from 10.0.3.2 to the guest's eth1."""
+    src, dst = socket.inet_aton("10.0.3.2"), socket.inet_aton("10.0.3.255" if broadcast else "10.0.3.15")
+    udp_len = 8 + len(payload)
+    pseudo = src + dst + struct.pack(">BBH", 0, 17, udp_len)
+    udp = struct.pack(">HHHH", 40000, dport, udp_len, 0) + payload
+    csum = checksum(pseudo + udp) or 0xFFFF
+    if bad_checksum:
+        csum ^= 0x0101
+    udp = udp[:6] + struct.pack(">H", csum) + udp[8:]
+    flags = 0x2000 if first_fragment else 0  # MF
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 1, flags, 64, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack(">H", checksum(ip)) + ip[12:]
+    eth_dst = b"\xff" * 6 if broadcast else GUEST_MAC
+    return eth_dst + HOST_MAC + b"\x08\x00" + ip + udp
+
+
+def frame6(payload, dport):
+    """An Ethernet frame with an IPv6/UDP datagram from fe80::2 to all nodes (ff02::1)."""
+    src, dst = socket.inet_pton(socket.AF_INET6, "fe80::2"), socket.inet_pton(socket.AF_INET6, "ff02::1")
+    udp_len = 8 + len(payload)
+    pseudo = src + dst + struct.pack(">I3xB", udp_len, 17)
+    udp = struct.pack(">HHHH", 40000, dport, udp_len, 0) + payload
+    udp = udp[:6] + struct.pack(">H", checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+    ip = struct.pack(">IHBB16s16s", 6 << 28, udp_len, 17, 64, src, dst)
+    return bytes.fromhex("333300000001") + HOST_MAC + b"\x86\xdd" + ip + udp
+
+
+class Guest:
+    def __init__(self, args, tick_port, other_port, frame_port):
+        qemu_args = [
+            args.qemu, "-L", args.bios, "-L", "/usr/share/seabios",
+            "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+            "-kernel", args.kernel, "-initrd", args.initrd,
+            "-append", "console=ttyS0 panic=-1 quiet loglevel=4",
+            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-netdev", f"user,id=n0,hostfwd=udp:127.0.0.1:{tick_port}-10.0.2.15:8123,"
+                       f"hostfwd=udp:127.0.0.1:{other_port}-10.0.2.15:9999",
+            "-device", "virtio-net-pci,netdev=n0,romfile=",
+            "-netdev", f"socket,id=n1,udp=127.0.0.1:{free_udp_port()},localaddr=127.0.0.1:{frame_port}",
+            "-device", f"virtio-net-pci,netdev=n1,romfile=,mac={GUEST_MAC.hex(':')}",
+        ]
+        self.proc = subprocess.Popen(qemu_args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self.lines = queue.Queue()
+        self.log = []
+        self.n = 0
+        self.pps = "pps0"
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self.log.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, needle, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if needle in line:
+                return line
+        raise AssertionError(f"no `{needle}` from the guest within {timeout} s")
+
+    def run(self, cmd, timeout=COMMAND_TIMEOUT):
+        """Runs a shell command in the guest; returns (exit status, output lines)."""
+        self.n += 1
+        marker = f"@@DONE-{self.n}-"
+        sep = " " if cmd.rstrip().endswith("&") else "; "
+        self.proc.stdin.write(f"{cmd}{sep}echo {marker}$?\n".encode())
+        self.proc.stdin.flush()
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            line = PROMPT.sub("", line)
+            if marker in line:
+                head, rc = line.split(marker, 1)
+                if head.strip():
+                    out.append(head)
+                return int(rc.strip() or 1), out
+            out.append(line)
+        raise AssertionError(f"guest command timed out: {cmd}")
+
+    def ok(self, cmd):
+        rc, out = self.run(cmd)
+        if rc != 0:
+            raise AssertionError(f"guest: `{cmd}` exited {rc}: {out}")
+        return out
+
+    def counters(self):
+        out = self.ok("cd /sys/kernel/crudepps && grep -H . *; cd /")
+        return {k: int(v) for k, v in (l.strip().split(":", 1) for l in out if ":" in l)}
+
+    def assert_seq(self):
+        """(timestamp, sequence) of the last assert event, from sysfs."""
+        line = self.ok(f"cat /sys/class/pps/{self.pps}/assert")[-1].strip()
+        stamp, seq = line.split("#")
+        return float(stamp), int(seq)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+class Check:
+    def __init__(self):
+        self.failures = 0
+
+    def __call__(self, what, ok, detail=""):
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}{'' if ok else ': ' + str(detail)}", flush=True)
+        if not ok:
+            self.failures += 1
+
+
+def delta(before, after):
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for a in ("qemu", "bios", "kernel", "initrd", "sender", "vectors"):
+        p.add_argument(f"--{a}", required=True)
+    args = p.parse_args()
+    vectors = load_vectors(args.vectors)
+    started = time.monotonic()
+    tick_port, other_port, frame_port = free_udp_port(), free_udp_port(), free_udp_port()
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    guest = Guest(args, tick_port, other_port, frame_port)
+    check = Check()
+    try:
+        guest.wait_for("GUEST-READY", BOOT_TIMEOUT)
+        print(f"guest up after {time.monotonic() - started:.1f} s", flush=True)
+        guest.ok("insmod /crudepps.ko")
+        check("/dev/pps0 is crudepps", guest.ok("cat /sys/class/pps/pps0/name")[-1].strip() == "crudepps")
+        guest.ok("ppstest /dev/pps0 > /tmp/pps.log 2>&1 &")
+        time.sleep(0.5)
+
+        def send(data, port=tick_port):
+            tx.sendto(data, ("127.0.0.1", port))
+            time.sleep(0.3)
+
+        def send_frame(data):
+            tx.sendto(data, ("127.0.0.1", frame_port))
+            time.sleep(0.3)
+
+        print("vectors through user-mode forwarding:", flush=True)
+        tick = vectors["tick-key1"]
+        c0, (_, s0) = guest.counters(), guest.assert_seq()
+        send(tick)
+        send(tick)  # replayed
+        send(with_second(tick, 1767225601, 8))
+        send(vectors["tick-unauthenticated-dcf77-leap"])  # another transmitter, too soon
+        send(vectors["follow-up-key1"])
+        send(vectors["tick-key2-after-2036"])  # unsynchronized transmitter
+        for name in ("tick-key1-cut-to-47", "wrong-magic", "version-2", "kind-3",
+                     "tick-unauthenticated-plus-1", "tick-key1-cut-to-60", "tick-with-tx-offset"):
+            send(vectors[name])
+        send(with_second(tick, 1767225602, 9), other_port)  # wrong port: not looked at
+        last_vector_tick = time.monotonic()
+        c1, (_, s1) = guest.counters(), guest.assert_seq()
+        expected = {"matched": 2, "follow_ups": 1, "rejected_replay": 1, "rejected_unsynchronized": 1,
+                    "rejected_truncated": 1, "rejected_magic": 1, "rejected_version": 1,
+                    "rejected_malformed": 2, "rejected_length": 2, "rejected_transmitter": 1}
+        check("each vector counted once, by reason", delta(c0, c1) == expected, delta(c0, c1))
+        check("two asserts for the two valid ticks", s1 - s0 == 2, (s0, s1))
+
+        print("ticks from `ntp-offset pulse send`:", flush=True)
+        time.sleep(max(0.0, 3.2 - (time.monotonic() - last_vector_tick)))
+        out = subprocess.run([args.sender, "--log-level", "warn", "pulse", "send", "--local",
+                              "--unauthenticated", "--id", "0x1234", "--count", "5",
+                              "--to", f"127.0.0.1:{tick_port}"], capture_output=True, timeout=20)
+        check("transmitter ran", out.returncode == 0, out.stderr.decode())
+        time.sleep(0.5)
+        c2, (_, s2) = guest.counters(), guest.assert_seq()
+        check("5 ticks: 5 asserts, 5 follow-ups, nothing rejected",
+              delta(c1, c2) == {"matched": 5, "follow_ups": 5} and s2 - s1 == 5, (delta(c1, c2), s2 - s1))
+        log = [l for l in guest.ok("cat /tmp/pps.log") if "assert" in l]
+        stamps = [float(l.split("assert")[1].split(",")[0]) for l in log]
+        seqs = [int(l.split("sequence:")[1].split("-")[0]) for l in log]
+        gaps = [b - a for a, b in zip(stamps[-5:], stamps[-4:])]
+        check("ppstest saw every assert once, in order", seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+              and len(seqs) == s2 - s0, (seqs, s0, s2))
+        check("ppstest: the transmitter's asserts 1 s apart", len(gaps) == 4 and
+              all(abs(g - 1.0) < 0.05 for g in gaps), gaps)
+
+        print("legacy `time` broadcasts with legacy=0:", flush=True)
+        send_frame(frame(b"time", 8000))
+        c3, (_, s3) = guest.counters(), guest.assert_seq()
+        check("legacy packet rejected, no assert",
+              delta(c2, c3) == {"rejected_legacy_disabled": 1} and s3 == s2, (delta(c2, c3), s3 - s2))
+
+        print("unload and reload while ppstest reads:", flush=True)
+        guest.ok("rmmod crudepps")
+        check("unloaded while /dev/pps0 is open: device and counters gone",
+              guest.run("test -e /sys/class/pps/pps0/name || test -e /sys/kernel/crudepps")[0] != 0)
+        time.sleep(1.5)
+        check("the reader of the removed device is still running", guest.run("kill -0 %1")[0] == 0)
+        guest.ok("insmod /crudepps.ko legacy=1")
+        # The old reader still holds pps0's number, so the new device may get another.
+        names = guest.ok("grep -l crudepps /sys/class/pps/*/name")
+        check("reloaded: a crudepps PPS device exists", len(names) == 1, names)
+        guest.pps = names[-1].strip().split("/")[4]
+        guest.ok(f"ppstest /dev/{guest.pps} > /tmp/pps2.log 2>&1 &")
+        time.sleep(0.5)
+
+        print("legacy broadcasts, fragments and checksums with legacy=1:", flush=True)
+        for i in range(3):
+            if i:
+                time.sleep(0.7)
+            tx.sendto(frame(b"time", 8000), ("127.0.0.1", frame_port))
+        time.sleep(0.05)
+        send_frame(frame(b"time", 8000))  # 50 ms after the last: too soon
+        time.sleep(0.6)
+        send_frame(frame(b"time", 8000, broadcast=False))
+        send_frame(frame(with_second(tick, 1767230000, 100), 8123, first_fragment=True))
+        send_frame(frame(with_second(tick, 1767230001, 101), 8123, bad_checksum=True))
+        c4 = guest.counters()
+        s4 = guest.assert_seq()[1]
+        check("3 legacy asserts; too soon, unicast, fragment, bad checksum rejected",
+              c4 == {**{k: 0 for k in c4}, "legacy_matched": 3, "rejected_legacy_too_soon": 1,
+                     "rejected_legacy_not_broadcast": 1, "rejected_fragment": 1,
+                     "rejected_checksum": 1} and s4 == 3, (c4, s4))
+        log = [l for l in guest.ok("cat /tmp/pps2.log") if "assert" in l]
+        check("the reader of the reloaded device saw the 3 asserts", len(log) == 3, log)
+        guest.ok("kill %1 %2; wait; rmmod crudepps")
+
+        print("IPv6, and the source and transmitter filters:", flush=True)
+        guest.ok("insmod /crudepps.ko")
+        send_frame(frame6(with_second(tick, 1767240000, 1), 8123))
+        c5 = guest.counters()
+        check("an IPv6 tick fires", c5["matched"] == 1 and sum(c5.values()) == 1, c5)
+        guest.ok("rmmod crudepps")
+        guest.ok("insmod /crudepps.ko source=10.0.2.2 transmitter=0x1234")
+        send_frame(frame6(with_second(tick, 1767240001, 2), 8123))
+        send(with_second(tick, 1767240002, 3))
+        out = subprocess.run([args.sender, "--log-level", "warn", "pulse", "send", "--local",
+                              "--unauthenticated", "--id", "0x1234", "--count", "2", "--no-follow-up",
+                              "--to", f"127.0.0.1:{tick_port}"], capture_output=True, timeout=20)
+        time.sleep(0.3)
+        c6 = guest.counters()
+        check("other source and other transmitter rejected; transmitter 0x1234 fires",
+              {k: v for k, v in c6.items() if v} ==
+              {"rejected_source": 1, "rejected_transmitter": 1, "matched": 2}, c6)
+        guest.ok("rmmod crudepps")
+        dmesg = "\n".join(guest.ok("dmesg"))
+        check("no warning, oops or leak report in dmesg",
+              not any(w in dmesg for w in ("WARNING:", "BUG:", "Oops", "leak")), dmesg[-2000:])
+
+    except AssertionError as e:
+        check("guest interaction", False, e)
+        print("\n".join(guest.log[-40:]), file=sys.stderr)
+    finally:
+        guest.stop()
+    took = time.monotonic() - started
+    print(f"{'PASS' if check.failures == 0 else 'FAIL'}: crudepps in a real kernel "
+          f"({check.failures} failures, {took:.0f} s)", flush=True)
+    return 0 if check.failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
