@@ -131,7 +131,7 @@ static struct kobject *crudepps_kobj;
 
 /* The transmitter followed, and what it sent last. */
 struct follow_state {
-	spinlock_t lock;
+	spinlock_t lock;	/* guards the fields below; hooks run on any CPU */
 	bool valid;
 	u32 transmitter;
 	u32 session;
@@ -252,7 +252,7 @@ static enum counter check_legacy(const struct sk_buff *skb, u64 now_ns)
 
 /* The UDP payload at thoff, for a datagram to one of our ports; fires the event if valid. */
 static void handle_udp(struct sk_buff *skb, unsigned int thoff, u8 pf, bool fragment,
-		       struct pps_event_time *ts)
+		       bool other_source, struct pps_event_time *ts)
 {
 	struct udphdr _uh;
 	const struct udphdr *uh;
@@ -271,6 +271,10 @@ static void handle_udp(struct sk_buff *skb, unsigned int thoff, u8 pf, bool frag
 	is_legacy_port = pf == NFPROTO_IPV4 && legacy_port && dport == legacy_port && dport != port;
 	if (dport != port && !is_legacy_port)
 		return;
+	if (other_source) {
+		reject(C_OTHER_SOURCE);
+		return;
+	}
 	if (fragment) {
 		reject(C_FRAGMENT);
 		return;
@@ -326,6 +330,7 @@ static unsigned int hook_ipv4(void *priv, struct sk_buff *skb, const struct nf_h
 {
 	struct pps_event_time ts;
 	const struct iphdr *iph;
+	bool other;
 
 	/* First thing: every later instruction would be jitter. */
 	pps_get_ts(&ts);
@@ -335,16 +340,8 @@ static unsigned int hook_ipv4(void *priv, struct sk_buff *skb, const struct nf_h
 	/* Before defragmentation: only a first fragment has the UDP header. */
 	if (ntohs(iph->frag_off) & IP_OFFSET)
 		return NF_ACCEPT;
-	if (source_family == NFPROTO_IPV6 ||
-	    (source_family == NFPROTO_IPV4 && iph->saddr != source_v4)) {
-		struct udphdr _uh;
-		const struct udphdr *uh = skb_header_pointer(skb, ip_hdrlen(skb), sizeof(_uh), &_uh);
-
-		if (uh && (ntohs(uh->dest) == port || (legacy_port && ntohs(uh->dest) == legacy_port)))
-			reject(C_OTHER_SOURCE);
-		return NF_ACCEPT;
-	}
-	handle_udp(skb, ip_hdrlen(skb), NFPROTO_IPV4, ip_is_fragment(iph), &ts);
+	other = source_family && (source_family != NFPROTO_IPV4 || iph->saddr != source_v4);
+	handle_udp(skb, ip_hdrlen(skb), NFPROTO_IPV4, ip_is_fragment(iph), other, &ts);
 	return NF_ACCEPT;
 }
 
@@ -354,6 +351,7 @@ static unsigned int hook_ipv6(void *priv, struct sk_buff *skb, const struct nf_h
 	u8 nexthdr;
 	__be16 frag_off = 0;
 	int thoff;
+	bool other;
 
 	pps_get_ts(&ts);
 	nexthdr = ipv6_hdr(skb)->nexthdr;
@@ -363,17 +361,10 @@ static unsigned int hook_ipv6(void *priv, struct sk_buff *skb, const struct nf_h
 	/* A non-first fragment: the "UDP header" would be payload bytes. */
 	if (frag_off & htons(IP6_OFFSET))
 		return NF_ACCEPT;
-	if (source_family == NFPROTO_IPV4 ||
-	    (source_family == NFPROTO_IPV6 && !ipv6_addr_equal(&ipv6_hdr(skb)->saddr, &source_v6))) {
-		struct udphdr _uh;
-		const struct udphdr *uh = skb_header_pointer(skb, thoff, sizeof(_uh), &_uh);
-
-		if (uh && ntohs(uh->dest) == port)
-			reject(C_OTHER_SOURCE);
-		return NF_ACCEPT;
-	}
+	other = source_family && (source_family != NFPROTO_IPV6 ||
+				  !ipv6_addr_equal(&ipv6_hdr(skb)->saddr, &source_v6));
 	/* frag_off is non-zero here only for a first fragment (MF set). */
-	handle_udp(skb, thoff, NFPROTO_IPV6, frag_off != 0, &ts);
+	handle_udp(skb, thoff, NFPROTO_IPV6, frag_off != 0, other, &ts);
 	return NF_ACCEPT;
 }
 
