@@ -8,8 +8,10 @@ on 127.0.0.1. Nothing leaves loopback. Every wait has a timeout; QEMU is killed 
 """
 
 import argparse
+import ctypes
 import queue
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -23,6 +25,12 @@ PROMPT = re.compile(r"^(/\S* )?# ")
 COMMAND_TIMEOUT = 20
 GUEST_MAC = bytes.fromhex("525400123457")
 HOST_MAC = bytes.fromhex("525400aabb01")
+
+
+def die_with_parent():
+    """QEMU gets SIGKILL if this script dies in any way, so no guest outlives the test."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_udp_port():
@@ -103,7 +111,7 @@ class Guest:
             "-device", f"virtio-net-pci,netdev=n1,romfile=,mac={GUEST_MAC.hex(':')}",
         ]
         self.proc = subprocess.Popen(qemu_args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         self.lines = queue.Queue()
         self.log = []
         self.n = 0
