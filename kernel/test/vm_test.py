@@ -124,13 +124,17 @@ class Guest:
             self.log.append(line)
             self.lines.put(line)
 
-    def wait_for(self, needle, timeout):
+    def _lines(self, timeout):
+        """The guest's next lines, until `timeout` seconds have passed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+                yield self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
             except queue.Empty:
-                break
+                return
+
+    def wait_for(self, needle, timeout):
+        for line in self._lines(timeout):
             if needle in line:
                 return line
         raise AssertionError(f"no `{needle}` from the guest within {timeout} s")
@@ -143,12 +147,7 @@ class Guest:
         self.proc.stdin.write(f"{cmd}{sep}echo {marker}$?\n".encode())
         self.proc.stdin.flush()
         out = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                break
+        for line in self._lines(timeout):
             line = PROMPT.sub("", line)
             if marker in line:
                 head, rc = line.split(marker, 1)
