@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod clock_model;
+pub mod dcf77;
 pub mod leap;
 pub mod packet;
 pub mod ratelimit;
