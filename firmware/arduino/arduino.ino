@@ -1,0 +1,193 @@
+/*
+ * ntp-offset DCF77 tick transmitter: Arduino Uno + Ethernet shield (W5100) + DCF77 module.
+ * At every DCF77 second mark it sends a tick (docs/tick-protocol.md), signed with
+ * HMAC-SHA256, to the configured address. Settings: config.h; docs: docs/firmware.md.
+ *
+ * Timing: the pin interrupt stamps each edge with micros(); the main loop decodes. The next
+ * second's tick is built and signed during the current second, so at the mark only the
+ * W5100's SEND command remains (signing takes ~20 ms on a 16 MHz AVR).
+ */
+#include <Arduino.h>
+#include <EEPROM.h>
+
+#include "config.h"
+#include "dcf77.h"
+#include "tick.h"
+#include "w5100.h"
+
+static const uint8_t destination[4] = CONFIG_DESTINATION;
+static uint8_t key[32];
+static uint16_t key_id = CONFIG_KEY_ID;
+
+/* Edges from the interrupt: micros() and level, in a small ring. */
+#define EDGES 8
+static volatile uint32_t edge_us[EDGES];
+static volatile uint8_t edge_high[EDGES];
+static volatile uint8_t edge_head, edge_tail;
+
+static struct dcf77 decoder;
+static struct tick next;          /* the tick for the next synchronized second */
+static uint8_t next_wire[TICK_AUTH_LEN];
+static uint8_t next_len;
+static bool next_ready;
+static uint32_t session, sequence;
+static uint8_t last_state = 0xff;
+
+static void on_edge(void)
+{
+	uint8_t h = edge_head, n = (uint8_t)((h + 1) % EDGES);
+
+	if (n == edge_tail)
+		return; /* full: drop (the flywheel covers a lost second) */
+	edge_us[h] = micros();
+	edge_high[h] = digitalRead(CONFIG_DCF77_PIN) ^ CONFIG_DCF77_INVERTED;
+	edge_head = n;
+}
+
+/*
+ * micros() widened to 64 bits (it wraps every 71 minutes). Edge stamps can be a little older
+ * than the last reading; only a backwards jump of more than half the range is a wrap.
+ */
+static int64_t widen(uint32_t us)
+{
+	static uint32_t last;
+	static int64_t base;
+
+	if (us < last && last - us > 0x80000000UL)
+		base += 0x100000000LL;
+	else if (us < last)
+		return base + us; /* an older stamp within the current turn */
+	last = us;
+	return base + us;
+}
+
+static uint8_t hex_nibble(char c)
+{
+	return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+static void load_key(void)
+{
+	/* EEPROM: 'K', key id (2 bytes), 32 key bytes; else the compiled-in key. */
+	if (EEPROM.read(0) == 'K') {
+		key_id = EEPROM.read(1) << 8 | EEPROM.read(2);
+		for (uint8_t i = 0; i < 32; i++)
+			key[i] = EEPROM.read(3 + i);
+		return;
+	}
+	for (uint8_t i = 0; i < 32; i++)
+		key[i] = hex_nibble(CONFIG_KEY_HEX[2 * i]) << 4 | hex_nibble(CONFIG_KEY_HEX[2 * i + 1]);
+}
+
+/* Serial console: `key ID HEX` stores a key in EEPROM. */
+static void serial_command(void)
+{
+	static char line[80];
+	static uint8_t n;
+
+	while (Serial.available()) {
+		char c = Serial.read();
+
+		if (c != '\n' && c != '\r' && n < sizeof(line) - 1) {
+			line[n++] = c;
+			continue;
+		}
+		line[n] = 0;
+		n = 0;
+		unsigned id;
+		char hex[65];
+		if (sscanf(line, "key %u %64s", &id, hex) == 2 && strlen(hex) == 64) {
+			EEPROM.write(0, 'K');
+			EEPROM.write(1, id >> 8);
+			EEPROM.write(2, id & 0xff);
+			for (uint8_t i = 0; i < 32; i++)
+				EEPROM.write(3 + i, hex_nibble(hex[2 * i]) << 4 | hex_nibble(hex[2 * i + 1]));
+			load_key();
+			Serial.println(F("key stored"));
+		} else if (line[0]) {
+			Serial.println(F("commands: key ID HEX64"));
+		}
+	}
+}
+
+static void prepare(int64_t second, uint8_t state, bool leap_announced)
+{
+	next.kind = TICK_KIND_TICK;
+	next.flags = 0;
+	next.state = state;
+	next.leap = leap_announced ? TICK_LEAP_INSERT : TICK_LEAP_NONE;
+	next.source = TICK_SOURCE_DCF77;
+	next.stratum = 0;
+	next.key_id = key_id;
+	next.transmitter = CONFIG_TRANSMITTER;
+	next.session = session;
+	next.sequence = sequence;
+	next.error_us = TICK_ERROR_UNKNOWN;
+	next.second = second;
+	next.tx_offset_ns = 0;
+	next_len = (uint8_t)tick_encode(&next, key, 32, next_wire);
+	next_ready = true;
+}
+
+static void on_mark(const struct dcf77_mark *m)
+{
+	uint8_t state = m->state == DCF77_SYNCHRONIZED ? TICK_SYNCHRONIZED : TICK_HOLDOVER;
+
+	if (m->state != last_state) {
+		last_state = m->state;
+		Serial.println(m->state == DCF77_UNSYNCHRONIZED ? F("dcf77: phase locked, decoding") :
+			       m->state == DCF77_SYNCHRONIZED ? F("dcf77: synchronized") :
+								 F("dcf77: holdover"));
+	}
+	if (m->state == DCF77_UNSYNCHRONIZED)
+		return; /* no tick until the second is known */
+	/* The prepared tick fits unless the state or second differs (a leap, a lost sync). */
+	if (!next_ready || next.second != m->second || next.state != state ||
+	    next.sequence != sequence)
+		prepare(m->second, state, m->leap_announced);
+	w5100_send(destination, CONFIG_PORT, next_wire, next_len);
+	next_ready = false;
+	sequence++;
+	/* Signed now, for the next mark: the common case is the next second, synchronized. */
+	prepare(m->second + 1, TICK_SYNCHRONIZED, m->leap_announced);
+}
+
+void setup(void)
+{
+	static const struct w5100_config net = {CONFIG_MAC, CONFIG_IP, CONFIG_SUBNET, CONFIG_GATEWAY};
+
+	Serial.begin(115200);
+	Serial.println(F("ntp-offset DCF77 transmitter"));
+	load_key();
+	randomSeed(analogRead(0) ^ micros());
+	session = (uint32_t)random() << 16 ^ (uint32_t)random();
+	if (!w5100_begin(&net, CONFIG_PORT))
+		Serial.println(F("w5100: not found (is the Ethernet shield on?)"));
+	dcf77_init(&decoder, CONFIG_CALIBRATION_US, 3600LL * 1000000LL);
+	pinMode(CONFIG_DCF77_PIN, INPUT);
+	attachInterrupt(digitalPinToInterrupt(CONFIG_DCF77_PIN), on_edge, CHANGE);
+	Serial.println(F("dcf77: waiting for the signal"));
+}
+
+void loop(void)
+{
+	struct dcf77_marks marks = {0};
+	int64_t deadline;
+
+	while (edge_tail != edge_head) {
+		uint8_t t = edge_tail;
+
+		dcf77_edge(&decoder, widen(edge_us[t]), edge_high[t], &marks);
+		edge_tail = (uint8_t)((t + 1) % EDGES);
+	}
+	if (dcf77_next_deadline(&decoder, &deadline)) {
+		int64_t now = widen(micros());
+
+		if (now >= deadline)
+			dcf77_poll(&decoder, now, &marks);
+	}
+	for (uint8_t i = 0; i < marks.n; i++)
+		on_mark(&marks.m[i]);
+	w5100_send_done();
+	serial_command();
+}
