@@ -26,9 +26,10 @@ static volatile uint8_t edge_high[EDGES];
 static volatile uint8_t edge_head, edge_tail;
 
 static struct dcf77 decoder;
-static struct tick next;          /* the tick for the next synchronized second */
-static uint8_t next_wire[TICK_AUTH_LEN];
-static uint8_t next_len;
+/* The next second's tick, signed ahead in both states it can have: [0] synchronized, [1] holdover. */
+static struct tick next[2];
+static uint8_t next_wire[2][TICK_AUTH_LEN];
+static uint8_t next_len[2];
 static bool next_ready;
 static uint32_t session, sequence;
 static uint8_t last_state = 0xff;
@@ -110,28 +111,35 @@ static void serial_command(void)
 	}
 }
 
-static void prepare(int64_t second, uint8_t state, bool leap_announced)
+/* Signs the next tick in the states of `which` (bit 0 synchronized, bit 1 holdover). */
+static void prepare(int64_t second, bool leap_announced, uint8_t which)
 {
-	next.kind = TICK_KIND_TICK;
-	next.flags = 0;
-	next.state = state;
-	next.leap = leap_announced ? TICK_LEAP_INSERT : TICK_LEAP_NONE;
-	next.source = TICK_SOURCE_DCF77;
-	next.stratum = 0;
-	next.key_id = key_id;
-	next.transmitter = CONFIG_TRANSMITTER;
-	next.session = session;
-	next.sequence = sequence;
-	next.error_us = TICK_ERROR_UNKNOWN;
-	next.second = second;
-	next.tx_offset_ns = 0;
-	next_len = (uint8_t)tick_encode(&next, key, 32, next_wire);
+	for (uint8_t i = 0; i < 2; i++) {
+		struct tick *t = &next[i];
+
+		if (!(which & (1 << i)))
+			continue;
+		t->kind = TICK_KIND_TICK;
+		t->flags = 0;
+		t->state = i ? TICK_HOLDOVER : TICK_SYNCHRONIZED;
+		t->leap = leap_announced ? TICK_LEAP_INSERT : TICK_LEAP_NONE;
+		t->source = TICK_SOURCE_DCF77;
+		t->stratum = 0;
+		t->key_id = key_id;
+		t->transmitter = CONFIG_TRANSMITTER;
+		t->session = session;
+		t->sequence = sequence;
+		t->error_us = TICK_ERROR_UNKNOWN;
+		t->second = second;
+		t->tx_offset_ns = 0;
+		next_len[i] = (uint8_t)tick_encode(t, key, 32, next_wire[i]);
+	}
 	next_ready = true;
 }
 
 static void on_mark(const struct dcf77_mark *m)
 {
-	uint8_t state = m->state == DCF77_SYNCHRONIZED ? TICK_SYNCHRONIZED : TICK_HOLDOVER;
+	uint8_t v = m->state == DCF77_SYNCHRONIZED ? 0 : 1;
 
 	if (m->state != last_state) {
 		last_state = m->state;
@@ -141,15 +149,20 @@ static void on_mark(const struct dcf77_mark *m)
 	}
 	if (m->state == DCF77_UNSYNCHRONIZED)
 		return; /* no tick until the second is known */
-	/* The prepared tick fits unless the state or second differs (a leap, a lost sync). */
-	if (!next_ready || next.second != m->second || next.state != state ||
-	    next.sequence != sequence)
-		prepare(m->second, state, m->leap_announced);
-	w5100_send(destination, CONFIG_PORT, next_wire, next_len);
+	/* The signed ticks fit unless the second differs (the first after sync, a new session). */
+	if (!next_ready || next[v].second != m->second || next[v].sequence != sequence ||
+	    (next[v].leap == TICK_LEAP_INSERT) != m->leap_announced)
+		prepare(m->second, m->leap_announced, 1 << v); /* late: sign just this one */
+	w5100_send(destination, CONFIG_PORT, next_wire[v], next_len[v]);
 	next_ready = false;
 	sequence++;
-	/* Signed now, for the next mark: the common case is the next second, synchronized. */
-	prepare(m->second + 1, TICK_SYNCHRONIZED, m->leap_announced);
+	/*
+	 * Signed now, for the next mark, in both states. After 23:59:59 in an announced leap
+	 * minute comes the leap second, which repeats the number (docs/dcf77.md).
+	 */
+	prepare(m->leap_announced && !m->leap_second && m->second % 3600 == 3599 ? m->second :
+										  m->second + 1,
+		m->leap_announced, 3);
 }
 
 void setup(void)
