@@ -3,10 +3,12 @@
 //! - [`clock`]: clock_gettime, clock_nanosleep and a read-only adjtimex;
 //! - [`txstamp`]: kernel transmit timestamps from the socket error queue;
 //! - [`shm`]: the NTP shared-memory refclock segment;
-//! - [`poll`]: waiting on several sockets.
+//! - [`poll`]: waiting on several sockets;
+//! - [`gpio`]: a GPIO input line's kernel-timestamped edges (a DCF77 module).
 
 pub mod batch;
 pub mod clock;
+pub mod gpio;
 pub mod poll;
 pub mod shm;
 pub mod txstamp;

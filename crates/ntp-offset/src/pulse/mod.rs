@@ -5,7 +5,9 @@ pub mod input;
 pub mod keys;
 mod listen;
 mod send;
+mod send_dcf77;
 mod status;
+mod transmit;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -40,6 +42,22 @@ pub enum PulseCommand {
 
 #[derive(Args)]
 pub struct SendArgs {
+    /// What marks the seconds: `system` (this host's clock) or `dcf77` (a DCF77 receiver
+    /// module on a GPIO line: --gpio, --line).
+    #[arg(long, default_value = "system", value_parser = ["system", "dcf77"])]
+    source: String,
+    /// With --source dcf77: the GPIO character device.
+    #[arg(long, value_name = "CHIP", default_value = "/dev/gpiochip0")]
+    gpio: PathBuf,
+    /// With --source dcf77: the line (offset on the chip) the module's output is on.
+    #[arg(long, value_name = "N")]
+    line: Option<u32>,
+    /// With --source dcf77: the module's output is low during the carrier reduction.
+    #[arg(long)]
+    active_low: bool,
+    /// With --source dcf77: the module's demodulation delay (subtracted from every edge).
+    #[arg(long, default_value = "0s", value_parser = parse_offset)]
+    calibration: Offset,
     /// Destination (repeatable): broadcast (198.18.0.255:8123), multicast (239.1.2.3:8123,
     /// [ff15::123]:8123) or unicast, IPv4 or IPv6.
     #[arg(long, required = true, value_name = "IP:PORT")]
@@ -213,19 +231,44 @@ fn send(a: SendArgs) -> Result<(), String> {
         None => None,
     };
     let (stop, _) = stop_flags()?;
+    let transmit = transmit::TransmitOptions {
+        destinations: a.to,
+        key,
+        transmitter: a.id.unwrap_or_else(default_transmitter_id),
+        follow_up: !a.no_follow_up,
+        legacy: a.legacy,
+        ttl: a.ttl,
+        report: a.report,
+    };
+    if a.source == "dcf77" {
+        let Some(line) = a.line else {
+            return Err(
+                "--source dcf77 needs --line N (and --gpio CHIP if not /dev/gpiochip0)".into(),
+            );
+        };
+        if a.local || a.legacy || a.rate_error_ppm != 0.0 {
+            return Err("--local, --legacy and --rate-error-ppm are for --source system".into());
+        }
+        return send_dcf77::run(
+            transmit,
+            send_dcf77::Dcf77Options {
+                chip: a.gpio,
+                line,
+                active_low: a.active_low,
+                calibration: a.calibration,
+                count: a.count,
+            },
+            &stop,
+        );
+    }
     send::run(
         send::SendOptions {
-            destinations: a.to,
-            key,
-            transmitter: a.id.unwrap_or_else(default_transmitter_id),
+            transmit,
             stratum: a.stratum,
             local: a.local,
-            follow_up: !a.no_follow_up,
-            legacy: a.legacy,
-            ttl: a.ttl,
+            follow_up: !a.no_follow_up && !a.legacy,
             spin: a.spin,
             count: a.count,
-            report: a.report,
             rate_error_ppb: (a.rate_error_ppm * 1000.0).round() as i64,
         },
         &stop,
