@@ -120,7 +120,7 @@ static void prepare(int64_t second, bool leap_announced, uint8_t which)
 		if (!(which & (1 << i)))
 			continue;
 		t->kind = TICK_KIND_TICK;
-		t->flags = 0;
+		t->flags = TICK_FLAG_FOLLOW_UP;
 		t->state = i ? TICK_HOLDOVER : TICK_SYNCHRONIZED;
 		t->leap = leap_announced ? TICK_LEAP_INSERT : TICK_LEAP_NONE;
 		t->source = TICK_SOURCE_DCF77;
@@ -154,6 +154,28 @@ static void on_mark(const struct dcf77_mark *m)
 	    (next[v].leap == TICK_LEAP_INSERT) != m->leap_announced)
 		prepare(m->second, m->leap_announced, 1 << v); /* late: sign just this one */
 	w5100_send(destination, CONFIG_PORT, next_wire[v], next_len[v]);
+	/*
+	 * The follow-up: when the tick left (the SEND command) minus its mark, so receivers take
+	 * the mark itself. It covers the window a holdover mark waits and any loop latency.
+	 */
+	{
+		struct tick fu = next[v];
+		uint8_t wire[TICK_AUTH_LEN];
+		int64_t sent_us = widen(micros());
+
+		fu.kind = TICK_KIND_FOLLOW_UP;
+		fu.flags = 0;
+		fu.tx_offset_ns = (sent_us - m->at_us) * 1000;
+		if (fu.tx_offset_ns > -1000000000LL && fu.tx_offset_ns < 1000000000LL) {
+			uint32_t t0 = micros();
+
+			/* The tick must be out first; a broadcast needs no ARP, so this is brief. */
+			while (!w5100_send_done() && micros() - t0 < 20000UL)
+				;
+			w5100_send(destination, CONFIG_PORT, wire,
+				   (uint16_t)tick_encode(&fu, key, 32, wire));
+		}
+	}
 	next_ready = false;
 	sequence++;
 	/*
@@ -201,6 +223,9 @@ void loop(void)
 	}
 	for (uint8_t i = 0; i < marks.n; i++)
 		on_mark(&marks.m[i]);
+	/* Just synchronized (at a minute mark): sign the first tick before its mark, too. */
+	if (decoder.synced && !next_ready && decoder.index >= 0)
+		prepare(decoder.minute_start + decoder.index, decoder.leap_announced, 3);
 	w5100_send_done();
 	serial_command();
 }

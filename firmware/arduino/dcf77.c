@@ -6,7 +6,7 @@
 #define S_US 1000000LL
 #define MS_US 1000LL
 #define MERGE_US (40 * MS_US)
-#define WINDOW_US (30 * MS_US)
+#define WINDOW_US (15 * MS_US)
 #define MIN_PULSE_US (40 * MS_US)
 #define ONE_PULSE_US (150 * MS_US)
 #define MAX_PULSE_US (250 * MS_US)

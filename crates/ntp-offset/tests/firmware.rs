@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use ntp_offset_proto::tick::{decode, Datagram, Kind, Leap, Source, SourceState};
 use ntp_offset_proto::tick_auth::{verify, KeyRing};
+use ntp_offset_proto::tick_receiver::{Event, Receiver, ReceiverConfig, RxStamp};
+use ntp_offset_proto::time::Time;
 
 mod common;
 use common::run_bounded;
@@ -109,8 +111,36 @@ fn check(case: &str) {
     let keys =
         KeyRing::parse("1 101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f\n")
             .unwrap();
-    let packets = simulate(case);
+    let all = simulate(case);
+    // Each tick is followed by its follow-up: the departure minus the mark.
+    let (packets, follow_ups): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(_, b)| matches!(decode(b), Ok(Datagram::Tick(t)) if t.kind == Kind::Tick));
     let want = expected(case);
+    assert_eq!(
+        follow_ups.len(),
+        packets.len(),
+        "{case}: a follow-up per tick"
+    );
+    for (i, ((sent_ms, tick), (_, fu))) in packets.iter().zip(&follow_ups).enumerate() {
+        let (Ok(Datagram::Tick(t)), Ok(Datagram::Tick(f))) = (decode(tick), decode(fu)) else {
+            panic!("{case}: undecodable follow-up")
+        };
+        verify(fu, f.key_id, &keys).unwrap_or_else(|e| panic!("{case}: follow-up: {e:?}"));
+        assert_eq!(
+            (f.kind, f.sequence, f.second),
+            (Kind::FollowUp, t.sequence, t.second)
+        );
+        // The mark the follow-up implies is the true one, to the simulated SPI's resolution.
+        let mark_ms = want[i.min(want.len() - 1)].mark_ms;
+        let implied = sent_ms * 1_000_000 - f.tx_offset_ns;
+        assert!(
+            (implied - mark_ms * 1_000_000).abs() < 2_000_000,
+            "{case}: second {}: the follow-up puts the mark {} ms off",
+            t.second,
+            (implied - mark_ms * 1_000_000) as f64 / 1e6
+        );
+    }
     assert_eq!(
         packets.len(),
         want.len(),
@@ -159,6 +189,56 @@ fn check(case: &str) {
         "{case}: {} ticks, each valid and authenticated; worst send delay after the first {worst_ms} ms",
         packets.len()
     );
+
+    // What `pulse listen` and `serve` would make of them: the receiver, fed each datagram at
+    // its send time (the case's clock standing in for both of the receiver's clocks).
+    let mut rx = Receiver::new(ReceiverConfig {
+        keys,
+        ..ReceiverConfig::default()
+    });
+    let mut events = Vec::new();
+    let leap_at = want.iter().position(|e| e.leap);
+    let mut samples = 0;
+    for (i, ((at_ms, tick), (fu_ms, fu))) in packets.iter().zip(&follow_ups).enumerate() {
+        if Some(i) == leap_at {
+            break; // the repeated second: receivers reject it (docs/clock-model.md, "Known limits")
+        }
+        for (ms, bytes) in [(*at_ms, tick), (*fu_ms, fu)] {
+            let at = RxStamp {
+                real: Time::from_unix_nanos(
+                    want[i].second * 1_000_000_000 + (ms - want[i].mark_ms) * 1_000_000,
+                ),
+                mono_ns: ms * 1_000_000,
+            };
+            rx.poll(ms * 1_000_000, &mut events);
+            rx.on_datagram(bytes, at, &mut events);
+        }
+        for e in events.drain(..) {
+            match e {
+                Event::Sample(s) => {
+                    samples += 1;
+                    // Taken at the mark: the follow-up removed the send delay.
+                    let late_ns =
+                        s.rx.mono_ns - s.tx_offset_ns.unwrap_or(0) - want[i].mark_ms * 1_000_000;
+                    assert!(
+                        late_ns.abs() < 2_000_000,
+                        "{case}: sample {i}: {late_ns} ns"
+                    );
+                }
+                Event::Rejected(r) => {
+                    panic!("{case}: tick {i} rejected by the receiver: {}", r.name())
+                }
+                _ => {}
+            }
+        }
+    }
+    let fed = leap_at.unwrap_or(packets.len());
+    assert_eq!(
+        samples,
+        fed - 2,
+        "{case}: every tick after the first three is a sample"
+    );
+    eprintln!("{case}: the tick receiver took {samples} samples from {fed} ticks, rejecting none");
 }
 
 #[test]

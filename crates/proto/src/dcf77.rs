@@ -20,7 +20,7 @@ const MS: i64 = 1_000_000;
 /// A low period shorter than this inside a pulse is a drop-out, not the pulse's end.
 pub const MERGE_NS: i64 = 40 * MS;
 /// A pulse must start this close to its second's slot.
-pub const WINDOW_NS: i64 = 30 * MS;
+pub const WINDOW_NS: i64 = 15 * MS;
 const MIN_PULSE_NS: i64 = 40 * MS;
 const ONE_PULSE_NS: i64 = 150 * MS;
 const MAX_PULSE_NS: i64 = 250 * MS;
