@@ -101,26 +101,22 @@ def utc(y, mo, d, h, mi):
     return calendar.timegm((y, mo, d, h, mi, 0))
 
 
-def cases():
-    # Each signal starts at second 50 of a minute: the gap at second 59 aligns the decoder, the
-    # next two minutes' frames must be valid and 60 s apart, and it is synchronized from the
-    # minute mark after them.
-    s = Signal("cet-winter", utc(2026, 1, 14, 10, 56))
+def acquired(s, synced_minutes):
+    """The usual start: from second 50 of a minute (the gap at second 59 aligns the decoder),
+    two valid frames 60 s apart, then synchronized minutes from the minute mark after them."""
     s.minute(from_second=50)
     s.minute()
     s.minute()
-    for _ in range(2):
+    for _ in range(synced_minutes):
         s.minute(synced=True)
-    yield s
+    return s
 
+
+def cases():
+    yield acquired(Signal("cet-winter", utc(2026, 1, 14, 10, 56)), 2)
     # Across local midnight (CEST 00:00 = 22:00 UTC): the local date changes.
-    s = Signal("cest-summer-module-delay-35ms", utc(2026, 7, 1, 21, 57), summer=True, delay_ms=35)
-    s.minute(from_second=50)
-    s.minute()
-    s.minute()
-    for _ in range(2):
-        s.minute(synced=True)
-    yield s
+    yield acquired(Signal("cest-summer-module-delay-35ms", utc(2026, 7, 1, 21, 57), summer=True,
+                          delay_ms=35), 2)
 
     s = Signal("glitches-spikes-and-dropouts", utc(2026, 3, 2, 7, 59))
     s.minute(from_second=50, spikes=(52, 55))
@@ -148,13 +144,8 @@ def cases():
 
     # 2016-12-31: a second inserted after 23:59:59 UTC (00:59:59 CET). The announcement bit is
     # set during the hour before; the minute 23:59 has 61 seconds, the 61st without a pulse.
-    s = Signal("leap-second-2016", utc(2016, 12, 31, 23, 55), leap_at=utc(2017, 1, 1, 0, 0))
-    s.minute(from_second=50)
-    s.minute()
-    s.minute()
-    for _ in range(3):
-        s.minute(synced=True)
-    yield s
+    yield acquired(Signal("leap-second-2016", utc(2016, 12, 31, 23, 55),
+                          leap_at=utc(2017, 1, 1, 0, 0)), 3)
 
 
 def main():

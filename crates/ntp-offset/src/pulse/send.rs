@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, ERROR_UNKNOWN};
 use ntp_offset_sys::clock;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::transmit::{TransmitOptions, Transmitter};
 
@@ -188,11 +188,7 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
             second + 1
         };
     }
-    info!(
-        ticks = tx.sent_ticks,
-        send_errors = tx.send_errors,
-        "stopped"
-    );
+    tx.finish();
     Ok(())
 }
 

@@ -115,11 +115,7 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Res
             }
         }
     }
-    info!(
-        ticks = tx.sent_ticks,
-        send_errors = tx.send_errors,
-        "stopped"
-    );
+    tx.finish();
     Ok(())
 }
 

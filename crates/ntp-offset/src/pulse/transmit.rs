@@ -223,4 +223,13 @@ impl Transmitter {
     pub fn report(&self) -> bool {
         self.opts.report
     }
+
+    /// Logs what was sent, when a transmitter stops.
+    pub fn finish(&self) {
+        info!(
+            ticks = self.sent_ticks,
+            send_errors = self.send_errors,
+            "stopped"
+        );
+    }
 }
