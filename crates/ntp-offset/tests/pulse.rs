@@ -288,25 +288,19 @@ mod single_receiver {
     //! One receiver at a time: bad input on loopback (the test itself is the transmitter),
     //! legacy pulses, IPv6 unicast, and IPv4 multicast inside a namespace.
     use super::*;
-    use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, AUTH_LEN};
+    use ntp_offset_proto::tick::{TickPacket, AUTH_LEN};
     use ntp_offset_proto::tick_auth::{encode, Key, KeyRing};
     use std::net::UdpSocket;
 
     fn tick(second: i64, sequence: u32, key_id: u16) -> TickPacket {
         TickPacket {
-            kind: Kind::Tick,
-            flags: 0,
-            state: SourceState::Synchronized,
-            leap: Leap::None,
-            source: Source::SystemClock,
             stratum: 1,
             key_id,
             transmitter: 0x7e57,
             session: 1,
             sequence,
             error_bound_us: 10,
-            second,
-            tx_offset_ns: 0,
+            ..TickPacket::tick(second)
         }
     }
 

@@ -272,6 +272,26 @@ impl TickPacket {
         out[40..48].copy_from_slice(&self.tx_offset_ns.to_be_bytes());
     }
 
+    /// A tick for `second`: synchronized, system clock, stratum 16 (unknown), no leap, error
+    /// unknown, and transmitter fields 0. Callers override what they know with `..`.
+    pub const fn tick(second: i64) -> TickPacket {
+        TickPacket {
+            kind: Kind::Tick,
+            flags: 0,
+            state: SourceState::Synchronized,
+            leap: Leap::None,
+            source: Source::SystemClock,
+            stratum: 16,
+            key_id: 0,
+            transmitter: 0,
+            session: 0,
+            sequence: 0,
+            error_bound_us: ERROR_UNKNOWN,
+            second,
+            tx_offset_ns: 0,
+        }
+    }
+
     /// The follow-up of this tick, carrying its departure time.
     pub fn follow_up(&self, tx_offset_ns: i64, hardware: bool) -> TickPacket {
         TickPacket {

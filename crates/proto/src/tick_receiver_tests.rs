@@ -21,19 +21,13 @@ fn cfg() -> ReceiverConfig {
 
 fn tick(second: i64, seq: u32) -> TickPacket {
     TickPacket {
-        kind: Kind::Tick,
-        flags: 0,
-        state: SourceState::Synchronized,
-        leap: Leap::None,
-        source: Source::SystemClock,
         stratum: 2,
         key_id: 1,
         transmitter: 0xabcd,
         session: 1,
         sequence: seq,
         error_bound_us: 100,
-        second,
-        tx_offset_ns: 0,
+        ..TickPacket::tick(second)
     }
 }
 

@@ -164,13 +164,12 @@ impl Context<'_> {
                 )
             })?);
         }
-        let span_of = |d: &Spanned<String>| d.span();
         let within = |d: &Option<Spanned<String>>, field: &str, lo: Offset, hi: Offset| {
             let Some(d) = d else { return Ok(None) };
             match duration::parse(d.get_ref()) {
                 Ok(o) if o >= lo && o <= hi => Ok(Some(o)),
                 Ok(_) => self.err(
-                    span_of(d),
+                    d.span(),
                     format!("reference.{field}"),
                     format!(
                         "must be between {} and {}",
@@ -178,7 +177,7 @@ impl Context<'_> {
                         duration::format(hi)
                     ),
                 ),
-                Err(e) => self.err(span_of(d), format!("reference.{field}"), e),
+                Err(e) => self.err(d.span(), format!("reference.{field}"), e),
             }
         };
         let ms = Offset::from_micros(1000);

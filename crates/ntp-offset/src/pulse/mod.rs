@@ -266,7 +266,6 @@ fn send(a: SendArgs) -> Result<(), String> {
             transmit,
             stratum: a.stratum,
             local: a.local,
-            follow_up: !a.no_follow_up && !a.legacy,
             spin: a.spin,
             count: a.count,
             rate_error_ppb: (a.rate_error_ppm * 1000.0).round() as i64,

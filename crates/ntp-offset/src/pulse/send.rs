@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, ERROR_UNKNOWN};
+use ntp_offset_proto::tick::{Leap, SourceState, TickPacket, ERROR_UNKNOWN};
 use ntp_offset_sys::clock;
 use tracing::warn;
 
@@ -22,8 +22,6 @@ pub struct SendOptions {
     pub stratum: u8,
     /// This host's clock is the reference: synchronized whatever the kernel says.
     pub local: bool,
-    /// Whether follow-ups go out (not with --legacy), for the report without them.
-    pub follow_up: bool,
     pub spin: Duration,
     /// Stop after this many ticks.
     pub count: Option<u64>,
@@ -147,23 +145,15 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
         }
         let (state, leap, error_bound_us) = clock_state(opts.local);
         let tick = tx.complete(TickPacket {
-            kind: Kind::Tick,
-            flags: 0,
             state,
             leap,
-            source: Source::SystemClock,
             stratum: if state == SourceState::Unsynchronized {
                 16
             } else {
                 opts.stratum
             },
-            key_id: 0,
-            transmitter: 0,
-            session: 0,
-            sequence: 0,
             error_bound_us,
-            second,
-            tx_offset_ns: 0,
+            ..TickPacket::tick(second)
         });
         let payload = tx.encode(&tick);
         if !wait_until(due, opts.spin, stop) {
@@ -173,7 +163,7 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
         tx.send(&tick, &payload, |tx_real_ns| {
             ticks.at_real(tx_real_ns) - mark
         });
-        if tx.report() && !opts.follow_up {
+        if tx.report() && !tx.sends_follow_ups() {
             println!(
                 r#"{{"second":{second},"after_send_ns":{}}}"#,
                 ticks.now() - mark

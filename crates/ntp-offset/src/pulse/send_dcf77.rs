@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
-use ntp_offset_proto::tick::{Kind, Leap, Source, SourceState, TickPacket, ERROR_UNKNOWN};
+use ntp_offset_proto::tick::{Leap, Source, SourceState, TickPacket};
 use ntp_offset_proto::time::Offset;
 use ntp_offset_sys::clock;
 use ntp_offset_sys::gpio::EdgeLine;
@@ -38,8 +38,6 @@ pub fn tick_for(mark: &Mark) -> Option<TickPacket> {
         MarkState::Holdover => SourceState::Holdover,
     };
     Some(TickPacket {
-        kind: Kind::Tick,
-        flags: 0,
         state,
         leap: if mark.leap_announced {
             Leap::Insert
@@ -48,13 +46,7 @@ pub fn tick_for(mark: &Mark) -> Option<TickPacket> {
         },
         source: Source::Dcf77,
         stratum: 0,
-        key_id: 0,
-        transmitter: 0,
-        session: 0,
-        sequence: 0,
-        error_bound_us: ERROR_UNKNOWN,
-        second: mark.second?,
-        tx_offset_ns: 0,
+        ..TickPacket::tick(mark.second?)
     })
 }
 

@@ -27,6 +27,13 @@ pub struct TransmitOptions {
     pub report: bool,
 }
 
+impl TransmitOptions {
+    /// Follow-ups go out unless disabled or sending legacy pulses (which have none).
+    fn sends_follow_ups(&self) -> bool {
+        self.follow_up && !self.legacy
+    }
+}
+
 struct Destination {
     addr: SocketAddr,
     socket: usize,
@@ -70,7 +77,7 @@ fn open_socket(v6: bool, opts: &TransmitOptions) -> Result<UdpSocket, String> {
     s.bind(&any.into())
         .map_err(|e| format!("cannot bind {any}: {e}"))?;
     let socket: UdpSocket = s.into();
-    if opts.follow_up && !opts.legacy {
+    if opts.sends_follow_ups() {
         enable_tx_timestamps(&socket)
             .map_err(|e| format!("cannot enable TX timestamps (SO_TIMESTAMPING): {e}"))?;
     }
@@ -116,7 +123,7 @@ impl Transmitter {
         info!(
             to = %crate::config::join_addrs(&opts.destinations),
             "sending {what}{}",
-            if opts.follow_up && !opts.legacy { " with follow-ups" } else { "" }
+            if opts.sends_follow_ups() { " with follow-ups" } else { "" }
         );
         Ok(Transmitter {
             opts,
@@ -174,7 +181,7 @@ impl Transmitter {
             }
         }
         let second = tick.second;
-        if self.opts.follow_up && !self.opts.legacy {
+        if self.sends_follow_ups() {
             for (i, id) in sent {
                 let d = &self.dests[i];
                 let socket = &self.senders[d.socket].socket;
@@ -222,6 +229,10 @@ impl Transmitter {
 
     pub fn report(&self) -> bool {
         self.opts.report
+    }
+
+    pub fn sends_follow_ups(&self) -> bool {
+        self.opts.sends_follow_ups()
     }
 
     /// Logs what was sent, when a transmitter stops.
