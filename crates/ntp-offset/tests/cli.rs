@@ -157,6 +157,29 @@ fn negative_offset_on_the_command_line() {
 }
 
 #[test]
+fn dcf77_source_says_which_input_is_missing_or_wrong() {
+    let send = ["pulse", "send", "--source", "dcf77", "--unauthenticated"];
+    let with = |more: &[&str]| run(&[&send[..], more, &["--to", "127.0.0.1:9"]].concat());
+    let (ok, out) = with(&[]);
+    assert!(
+        !ok && out.contains("needs --line N") && out.contains("--serial TTY"),
+        "{out}"
+    );
+    let (ok, out) = with(&["--line", "3", "--serial", "/dev/ttyS0"]);
+    assert!(!ok && out.contains("cannot be used with"), "{out}");
+    let (ok, out) = with(&["--gpio", "/dev/no-such-chip", "--line", "3"]);
+    assert!(
+        !ok && out.contains("cannot request line 3 of /dev/no-such-chip"),
+        "{out}"
+    );
+    let (ok, out) = with(&["--serial", "/dev/null"]);
+    assert!(
+        !ok && out.contains("cannot watch DCD of /dev/null") && out.contains("modem lines"),
+        "{out}"
+    );
+}
+
+#[test]
 fn demo_runs_and_stops_by_itself_within_15s() {
     let started = Instant::now();
     let (ok, out) = run(&["demo"]);

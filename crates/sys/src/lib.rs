@@ -5,10 +5,12 @@
 //! - [`shm`]: the NTP shared-memory refclock segment;
 //! - [`poll`]: waiting on several sockets;
 //! - [`gpio`]: a GPIO input line's kernel-timestamped edges (a DCF77 module).
+//! - [`serial`]: a serial port's DCD line as edges (a DCF77 module on a serial port).
 
 pub mod batch;
 pub mod clock;
 pub mod gpio;
 pub mod poll;
+pub mod serial;
 pub mod shm;
 pub mod txstamp;

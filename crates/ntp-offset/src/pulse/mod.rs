@@ -1,5 +1,6 @@
 //! `ntp-offset pulse`: the tick transmitter and receiver (docs/tick-protocol.md).
 
+mod dcf77_input;
 mod feeds;
 pub mod input;
 pub mod keys;
@@ -43,7 +44,7 @@ pub enum PulseCommand {
 #[derive(Args)]
 pub struct SendArgs {
     /// What marks the seconds: `system` (this host's clock) or `dcf77` (a DCF77 receiver
-    /// module on a GPIO line: --gpio, --line).
+    /// module on a GPIO line: --gpio, --line; or on a serial port's DCD: --serial).
     #[arg(long, default_value = "system", value_parser = ["system", "dcf77"])]
     source: String,
     /// With --source dcf77: the GPIO character device.
@@ -52,7 +53,12 @@ pub struct SendArgs {
     /// With --source dcf77: the line (offset on the chip) the module's output is on.
     #[arg(long, value_name = "N")]
     line: Option<u32>,
-    /// With --source dcf77: the module's output is low during the carrier reduction.
+    /// With --source dcf77: the module's output is on this serial port's DCD (carrier
+    /// detect) instead of a GPIO line, e.g. /dev/ttyS0 or /dev/ttyUSB0.
+    #[arg(long, value_name = "TTY", conflicts_with = "line")]
+    serial: Option<PathBuf>,
+    /// With --source dcf77: the module's output is low (DCD: not asserted) during the carrier
+    /// reduction.
     #[arg(long)]
     active_low: bool,
     /// With --source dcf77: the module's demodulation delay (subtracted from every edge).
@@ -97,7 +103,8 @@ pub struct SendArgs {
     /// Stop after this many ticks.
     #[arg(long)]
     count: Option<u64>,
-    /// Print each tick's departure (kernel TX time minus its second) as a JSON line.
+    /// Print each tick's departure (kernel TX time minus its second; with --source dcf77,
+    /// minus its mark) as a JSON line; with --source dcf77 also each decoded mark.
     #[arg(long)]
     report: bool,
     /// Testing: let the ticks' clock run this fast (e.g. 10, -100; at most ±1000 ppm) from
@@ -241,10 +248,13 @@ fn send(a: SendArgs) -> Result<(), String> {
         report: a.report,
     };
     if a.source == "dcf77" {
-        let Some(line) = a.line else {
-            return Err(
-                "--source dcf77 needs --line N (and --gpio CHIP if not /dev/gpiochip0)".into(),
-            );
+        let input = match (a.line, a.serial) {
+            (Some(line), None) => dcf77_input::Dcf77Input::Gpio { chip: a.gpio, line },
+            (None, Some(tty)) => dcf77_input::Dcf77Input::SerialDcd { tty },
+            _ => return Err(
+                "--source dcf77 needs --line N (and --gpio CHIP if not /dev/gpiochip0), or --serial TTY"
+                    .into(),
+            ),
         };
         if a.local || a.legacy || a.rate_error_ppm != 0.0 {
             return Err("--local, --legacy and --rate-error-ppm are for --source system".into());
@@ -252,8 +262,7 @@ fn send(a: SendArgs) -> Result<(), String> {
         return send_dcf77::run(
             transmit,
             send_dcf77::Dcf77Options {
-                chip: a.gpio,
-                line,
+                input,
                 active_low: a.active_low,
                 calibration: a.calibration,
                 count: a.count,

@@ -1,9 +1,9 @@
-//! `pulse send --source dcf77`: ticks at the second marks of a DCF77 module on a GPIO line.
-//! The kernel stamps each edge (CLOCK_REALTIME); the [`Decoder`] turns edges into marks with
-//! their UTC second; each mark is sent at once, and its follow-up carries the kernel TX time
-//! minus the mark, so receivers take the mark itself, not the send.
+//! `pulse send --source dcf77`: ticks at the second marks of a DCF77 module on a GPIO line or
+//! a serial port's DCD ([`dcf77_input`](super::dcf77_input)). Each edge is stamped on
+//! CLOCK_REALTIME; the [`Decoder`] turns edges into marks with their UTC second; each mark
+//! is sent at once, and its follow-up carries the kernel TX time minus the mark, so
+//! receivers take the mark itself, not the send.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -11,18 +11,16 @@ use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
 use ntp_offset_proto::tick::{Leap, Source, SourceState, TickPacket};
 use ntp_offset_proto::time::Offset;
 use ntp_offset_sys::clock;
-use ntp_offset_sys::gpio::EdgeLine;
 use tracing::{info, warn};
 
+use super::dcf77_input::{Dcf77Input, Edges};
 use super::transmit::{TransmitOptions, Transmitter};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 pub struct Dcf77Options {
-    /// The GPIO character device, e.g. /dev/gpiochip0.
-    pub chip: PathBuf,
-    pub line: u32,
-    /// The module's output is low during the carrier reduction.
+    pub input: Dcf77Input,
+    /// The module's output is low (DCD: not asserted) during the carrier reduction.
     pub active_low: bool,
     /// The module's demodulation delay.
     pub calibration: Offset,
@@ -50,25 +48,35 @@ pub fn tick_for(mark: &Mark) -> Option<TickPacket> {
     })
 }
 
+/// With --report: the decoded mark as this host's clock stamped it (the edge minus the
+/// calibration), so the mark itself can be checked against the signal, not only the send.
+fn report_mark(m: &Mark, t: &TickPacket) {
+    let state = match t.state {
+        SourceState::Synchronized => "synchronized",
+        SourceState::Holdover => "holdover",
+        SourceState::Unsynchronized => "unsynchronized",
+    };
+    println!(
+        r#"{{"mark_ns":{},"second":{},"state":"{state}","leap":{}}}"#,
+        m.at_ns,
+        t.second,
+        t.leap == Leap::Insert
+    );
+}
+
 fn realtime_ns() -> i64 {
     let (s, ns) = clock::realtime();
     s * NANOS_PER_SEC + ns
 }
 
 pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Result<(), String> {
-    let mut line = EdgeLine::open(&o.chip, o.line, o.active_low, "ntp-offset dcf77").map_err(|e| {
-        format!(
-            "cannot request line {} of {} for edge events: {e} (is the chip right, and the line free? `gpioinfo` lists both)",
-            o.line,
-            o.chip.display()
-        )
-    })?;
+    let mut edges = Edges::open(&o.input, o.active_low)?;
     let mut tx = Transmitter::open(transmit)?;
     let mut decoder = Decoder::new(DecoderConfig {
         calibration_ns: o.calibration.nanos(),
         ..Default::default()
     });
-    info!(chip = %o.chip.display(), line = o.line, "waiting for the DCF77 signal (synchronized after 2-3 minutes)");
+    info!(input = %o.input, "waiting for the DCF77 signal (synchronized after 2-3 minutes)");
     let mut marks = Vec::new();
     let mut last_state = None;
     while !stop.load(Ordering::Relaxed) && o.count.is_none_or(|c| tx.sent_ticks < c) {
@@ -76,18 +84,9 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Res
         let wait = decoder
             .next_deadline()
             .map_or(NANOS_PER_SEC, |d| (d - now).clamp(0, NANOS_PER_SEC));
-        let ready = ntp_offset_sys::poll::wait_readable(
-            std::slice::from_ref(&line),
-            Some(Duration::from_nanos(wait as u64)),
-        )
-        .map_err(|e| format!("poll: {e}"))?;
-        if ready & 1 != 0 {
-            let edge = line
-                .read()
-                .map_err(|e| format!("reading GPIO events: {e}"))?;
-            decoder.on_edge(edge.realtime_ns, edge.active, &mut marks);
-        } else {
-            decoder.poll(realtime_ns(), &mut marks);
+        match edges.next(Duration::from_nanos(wait as u64))? {
+            Some(edge) => decoder.on_edge(edge.realtime_ns, edge.active, &mut marks),
+            None => decoder.poll(realtime_ns(), &mut marks),
         }
         for m in marks.drain(..) {
             if last_state != Some(m.state) {
@@ -101,6 +100,9 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Res
                 last_state = Some(m.state);
             }
             if let Some(t) = tick_for(&m) {
+                if tx.report() {
+                    report_mark(&m, &t);
+                }
                 let tick = tx.complete(t);
                 let payload = tx.encode(&tick);
                 tx.send(&tick, &payload, |tx_real_ns| tx_real_ns - m.at_ns);
