@@ -1,0 +1,113 @@
+"""The test guest under QEMU (TCG), shared by vm_test.py and gpio_test.py: boots the
+initramfs kernel/test/run packs, and runs shell commands on its serial console. Every wait
+has a timeout; QEMU gets SIGKILL if the test dies in any way.
+"""
+
+import ctypes
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+BOOT_TIMEOUT = 90
+# A shell prompt that may still precede output (the guest sets PS1 empty).
+PROMPT = re.compile(r"^(/\S* )?# ")
+COMMAND_TIMEOUT = 20
+GUEST_MAC = bytes.fromhex("525400123457")
+
+
+def die_with_parent():
+    """QEMU gets SIGKILL if this script dies in any way, so no guest outlives the test."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Guest:
+    def __init__(self, args, netdevs):
+        """`args`: --qemu, --bios, --kernel, --initrd; `netdevs`: QEMU -netdev/-device
+        arguments (the guest's init configures eth0 as 10.0.2.15 and eth1 as 10.0.3.15)."""
+        qemu_args = [
+            args.qemu, "-L", args.bios, "-L", "/usr/share/seabios",
+            "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+            "-kernel", args.kernel, "-initrd", args.initrd,
+            "-append", "console=ttyS0 panic=-1 quiet loglevel=4",
+            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            *netdevs,
+        ]
+        self.proc = subprocess.Popen(qemu_args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        self.lines = queue.Queue()
+        self.log = []
+        self.n = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self.log.append(line)
+            self.lines.put(line)
+
+    def _lines(self, timeout):
+        """The guest's next lines, until `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                yield self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+
+    def wait_for(self, needle, timeout):
+        for line in self._lines(timeout):
+            if needle in line:
+                return line
+        raise AssertionError(f"no `{needle}` from the guest within {timeout} s")
+
+    def run(self, cmd, timeout=COMMAND_TIMEOUT):
+        """Runs a shell command in the guest; returns (exit status, output lines)."""
+        self.n += 1
+        marker = f"@@DONE-{self.n}-"
+        sep = " " if cmd.rstrip().endswith("&") else "; "
+        self.proc.stdin.write(f"{cmd}{sep}echo {marker}$?\n".encode())
+        self.proc.stdin.flush()
+        out = []
+        for line in self._lines(timeout):
+            line = PROMPT.sub("", line)
+            if marker in line:
+                head, rc = line.split(marker, 1)
+                if head.strip():
+                    out.append(head)
+                return int(rc.strip() or 1), out
+            out.append(line)
+        raise AssertionError(f"guest command timed out: {cmd}")
+
+    def ok(self, cmd):
+        rc, out = self.run(cmd)
+        if rc != 0:
+            raise AssertionError(f"guest: `{cmd}` exited {rc}: {out}")
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+class Check:
+    def __init__(self):
+        self.failures = 0
+
+    def __call__(self, what, ok, detail=""):
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}{'' if ok else ': ' + str(detail)}", flush=True)
+        if not ok:
+            self.failures += 1
+
+
