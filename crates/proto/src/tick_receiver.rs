@@ -15,10 +15,14 @@
 //!    raw clock, so a system clock being slewed or stepped by the NTP daemon we feed does not
 //!    look like tick jitter. Three rejections in a row mean the transmitter really changed:
 //!    start over from the latest tick.
+//!    A tick that announces a follow-up is judged when the follow-up comes (at most
+//!    `follow_up_wait`): its arrival minus the follow-up's TX offset, so a tick that left
+//!    late (an ARP lookup, a DCF77 holdover second sent when its slot closed) is not an
+//!    outlier; only the path's own jitter is.
 //! 5. Samples flow after `lock_after` consistent ticks, and stop when no tick was accepted for
 //!    `timeout` (the daemon then sees the source go unreachable).
-//! 6. A tick that announces a follow-up waits for it (at most `follow_up_wait`); the
-//!    follow-up's TX offset then removes the transmitter's send jitter.
+//! 6. The follow-up's TX offset also corrects the sample: the transmitter's send jitter is
+//!    removed. A tick whose follow-up does not come in time is judged as it arrived.
 
 use crate::tick::{decode, Datagram, Kind, Leap, Source, SourceState, TickPacket};
 use crate::tick_auth::{verify, AuthError, KeyRing};
@@ -309,22 +313,38 @@ struct Track {
     lost: bool,
 }
 
+/// A tick's arrival, and when it left (from its follow-up's TX offset, if one came).
 #[derive(Clone, Copy, Debug)]
-struct Pending {
-    sample: TickSample,
-    session: u32,
-    sequence: u32,
+struct Arrival {
+    rx: RxStamp,
+    tx_offset: Option<i64>,
+}
+
+impl Arrival {
+    /// When the tick would have arrived had it left on its mark (our monotonic clock): what
+    /// the gate compares.
+    fn departed_ns(&self) -> i64 {
+        self.rx.mono_ns - self.tx_offset.unwrap_or(0)
+    }
+}
+
+/// A tick waiting for its follow-up, to be judged by when it left.
+#[derive(Clone, Copy, Debug)]
+struct Deferred {
+    claim: Claim,
+    rx: RxStamp,
     deadline_ns: i64,
 }
 
 pub struct Receiver {
     cfg: ReceiverConfig,
     track: Option<Track>,
-    pending: Option<Pending>,
+    deferred: Option<Deferred>,
     stats: Stats,
 }
 
 /// What a tick or legacy pulse claims, after decoding and authentication.
+#[derive(Clone, Copy, Debug)]
 struct Claim {
     transmitter: Option<u32>,
     session: u32,
@@ -339,7 +359,7 @@ impl Receiver {
         Receiver {
             cfg,
             track: None,
-            pending: None,
+            deferred: None,
             stats: Stats::new(),
         }
     }
@@ -374,15 +394,20 @@ impl Receiver {
             }
         };
         let Some(p) = packet else {
+            self.judge_deferred(events);
+            let legacy = Claim {
+                transmitter: None,
+                session: 0,
+                sequence: 0,
+                second: None,
+                packet: None,
+            };
             return self.on_claim(
-                Claim {
-                    transmitter: None,
-                    session: 0,
-                    sequence: 0,
-                    second: None,
-                    packet: None,
+                legacy,
+                Arrival {
+                    rx,
+                    tx_offset: None,
                 },
-                rx,
                 events,
             );
         };
@@ -403,17 +428,44 @@ impl Receiver {
         }
         match p.kind {
             Kind::FollowUp => self.on_follow_up(&p, events),
-            Kind::Tick => self.on_claim(
-                Claim {
+            Kind::Tick => {
+                let claim = Claim {
                     transmitter: Some(p.transmitter),
                     session: p.session,
                     sequence: p.sequence,
                     second: Some(p.second),
                     packet: Some(p),
-                },
-                rx,
-                events,
-            ),
+                };
+                self.judge_deferred(events);
+                if p.announces_follow_up() {
+                    self.deferred = Some(Deferred {
+                        claim,
+                        rx,
+                        deadline_ns: rx.mono_ns + self.cfg.follow_up_wait.nanos(),
+                    });
+                } else {
+                    self.on_claim(
+                        claim,
+                        Arrival {
+                            rx,
+                            tx_offset: None,
+                        },
+                        events,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Judges a tick whose follow-up did not come (before the next datagram, or in time) by
+    /// its arrival alone.
+    fn judge_deferred(&mut self, events: &mut Vec<Event>) {
+        if let Some(d) = self.deferred.take() {
+            let arrival = Arrival {
+                rx: d.rx,
+                tx_offset: None,
+            };
+            self.on_claim(d.claim, arrival, events);
         }
     }
 
@@ -421,9 +473,9 @@ impl Receiver {
         self.stats.rejected[r.index()] += 1;
         events.push(Event::Rejected(r));
     }
-
-    fn on_claim(&mut self, c: Claim, rx: RxStamp, events: &mut Vec<Event>) {
-        self.release_pending(events, true);
+    /// The tick is judged by its departure when its follow-up came (`at.tx_offset`).
+    fn on_claim(&mut self, c: Claim, at: Arrival, events: &mut Vec<Event>) {
+        let rx = at.rx;
         let legacy_second = |cfg: &ReceiverConfig| {
             // The second boundary nearest to the local clock, in tick time.
             let t = rx.real.unix_nanos() - cfg.offset.nanos() - cfg.path_delay.nanos();
@@ -435,11 +487,11 @@ impl Receiver {
             Some(t) if !t.lost => return self.reject(Reject::OtherTransmitter, events),
             _ => {
                 let second = c.second.unwrap_or_else(|| legacy_second(&self.cfg));
-                self.start_track(&c, second, rx, events);
+                self.start_track(&c, second, at, events);
                 return;
             }
         };
-        let elapsed = rx.mono_ns - track.mono_ns;
+        let elapsed = at.departed_ns() - track.mono_ns;
         let predicted = track.second + (elapsed + NANOS_PER_SEC / 2).div_euclid(NANOS_PER_SEC);
         let second = c.second.unwrap_or(predicted);
         let restarted = c.transmitter.is_some() && c.session != track.session;
@@ -476,7 +528,7 @@ impl Receiver {
                     if was_locked {
                         events.push(Event::Lost);
                     }
-                    self.start_track(&c, second, rx, events);
+                    self.start_track(&c, second, at, events);
                 }
                 return;
             }
@@ -498,22 +550,22 @@ impl Receiver {
             session: c.session,
             sequence: c.sequence,
             second,
-            mono_ns: rx.mono_ns,
+            mono_ns: at.departed_ns(),
             consistent: if was_lost { 1 } else { track.consistent + 1 },
             bad_streak: 0,
             lost: false,
             ..*track
         };
-        self.accept(&c, second, rx, events);
+        self.accept(&c, second, at, events);
     }
 
-    fn start_track(&mut self, c: &Claim, second: i64, rx: RxStamp, events: &mut Vec<Event>) {
+    fn start_track(&mut self, c: &Claim, second: i64, at: Arrival, events: &mut Vec<Event>) {
         self.track = Some(Track {
             transmitter: c.transmitter,
             session: c.session,
             sequence: c.sequence,
             second,
-            mono_ns: rx.mono_ns,
+            mono_ns: at.departed_ns(),
             consistent: 1,
             bad_streak: 0,
             locked: false,
@@ -522,10 +574,11 @@ impl Receiver {
         self.stats.state = LockState::Searching;
         self.stats.transmitter = c.transmitter;
         self.stats.session = c.transmitter.map(|_| c.session);
-        self.accept(c, second, rx, events);
+        self.accept(c, second, at, events);
     }
 
-    fn accept(&mut self, c: &Claim, second: i64, rx: RxStamp, events: &mut Vec<Event>) {
+    fn accept(&mut self, c: &Claim, second: i64, at: Arrival, events: &mut Vec<Event>) {
+        let Arrival { rx, tx_offset } = at;
         self.stats.ticks += 1;
         let track = self.track.as_mut().expect("accept follows a track");
         if !track.locked && track.consistent >= self.cfg.lock_after.max(1) {
@@ -543,10 +596,11 @@ impl Receiver {
             transmitter: c.transmitter,
             second,
             rx,
-            tx_offset_ns: None,
+            tx_offset_ns: tx_offset,
             reference: Time::from_unix_nanos(second.saturating_mul(NANOS_PER_SEC))
                 .add(self.cfg.path_delay)
-                .add(self.cfg.offset),
+                .add(self.cfg.offset)
+                .add(Offset::from_nanos(tx_offset.unwrap_or(0))),
             leap: p.map_or(Leap::None, |p| p.leap),
             state: p.map_or(SourceState::Synchronized, |p| p.state),
             source: p.map_or(Source::Dcf77, |p| p.source),
@@ -554,16 +608,10 @@ impl Receiver {
             error_bound_us: p.map_or(crate::tick::ERROR_UNKNOWN, |p| p.error_bound_us),
             legacy: p.is_none(),
         };
-        if p.is_some_and(|p| p.announces_follow_up()) {
-            self.pending = Some(Pending {
-                sample,
-                session: c.session,
-                sequence: c.sequence,
-                deadline_ns: rx.mono_ns + self.cfg.follow_up_wait.nanos(),
-            });
-        } else {
-            self.emit(sample, events);
+        if tx_offset.is_none() && p.is_some_and(|p| p.announces_follow_up()) {
+            self.stats.follow_ups_missing += 1;
         }
+        self.emit(sample, events);
     }
 
     fn emit(&mut self, sample: TickSample, events: &mut Vec<Event>) {
@@ -573,45 +621,28 @@ impl Receiver {
         events.push(Event::Sample(sample));
     }
 
-    fn release_pending(&mut self, events: &mut Vec<Event>, missing: bool) {
-        if let Some(p) = self.pending.take() {
-            if missing {
-                self.stats.follow_ups_missing += 1;
-            }
-            self.emit(p.sample, events);
-        }
-    }
-
     fn on_follow_up(&mut self, p: &TickPacket, events: &mut Vec<Event>) {
-        let matches = self.pending.is_some_and(|w| {
-            w.sample.transmitter == Some(p.transmitter)
-                && w.session == p.session
-                && w.sequence == p.sequence
-                && w.sample.second == p.second
+        let matches = self.deferred.is_some_and(|d| {
+            d.claim.transmitter == Some(p.transmitter)
+                && d.claim.session == p.session
+                && d.claim.sequence == p.sequence
+                && d.claim.second == Some(p.second)
         });
-        if matches {
-            let mut w = self.pending.take().expect("checked");
-            w.sample.tx_offset_ns = Some(p.tx_offset_ns);
-            w.sample.reference = w.sample.reference.add(Offset::from_nanos(p.tx_offset_ns));
-            self.stats.follow_ups += 1;
-            self.emit(w.sample, events);
-            return;
+        if !matches {
+            return self.reject(Reject::UnmatchedFollowUp, events);
         }
-        // The follow-up of an accepted tick that produced no sample (before lock) is expected.
-        let of_last_tick = self.track.is_some_and(|t| {
-            t.transmitter == Some(p.transmitter)
-                && t.session == p.session
-                && t.sequence == p.sequence
-                && t.second == p.second
-        });
-        if !of_last_tick || self.stats.state == LockState::Locked {
-            self.reject(Reject::UnmatchedFollowUp, events);
-        }
+        let d = self.deferred.take().expect("checked");
+        self.stats.follow_ups += 1;
+        let arrival = Arrival {
+            rx: d.rx,
+            tx_offset: Some(p.tx_offset_ns),
+        };
+        self.on_claim(d.claim, arrival, events);
     }
 
     /// When [`poll`](Self::poll) has something to do (monotonic raw ns), if anything.
     pub fn next_deadline(&self) -> Option<i64> {
-        let follow_up = self.pending.map(|p| p.deadline_ns);
+        let follow_up = self.deferred.map(|d| d.deadline_ns);
         let timeout = self
             .track
             .filter(|t| !t.lost)
@@ -622,10 +653,10 @@ impl Receiver {
         }
     }
 
-    /// Releases a tick whose follow-up did not come in time, and notices lost ticks.
+    /// Judges a tick whose follow-up did not come in time, and notices lost ticks.
     pub fn poll(&mut self, now_mono_ns: i64, events: &mut Vec<Event>) {
-        if self.pending.is_some_and(|p| now_mono_ns >= p.deadline_ns) {
-            self.release_pending(events, true);
+        if self.deferred.is_some_and(|d| now_mono_ns >= d.deadline_ns) {
+            self.judge_deferred(events);
         }
         if let Some(t) = self.track.as_mut() {
             if !t.lost && now_mono_ns >= t.mono_ns + self.cfg.timeout.nanos() {

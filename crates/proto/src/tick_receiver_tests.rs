@@ -223,6 +223,42 @@ fn a_late_tick_is_an_outlier_and_the_next_good_one_counts() {
 }
 
 #[test]
+fn a_tick_that_left_late_is_judged_by_its_departure_from_the_follow_up() {
+    // Locked on ticks that left and arrived 30 us after their second.
+    let mut h = Harness::new(cfg());
+    h.lock(3);
+    // This one left 45 ms late (an ARP lookup, a DCF77 holdover slot closing) and says so.
+    let mut t = tick(T0 + 3, 3);
+    t.flags = FLAG_FOLLOW_UP;
+    let at = stamp(T0 + 3, 45_030_000, 0);
+    assert!(
+        h.feed(&wire(&t), at).is_empty(),
+        "judged when the follow-up comes"
+    );
+    let fu = h.feed(
+        &wire(&t.follow_up(45_000_000, false)),
+        stamp(T0 + 3, 45_100_000, 0),
+    );
+    let s = Harness::samples(&fu);
+    assert_eq!(s.len(), 1, "not an outlier: {fu:?}");
+    assert_eq!(s[0].offset(), Offset::from_nanos(15_000_010_000));
+    // The next tick is measured from that departure: on time, it is consistent too.
+    let next = h.feed(&wire(&tick(T0 + 4, 4)), stamp(T0 + 4, 30_000, 0));
+    assert_eq!(Harness::samples(&next).len(), 1, "{next:?}");
+
+    // Without its follow-up, the same late arrival is an outlier.
+    let mut t = tick(T0 + 5, 5);
+    t.flags = FLAG_FOLLOW_UP;
+    let at = stamp(T0 + 5, 45_030_000, 0);
+    h.feed(&wire(&t), at);
+    assert_eq!(
+        h.poll(at.mono_ns + 100_000_000),
+        vec![Event::Rejected(Reject::Outlier)]
+    );
+    assert_eq!(h.rx.stats().rejected(Reject::Outlier), 1);
+}
+
+#[test]
 fn a_wrong_second_is_rejected_three_in_a_row_start_over() {
     let mut h = Harness::new(cfg());
     h.lock(3);
