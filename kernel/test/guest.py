@@ -1,4 +1,4 @@
-"""The test guest under QEMU (TCG), shared by vm_test.py and gpio_test.py: boots the
+"""The test guest under QEMU (TCG), shared by vm_test.py and dcf77_test.py: boots the
 initramfs kernel/test/run packs, and runs shell commands on its serial console. Every wait
 has a timeout; QEMU gets SIGKILL if the test dies in any way.
 """
@@ -110,4 +110,8 @@ class Check:
         if not ok:
             self.failures += 1
 
-
+    def verdict(self, what, started):
+        """Prints PASS or FAIL for the whole test; returns its exit status."""
+        print(f"{'PASS' if self.failures == 0 else 'FAIL'}: {what} ({self.failures} failures, "
+              f"{time.monotonic() - started:.0f} s)", flush=True)
+        return 0 if self.failures == 0 else 1

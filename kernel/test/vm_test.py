@@ -239,10 +239,7 @@ def main():
         print("\n".join(guest.log[-40:]), file=sys.stderr)
     finally:
         guest.stop()
-    took = time.monotonic() - started
-    print(f"{'PASS' if check.failures == 0 else 'FAIL'}: crudepps in a real kernel "
-          f"({check.failures} failures, {took:.0f} s)", flush=True)
-    return 0 if check.failures == 0 else 1
+    return check.verdict("crudepps in a real kernel", started)
 
 
 if __name__ == "__main__":

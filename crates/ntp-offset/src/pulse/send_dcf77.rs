@@ -17,6 +17,12 @@ use super::dcf77_input::{Dcf77Input, Edges};
 use super::transmit::{TransmitOptions, Transmitter};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
+/// How long after its kernel stamp an edge may still reach us (interrupt thread, scheduling,
+/// the DCD thread). Time alone decides something (a slot without a pulse, a pulse's end) only
+/// this long after the fact, or a pulse in its window but read late would be taken for a
+/// missing one: holdover marks and minute marks leave this much later, and their follow-ups
+/// say so. A loaded emulated host lost whole minutes to this before.
+const EDGE_DELIVERY_NS: i64 = 50_000_000;
 
 pub struct Dcf77Options {
     pub input: Dcf77Input,
@@ -81,12 +87,12 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Res
     let mut last_state = None;
     while !stop.load(Ordering::Relaxed) && o.count.is_none_or(|c| tx.sent_ticks < c) {
         let now = realtime_ns();
-        let wait = decoder
-            .next_deadline()
-            .map_or(NANOS_PER_SEC, |d| (d - now).clamp(0, NANOS_PER_SEC));
+        let wait = decoder.next_deadline().map_or(NANOS_PER_SEC, |d| {
+            (d + EDGE_DELIVERY_NS - now).clamp(0, NANOS_PER_SEC)
+        });
         match edges.next(Duration::from_nanos(wait as u64))? {
             Some(edge) => decoder.on_edge(edge.realtime_ns, edge.active, &mut marks),
-            None => decoder.poll(realtime_ns(), &mut marks),
+            None => decoder.poll(realtime_ns() - EDGE_DELIVERY_NS, &mut marks),
         }
         for m in marks.drain(..) {
             if last_state != Some(m.state) {
