@@ -59,6 +59,7 @@ MODULE_PARM_DESC(transmitter, "Accept ticks only from this transmitter id (defau
 #define TICK_VERSION 1
 #define TICK_KIND_TICK 1
 #define TICK_KIND_FOLLOW_UP 2
+#define TICK_FLAG_LEAP_SECOND 0x04
 #define TICK_STATE_UNSYNCHRONIZED 2
 #define TICK_MAX_LEAP 2
 #define TICK_MAX_SOURCE 3
@@ -214,9 +215,13 @@ static enum counter check_tick(const u8 *b, unsigned int len, u64 now_ns)
 	    now_ns - follow.last_seen_ns < TRANSMITTER_TIMEOUT_NS) {
 		verdict = C_OTHER_TRANSMITTER;
 	} else if (follow.valid && id == follow.transmitter &&
-		   (second <= follow.second ||
+		   (second < follow.second ||
+		    (second == follow.second && !(b[6] & TICK_FLAG_LEAP_SECOND)) ||
 		    (session == follow.session && (s32)(sequence - follow.sequence) <= 0))) {
-		/* The second must rise, across sessions too; the sequence within one. */
+		/*
+		 * The second must rise, across sessions too (the inserted leap second repeats
+		 * 23:59:59's number, and says so); the sequence within a session.
+		 */
 		verdict = C_REPLAY;
 	} else {
 		if (!follow.valid || id != follow.transmitter)

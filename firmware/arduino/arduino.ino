@@ -111,8 +111,11 @@ static void serial_command(void)
 	}
 }
 
-/* Signs the next tick in the states of `which` (bit 0 synchronized, bit 1 holdover). */
-static void prepare(int64_t second, bool leap_announced, uint8_t which)
+/*
+ * Signs the next tick in the states of `which` (bit 0 synchronized, bit 1 holdover).
+ * `leap_second`: it is the inserted 23:59:60, whose number repeats 23:59:59's.
+ */
+static void prepare(int64_t second, bool leap_announced, bool leap_second, uint8_t which)
 {
 	for (uint8_t i = 0; i < 2; i++) {
 		struct tick *t = &next[i];
@@ -120,7 +123,7 @@ static void prepare(int64_t second, bool leap_announced, uint8_t which)
 		if (!(which & (1 << i)))
 			continue;
 		t->kind = TICK_KIND_TICK;
-		t->flags = TICK_FLAG_FOLLOW_UP;
+		t->flags = TICK_FLAG_FOLLOW_UP | (leap_second ? TICK_FLAG_LEAP_SECOND : 0);
 		t->state = i ? TICK_HOLDOVER : TICK_SYNCHRONIZED;
 		t->leap = leap_announced ? TICK_LEAP_INSERT : TICK_LEAP_NONE;
 		t->source = TICK_SOURCE_DCF77;
@@ -151,8 +154,10 @@ static void on_mark(const struct dcf77_mark *m)
 		return; /* no tick until the second is known */
 	/* The signed ticks fit unless the second differs (the first after sync, a new session). */
 	if (!next_ready || next[v].second != m->second || next[v].sequence != sequence ||
-	    (next[v].leap == TICK_LEAP_INSERT) != m->leap_announced)
-		prepare(m->second, m->leap_announced, 1 << v); /* late: sign just this one */
+	    (next[v].leap == TICK_LEAP_INSERT) != m->leap_announced ||
+	    !(next[v].flags & TICK_FLAG_LEAP_SECOND) != !m->leap_second)
+		/* late: sign just this one */
+		prepare(m->second, m->leap_announced, m->leap_second, 1 << v);
 	w5100_send(destination, CONFIG_PORT, next_wire[v], next_len[v]);
 	/*
 	 * The follow-up: when the tick left (the SEND command) minus its mark, so receivers take
@@ -182,9 +187,11 @@ static void on_mark(const struct dcf77_mark *m)
 	 * Signed now, for the next mark, in both states. After 23:59:59 in an announced leap
 	 * minute comes the leap second, which repeats the number (docs/dcf77.md).
 	 */
-	prepare(m->leap_announced && !m->leap_second && m->second % 3600 == 3599 ? m->second :
-										  m->second + 1,
-		m->leap_announced, 3);
+	{
+		bool leap_next = m->leap_announced && !m->leap_second && m->second % 3600 == 3599;
+
+		prepare(leap_next ? m->second : m->second + 1, m->leap_announced, leap_next, 3);
+	}
 }
 
 void setup(void)
@@ -225,7 +232,7 @@ void loop(void)
 		on_mark(&marks.m[i]);
 	/* Just synchronized (at a minute mark): sign the first tick before its mark, too. */
 	if (decoder.synced && !next_ready && decoder.index >= 0)
-		prepare(decoder.minute_start + decoder.index, decoder.leap_announced, 3);
+		prepare(decoder.minute_start + decoder.index, decoder.leap_announced, false, 3);
 	w5100_send_done();
 	serial_command();
 }

@@ -31,6 +31,13 @@ def load_vectors(path):
     return vectors
 
 
+def leap_second(tick):
+    """The tick flagged as the inserted leap second (flags bit 2)."""
+    b = bytearray(tick)
+    b[6] |= 0x04
+    return bytes(b)
+
+
 def with_second(tick, second, sequence):
     """A tick with another second and sequence (the module does not check the MAC)."""
     b = bytearray(tick)
@@ -137,6 +144,8 @@ def main():
         send(tick)
         send(tick)  # replayed
         send(with_second(tick, 1767225601, 8))
+        send(leap_second(with_second(tick, 1767225601, 9)))  # 23:59:60 repeats the number
+        send(with_second(tick, 1767225601, 10))  # without the flag: a replay
         send(vectors["tick-unauthenticated-dcf77-leap"])  # another transmitter, too soon
         send(vectors["follow-up-key1"])
         send(vectors["tick-key2-after-2036"])  # unsynchronized transmitter
@@ -146,11 +155,11 @@ def main():
         send(with_second(tick, 1767225602, 9), other_port)  # wrong port: not looked at
         last_vector_tick = time.monotonic()
         c1, (_, s1) = guest.counters(), guest.assert_seq()
-        expected = {"matched": 2, "follow_ups": 1, "rejected_replay": 1, "rejected_unsynchronized": 1,
+        expected = {"matched": 3, "follow_ups": 1, "rejected_replay": 2, "rejected_unsynchronized": 1,
                     "rejected_truncated": 1, "rejected_magic": 1, "rejected_version": 1,
                     "rejected_malformed": 2, "rejected_length": 2, "rejected_transmitter": 1}
         check("each vector counted once, by reason", delta(c0, c1) == expected, delta(c0, c1))
-        check("two asserts for the two valid ticks", s1 - s0 == 2, (s0, s1))
+        check("three asserts for the three valid ticks (one a leap second)", s1 - s0 == 3, (s0, s1))
 
         print("ticks from `ntp-offset pulse send`:", flush=True)
         time.sleep(max(0.0, 3.2 - (time.monotonic() - last_vector_tick)))

@@ -13,7 +13,9 @@
 //!  4     1    version          1
 //!  5     1    kind             1 tick, 2 follow-up
 //!  6     1    flags            bit 0: a follow-up comes (ticks); bit 1: hardware timestamp
-//!                              (follow-ups); other bits 0, ignored by receivers
+//!                              (follow-ups); bit 2: the inserted leap second 23:59:60,
+//!                              whose `second` repeats 23:59:59's (ticks); other bits 0,
+//!                              ignored by receivers
 //!  7     1    state            0 synchronized, 1 holdover, 2 unsynchronized
 //!  8     1    leap             0 none, 1 insert a second / 2 delete a second at the end of
 //!                              the current UTC day
@@ -56,6 +58,9 @@ pub const ERROR_UNKNOWN: u32 = u32::MAX;
 
 pub const FLAG_FOLLOW_UP: u8 = 0x01;
 pub const FLAG_HW_TIMESTAMP: u8 = 0x02;
+/// The tick marks an inserted leap second (23:59:60 UTC): `second` is 23:59:59's again, as on
+/// the POSIX scale, and the flag tells the two apart.
+pub const FLAG_LEAP_SECOND: u8 = 0x04;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
@@ -304,6 +309,11 @@ impl TickPacket {
 
     pub fn announces_follow_up(&self) -> bool {
         self.kind == Kind::Tick && self.flags & FLAG_FOLLOW_UP != 0
+    }
+
+    /// A tick of the inserted leap second 23:59:60 (its `second` repeats 23:59:59's).
+    pub fn is_leap_second(&self) -> bool {
+        self.kind == Kind::Tick && self.flags & FLAG_LEAP_SECOND != 0
     }
 }
 

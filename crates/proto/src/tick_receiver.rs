@@ -223,6 +223,8 @@ pub struct Stats {
     /// Seconds without a tick while following a transmitter.
     pub missed: u64,
     pub restarts: u64,
+    /// Inserted leap seconds seen (their ticks count, but make no sample).
+    pub leap_seconds: u64,
     pub rejected: [u64; Reject::ALL.len()],
     pub state: LockState,
     pub transmitter: Option<u32>,
@@ -244,6 +246,7 @@ impl Stats {
             follow_ups_missing: 0,
             missed: 0,
             restarts: 0,
+            leap_seconds: 0,
             rejected: [0; Reject::ALL.len()],
             state: LockState::Searching,
             transmitter: None,
@@ -304,7 +307,11 @@ struct Track {
     transmitter: Option<u32>,
     session: u32,
     sequence: u32,
+    /// Seconds counted on this track: the POSIX second plus `leaps`, so an inserted leap
+    /// second, whose POSIX second repeats, still counts one.
     second: i64,
+    /// Leap seconds inserted since this track began.
+    leaps: i64,
     /// Monotonic arrival of the last accepted tick.
     mono_ns: i64,
     consistent: u32,
@@ -482,6 +489,7 @@ impl Receiver {
             t.div_euclid(NANOS_PER_SEC)
                 + i64::from(t.rem_euclid(NANOS_PER_SEC) >= NANOS_PER_SEC / 2)
         };
+        let leap_second = c.packet.is_some_and(|p| p.is_leap_second());
         let track = match &mut self.track {
             Some(t) if t.transmitter == c.transmitter => t,
             Some(t) if !t.lost => return self.reject(Reject::OtherTransmitter, events),
@@ -493,7 +501,9 @@ impl Receiver {
         };
         let elapsed = at.departed_ns() - track.mono_ns;
         let predicted = track.second + (elapsed + NANOS_PER_SEC / 2).div_euclid(NANOS_PER_SEC);
-        let second = c.second.unwrap_or(predicted);
+        let second = c
+            .second
+            .map_or(predicted, |s| s + track.leaps + i64::from(leap_second));
         let restarted = c.transmitter.is_some() && c.session != track.session;
         if !restarted && c.second.is_some() && c.sequence == track.sequence {
             let r = if second == track.second {
@@ -528,7 +538,8 @@ impl Receiver {
                     if was_locked {
                         events.push(Event::Lost);
                     }
-                    self.start_track(&c, second, at, events);
+                    let posix = c.second.unwrap_or(second);
+                    self.start_track(&c, posix, at, events);
                 }
                 return;
             }
@@ -550,21 +561,25 @@ impl Receiver {
             session: c.session,
             sequence: c.sequence,
             second,
+            leaps: track.leaps + i64::from(leap_second),
             mono_ns: at.departed_ns(),
             consistent: if was_lost { 1 } else { track.consistent + 1 },
             bad_streak: 0,
             lost: false,
             ..*track
         };
-        self.accept(&c, second, at, events);
+        self.accept(&c, at, events);
     }
 
+    /// Follows `c`'s transmitter from this tick on; `second`: its POSIX second.
     fn start_track(&mut self, c: &Claim, second: i64, at: Arrival, events: &mut Vec<Event>) {
+        let leaps = i64::from(c.packet.is_some_and(|p| p.is_leap_second()));
         self.track = Some(Track {
             transmitter: c.transmitter,
             session: c.session,
             sequence: c.sequence,
-            second,
+            second: second + leaps,
+            leaps,
             mono_ns: at.departed_ns(),
             consistent: 1,
             bad_streak: 0,
@@ -574,13 +589,21 @@ impl Receiver {
         self.stats.state = LockState::Searching;
         self.stats.transmitter = c.transmitter;
         self.stats.session = c.transmitter.map(|_| c.session);
-        self.accept(c, second, at, events);
+        self.accept(c, at, events);
     }
 
-    fn accept(&mut self, c: &Claim, second: i64, at: Arrival, events: &mut Vec<Event>) {
+    /// Counts the tick the track just took, and makes its sample once locked.
+    fn accept(&mut self, c: &Claim, at: Arrival, events: &mut Vec<Event>) {
         let Arrival { rx, tx_offset } = at;
         self.stats.ticks += 1;
         let track = self.track.as_mut().expect("accept follows a track");
+        let second = track.second - track.leaps; // POSIX again
+        if c.packet.is_some_and(|p| p.is_leap_second()) {
+            // 23:59:60 has no POSIX time of its own: the NTP daemon inserts the second itself
+            // from the leap announcement; a sample here would look a second off.
+            self.stats.leap_seconds += 1;
+            return;
+        }
         if !track.locked && track.consistent >= self.cfg.lock_after.max(1) {
             track.locked = true;
             self.stats.state = LockState::Locked;

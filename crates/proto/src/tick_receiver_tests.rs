@@ -1,5 +1,5 @@
 use super::*;
-use crate::tick::{AUTH_LEN, FLAG_FOLLOW_UP};
+use crate::tick::{AUTH_LEN, FLAG_FOLLOW_UP, FLAG_LEAP_SECOND};
 use crate::tick_auth::{encode, Key};
 
 const SECRET: [u8; 32] = [7; 32];
@@ -256,6 +256,56 @@ fn a_tick_that_left_late_is_judged_by_its_departure_from_the_follow_up() {
         vec![Event::Rejected(Reject::Outlier)]
     );
     assert_eq!(h.rx.stats().rejected(Reject::Outlier), 1);
+}
+
+#[test]
+fn an_inserted_leap_second_counts_one_second_and_makes_no_sample() {
+    let mut h = Harness::new(cfg());
+    h.lock(4);
+    let last = T0 + 3; // 23:59:59
+    let mut leap = tick(last, 4);
+    leap.flags = FLAG_LEAP_SECOND;
+    // 23:59:60 comes a second after 23:59:59 and repeats its POSIX second.
+    let e = h.feed(&wire(&leap), stamp(last + 1, 30_000, 0));
+    assert!(e.is_empty(), "accepted, no sample: {e:?}");
+    // 00:00:00 is POSIX second last + 1, two seconds after 23:59:59; the local clock (its
+    // kernel inserted the second too) reads last + 1 as well.
+    let e = h.feed(
+        &wire(&tick(last + 1, 5)),
+        stamp(last + 2, 30_000, -NANOS_PER_SEC),
+    );
+    let s = Harness::samples(&e);
+    assert_eq!(s.len(), 1, "{e:?}");
+    assert_eq!(s[0].second, last + 1);
+    assert_eq!(s[0].offset(), Offset::from_nanos(15_000_010_000));
+    let st = h.rx.stats();
+    assert_eq!((st.leap_seconds, st.rejected_total(), st.missed), (1, 0, 0));
+
+    // A track may begin at the leap second.
+    let mut h = Harness::new(cfg());
+    h.feed(&wire(&leap), stamp(last + 1, 30_000, 0));
+    let samples: Vec<_> = (1..=3)
+        .flat_map(|i| {
+            let e = h.feed(
+                &wire(&tick(last + i, 4 + i as u32)),
+                stamp(last + 1 + i, 30_000, -NANOS_PER_SEC),
+            );
+            Harness::samples(&e)
+        })
+        .map(|s| s.second)
+        .collect();
+    assert_eq!(
+        samples,
+        vec![last + 2, last + 3],
+        "the leap tick counts towards the lock"
+    );
+    assert_eq!(h.rx.stats().rejected_total(), 0);
+
+    // Without the flag, a repeated second is a replay.
+    let mut h = Harness::new(cfg());
+    h.lock(4);
+    let e = h.feed(&wire(&tick(last, 4)), stamp(last + 1, 30_000, 0));
+    assert_eq!(e, vec![Event::Rejected(Reject::Replay)]);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
-use ntp_offset_proto::tick::{Leap, Source, SourceState, TickPacket};
+use ntp_offset_proto::tick::{Leap, Source, SourceState, TickPacket, FLAG_LEAP_SECOND};
 use ntp_offset_proto::time::Offset;
 use ntp_offset_sys::clock;
 use tracing::{info, warn};
@@ -42,6 +42,11 @@ pub fn tick_for(mark: &Mark) -> Option<TickPacket> {
         MarkState::Holdover => SourceState::Holdover,
     };
     Some(TickPacket {
+        flags: if mark.leap_second {
+            FLAG_LEAP_SECOND
+        } else {
+            0
+        },
         state,
         leap: if mark.leap_announced {
             Leap::Insert
@@ -152,5 +157,16 @@ mod tests {
         );
         let t = tick_for(&mark(MarkState::Synchronized, Some(1_800_000_000), false)).unwrap();
         assert_eq!((t.state, t.leap), (SourceState::Synchronized, Leap::None));
+        assert!(!t.is_leap_second());
+    }
+
+    #[test]
+    fn the_inserted_second_is_flagged_and_repeats_the_number() {
+        let m = Mark {
+            leap_second: true,
+            ..mark(MarkState::Synchronized, Some(1_483_228_799), true)
+        };
+        let t = tick_for(&m).unwrap();
+        assert!(t.is_leap_second() && t.second == 1_483_228_799);
     }
 }

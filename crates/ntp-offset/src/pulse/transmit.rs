@@ -5,7 +5,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use ntp_offset_proto::tick::{TickPacket, AUTH_LEN, FLAG_FOLLOW_UP, LEGACY_PAYLOAD};
+use ntp_offset_proto::tick::{
+    TickPacket, AUTH_LEN, FLAG_FOLLOW_UP, FLAG_LEAP_SECOND, LEGACY_PAYLOAD,
+};
 use ntp_offset_proto::tick_auth::{encode, Key};
 use ntp_offset_sys::txstamp::{enable_tx_timestamps, recv_tx_timestamp};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -137,17 +139,19 @@ impl Transmitter {
         })
     }
 
-    /// Fills in what the transmitter owns (id, session, sequence, key, follow-up flag).
+    /// Fills in what the transmitter owns (id, session, sequence, key, follow-up flag); the
+    /// source's leap-second flag stays.
     pub fn complete(&self, mut tick: TickPacket) -> TickPacket {
         tick.transmitter = self.opts.transmitter;
         tick.session = self.session;
         tick.sequence = self.sequence;
         tick.key_id = self.opts.key.as_ref().map_or(0, |k| k.id);
-        tick.flags = if self.opts.follow_up {
-            FLAG_FOLLOW_UP
-        } else {
-            0
-        };
+        tick.flags = (tick.flags & FLAG_LEAP_SECOND)
+            | if self.opts.follow_up {
+                FLAG_FOLLOW_UP
+            } else {
+                0
+            };
         tick.tx_offset_ns = 0;
         tick
     }
