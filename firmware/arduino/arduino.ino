@@ -12,10 +12,22 @@
 
 #include "config.h"
 #include "dcf77.h"
+#include "dhcp.h"
 #include "tick.h"
 #include "w5100.h"
 
+#define TICK_SOCKET 0
 static const uint8_t destination[4] = CONFIG_DESTINATION;
+#if CONFIG_DHCP
+static const struct w5100_config net = {CONFIG_MAC, {0}, {0}, {0}};
+static struct dhcp dhcp;
+static bool net_up;
+#else
+static const struct w5100_config net = {CONFIG_MAC, CONFIG_IP, CONFIG_SUBNET, CONFIG_GATEWAY};
+static const bool net_up = true;
+#endif
+/* Set after a tick went out: the rest of the second is free for DHCP's SPI traffic. */
+static bool quiet;
 static uint8_t key[32];
 static uint16_t key_id = CONFIG_KEY_ID;
 
@@ -150,15 +162,15 @@ static void on_mark(const struct dcf77_mark *m)
 			       m->state == DCF77_SYNCHRONIZED ? F("dcf77: synchronized") :
 								 F("dcf77: holdover"));
 	}
-	if (m->state == DCF77_UNSYNCHRONIZED)
-		return; /* no tick until the second is known */
+	if (m->state == DCF77_UNSYNCHRONIZED || !net_up)
+		return; /* no tick until the second and our address are known */
 	/* The signed ticks fit unless the second differs (the first after sync, a new session). */
 	if (!next_ready || next[v].second != m->second || next[v].sequence != sequence ||
 	    (next[v].leap == TICK_LEAP_INSERT) != m->leap_announced ||
 	    !(next[v].flags & TICK_FLAG_LEAP_SECOND) != !m->leap_second)
 		/* late: sign just this one */
 		prepare(m->second, m->leap_announced, m->leap_second, 1 << v);
-	w5100_send(destination, CONFIG_PORT, next_wire[v], next_len[v]);
+	w5100_send(TICK_SOCKET, destination, CONFIG_PORT, next_wire[v], next_len[v]);
 	/*
 	 * The follow-up: when the tick left (the SEND command) minus its mark, so receivers take
 	 * the mark itself. It covers the window a holdover mark waits and any loop latency.
@@ -175,14 +187,15 @@ static void on_mark(const struct dcf77_mark *m)
 			uint32_t t0 = micros();
 
 			/* The tick must be out first; a broadcast needs no ARP, so this is brief. */
-			while (!w5100_send_done() && micros() - t0 < 20000UL)
+			while (!w5100_send_done(TICK_SOCKET) && micros() - t0 < 20000UL)
 				;
-			w5100_send(destination, CONFIG_PORT, wire,
+			w5100_send(TICK_SOCKET, destination, CONFIG_PORT, wire,
 				   (uint16_t)tick_encode(&fu, key, 32, wire));
 		}
 	}
 	next_ready = false;
 	sequence++;
+	quiet = true;
 	/*
 	 * Signed now, for the next mark, in both states. After 23:59:59 in an announced leap
 	 * minute comes the leap second, which repeats the number (docs/dcf77.md).
@@ -194,17 +207,42 @@ static void on_mark(const struct dcf77_mark *m)
 	}
 }
 
+/* DHCP, where it cannot delay a tick: after one went out, or while none are sent. */
+static void network_step(void)
+{
+#if CONFIG_DHCP
+	static uint32_t last_ms;
+	bool ticking = net_up && decoder.synced;
+
+	if (!quiet && (ticking || millis() - last_ms < 100))
+		return;
+	quiet = false;
+	last_ms = millis();
+	if (dhcp_step(&dhcp, net.mac, last_ms)) {
+		w5100_set_address(dhcp.ip, dhcp.subnet, dhcp.router);
+		net_up = dhcp_bound(&dhcp);
+		Serial.print(net_up ? F("dhcp: address ") : F("dhcp: lost the address "));
+		for (uint8_t i = 0; i < 4; i++) {
+			Serial.print(dhcp.ip[i]);
+			Serial.print(i < 3 ? '.' : '\n');
+		}
+	}
+#endif
+}
+
 void setup(void)
 {
-	static const struct w5100_config net = {CONFIG_MAC, CONFIG_IP, CONFIG_SUBNET, CONFIG_GATEWAY};
-
 	Serial.begin(115200);
 	Serial.println(F("ntp-offset DCF77 transmitter"));
 	load_key();
 	randomSeed(analogRead(0) ^ micros());
 	session = (uint32_t)random() << 16 ^ (uint32_t)random();
-	if (!w5100_begin(&net, CONFIG_PORT))
+	if (!w5100_begin(&net) || !w5100_open_udp(TICK_SOCKET, CONFIG_PORT))
 		Serial.println(F("w5100: not found (is the Ethernet shield on?)"));
+#if CONFIG_DHCP
+	dhcp_init(&dhcp, session);
+	Serial.println(F("dhcp: asking for an address"));
+#endif
 	dcf77_init(&decoder, CONFIG_CALIBRATION_US, 3600LL * 1000000LL);
 	pinMode(CONFIG_DCF77_PIN, INPUT);
 	attachInterrupt(digitalPinToInterrupt(CONFIG_DCF77_PIN), on_edge, CHANGE);
@@ -233,6 +271,7 @@ void loop(void)
 	/* Just synchronized (at a minute mark): sign the first tick before its mark, too. */
 	if (decoder.synced && !next_ready && decoder.index >= 0)
 		prepare(decoder.minute_start + decoder.index, decoder.leap_announced, false, 3);
-	w5100_send_done();
+	w5100_send_done(TICK_SOCKET);
+	network_step();
 	serial_command();
 }

@@ -5,8 +5,14 @@
 #ifndef NTP_OFFSET_CONFIG_H
 #define NTP_OFFSET_CONFIG_H
 
-/* Ethernet: a locally administered MAC, and a static address (no DHCP). */
+/*
+ * Ethernet: a locally administered MAC; the address from DHCP (1), or the static one below
+ * (0). Ticks start once the address is known.
+ */
 #define CONFIG_MAC {0x02, 0x4e, 0x54, 0x4f, 0x00, 0x01}
+#ifndef CONFIG_DHCP
+#define CONFIG_DHCP 1
+#endif
 #define CONFIG_IP {198, 18, 1, 50}
 #define CONFIG_SUBNET {255, 255, 255, 0}
 #define CONFIG_GATEWAY {198, 18, 1, 1}

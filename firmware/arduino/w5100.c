@@ -14,27 +14,38 @@
 #define SIPR 0x000F
 #define RMSR 0x001A
 #define TMSR 0x001B
-/* Socket 0 registers. */
-#define S0_MR 0x0400
-#define S0_CR 0x0401
-#define S0_IR 0x0402
-#define S0_SR 0x0403
-#define S0_PORT 0x0404
-#define S0_DIPR 0x040C
-#define S0_DPORT 0x0410
-#define S0_TX_FSR 0x0420
-#define S0_TX_WR 0x0424
-/* Socket 0's 2 KiB transmit buffer. */
-#define TX_BASE 0x4000
-#define TX_MASK 0x07FF
+/* Socket s's registers: 0x0400 + 0x100 * s + these. */
+#define SN(s, r) (0x0400 + 0x100 * (uint16_t)(s) + (r))
+#define SN_MR 0x00
+#define SN_CR 0x01
+#define SN_IR 0x02
+#define SN_SR 0x03
+#define SN_PORT 0x04
+#define SN_DIPR 0x0C
+#define SN_DPORT 0x10
+#define SN_TX_FSR 0x20
+#define SN_TX_WR 0x24
+#define SN_RX_RSR 0x26
+#define SN_RX_RD 0x28
+/* Each socket's 2 KiB buffers. */
+#define TX_BASE(s) (0x4000 + 0x800 * (uint16_t)(s))
+#define RX_BASE(s) (0x6000 + 0x800 * (uint16_t)(s))
+#define BUF_MASK 0x07FF
 
 #define MR_RST 0x80
 #define SN_MR_UDP 0x02
 #define CR_OPEN 0x01
 #define CR_SEND 0x20
+#define CR_RECV 0x40
 #define IR_SEND_OK 0x10
 #define IR_TIMEOUT 0x08
 #define SR_UDP 0x22
+/* A received UDP datagram's header in the RX buffer: source IP, port, data length. */
+#define RX_HEADER 8
+
+#define SOCKETS 2
+/* Where the datagram being built or read continues, per socket. */
+static uint16_t tx_at[SOCKETS], rx_at[SOCKETS], rx_end[SOCKETS];
 
 static void select_chip(bool on)
 {
@@ -92,7 +103,7 @@ static void write16(uint16_t addr, uint16_t v)
 	write8(addr + 1, (uint8_t)v);
 }
 
-bool w5100_begin(const struct w5100_config *c, uint16_t port)
+bool w5100_begin(const struct w5100_config *c)
 {
 	/* D10 (SS, chip select) and D4 (SD card select) outputs, high; SPI master, fosc/2. */
 	DDRB |= _BV(PB2) | _BV(PB3) | _BV(PB5);
@@ -104,42 +115,99 @@ bool w5100_begin(const struct w5100_config *c, uint16_t port)
 	write8(MR, MR_RST);
 	for (uint16_t i = 0; i < 1000 && (read8(MR) & MR_RST); i++)
 		;
-	write_n(GAR, c->gateway, 4);
-	write_n(SUBR, c->subnet, 4);
 	write_n(SHAR, c->mac, 6);
-	write_n(SIPR, c->ip, 4);
+	w5100_set_address(c->ip, c->subnet, c->gateway);
 	write8(RMSR, 0x55); /* 2 KiB per socket */
 	write8(TMSR, 0x55);
-	write8(S0_MR, SN_MR_UDP);
-	write16(S0_PORT, port);
-	write8(S0_CR, CR_OPEN);
-	for (uint16_t i = 0; i < 1000 && read8(S0_CR); i++)
-		;
-	return read8(S0_SR) == SR_UDP;
+	return read8(RMSR) == 0x55; /* the chip answers */
 }
 
-bool w5100_send(const uint8_t ip[4], uint16_t port, const uint8_t *data, uint16_t len)
+void w5100_set_address(const uint8_t ip[4], const uint8_t subnet[4], const uint8_t gateway[4])
 {
-	uint16_t wr;
+	write_n(GAR, gateway, 4);
+	write_n(SUBR, subnet, 4);
+	write_n(SIPR, ip, 4);
+}
 
-	if (read16(S0_TX_FSR) < len)
+bool w5100_open_udp(uint8_t s, uint16_t port)
+{
+	write8(SN(s, SN_MR), SN_MR_UDP);
+	write16(SN(s, SN_PORT), port);
+	write8(SN(s, SN_CR), CR_OPEN);
+	for (uint16_t i = 0; i < 1000 && read8(SN(s, SN_CR)); i++)
+		;
+	return read8(SN(s, SN_SR)) == SR_UDP;
+}
+
+bool w5100_send_begin(uint8_t s, const uint8_t ip[4], uint16_t port, uint16_t len)
+{
+	if (read16(SN(s, SN_TX_FSR)) < len)
 		return false;
-	write_n(S0_DIPR, ip, 4);
-	write16(S0_DPORT, port);
-	wr = read16(S0_TX_WR);
-	for (uint16_t i = 0; i < len; i++)
-		write8(TX_BASE + ((wr + i) & TX_MASK), data[i]);
-	write16(S0_TX_WR, wr + len);
-	write8(S0_CR, CR_SEND);
+	write_n(SN(s, SN_DIPR), ip, 4);
+	write16(SN(s, SN_DPORT), port);
+	tx_at[s] = read16(SN(s, SN_TX_WR));
 	return true;
 }
 
-bool w5100_send_done(void)
+void w5100_send_append(uint8_t s, const uint8_t *data, uint16_t len)
 {
-	uint8_t ir = read8(S0_IR);
+	for (uint16_t i = 0; i < len; i++)
+		write8(TX_BASE(s) + ((tx_at[s] + i) & BUF_MASK), data ? data[i] : 0);
+	tx_at[s] += len;
+}
+
+void w5100_send_end(uint8_t s)
+{
+	write16(SN(s, SN_TX_WR), tx_at[s]);
+	write8(SN(s, SN_CR), CR_SEND);
+}
+
+bool w5100_send(uint8_t s, const uint8_t ip[4], uint16_t port, const uint8_t *data, uint16_t len)
+{
+	if (!w5100_send_begin(s, ip, port, len))
+		return false;
+	w5100_send_append(s, data, len);
+	w5100_send_end(s);
+	return true;
+}
+
+bool w5100_send_done(uint8_t s)
+{
+	uint8_t ir = read8(SN(s, SN_IR));
 
 	if (!(ir & (IR_SEND_OK | IR_TIMEOUT)))
 		return false;
-	write8(S0_IR, ir & (IR_SEND_OK | IR_TIMEOUT));
+	write8(SN(s, SN_IR), ir & (IR_SEND_OK | IR_TIMEOUT));
 	return true;
+}
+
+uint16_t w5100_recv_begin(uint8_t s)
+{
+	uint8_t header[RX_HEADER];
+	uint16_t len;
+
+	if (read16(SN(s, SN_RX_RSR)) < RX_HEADER)
+		return 0;
+	rx_at[s] = read16(SN(s, SN_RX_RD));
+	rx_end[s] = rx_at[s] + RX_HEADER;
+	w5100_recv_read(s, header, RX_HEADER);
+	len = (uint16_t)header[6] << 8 | header[7];
+	rx_end[s] += len;
+	return len;
+}
+
+void w5100_recv_read(uint8_t s, uint8_t *buf, uint16_t len)
+{
+	for (uint16_t i = 0; i < len && rx_at[s] != rx_end[s]; i++) {
+		uint8_t b = read8(RX_BASE(s) + (rx_at[s]++ & BUF_MASK));
+
+		if (buf)
+			buf[i] = b;
+	}
+}
+
+void w5100_recv_end(uint8_t s)
+{
+	write16(SN(s, SN_RX_RD), rx_end[s]);
+	write8(SN(s, SN_CR), CR_RECV);
 }

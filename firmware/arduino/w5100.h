@@ -1,8 +1,9 @@
 /*
  * The Ethernet shield's WIZnet W5100, driven over SPI directly (Debian ships no Ethernet
- * library, and none is copied in): socket 0 in UDP mode, send only. Pins: the Uno's hardware
- * SPI (D11 MOSI, D12 MISO, D13 SCK), chip select D10; the shield's SD card select (D4) is held
- * high so the card stays off the bus.
+ * library, and none is copied in): UDP sockets, sending and receiving (socket 0 sends the
+ * ticks; socket 1 is DHCP's). Pins: the Uno's hardware SPI (D11 MOSI, D12 MISO, D13 SCK),
+ * chip select D10; the shield's SD card select (D4) is held high so the card stays off the
+ * bus.
  */
 #ifndef NTP_OFFSET_W5100_H
 #define NTP_OFFSET_W5100_H
@@ -19,12 +20,25 @@ struct w5100_config {
 	uint8_t ip[4], subnet[4], gateway[4];
 };
 
-/* Resets the chip, sets the addresses and opens socket 0 as UDP on `port`. */
-bool w5100_begin(const struct w5100_config *c, uint16_t port);
+/* Resets the chip and sets its addresses (all zero until DHCP has some). */
+bool w5100_begin(const struct w5100_config *c);
+void w5100_set_address(const uint8_t ip[4], const uint8_t subnet[4], const uint8_t gateway[4]);
+/* Opens socket `s` (0-3) as UDP on `port`. */
+bool w5100_open_udp(uint8_t s, uint16_t port);
+
 /* Queues one datagram and starts sending it; returns at once (the chip sends on its own). */
-bool w5100_send(const uint8_t ip[4], uint16_t port, const uint8_t *data, uint16_t len);
+bool w5100_send(uint8_t s, const uint8_t ip[4], uint16_t port, const uint8_t *data, uint16_t len);
+/* The same, built in pieces straight into the chip's buffer (no copy in the AVR's RAM). */
+bool w5100_send_begin(uint8_t s, const uint8_t ip[4], uint16_t port, uint16_t len);
+void w5100_send_append(uint8_t s, const uint8_t *data, uint16_t len); /* data NULL: zeros */
+void w5100_send_end(uint8_t s);
 /* True once the previous send finished (SEND_OK or TIMEOUT seen); clears the flag. */
-bool w5100_send_done(void);
+bool w5100_send_done(uint8_t s);
+
+/* A received datagram: its length (0: none waiting), read in order, then ended. */
+uint16_t w5100_recv_begin(uint8_t s);
+void w5100_recv_read(uint8_t s, uint8_t *buf, uint16_t len); /* buf NULL: skip */
+void w5100_recv_end(uint8_t s);
 
 #ifdef __cplusplus
 }

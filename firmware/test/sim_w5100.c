@@ -2,9 +2,11 @@
  * End-to-end run of the transmitter firmware in simavr: an ATmega328P at 16 MHz executes
  * target/firmware/arduino.elf, a DCF77 signal case (testvectors/dcf77-signals.txt) drives
  * pin D2, and a model of the W5100 on the SPI bus records every UDP datagram the firmware
- * sends. Output, one line per datagram:
- *   packet SIM_US CASE_MS DEST_IP DEST_PORT HEX
- * where CASE_MS is the send time on the case's clock. The Rust test
+ * sends from socket 0 and answers its DHCP requests on socket 1 (sim_dhcp.c). Output lines:
+ *   packet SIM_US CASE_MS DEST_IP DEST_PORT HEX     a datagram from socket 0 (ticks)
+ *   dhcp SIM_US CASE_MS WHAT                        a DHCP request (discover, request, renew)
+ *   address SIM_US CASE_MS IP                       the firmware set its IP address
+ * where CASE_MS is the time on the case's clock. The Rust test
  * (crates/ntp-offset/tests/firmware.rs) checks them with the project's tick decoder.
  *
  * Usage: sim_w5100 FIRMWARE.elf SIGNALS.txt CASE OUT.txt
@@ -20,21 +22,31 @@
 #include <simavr/sim_elf.h>
 #include <simavr/sim_irq.h>
 
+#include "sim_dhcp.h"
+
 #define HZ 16000000ULL
 #define MAX_EDGES 8192
 
 /* W5100 registers the model acts on (the datasheet's map, as firmware/arduino/w5100.c). */
 #define MR 0x0000
-#define S0_CR 0x0401
-#define S0_IR 0x0402
-#define S0_SR 0x0403
-#define S0_DIPR 0x040C
-#define S0_DPORT 0x0410
-#define S0_TX_FSR 0x0420
-#define S0_TX_RD 0x0422
-#define S0_TX_WR 0x0424
-#define TX_BASE 0x4000
-#define TX_MASK 0x07FF
+#define SIPR 0x000F
+#define SOCKETS 2
+#define SN(s, r) (0x0400 + 0x100 * (s) + (r))
+#define SN_MR 0x00
+#define SN_CR 0x01
+#define SN_IR 0x02
+#define SN_SR 0x03
+#define SN_DIPR 0x0C
+#define SN_DPORT 0x10
+#define SN_TX_FSR 0x20
+#define SN_TX_RD 0x22
+#define SN_TX_WR 0x24
+#define SN_RX_RSR 0x26
+#define SN_RX_RD 0x28
+#define TX_BASE(s) (0x4000 + 0x800 * (s))
+#define RX_BASE(s) (0x6000 + 0x800 * (s))
+#define BUF_MASK 0x07FF
+#define DHCP_SOCKET 1
 
 static uint8_t mem[0x8000];
 static uint8_t frame[4];
@@ -45,6 +57,7 @@ static FILE *out;
 static long long offset_ms; /* case time = sim time + offset */
 static long long edges[MAX_EDGES][2];
 static int nedges, next_edge, packets;
+static uint16_t rx_wr[SOCKETS]; /* the model's write pointers into the RX buffers */
 
 static uint16_t get16(uint16_t a)
 {
@@ -60,45 +73,93 @@ static void put16(uint16_t a, uint16_t v)
 static void reset_chip(void)
 {
 	memset(mem, 0, sizeof(mem));
-	put16(S0_TX_FSR, 0x0800);
+	memset(rx_wr, 0, sizeof(rx_wr));
+	for (int s = 0; s < SOCKETS; s++)
+		put16(SN(s, SN_TX_FSR), 0x0800);
 }
 
-static void send_datagram(void)
+static unsigned long long sim_us(void)
 {
-	uint16_t rd = get16(S0_TX_RD), wr = get16(S0_TX_WR), len = (uint16_t)(wr - rd);
-	unsigned long long us = avr->cycle * 1000000ULL / HZ;
+	return avr->cycle * 1000000ULL / HZ;
+}
 
-	fprintf(out, "packet %llu %lld %u.%u.%u.%u %u ", us, (long long)(us / 1000) + offset_ms,
-		mem[S0_DIPR], mem[S0_DIPR + 1], mem[S0_DIPR + 2], mem[S0_DIPR + 3], get16(S0_DPORT));
+static long long case_ms(void)
+{
+	return (long long)(sim_us() / 1000) + offset_ms;
+}
+
+/* Puts a datagram into socket s's RX buffer as the chip does: source IP, port, length, data. */
+static void receive(int s, const uint8_t ip[4], uint16_t port, const uint8_t *data, size_t len)
+{
+	uint8_t header[8] = {ip[0], ip[1], ip[2], ip[3], (uint8_t)(port >> 8), (uint8_t)port,
+			     (uint8_t)(len >> 8), (uint8_t)len};
+
+	for (size_t i = 0; i < 8 + len; i++)
+		mem[RX_BASE(s) + ((rx_wr[s]++) & BUF_MASK)] = i < 8 ? header[i] : data[i - 8];
+	put16(SN(s, SN_RX_RSR), (uint16_t)(rx_wr[s] - get16(SN(s, SN_RX_RD))));
+}
+
+static void send_datagram(int s)
+{
+	uint16_t rd = get16(SN(s, SN_TX_RD)), wr = get16(SN(s, SN_TX_WR)), len = (uint16_t)(wr - rd);
+	uint8_t data[2048], reply[300];
+	const char *what;
+	size_t n;
+
 	for (uint16_t i = 0; i < len; i++)
-		fprintf(out, "%02x", mem[TX_BASE + ((rd + i) & TX_MASK)]);
+		data[i] = mem[TX_BASE(s) + ((rd + i) & BUF_MASK)];
+	put16(SN(s, SN_TX_RD), wr);
+	mem[SN(s, SN_IR)] |= 0x10; /* SEND_OK */
+	if (s == DHCP_SOCKET) {
+		static const uint8_t server[4] = {198, 18, 1, 1};
+
+		n = sim_dhcp_reply(data, len, reply, &what);
+		fprintf(out, "dhcp %llu %lld %s\n", sim_us(), case_ms(), what);
+		if (n)
+			receive(s, server, 67, reply, n);
+		return;
+	}
+	fprintf(out, "packet %llu %lld %u.%u.%u.%u %u ", sim_us(), case_ms(), mem[SN(s, SN_DIPR)],
+		mem[SN(s, SN_DIPR) + 1], mem[SN(s, SN_DIPR) + 2], mem[SN(s, SN_DIPR) + 3],
+		get16(SN(s, SN_DPORT)));
+	for (uint16_t i = 0; i < len; i++)
+		fprintf(out, "%02x", data[i]);
 	fputc('\n', out);
 	fflush(out);
 	packets++;
-	put16(S0_TX_RD, wr);
-	mem[S0_IR] |= 0x10; /* SEND_OK */
 }
 
 static void write_reg(uint16_t a, uint8_t v)
 {
+	int s = a >= 0x0400 && a < SN(SOCKETS, 0) ? (a - 0x0400) >> 8 : -1;
+	uint16_t r = (uint16_t)(a & 0xFF);
+
 	if (a == MR && (v & 0x80)) {
 		reset_chip();
 		return;
 	}
-	if (a == S0_IR) {
+	if (s >= 0 && r == SN_IR) {
 		mem[a] &= (uint8_t)~v; /* write 1 to clear */
 		return;
 	}
 	mem[a] = v;
-	if (a == S0_CR) {
-		if (v == 0x01 && (mem[0x0400] & 0x0F) == 0x02)
-			mem[S0_SR] = 0x22; /* SOCK_UDP */
-		else if (v == 0x20)
-			send_datagram();
-		mem[S0_CR] = 0;
+	if (a == SIPR + 3) {
+		fprintf(out, "address %llu %lld %u.%u.%u.%u\n", sim_us(), case_ms(), mem[SIPR],
+			mem[SIPR + 1], mem[SIPR + 2], mem[SIPR + 3]);
+		fflush(out);
 	}
-	if (a == S0_TX_WR + 1)
-		put16(S0_TX_FSR, (uint16_t)(0x0800 - (uint16_t)(get16(S0_TX_WR) - get16(S0_TX_RD))));
+	if (s >= 0 && r == SN_CR) {
+		if (v == 0x01 && (mem[SN(s, SN_MR)] & 0x0F) == 0x02)
+			mem[SN(s, SN_SR)] = 0x22; /* SOCK_UDP */
+		else if (v == 0x20)
+			send_datagram(s);
+		else if (v == 0x40) /* RECV: the firmware moved RX_RD on */
+			put16(SN(s, SN_RX_RSR), (uint16_t)(rx_wr[s] - get16(SN(s, SN_RX_RD))));
+		mem[SN(s, SN_CR)] = 0;
+	}
+	if (s >= 0 && r == SN_TX_WR + 1)
+		put16(SN(s, SN_TX_FSR),
+		      (uint16_t)(0x0800 - (uint16_t)(get16(SN(s, SN_TX_WR)) - get16(SN(s, SN_TX_RD)))));
 }
 
 /* A byte shifted out by the AVR; the reply is what it reads back from SPDR. */

@@ -21,9 +21,14 @@ fn root() -> PathBuf {
 }
 
 fn make(dir: &str, target: &str) -> String {
+    make_with(dir, target, &[])
+}
+
+fn make_with(dir: &str, target: &str, vars: &[&str]) -> String {
     let out = run_bounded(
         Command::new("make")
             .args(["-s", "-C", dir, target])
+            .args(vars)
             .current_dir(root()),
         Duration::from_secs(300),
     );
@@ -68,8 +73,12 @@ fn expected(case: &str) -> Vec<Expected> {
     out
 }
 
-/// Runs the case in simavr; returns (send time on the case's clock in ms, datagram bytes).
-fn simulate(case: &str) -> Vec<(i64, Vec<u8>)> {
+/// What the firmware did on the network besides ticks: (case ms, "dhcp WHAT" or "address IP").
+type NetworkEvents = Vec<(i64, String)>;
+
+/// Runs the case in simavr; returns (send time on the case's clock in ms, datagram bytes) of
+/// socket 0's datagrams, and the DHCP exchanges and address changes.
+fn simulate(case: &str) -> (Vec<(i64, Vec<u8>)>, NetworkEvents) {
     let size = make("firmware/arduino", "all");
     eprintln!("{}", size.trim());
     make("firmware/test", "sim");
@@ -85,9 +94,19 @@ fn simulate(case: &str) -> Vec<(i64, Vec<u8>)> {
     );
     let log = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "simavr run failed:\n{log}");
-    std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (packets, other): (Vec<&str>, Vec<&str>) =
+        text.lines().partition(|l| l.starts_with("packet "));
+    let network = other
+        .iter()
+        .map(|l| {
+            // dhcp SIM_US CASE_MS WHAT | address SIM_US CASE_MS IP
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[2].parse().unwrap(), format!("{} {}", w[0], w[3]))
+        })
+        .collect();
+    let packets = packets
+        .iter()
         .map(|l| {
             // packet SIM_US CASE_MS IP PORT HEX
             let w: Vec<&str> = l.split_whitespace().collect();
@@ -103,7 +122,49 @@ fn simulate(case: &str) -> Vec<(i64, Vec<u8>)> {
                 .collect();
             (w[2].parse().unwrap(), bytes)
         })
-        .collect()
+        .collect();
+    (packets, network)
+}
+
+/// The address comes from the harness's DHCP server before the first tick, and the lease
+/// (60 s) is renewed every 30 s while ticks go on (their timing is checked with the ticks).
+fn check_dhcp(case: &str, network: &NetworkEvents, first_tick_ms: i64, last_tick_ms: i64) {
+    let names: Vec<&str> = network.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        names[..4],
+        [
+            "address 0.0.0.0",
+            "dhcp discover",
+            "dhcp request",
+            "address 198.18.1.77"
+        ],
+        "{case}: {network:?}"
+    );
+    assert!(
+        network[3].0 < first_tick_ms,
+        "{case}: bound before the first tick"
+    );
+    let renewals: Vec<i64> = network
+        .iter()
+        .filter(|(_, n)| n == "dhcp renew")
+        .map(|(ms, _)| *ms)
+        .collect();
+    assert_eq!(
+        names.len(),
+        4 + renewals.len(),
+        "{case}: nothing but renewals once bound: {network:?}"
+    );
+    let gaps: Vec<i64> = renewals.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        renewals.len() as i64 >= (last_tick_ms - network[3].0) / 30_000 - 1
+            && gaps.iter().all(|g| (29_000..=32_000).contains(g)),
+        "{case}: renewals every 30 s: {renewals:?}"
+    );
+    eprintln!(
+        "{case}: DHCP bound {} ms after boot, then {} renewals while ticking",
+        network[3].0 - network[0].0,
+        renewals.len()
+    );
 }
 
 fn check(case: &str) {
@@ -111,7 +172,7 @@ fn check(case: &str) {
     let keys =
         KeyRing::parse("1 101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f\n")
             .unwrap();
-    let all = simulate(case);
+    let (all, network) = simulate(case);
     // Each tick is followed by its follow-up: the departure minus the mark.
     let (packets, follow_ups): (Vec<_>, Vec<_>) = all
         .into_iter()
@@ -146,6 +207,7 @@ fn check(case: &str) {
         want.len(),
         "{case}: one tick per synchronized second"
     );
+    check_dhcp(case, &network, packets[0].0, packets[packets.len() - 1].0);
     let mut first = None;
     let mut worst_ms = 0;
     for (i, ((at_ms, bytes), e)) in packets.iter().zip(&want).enumerate() {
@@ -256,4 +318,20 @@ fn firmware_in_simavr_sends_a_tick_per_second_through_a_leap_second() {
 #[test]
 fn firmware_in_simavr_flywheels_missing_pulses_as_holdover() {
     check("missing-pulses-flywheel");
+}
+
+#[test]
+fn firmware_with_a_static_address_builds_within_size_too() {
+    // The simulated runs use DHCP (config.h's default); the static variant must build as well.
+    let build = root().join("target/firmware-static");
+    let out = make_with(
+        "firmware/arduino",
+        "all",
+        &[
+            &format!("BUILD={}", build.display()),
+            "EXTRA_DEFS=-DCONFIG_DHCP=0",
+        ],
+    );
+    assert!(out.contains("firmware: flash"), "{out}");
+    eprintln!("static address: {}", out.trim());
 }
