@@ -15,7 +15,6 @@ Traffic: the guest sends to 10.0.2.2, which QEMU's user-mode networking delivers
 127.0.0.1 on the host. Every wait has a timeout; QEMU and the receivers are killed on exit.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from guest import BOOT_TIMEOUT, Check, Guest, die_with_parent, free_udp_port
+from guest import arguments, BOOT_TIMEOUT, Check, Guest, die_with_parent, free_udp_port
 
 # (case, line, --calibration, input): holdover through missing pulses; a module delay of
 # 35 ms; spikes and drop-outs on DCD.
@@ -108,10 +107,7 @@ class Receiver:
 
 
 def main():
-    p = argparse.ArgumentParser()
-    for a in ("qemu", "bios", "kernel", "initrd", "sender", "signals"):
-        p.add_argument(f"--{a}", required=True)
-    args = p.parse_args()
+    args = arguments("signals")
     cases = load_cases(args.signals)
     plays = {line: (name, cal, *schedule(cases[name], line)) for name, line, cal, _ in CASES}
     inputs = {line: source for _, line, _, source in CASES}

@@ -3,6 +3,7 @@ initramfs kernel/test/run packs, and runs shell commands on its serial console. 
 has a timeout; QEMU gets SIGKILL if the test dies in any way.
 """
 
+import argparse
 import ctypes
 import queue
 import re
@@ -17,6 +18,14 @@ BOOT_TIMEOUT = 90
 PROMPT = re.compile(r"^(/\S* )?# ")
 COMMAND_TIMEOUT = 20
 GUEST_MAC = bytes.fromhex("525400123457")
+
+
+def arguments(*extra):
+    """The command line kernel/test/run gives every guest test, plus `extra` options."""
+    p = argparse.ArgumentParser()
+    for a in ("qemu", "bios", "kernel", "initrd", "sender", *extra):
+        p.add_argument(f"--{a}", required=True)
+    return p.parse_args()
 
 
 def die_with_parent():

@@ -7,14 +7,13 @@ broadcasts, fragments and bad checksums are raw Ethernet frames sent to a QEMU s
 on 127.0.0.1. Nothing leaves loopback. Every wait has a timeout; QEMU is killed on any exit.
 """
 
-import argparse
 import socket
 import struct
 import subprocess
 import sys
 import time
 
-from guest import BOOT_TIMEOUT, GUEST_MAC, Check, Guest, free_udp_port
+from guest import arguments, BOOT_TIMEOUT, GUEST_MAC, Check, Guest, free_udp_port
 
 HOST_MAC = bytes.fromhex("525400aabb01")
 
@@ -106,10 +105,7 @@ def delta(before, after):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    for a in ("qemu", "bios", "kernel", "initrd", "sender", "vectors"):
-        p.add_argument(f"--{a}", required=True)
-    args = p.parse_args()
+    args = arguments("vectors")
     vectors = load_vectors(args.vectors)
     started = time.monotonic()
     tick_port, other_port, frame_port = free_udp_port(), free_udp_port(), free_udp_port()
