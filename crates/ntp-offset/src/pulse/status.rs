@@ -20,6 +20,8 @@ pub struct Status {
     /// Seconds without a tick while following a transmitter.
     pub missed: u64,
     pub restarts: u64,
+    /// Inserted leap seconds seen (their ticks make no sample).
+    pub leap_seconds: u64,
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
     /// Reference (tick time + offset + delay) minus local clock, latest sample.
     pub offset_ns: Option<i64>,
@@ -45,6 +47,7 @@ impl Status {
             follow_ups_missing: st.follow_ups_missing,
             missed: st.missed,
             restarts: st.restarts,
+            leap_seconds: st.leap_seconds,
             rejected: Reject::ALL
                 .iter()
                 .map(|&r| (r.name(), st.rejected(r)))
@@ -93,6 +96,9 @@ impl Status {
             self.follow_ups,
             self.follow_ups_missing
         );
+        if self.leap_seconds > 0 {
+            s += &format!(", {} leap seconds", self.leap_seconds);
+        }
         if let Some(age) = self.seconds_since_sample {
             s += &format!(", last sample {age:.1}s ago");
         }
