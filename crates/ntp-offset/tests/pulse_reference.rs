@@ -227,7 +227,9 @@ fn the_model_tracks_a_transmitter_running_200_ppm_fast() {
         &ticks,
     ]
     .into_iter()
-    .chain(["--rate-error-ppm", "200", "--count", "40"])
+    // Enough ticks to outlast a slow lock (15 s) plus the 20 s measured and the status
+    // read; with 40, a loaded run saw the model in holdover at the end.
+    .chain(["--rate-error-ppm", "200", "--count", "60"])
     .map(s)
     .collect::<Vec<_>>();
     let mut sender = Background::start(&dir, "send", &argv);

@@ -15,9 +15,12 @@
 //!   plus `phi` (15 ppm, RFC 5905's PHI) times the time since the last pair. In holdover the
 //!   last term grows; past `holdover_limit` the clock is unsynchronized.
 
+use crate::leap::{LeapDirection, LeapTracker};
 use crate::time::Time;
 
 const NANOS_PER_SEC: f64 = 1e9;
+/// A leap second, in ns.
+const LEAP_NS: i64 = 1_000_000_000;
 const RESTART_AFTER_OUTLIERS: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +167,43 @@ impl ClockModel {
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// Adds a tick whose reference time is on the POSIX scale, announcing `announced`, and
+    /// returns the update and the tick's time on the model's timeline. That timeline is
+    /// continuous: past a pending leap it counts the leap second, until `tracker` is done
+    /// with the leap; then the whole timeline drops (or takes) the second in one piece.
+    /// Readers turn model time into served time with `LeapTracker::base_from_elapsed`,
+    /// smeared or stepped as the policy says; either way no tick looks like a step.
+    pub fn add_tick(
+        &mut self,
+        tracker: &mut LeapTracker,
+        mono: i64,
+        posix: Time,
+        announced: Option<LeapDirection>,
+    ) -> (Update, Time) {
+        if let Some(dir) = tracker.observe(posix, announced) {
+            self.shift(match dir {
+                LeapDirection::Insert => -LEAP_NS,
+                LeapDirection::Delete => LEAP_NS,
+            });
+        }
+        let on_timeline = tracker.elapsed_of_posix(posix);
+        (self.add(mono, on_timeline.unix_nanos()), on_timeline)
+    }
+
+    /// Moves the whole timeline by `by_ns`, pairs, fit and served line alike, so nothing
+    /// looks like a step or an outlier.
+    fn shift(&mut self, by_ns: i64) {
+        for p in &mut self.pairs {
+            p.1 += by_ns;
+        }
+        if let Some(f) = self.fit.as_mut() {
+            f.ref0 += by_ns;
+        }
+        if let Some(s) = self.served.as_mut() {
+            s.slewing.ref0 += by_ns;
+        }
     }
 
     /// Takes new settings (a configuration reload) without forgetting the pairs.

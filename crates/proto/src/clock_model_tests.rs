@@ -1,4 +1,6 @@
 use super::*;
+use crate::leap::LeapPolicy;
+use crate::time::Offset;
 
 const S: i64 = 1_000_000_000;
 const START: i64 = 1_800_000_000 * S;
@@ -218,4 +220,86 @@ fn a_phase_error_beyond_the_step_threshold_steps() {
     let ups = feed(&mut m, &mut sim, 8, 14);
     assert!(ups.contains(&Update::Stepped(500_000_000)), "{ups:?}");
     assert_eq!(m.read(14 * S).unwrap().time.unix_nanos(), sim.truth(14 * S));
+}
+
+/// Ticks around the 2016-12-31 leap second (POSIX seconds; the inserted second has none),
+/// announced from `announce_s` before it: what the model serves at each tick's arrival, and
+/// every update after the first lock.
+fn across_a_leap(
+    policy: LeapPolicy,
+    announce_s: i64,
+    after_s: i64,
+) -> (Vec<(i64, i64)>, Vec<Update>) {
+    const LEAP: i64 = 1_483_228_800; // 2017-01-01T00:00:00Z
+    let mut m = ClockModel::new(ModelConfig::default());
+    let mut tracker = LeapTracker::new(policy);
+    let (mut served, mut updates) = (Vec::new(), Vec::new());
+    // Real (elapsed) seconds k from the first tick; the tick at k marks POSIX second
+    // LEAP - announce_s + k before the leap, one less from the inserted second on.
+    for k in 0..announce_s + after_s {
+        let elapsed = LEAP - announce_s + k;
+        if elapsed == LEAP {
+            continue; // 23:59:60: its tick makes no sample
+        }
+        let posix = if elapsed > LEAP { elapsed - 1 } else { elapsed };
+        let announced = (posix < LEAP).then_some(LeapDirection::Insert);
+        let mono = k * S;
+        let (u, _) = m.add_tick(
+            &mut tracker,
+            mono,
+            Time::from_unix_nanos(posix * S),
+            announced,
+        );
+        if k >= 8 {
+            updates.push(u);
+        }
+        if let Some(line) = m.served() {
+            let base = tracker.base_from_elapsed(Time::from_unix_nanos(line.at(mono)));
+            served.push((elapsed, base.unix_nanos()));
+        }
+    }
+    (served, updates)
+}
+
+#[test]
+fn a_leap_second_under_step_repeats_23_59_59_and_nothing_looks_like_a_step() {
+    let (served, updates) = across_a_leap(LeapPolicy::Step, 60, 30);
+    assert!(
+        updates.iter().all(|u| *u == Update::Accepted),
+        "{updates:?}"
+    );
+    for (elapsed, base) in served {
+        // What a kernel shows: POSIX, the inserted second a repeat of 23:59:59.
+        let posix = if elapsed >= 1_483_228_800 {
+            elapsed - 1
+        } else {
+            elapsed
+        };
+        assert!((base - posix * S).abs() < 1_000, "at {elapsed}: {base}");
+    }
+}
+
+#[test]
+fn a_leap_second_under_smear_is_absorbed_without_a_step() {
+    let window = Offset::from_secs(100);
+    let (served, updates) = across_a_leap(LeapPolicy::Smear { window }, 80, 80);
+    assert!(
+        updates.iter().all(|u| *u == Update::Accepted),
+        "{updates:?}"
+    );
+    let steps: Vec<i64> = served.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    // Each real second advances served time by 1 s, or by 1 s - 1 s/100 inside the window
+    // (the gap over the skipped tick is two seconds).
+    for (i, d) in steps.iter().enumerate() {
+        let span = served[i + 1].0 - served[i].0;
+        let slow = span * S - span * S / 100;
+        assert!(
+            (d - span * S).abs() < 1_000 || (d - slow).abs() < 1_000,
+            "served advanced {d} ns over {span} s at {}",
+            served[i].0
+        );
+    }
+    // After the window: POSIX again, to the microsecond.
+    let (elapsed, base) = *served.last().unwrap();
+    assert!((base - (elapsed - 1) * S).abs() < 1_000, "{base}");
 }

@@ -87,8 +87,16 @@ impl LeapTracker {
     }
 
     /// Feed one reading of the kernel: its time and the leap it announces (None when the
-    /// STA_INS/STA_DEL flags are clear, or the kernel is already past the leap).
-    pub fn observe(&mut self, now: Time, announced: Option<LeapDirection>) {
+    /// STA_INS/STA_DEL flags are clear, or the kernel is already past the leap). Returns the
+    /// leap the tracker has just finished with, if any: from then on it maps nothing, so a
+    /// continuous timeline (see [`base_from_elapsed`](Self::base_from_elapsed)) must take the
+    /// second out (insert) or in (delete) at that moment.
+    pub fn observe(
+        &mut self,
+        now: Time,
+        announced: Option<LeapDirection>,
+    ) -> Option<LeapDirection> {
+        let mut finished = None;
         if let Some(ev) = self.event {
             let done = match self.policy {
                 LeapPolicy::Smear { .. } => self.elapsed(now, false) >= ev.smear_end,
@@ -96,14 +104,15 @@ impl LeapTracker {
             };
             if done {
                 self.event = None;
+                finished = Some(ev.dir);
             }
         }
         let Some(dir) = announced else {
             self.armed = true;
-            return;
+            return finished;
         };
         if self.event.is_some() || !self.armed {
-            return;
+            return finished;
         }
         let at = Time::from_unix_nanos((now.unix_nanos().div_euclid(DAY_NS) + 1) * DAY_NS);
         let half = match self.policy {
@@ -118,6 +127,7 @@ impl LeapTracker {
             smear_end: at.add(half),
         });
         self.armed = false;
+        finished
     }
 
     /// True when a kernel reading `u` could be either the last second before an inserted leap
@@ -134,10 +144,37 @@ impl LeapTracker {
     /// Base time for kernel time `u`; `in_inserted_second` is the kernel's word (TIME_OOP) and
     /// matters only when [`is_ambiguous`](Self::is_ambiguous) says so.
     pub fn base_time(&self, u: Time, in_inserted_second: bool) -> Time {
-        let (LeapPolicy::Smear { .. }, Some(ev)) = (self.policy, self.event) else {
-            return u;
+        match self.policy {
+            LeapPolicy::Smear { .. } => self.smeared(self.elapsed(u, in_inserted_second)),
+            LeapPolicy::Step => u,
+        }
+    }
+
+    /// A tick's time (POSIX: the inserted second has no tick of its own) on the tracker's
+    /// continuous timeline, which counts every second while a leap is pending or in progress.
+    pub fn elapsed_of_posix(&self, posix: Time) -> Time {
+        self.elapsed(posix, false)
+    }
+
+    /// Base time for a continuous timeline (the pulse model's, fed
+    /// [`elapsed_of_posix`](Self::elapsed_of_posix)): smeared, or under `Step` what the
+    /// kernel shows (the inserted second repeats 23:59:59, the deleted one is skipped).
+    pub fn base_from_elapsed(&self, elapsed: Time) -> Time {
+        match (self.policy, self.event) {
+            (LeapPolicy::Smear { .. }, _) => self.smeared(elapsed),
+            (LeapPolicy::Step, Some(ev)) => match ev.dir {
+                LeapDirection::Insert if elapsed >= ev.at => elapsed.add(SEC.neg()),
+                LeapDirection::Delete if elapsed >= ev.at.add(SEC.neg()) => elapsed.add(SEC),
+                _ => elapsed,
+            },
+            (LeapPolicy::Step, None) => elapsed,
+        }
+    }
+
+    fn smeared(&self, elapsed: Time) -> Time {
+        let Some(ev) = self.event else {
+            return elapsed;
         };
-        let elapsed = self.elapsed(u, in_inserted_second);
         let span = ev.smear_end.since(ev.smear_start).nanos().max(1) as i128;
         let done = elapsed.since(ev.smear_start).nanos().clamp(0, span as i64) as i128;
         let correction = (done * NANOS_PER_SEC as i128 / span) as i64;

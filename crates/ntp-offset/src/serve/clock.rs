@@ -97,10 +97,10 @@ impl BatchClock<'_> {
     }
 
     fn pulse_base(&self, tick_ns: i64) -> Time {
-        // Tick time never repeats a second (the model is continuous), so no kernel question.
+        // The model's time is continuous (it counts a leap second), so no kernel question.
         self.snap
             .tracker
-            .base_time(Time::from_unix_nanos(tick_ns), false)
+            .base_from_elapsed(Time::from_unix_nanos(tick_ns))
     }
 }
 

@@ -188,7 +188,15 @@ impl PulseState {
             self.ignored_unsynchronized += 1;
             return;
         }
-        match self.model.add(s.rx.mono_ns, s.reference.unix_nanos()) {
+        let announced = match s.leap {
+            Leap::None => None,
+            Leap::Insert => Some(LeapDirection::Insert),
+            Leap::Delete => Some(LeapDirection::Delete),
+        };
+        let (update, reference) =
+            self.model
+                .add_tick(&mut self.tracker, s.rx.mono_ns, s.reference, announced);
+        match update {
             Update::Accepted | Update::Outlier => {}
             Update::Stepped(_) if self.last_tick.is_none() => info!(
                 "first lock: tick time is {} from the host clock (which is left alone)",
@@ -208,14 +216,8 @@ impl PulseState {
                 .then(|| Offset::from_micros(i64::from(s.error_bound_us))),
             refid: pulse_refid(s.source, self.input.last_sample_from),
         });
-        let announced = match s.leap {
-            Leap::None => None,
-            Leap::Insert => Some(LeapDirection::Insert),
-            Leap::Delete => Some(LeapDirection::Delete),
-        };
-        self.tracker.observe(s.reference, announced);
         if self.model.served().is_some() {
-            self.last_tick = Some(self.tracker.base_time(s.reference, false));
+            self.last_tick = Some(self.tracker.base_from_elapsed(reference));
         }
     }
 
@@ -230,7 +232,8 @@ impl PulseState {
                 ..n
             });
         let indicator = now.map_or(ntp_offset_proto::packet::LeapIndicator::NoWarning, |r| {
-            self.tracker.indicator(r.time)
+            self.tracker
+                .indicator(self.tracker.base_from_elapsed(r.time))
         });
         let source = self.source.unwrap_or(SourceInfo {
             stratum: 15,
