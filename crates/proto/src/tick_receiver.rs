@@ -328,6 +328,14 @@ struct Arrival {
 }
 
 impl Arrival {
+    /// A tick taken as it arrived (no follow-up, or none in time).
+    fn as_received(rx: RxStamp) -> Arrival {
+        Arrival {
+            rx,
+            tx_offset: None,
+        }
+    }
+
     /// When the tick would have arrived had it left on its mark (our monotonic clock): what
     /// the gate compares.
     fn departed_ns(&self) -> i64 {
@@ -359,6 +367,13 @@ struct Claim {
     /// None for a legacy pulse: inferred from the track or the local clock.
     second: Option<i64>,
     packet: Option<TickPacket>,
+}
+
+impl Claim {
+    /// The inserted 23:59:60, whose POSIX second repeats 23:59:59's.
+    fn is_leap_second(&self) -> bool {
+        self.packet.is_some_and(|p| p.is_leap_second())
+    }
 }
 
 impl Receiver {
@@ -409,14 +424,7 @@ impl Receiver {
                 second: None,
                 packet: None,
             };
-            return self.on_claim(
-                legacy,
-                Arrival {
-                    rx,
-                    tx_offset: None,
-                },
-                events,
-            );
+            return self.on_claim(legacy, Arrival::as_received(rx), events);
         };
         if p.key_id == 0 {
             if !self.cfg.allow_unauthenticated {
@@ -451,14 +459,7 @@ impl Receiver {
                         deadline_ns: rx.mono_ns + self.cfg.follow_up_wait.nanos(),
                     });
                 } else {
-                    self.on_claim(
-                        claim,
-                        Arrival {
-                            rx,
-                            tx_offset: None,
-                        },
-                        events,
-                    );
+                    self.on_claim(claim, Arrival::as_received(rx), events);
                 }
             }
         }
@@ -468,11 +469,7 @@ impl Receiver {
     /// its arrival alone.
     fn judge_deferred(&mut self, events: &mut Vec<Event>) {
         if let Some(d) = self.deferred.take() {
-            let arrival = Arrival {
-                rx: d.rx,
-                tx_offset: None,
-            };
-            self.on_claim(d.claim, arrival, events);
+            self.on_claim(d.claim, Arrival::as_received(d.rx), events);
         }
     }
 
@@ -480,6 +477,7 @@ impl Receiver {
         self.stats.rejected[r.index()] += 1;
         events.push(Event::Rejected(r));
     }
+
     /// The tick is judged by its departure when its follow-up came (`at.tx_offset`).
     fn on_claim(&mut self, c: Claim, at: Arrival, events: &mut Vec<Event>) {
         let rx = at.rx;
@@ -489,7 +487,7 @@ impl Receiver {
             t.div_euclid(NANOS_PER_SEC)
                 + i64::from(t.rem_euclid(NANOS_PER_SEC) >= NANOS_PER_SEC / 2)
         };
-        let leap_second = c.packet.is_some_and(|p| p.is_leap_second());
+        let leap_second = i64::from(c.is_leap_second());
         let track = match &mut self.track {
             Some(t) if t.transmitter == c.transmitter => t,
             Some(t) if !t.lost => return self.reject(Reject::OtherTransmitter, events),
@@ -503,7 +501,7 @@ impl Receiver {
         let predicted = track.second + (elapsed + NANOS_PER_SEC / 2).div_euclid(NANOS_PER_SEC);
         let second = c
             .second
-            .map_or(predicted, |s| s + track.leaps + i64::from(leap_second));
+            .map_or(predicted, |s| s + track.leaps + leap_second);
         let restarted = c.transmitter.is_some() && c.session != track.session;
         if !restarted && c.second.is_some() && c.sequence == track.sequence {
             let r = if second == track.second {
@@ -561,7 +559,7 @@ impl Receiver {
             session: c.session,
             sequence: c.sequence,
             second,
-            leaps: track.leaps + i64::from(leap_second),
+            leaps: track.leaps + leap_second,
             mono_ns: at.departed_ns(),
             consistent: if was_lost { 1 } else { track.consistent + 1 },
             bad_streak: 0,
@@ -573,7 +571,7 @@ impl Receiver {
 
     /// Follows `c`'s transmitter from this tick on; `second`: its POSIX second.
     fn start_track(&mut self, c: &Claim, second: i64, at: Arrival, events: &mut Vec<Event>) {
-        let leaps = i64::from(c.packet.is_some_and(|p| p.is_leap_second()));
+        let leaps = i64::from(c.is_leap_second());
         self.track = Some(Track {
             transmitter: c.transmitter,
             session: c.session,
@@ -598,7 +596,7 @@ impl Receiver {
         self.stats.ticks += 1;
         let track = self.track.as_mut().expect("accept follows a track");
         let second = track.second - track.leaps; // POSIX again
-        if c.packet.is_some_and(|p| p.is_leap_second()) {
+        if c.is_leap_second() {
             // 23:59:60 has no POSIX time of its own: the NTP daemon inserts the second itself
             // from the leap announcement; a sample here would look a second off.
             self.stats.leap_seconds += 1;
