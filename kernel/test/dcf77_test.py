@@ -176,7 +176,7 @@ def main():
             marks = [json.loads(l) for l in out if l.startswith('{"mark_ns"')]
             sent = {json.loads(l)["second"]: json.loads(l)["tx_offset_ns"]
                     for l in out if l.startswith('{"second"')}
-            got = [(m["second"], m["state"][:4], m["leap"]) for m in marks[:len(expect)]]
+            got = [(m["second"], m["state"][:4], m["leap_second"]) for m in marks[:len(expect)]]
             want = [(s, st[:4], leap) for _, s, st, leap in expect]
             check(f"{len(expect)} marks decoded with their second, state and leap flag",
                   got == want, (next(((g, w) for g, w in zip(got + [None] * len(want), want)

@@ -14,7 +14,7 @@ use clap::Parser;
 use ntp_offset_proto::packet::{Header, Mode, HEADER_LEN};
 use ntp_offset_proto::time::NtpTimestamp;
 use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch, SendBatch};
-use ntp_offset_sys::clock::{monotonic_ns, realtime};
+use ntp_offset_sys::clock::{monotonic_ns, realtime_ns};
 
 #[derive(Parser)]
 #[command(about = "Bounded NTP load generator (loopback or test namespaces only)")]
@@ -185,11 +185,6 @@ fn main() {
         pct(0.50),
         pct(0.99)
     );
-}
-
-fn realtime_ns() -> i64 {
-    let (s, ns) = realtime();
-    s * 1_000_000_000 + ns
 }
 
 fn is_test_net(addr: SocketAddr) -> bool {

@@ -79,6 +79,12 @@ pub fn realtime() -> (i64, i64) {
     clock_gettime(libc::CLOCK_REALTIME)
 }
 
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> i64 {
+    let (s, ns) = realtime();
+    s * 1_000_000_000 + ns
+}
+
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn monotonic_ns() -> u64 {
     let (s, ns) = clock_gettime(libc::CLOCK_MONOTONIC);

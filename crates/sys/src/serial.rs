@@ -105,7 +105,7 @@ impl DcdLine {
                 return Err(io::Error::last_os_error());
             }
         }
-        let (s, ns) = crate::clock::realtime();
+        let realtime_ns = crate::clock::realtime_ns();
         let count = self.counters()?.dcd;
         let changes = count.wrapping_sub(self.count);
         self.count = count;
@@ -114,7 +114,7 @@ impl DcdLine {
             return Ok(None);
         }
         Ok(Some(Edge {
-            realtime_ns: s * 1_000_000_000 + ns,
+            realtime_ns,
             active: self.carrier()? != self.active_low,
         }))
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
 use ntp_offset_proto::tick::{Leap, Source, SourceState, TickPacket, FLAG_LEAP_SECOND};
 use ntp_offset_proto::time::Offset;
-use ntp_offset_sys::clock;
+use ntp_offset_sys::clock::realtime_ns;
 use tracing::{info, warn};
 
 use super::dcf77_input::{Dcf77Input, Edges};
@@ -61,6 +61,7 @@ pub fn tick_for(mark: &Mark) -> Option<TickPacket> {
 
 /// With --report: the decoded mark as this host's clock stamped it (the edge minus the
 /// calibration), so the mark itself can be checked against the signal, not only the send.
+/// `leap_second`: the mark is the inserted 23:59:60; `leap_announced`: one is due.
 fn report_mark(m: &Mark, t: &TickPacket) {
     let state = match t.state {
         SourceState::Synchronized => "synchronized",
@@ -68,16 +69,12 @@ fn report_mark(m: &Mark, t: &TickPacket) {
         SourceState::Unsynchronized => "unsynchronized",
     };
     println!(
-        r#"{{"mark_ns":{},"second":{},"state":"{state}","leap":{}}}"#,
+        r#"{{"mark_ns":{},"second":{},"state":"{state}","leap_second":{},"leap_announced":{}}}"#,
         m.at_ns,
         t.second,
+        t.is_leap_second(),
         t.leap == Leap::Insert
     );
-}
-
-fn realtime_ns() -> i64 {
-    let (s, ns) = clock::realtime();
-    s * NANOS_PER_SEC + ns
 }
 
 pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Result<(), String> {
