@@ -23,7 +23,7 @@ struct w5100_config {
 /* Resets the chip and sets its addresses (all zero until DHCP has some). */
 bool w5100_begin(const struct w5100_config *c);
 void w5100_set_address(const uint8_t ip[4], const uint8_t subnet[4], const uint8_t gateway[4]);
-/* Opens socket `s` (0-3) as UDP on `port`. */
+/* Opens socket `s` (0 or 1: the driver keeps state for two) as UDP on `port`. */
 bool w5100_open_udp(uint8_t s, uint16_t port);
 
 /* Queues one datagram and starts sending it; returns at once (the chip sends on its own). */
