@@ -9,6 +9,7 @@ valid, consistent frames.
 """
 import calendar
 import sys
+import time
 
 CET, CEST = 3600, 7200
 
@@ -24,11 +25,31 @@ def bcd(value, weights):
     return bits
 
 
+def last_sunday(year, month):
+    """UTC midnight of the last Sunday of a month."""
+    last = calendar.monthrange(year, month)[1]
+    day = max(d for d in range(last - 6, last + 1) if calendar.weekday(year, month, d) == 6)
+    return calendar.timegm((year, month, day, 0, 0, 0))
+
+
+def eu_summer(minute_utc):
+    """CEST from 01:00 UTC on the last Sunday of March to 01:00 UTC on October's."""
+    year = time.gmtime(minute_utc).tm_year
+    return last_sunday(year, 3) + 3600 <= minute_utc < last_sunday(year, 10) + 3600
+
+
 def frame(minute_utc, summer, announce_leap):
-    """The 59 bits sent during the minute before `minute_utc`, describing `minute_utc`."""
+    """The 59 bits sent during the minute before `minute_utc`, describing `minute_utc`.
+    `summer`: True (CEST), False (CET) or None (the EU rule, with bit 16 announcing a change
+    during the hour before it)."""
+    announce_change = False
+    if summer is None:
+        summer = eu_summer(minute_utc)
+        announce_change = any(eu_summer(minute_utc + k * 60) != summer for k in range(1, 61))
     local = minute_utc + (CEST if summer else CET)
-    t = __import__("time").gmtime(local)
+    t = time.gmtime(local)
     bits = [0] * 59
+    bits[16] = 1 if announce_change else 0
     bits[17], bits[18] = (1, 0) if summer else (0, 1)
     bits[19] = 1 if announce_leap else 0
     bits[20] = 1
@@ -89,11 +110,14 @@ class Signal:
         return 1 if self.start + t_ms // 1000 > self.leap_at else 0
 
     def write(self, out):
+        # One time-ordered stream, an expectation before a pulse at the same instant: a test
+        # on a small target can check each mark as it comes without holding the whole case.
+        lines = [(s, 1, f"pulse {s} {w}") for s, w in self.pulses]
+        lines += [(mark, 0, f"expect {mark} {second} {state}{' leap' if leap else ''}")
+                  for mark, second, state, leap in self.marks]
         out.write(f"case name={self.name} calibration_ms={self.delay} duration_ms={self.t}\n")
-        for s, w in sorted(self.pulses):
-            out.write(f"pulse {s} {w}\n")
-        for mark, second, state, leap in self.marks:
-            out.write(f"expect {mark} {second} {state}{' leap' if leap else ''}\n")
+        for _, _, line in sorted(lines):
+            out.write(line + "\n")
         out.write("end\n\n")
 
 
@@ -147,17 +171,44 @@ def cases():
     yield acquired(Signal("leap-second-2016", utc(2016, 12, 31, 23, 55),
                           leap_at=utc(2017, 1, 1, 0, 0)), 3)
 
+    # Every local hour in both zones: synchronized across HH:59 -> HH+1:00 local. On the AVR
+    # `int` has 16 bits, and an hour's seconds (hour * 3600) overflow it from 10:00 on.
+    for name, summer, day in (("cet", False, (2026, 1, 14)), ("cest", True, (2026, 7, 15))):
+        for hour in range(24):
+            start = utc(*day, hour, 56) - (CEST if summer else CET)
+            yield acquired(Signal(f"hour-{name}-{hour:02}", start, summer=summer), 2)
+
+    # An afternoon with room for the firmware's simavr run to restart the AVR after the first
+    # synchronized minute and synchronize again (crates/ntp-offset/tests/firmware.rs).
+    yield acquired(Signal("afternoon-cest-15h-restart", utc(2026, 7, 15, 13, 56), summer=True), 6)
+
+    # Local midnights that end a month, a leap February and a year (the frame's date changes
+    # with the local date, hours before UTC's).
+    for name, y, mo, d, summer in (("month-end-feb-2026", 2026, 2, 28, False),
+                                   ("month-end-feb-leap-2028", 2028, 2, 28, False),
+                                   ("month-end-feb-29-2028", 2028, 2, 29, False),
+                                   ("month-end-apr-2026", 2026, 4, 30, True),
+                                   ("year-end-2026", 2026, 12, 31, False)):
+        start = utc(y, mo, d, 23, 56) - (CEST if summer else CET)
+        yield acquired(Signal(name, start, summer=summer), 2)
+
+    # The change-over nights, at 01:00 UTC: CET 02:00 -> CEST 03:00, and CEST 03:00 -> CET
+    # 02:00 (the local hour repeats; UTC does not). Bit 16 announces the change for an hour.
+    yield acquired(Signal("dst-to-summer-2026", utc(2026, 3, 29, 0, 56), summer=None), 2)
+    yield acquired(Signal("dst-to-winter-2026", utc(2026, 10, 25, 0, 56), summer=None), 2)
+
 
 def main():
     out = sys.stdout if len(sys.argv) < 2 else open(sys.argv[1], "w")
     out.write("# DCF77 signal cases (docs/dcf77.md), written by generate_dcf77.py.\n"
               "# Shared by the Rust decoder's and the firmware's tests.\n#\n"
               "# case name=NAME calibration_ms=MODULE_DELAY duration_ms=LENGTH\n"
-              "# pulse START_MS WIDTH_MS       module output high (carrier reduced), in order\n"
+              "# pulse START_MS WIDTH_MS       module output high (carrier reduced)\n"
               "# expect MARK_MS UNIX_SECOND STATE [leap]\n"
-              "#   every second mark the decoder reports once synchronized, in order: the true\n"
+              "#   every second mark the decoder reports once synchronized: the true\n"
               "#   mark (pulse start minus the module delay), the UTC second it starts (Unix\n"
-              "#   seconds; the inserted leap second repeats 23:59:59's), and sync or holdover.\n\n")
+              "#   seconds; the inserted leap second repeats 23:59:59's), and sync or holdover.\n"
+              "# Within a case, lines are in time order (an expect before a pulse at the same ms).\n\n")
     for c in cases():
         c.write(out)
 

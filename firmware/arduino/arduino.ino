@@ -7,8 +7,13 @@
  * second's tick is built and signed during the current second, so at the mark only the
  * W5100's SEND command remains (signing takes ~20 ms on a 16 MHz AVR).
  */
+/* The Arduino core's own conversions are not ours to warn about (the Makefile's -Wconversion). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#pragma GCC diagnostic ignored "-Wsign-conversion"
 #include <Arduino.h>
 #include <EEPROM.h>
+#pragma GCC diagnostic pop
 
 #include "config.h"
 #include "dcf77.h"
@@ -46,6 +51,15 @@ static bool next_ready;
 static uint32_t session, sequence;
 static uint8_t last_state = 0xff;
 
+/*
+ * Sends that failed: the chip's ARP for the destination went unanswered (TIMEOUT), there was
+ * no room in its buffer, or a SEND never completed (erratum 1; the socket is reopened).
+ * Reported on the serial console at the first failure, then at most once a minute.
+ */
+static uint32_t sends_failed, sends_hung;
+static bool failure_unreported;
+static uint32_t reported_ms;
+
 static void on_edge(void)
 {
 	uint8_t h = edge_head, n = (uint8_t)((h + 1) % EDGES);
@@ -53,7 +67,7 @@ static void on_edge(void)
 	if (n == edge_tail)
 		return; /* full: drop (the flywheel covers a lost second) */
 	edge_us[h] = micros();
-	edge_high[h] = digitalRead(CONFIG_DCF77_PIN) ^ CONFIG_DCF77_INVERTED;
+	edge_high[h] = (uint8_t)(digitalRead(CONFIG_DCF77_PIN) ^ CONFIG_DCF77_INVERTED);
 	edge_head = n;
 }
 
@@ -76,20 +90,21 @@ static int64_t widen(uint32_t us)
 
 static uint8_t hex_nibble(char c)
 {
-	return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+	return (uint8_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
 }
 
 static void load_key(void)
 {
 	/* EEPROM: 'K', key id (2 bytes), 32 key bytes; else the compiled-in key. */
 	if (EEPROM.read(0) == 'K') {
-		key_id = EEPROM.read(1) << 8 | EEPROM.read(2);
+		key_id = (uint16_t)(EEPROM.read(1) << 8 | EEPROM.read(2));
 		for (uint8_t i = 0; i < 32; i++)
 			key[i] = EEPROM.read(3 + i);
 		return;
 	}
 	for (uint8_t i = 0; i < 32; i++)
-		key[i] = hex_nibble(CONFIG_KEY_HEX[2 * i]) << 4 | hex_nibble(CONFIG_KEY_HEX[2 * i + 1]);
+		key[i] = (uint8_t)(hex_nibble(CONFIG_KEY_HEX[2 * i]) << 4 |
+				   hex_nibble(CONFIG_KEY_HEX[2 * i + 1]));
 }
 
 /* Serial console: `key ID HEX` stores a key in EEPROM. */
@@ -99,7 +114,7 @@ static void serial_command(void)
 	static uint8_t n;
 
 	while (Serial.available()) {
-		char c = Serial.read();
+		char c = (char)Serial.read();
 
 		if (c != '\n' && c != '\r' && n < sizeof(line) - 1) {
 			line[n++] = c;
@@ -111,16 +126,79 @@ static void serial_command(void)
 		char hex[65];
 		if (sscanf(line, "key %u %64s", &id, hex) == 2 && strlen(hex) == 64) {
 			EEPROM.write(0, 'K');
-			EEPROM.write(1, id >> 8);
-			EEPROM.write(2, id & 0xff);
+			EEPROM.write(1, (uint8_t)(id >> 8));
+			EEPROM.write(2, (uint8_t)id);
 			for (uint8_t i = 0; i < 32; i++)
-				EEPROM.write(3 + i, hex_nibble(hex[2 * i]) << 4 | hex_nibble(hex[2 * i + 1]));
+				EEPROM.write(3 + i, (uint8_t)(hex_nibble(hex[2 * i]) << 4 |
+							      hex_nibble(hex[2 * i + 1])));
 			load_key();
 			Serial.println(F("key stored"));
 		} else if (line[0]) {
 			Serial.println(F("commands: key ID HEX64"));
 		}
 	}
+}
+
+/* EEPROM after the key: a boot counter, so that every start has a session of its own. */
+#define EEPROM_BOOTS 35
+
+/*
+ * The session id: the boot counter (kept in EEPROM) in the high half, so that consecutive
+ * starts never repeat a session (receivers would take its sequence 0 for a replay), and
+ * what entropy an Uno has (a floating analog pin, the time setup took) in the low half.
+ */
+static uint32_t new_session(void)
+{
+	uint16_t boots = (uint16_t)(EEPROM.read(EEPROM_BOOTS) << 8 | EEPROM.read(EEPROM_BOOTS + 1));
+
+	boots++;
+	EEPROM.update(EEPROM_BOOTS, (uint8_t)(boots >> 8));
+	EEPROM.update(EEPROM_BOOTS + 1, (uint8_t)boots);
+	return (uint32_t)boots << 16 | (uint16_t)((unsigned)analogRead(0) ^ (uint16_t)micros());
+}
+
+static void note_send(enum w5100_send_status st)
+{
+	if (st == W5100_SEND_TIMEOUT) {
+		sends_failed++;
+		failure_unreported = true;
+	}
+}
+
+/* Before a tick: the last send must have ended, and nothing may be arriving (erratum 1). */
+static void ready_to_send(void)
+{
+	enum w5100_send_status st = w5100_send_status(TICK_SOCKET);
+
+	note_send(st);
+	if (st == W5100_SENDING) {
+		sends_hung++;
+		failure_unreported = true;
+		w5100_reopen_udp(TICK_SOCKET, CONFIG_SOURCE_PORT);
+	}
+	w5100_drain(TICK_SOCKET);
+}
+
+static bool send_tick(const uint8_t *wire, uint8_t len)
+{
+	if (w5100_send(TICK_SOCKET, destination, CONFIG_PORT, wire, len))
+		return true;
+	sends_failed++;
+	failure_unreported = true;
+	return false;
+}
+
+/* In the quiet part of a second, after a tick went out: the serial port is slow. */
+static void report_failures(void)
+{
+	if (!failure_unreported || (reported_ms && millis() - reported_ms < 60000UL))
+		return;
+	failure_unreported = false;
+	reported_ms = millis() | 1;
+	Serial.print(F("w5100: sends failed: "));
+	Serial.print(sends_failed);
+	Serial.print(F(" (no ARP answer from the destination? see docs/firmware.md), hung: "));
+	Serial.println(sends_hung);
 }
 
 /*
@@ -169,13 +247,13 @@ static void on_mark(const struct dcf77_mark *m)
 	    (next[v].leap == TICK_LEAP_INSERT) != m->leap_announced ||
 	    !(next[v].flags & TICK_FLAG_LEAP_SECOND) != !m->leap_second)
 		/* late: sign just this one */
-		prepare(m->second, m->leap_announced, m->leap_second, 1 << v);
-	w5100_send(TICK_SOCKET, destination, CONFIG_PORT, next_wire[v], next_len[v]);
+		prepare(m->second, m->leap_announced, m->leap_second, (uint8_t)(1 << v));
+	ready_to_send();
 	/*
 	 * The follow-up: when the tick left (the SEND command) minus its mark, so receivers take
 	 * the mark itself. It covers the window a holdover mark waits and any loop latency.
 	 */
-	{
+	if (send_tick(next_wire[v], next_len[v])) {
 		struct tick fu = next[v];
 		uint8_t wire[TICK_AUTH_LEN];
 		int64_t sent_us = widen(micros());
@@ -185,12 +263,16 @@ static void on_mark(const struct dcf77_mark *m)
 		fu.tx_offset_ns = (sent_us - m->at_us) * 1000;
 		if (fu.tx_offset_ns > -1000000000LL && fu.tx_offset_ns < 1000000000LL) {
 			uint32_t t0 = micros();
+			enum w5100_send_status st;
 
 			/* The tick must be out first; a broadcast needs no ARP, so this is brief. */
-			while (!w5100_send_done(TICK_SOCKET) && micros() - t0 < 20000UL)
+			while ((st = w5100_send_status(TICK_SOCKET)) == W5100_SENDING &&
+			       micros() - t0 < 20000UL)
 				;
-			w5100_send(TICK_SOCKET, destination, CONFIG_PORT, wire,
-				   (uint16_t)tick_encode(&fu, key, 32, wire));
+			note_send(st);
+			/* No follow-up for a tick that did not leave (or not yet). */
+			if (st == W5100_SENT)
+				send_tick(wire, (uint8_t)tick_encode(&fu, key, 32, wire));
 		}
 	}
 	next_ready = false;
@@ -205,6 +287,7 @@ static void on_mark(const struct dcf77_mark *m)
 
 		prepare(leap_next ? m->second : m->second + 1, m->leap_announced, leap_next, 3);
 	}
+	report_failures();
 }
 
 /* DHCP, where it cannot delay a tick: after one went out, or while none are sent. */
@@ -235,9 +318,10 @@ void setup(void)
 	Serial.begin(115200);
 	Serial.println(F("ntp-offset DCF77 transmitter"));
 	load_key();
-	randomSeed(analogRead(0) ^ micros());
-	session = (uint32_t)random() << 16 ^ (uint32_t)random();
-	if (!w5100_begin(&net) || !w5100_open_udp(TICK_SOCKET, CONFIG_PORT))
+	session = new_session();
+	Serial.print(F("session "));
+	Serial.println(session, HEX);
+	if (!w5100_begin(&net) || !w5100_open_udp(TICK_SOCKET, CONFIG_SOURCE_PORT))
 		Serial.println(F("w5100: not found (is the Ethernet shield on?)"));
 #if CONFIG_DHCP
 	dhcp_init(&dhcp, session);
@@ -251,7 +335,9 @@ void setup(void)
 
 void loop(void)
 {
-	struct dcf77_marks marks = {0};
+	struct dcf77_marks marks;
+
+	marks.n = 0;
 	int64_t deadline;
 
 	while (edge_tail != edge_head) {
@@ -271,7 +357,7 @@ void loop(void)
 	/* Just synchronized (at a minute mark): sign the first tick before its mark, too. */
 	if (decoder.synced && !next_ready && decoder.index >= 0)
 		prepare(decoder.minute_start + decoder.index, decoder.leap_announced, false, 3);
-	w5100_send_done(TICK_SOCKET);
+	note_send(w5100_send_status(TICK_SOCKET));
 	network_step();
 	serial_command();
 }

@@ -16,9 +16,21 @@
 #define CONFIG_IP {198, 18, 1, 50}
 #define CONFIG_SUBNET {255, 255, 255, 0}
 #define CONFIG_GATEWAY {198, 18, 1, 1}
-/* Where ticks go: the subnet's broadcast address, port 8123 (pulse listen's default). */
-#define CONFIG_DESTINATION {198, 18, 1, 255}
+/*
+ * Where ticks go, port 8123 (pulse listen's default). 255.255.255.255 (the local segment,
+ * whatever DHCP hands out) needs no ARP. A unicast address works when that host answers ARP;
+ * a subnet's directed broadcast (198.18.1.255) may make the W5100 ARP for it, which nobody
+ * answers: every send then fails (counted, and reported on the serial console).
+ */
+#ifndef CONFIG_DESTINATION
+#define CONFIG_DESTINATION {255, 255, 255, 255}
+#endif
 #define CONFIG_PORT 8123
+/*
+ * The tick socket's own port: not the tick port, so that other transmitters' ticks do not
+ * arrive on it (a datagram arriving during a SEND hangs the W5100: erratum 1).
+ */
+#define CONFIG_SOURCE_PORT 8124
 /* The DCF77 module's output: digital pin 2 (INT0); 1 if the module's output is active low. */
 #define CONFIG_DCF77_PIN 2
 #define CONFIG_DCF77_INVERTED 0

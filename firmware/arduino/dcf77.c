@@ -90,8 +90,11 @@ static bool decode_frame(const int8_t *b, int64_t *minute_start, bool *leap)
 {
 	static const int w7[] = {1, 2, 4, 8, 10, 20, 40, 80};
 	static const int units[][2] = {{21, 4}, {29, 4}, {36, 4}, {45, 4}, {50, 4}, {54, 4}};
-	int minute, hour, day, weekday, month, year;
-	int64_t days, month_length;
+	/*
+	 * 64-bit on purpose: on the AVR `int` has 16 bits, and `hour * 3600` in int overflows
+	 * from 10:00 on (the seconds came out 65,536 s early every afternoon).
+	 */
+	int64_t minute, hour, day, weekday, month, year, days, month_length;
 
 	for (int i = 0; i < 59; i++)
 		if (b[i] < 0)
@@ -185,7 +188,7 @@ static void emit_slot(struct dcf77 *d, int64_t at, bool pulse, struct dcf77_mark
 	if (minute_ends)
 		end_minute(d);
 	else if (index >= 0)
-		d->index = index + 1 < 60 ? index + 1 : 60;
+		d->index = (int8_t)(index + 1 < 60 ? index + 1 : 60);
 }
 
 static void missing_slot(struct dcf77 *d, int64_t slot, struct dcf77_marks *out)
@@ -239,7 +242,7 @@ static void end_pulse(struct dcf77 *d, int64_t fall)
 		whole = n >= 1 && n <= 2 && apart - n * S_US <= WINDOW_US &&
 			n * S_US - apart <= WINDOW_US;
 	}
-	d->in_a_row = whole ? d->in_a_row + 1 : 1;
+	d->in_a_row = (uint8_t)(whole ? d->in_a_row + 1 : 1);
 	d->has_candidate = true;
 	d->candidate = rise;
 	if (d->in_a_row >= LOCK_AFTER) {

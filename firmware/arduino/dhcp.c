@@ -64,11 +64,11 @@ static void send_message(struct dhcp *d, const uint8_t mac[6], uint8_t type, uin
 		opts[n++] = OPT_REQUESTED_IP;
 		opts[n++] = 4;
 		memcpy(opts + n, d->ip, 4);
-		n += 4;
+		n = (uint8_t)(n + 4);
 		opts[n++] = OPT_SERVER;
 		opts[n++] = 4;
 		memcpy(opts + n, d->server, 4);
-		n += 4;
+		n = (uint8_t)(n + 4);
 	}
 	opts[n++] = OPT_PARAMS;
 	opts[n++] = 2;
@@ -126,7 +126,7 @@ static bool read_reply(const struct dhcp *d, const uint8_t mac[6], struct reply 
 			break;
 		w5100_recv_read(SOCKET, &n, 1);
 		w5100_recv_read(SOCKET, v, n < 4 ? n : 4);
-		w5100_recv_read(SOCKET, 0, n > 4 ? n - 4 : 0);
+		w5100_recv_read(SOCKET, 0, (uint16_t)(n > 4 ? n - 4 : 0));
 		at = (uint16_t)(at + 1 + n);
 		if (code == OPT_TYPE && n >= 1)
 			r->type = v[0];

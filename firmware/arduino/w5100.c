@@ -12,6 +12,8 @@
 #define SUBR 0x0005
 #define SHAR 0x0009
 #define SIPR 0x000F
+#define RTR 0x0017
+#define RCR 0x0019
 #define RMSR 0x001A
 #define TMSR 0x001B
 /* Socket s's registers: 0x0400 + 0x100 * s + these. */
@@ -24,6 +26,7 @@
 #define SN_DIPR 0x0C
 #define SN_DPORT 0x10
 #define SN_TX_FSR 0x20
+#define SN_TX_RD 0x22
 #define SN_TX_WR 0x24
 #define SN_RX_RSR 0x26
 #define SN_RX_RD 0x28
@@ -35,6 +38,7 @@
 #define MR_RST 0x80
 #define SN_MR_UDP 0x02
 #define CR_OPEN 0x01
+#define CR_CLOSE 0x10
 #define CR_SEND 0x20
 #define CR_RECV 0x40
 #define IR_SEND_OK 0x10
@@ -117,6 +121,13 @@ bool w5100_begin(const struct w5100_config *c)
 		;
 	write_n(SHAR, c->mac, 6);
 	w5100_set_address(c->ip, c->subnet, c->gateway);
+	/*
+	 * An unanswered ARP gives up after RTR * (RCR + 1): 100 ms * 2 instead of the reset's
+	 * 200 ms * 9, so a tick to an unreachable destination fails (and is counted) well
+	 * before the next one is due.
+	 */
+	write16(RTR, 1000); /* units of 100 us */
+	write8(RCR, 1);
 	write8(RMSR, 0x55); /* 2 KiB per socket */
 	write8(TMSR, 0x55);
 	return read8(RMSR) == 0x55; /* the chip answers */
@@ -171,14 +182,35 @@ bool w5100_send(uint8_t s, const uint8_t ip[4], uint16_t port, const uint8_t *da
 	return true;
 }
 
-bool w5100_send_done(uint8_t s)
+enum w5100_send_status w5100_send_status(uint8_t s)
 {
-	uint8_t ir = read8(SN(s, SN_IR));
+	uint8_t ir = read8(SN(s, SN_IR)) & (IR_SEND_OK | IR_TIMEOUT);
 
-	if (!(ir & (IR_SEND_OK | IR_TIMEOUT)))
-		return false;
-	write8(SN(s, SN_IR), ir & (IR_SEND_OK | IR_TIMEOUT));
-	return true;
+	if (ir) {
+		write8(SN(s, SN_IR), ir);
+		/* Both at once cannot happen for one SEND; a timeout is the news either way. */
+		return ir & IR_TIMEOUT ? W5100_SEND_TIMEOUT : W5100_SENT;
+	}
+	return read16(SN(s, SN_TX_RD)) == read16(SN(s, SN_TX_WR)) ? W5100_IDLE : W5100_SENDING;
+}
+
+uint16_t w5100_drain(uint8_t s)
+{
+	uint16_t n = read16(SN(s, SN_RX_RSR));
+
+	if (n) {
+		write16(SN(s, SN_RX_RD), (uint16_t)(read16(SN(s, SN_RX_RD)) + n));
+		write8(SN(s, SN_CR), CR_RECV);
+	}
+	return n;
+}
+
+bool w5100_reopen_udp(uint8_t s, uint16_t port)
+{
+	write8(SN(s, SN_CR), CR_CLOSE);
+	for (uint16_t i = 0; i < 1000 && read8(SN(s, SN_CR)); i++)
+		;
+	return w5100_open_udp(s, port);
 }
 
 uint16_t w5100_recv_begin(uint8_t s)

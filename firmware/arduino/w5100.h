@@ -32,8 +32,21 @@ bool w5100_send(uint8_t s, const uint8_t ip[4], uint16_t port, const uint8_t *da
 bool w5100_send_begin(uint8_t s, const uint8_t ip[4], uint16_t port, uint16_t len);
 void w5100_send_append(uint8_t s, const uint8_t *data, uint16_t len); /* data NULL: zeros */
 void w5100_send_end(uint8_t s);
-/* True once the previous send finished (SEND_OK or TIMEOUT seen); clears the flag. */
-bool w5100_send_done(uint8_t s);
+/*
+ * How the previous send ended, once: W5100_SENT (SEND_OK) or W5100_SEND_TIMEOUT (the chip
+ * asked for the destination's MAC by ARP and got no answer: the datagram is dropped), then
+ * W5100_IDLE; W5100_SENDING while the chip is still at it. Clears the chip's flag.
+ */
+enum w5100_send_status { W5100_IDLE, W5100_SENDING, W5100_SENT, W5100_SEND_TIMEOUT };
+enum w5100_send_status w5100_send_status(uint8_t s);
+/*
+ * Datasheet erratum 1 (W3150A+/W5100 errata sheet): a UDP SEND issued while the same socket
+ * receives a datagram never completes. Discards whatever socket s has received, so that
+ * nothing is arriving when the next SEND goes out; returns how many bytes it dropped.
+ */
+uint16_t w5100_drain(uint8_t s);
+/* Closes and reopens socket s as UDP on `port` (a SEND that never completed, erratum 1). */
+bool w5100_reopen_udp(uint8_t s, uint16_t port);
 
 /* A received datagram: its length (0: none waiting), read in order, then ended. */
 uint16_t w5100_recv_begin(uint8_t s);

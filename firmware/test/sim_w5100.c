@@ -6,10 +6,16 @@
  *   packet SIM_US CASE_MS DEST_IP DEST_PORT HEX     a datagram from socket 0 (ticks)
  *   dhcp SIM_US CASE_MS WHAT                        a DHCP request (discover, request, renew)
  *   address SIM_US CASE_MS IP                       the firmware set its IP address
- * where CASE_MS is the time on the case's clock. The Rust test
- * (crates/ntp-offset/tests/firmware.rs) checks them with the project's tick decoder.
+ *   timeout SIM_US CASE_MS DEST_IP DEST_PORT        a datagram to a host that answers no
+ *                                                   ARP: the chip gives up (Sn_IR TIMEOUT)
+ *   reset SIM_US CASE_MS                            the AVR was reset (RESET_AT_MS)
+ * where CASE_MS is the time on the case's clock. Only the limited broadcast and the DHCP
+ * server (198.18.1.1) answer ARP here; a SEND to anything else ends in TIMEOUT after the
+ * retry time the firmware set (RTR * (RCR + 1)), as on the chip. The AVR's EEPROM lives
+ * through a reset, as on the board. The Rust test (crates/ntp-offset/tests/firmware.rs)
+ * checks the output with the project's tick decoder.
  *
- * Usage: sim_w5100 FIRMWARE.elf SIGNALS.txt CASE OUT.txt
+ * Usage: sim_w5100 FIRMWARE.elf SIGNALS.txt CASE OUT.txt [RESET_AT_MS]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +36,8 @@
 /* W5100 registers the model acts on (the datasheet's map, as firmware/arduino/w5100.c). */
 #define MR 0x0000
 #define SIPR 0x000F
+#define RTR 0x0017
+#define RCR 0x0019
 #define SOCKETS 2
 #define SN(s, r) (0x0400 + 0x100 * (s) + (r))
 #define SN_MR 0x00
@@ -76,6 +84,8 @@ static void reset_chip(void)
 	memset(rx_wr, 0, sizeof(rx_wr));
 	for (int s = 0; s < SOCKETS; s++)
 		put16(SN(s, SN_TX_FSR), 0x0800);
+	put16(RTR, 2000); /* the datasheet's reset values: 200 ms, 8 retries */
+	mem[RCR] = 8;
 }
 
 static unsigned long long sim_us(void)
@@ -99,6 +109,30 @@ static void receive(int s, const uint8_t ip[4], uint16_t port, const uint8_t *da
 	put16(SN(s, SN_RX_RSR), (uint16_t)(rx_wr[s] - get16(SN(s, SN_RX_RD))));
 }
 
+/* Whether a host at ip answers the chip's ARP request. */
+static int arp_answered(const uint8_t *ip)
+{
+	static const uint8_t broadcast[4] = {255, 255, 255, 255}, server[4] = {198, 18, 1, 1};
+
+	return memcmp(ip, broadcast, 4) == 0 || memcmp(ip, server, 4) == 0;
+}
+
+/* The chip gave up on the ARP for socket s's destination: the datagram is dropped. */
+static avr_cycle_count_t arp_timeout(avr_t *a, avr_cycle_count_t when, void *param)
+{
+	int s = (int)(intptr_t)param;
+	const uint8_t *ip = &mem[SN(s, SN_DIPR)];
+
+	(void)a;
+	(void)when;
+	put16(SN(s, SN_TX_RD), get16(SN(s, SN_TX_WR)));
+	mem[SN(s, SN_IR)] |= 0x08; /* TIMEOUT */
+	fprintf(out, "timeout %llu %lld %u.%u.%u.%u %u\n", sim_us(), case_ms(), ip[0], ip[1], ip[2],
+		ip[3], get16(SN(s, SN_DPORT)));
+	fflush(out);
+	return 0;
+}
+
 static void send_datagram(int s)
 {
 	uint16_t rd = get16(SN(s, SN_TX_RD)), wr = get16(SN(s, SN_TX_WR)), len = (uint16_t)(wr - rd);
@@ -106,6 +140,14 @@ static void send_datagram(int s)
 	const char *what;
 	size_t n;
 
+	if (!arp_answered(&mem[SN(s, SN_DIPR)])) {
+		/* RTR in units of 100 us, tried RCR + 1 times. */
+		unsigned long long us = get16(RTR) * 100ULL * (mem[RCR] + 1U);
+
+		avr_cycle_timer_register(avr, (avr_cycle_count_t)(us * (HZ / 1000000)), arp_timeout,
+					 (void *)(intptr_t)s);
+		return;
+	}
 	for (uint16_t i = 0; i < len; i++)
 		data[i] = mem[TX_BASE(s) + ((rd + i) & BUF_MASK)];
 	put16(SN(s, SN_TX_RD), wr);
@@ -224,10 +266,11 @@ int main(int argc, char **argv)
 	long long cal, dur = 0, s, w;
 	int in_case = 0;
 	FILE *f;
-	avr_cycle_count_t end;
+	avr_cycle_count_t end, reset_at = 0;
 
-	if (argc != 5) {
-		fprintf(stderr, "usage: %s FIRMWARE.elf SIGNALS.txt CASE OUT.txt\n", argv[0]);
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: %s FIRMWARE.elf SIGNALS.txt CASE OUT.txt [RESET_AT_MS]\n",
+			argv[0]);
 		return 2;
 	}
 	f = fopen(argv[2], "r");
@@ -288,7 +331,29 @@ int main(int argc, char **argv)
 							 (long long)(HZ / 1000000)),
 				 next_level, NULL);
 	end = (avr_cycle_count_t)((dur - offset_ms) * (long long)(HZ / 1000));
+	if (argc == 6) {
+		reset_at = (avr_cycle_count_t)((atoll(argv[5]) - offset_ms) * (long long)(HZ / 1000));
+		if (reset_at >= end) {
+			fprintf(stderr, "RESET_AT_MS is past the case's end\n");
+			return 2;
+		}
+	}
 	while (avr->cycle < end) {
+		if (reset_at && avr->cycle >= reset_at) {
+			reset_at = 0;
+			/* As the reset button: the chip and its pins start over, the EEPROM stays. */
+			avr_reset(avr);
+			avr_raise_irq(pin_d2, next_edge > 0 ? (uint32_t)edges[next_edge - 1][1] : 0);
+			/* A reset drops the cycle timers: the signal goes on from its next edge. */
+			if (next_edge < nedges)
+				avr_cycle_timer_register(
+					avr,
+					(avr_cycle_count_t)((edges[next_edge][0] - offset_ms * 1000) *
+							    (long long)(HZ / 1000000)) - avr->cycle,
+					next_level, NULL);
+			fprintf(out, "reset %llu %lld\n", sim_us(), case_ms());
+			fflush(out);
+		}
 		int state = avr_run(avr);
 
 		if (state == cpu_Done || state == cpu_Crashed) {

@@ -1,6 +1,8 @@
 /*
- * Host test of the firmware's tick encoder and HMAC-SHA256 against the shared vectors
- * (testvectors/tick-v1.txt) and RFC 4231. Built with ASan and UBSan by firmware/test/Makefile.
+ * Unit test of the firmware's tick encoder and HMAC-SHA256 against the shared vectors
+ * (testvectors/tick-v1.txt, on standard input) and RFC 4231. Built by firmware/test/Makefile
+ * for the host with ASan and UBSan, and for the ATmega328P, run in simavr (2 KiB of RAM:
+ * hence the small buffers).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,10 @@
 
 #include "../arduino/sha256.h"
 #include "../arduino/tick.h"
+#include "test_io.h"
+
+/* Key ids in the vectors are 1 and 2. */
+#define KEYS 4
 
 static int failures;
 
@@ -28,7 +34,7 @@ static size_t unhex(const char *s, uint8_t *out, size_t max)
 
 static const char *value(const char *line, const char *key)
 {
-	static char buf[160];
+	static char buf[136];
 	char pat[32];
 	const char *p;
 	size_t n;
@@ -75,25 +81,19 @@ static void rfc4231(void)
 	check("HMAC-SHA256, RFC 4231 case 2", memcmp(mac, want, 32) == 0);
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
 	static const char *const kinds[] = {"", "tick", "follow-up"};
 	static const char *const states[] = {"synchronized", "holdover", "unsynchronized"};
 	static const char *const leaps[] = {"none", "insert", "delete"};
 	static const char *const sources[] = {"system", "pps", "dcf77", "gnss"};
-	const char *path = argc > 1 ? argv[1] : "testvectors/tick-v1.txt";
-	uint8_t keys[8][64], want[80], got[64];
-	size_t key_len[8] = {0};
-	char line[1024];
+	static uint8_t keys[KEYS][64], want[80], got[64];
+	static size_t key_len[KEYS];
+	static char line[400];
 	int checked = 0;
-	FILE *f = fopen(path, "r");
 
-	if (!f) {
-		perror(path);
-		return 1;
-	}
 	rfc4231();
-	while (fgets(line, sizeof(line), f)) {
+	while (fgets(line, sizeof(line), stdin)) {
 		struct tick t;
 		char name[64];
 		const char *v;
@@ -102,7 +102,7 @@ int main(int argc, char **argv)
 
 		if (strncmp(line, "key ", 4) == 0) {
 			id = atoi(value(line, "id"));
-			if (id > 0 && id < 8)
+			if (id > 0 && id < KEYS)
 				key_len[id] = unhex(value(line, "hex"), keys[id], 64);
 			continue;
 		}
@@ -122,15 +122,15 @@ int main(int argc, char **argv)
 		t.session = (uint32_t)strtoul(value(line, "session"), NULL, 0);
 		t.sequence = (uint32_t)strtoul(value(line, "sequence"), NULL, 0);
 		t.error_us = (uint32_t)strtoul(value(line, "error_us"), NULL, 0);
-		t.second = strtoll(value(line, "second"), NULL, 10);
+		v = value(line, "second");
+		t.second = parse_i64(&v);
 		v = value(line, "tx_offset_ns");
-		t.tx_offset_ns = strtoll(v, NULL, 10);
-		id = t.key_id < 8 ? t.key_id : 0;
+		t.tx_offset_ns = parse_i64(&v);
+		id = t.key_id < KEYS ? t.key_id : 0;
 		len = tick_encode(&t, keys[id], key_len[id], got);
 		check(name, len == n && memcmp(got, want, n) == 0);
 		checked++;
 	}
-	fclose(f);
 	if (checked < 5) {
 		printf("FAIL: only %d vectors checked\n", checked);
 		return 1;

@@ -6,9 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use ntp_offset_proto::tick::{decode, Datagram, Kind, Leap, Source, SourceState};
+use ntp_offset_proto::tick::{decode, Datagram, Kind, Leap, Source, SourceState, TickPacket};
 use ntp_offset_proto::tick_auth::{verify, KeyRing};
 use ntp_offset_proto::tick_receiver::{Event, Receiver, ReceiverConfig, RxStamp};
 use ntp_offset_proto::time::Time;
@@ -20,11 +21,11 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn make(dir: &str, target: &str) -> String {
-    make_with(dir, target, &[])
-}
-
+/// Runs make; the tests of this file run in parallel, so each build output folder is built by
+/// one test at a time (two makes into one folder left an empty ELF in a fresh clone once).
 fn make_with(dir: &str, target: &str, vars: &[&str]) -> String {
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let out = run_bounded(
         Command::new("make")
             .args(["-s", "-C", dir, target])
@@ -43,6 +44,36 @@ fn make_with(dir: &str, target: &str, vars: &[&str]) -> String {
          arduino-core-avr and libsimavr-dev):\n{text}"
     );
     text
+}
+
+/// The firmware built with `extra_defs` into its own folder, and the simavr harness; each
+/// once per test process. Returns the ELF.
+fn firmware(extra_defs: &'static str) -> PathBuf {
+    static BUILT: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let build = root().join(match extra_defs {
+        "" => "target/firmware".to_string(),
+        defs => format!(
+            "target/firmware-{}",
+            defs.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        ),
+    });
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(&extra_defs) {
+        let size = make_with(
+            "firmware/arduino",
+            "all",
+            &[
+                &format!("BUILD={}", build.display()),
+                &format!("EXTRA_DEFS={extra_defs}"),
+            ],
+        );
+        eprintln!("{extra_defs}: {}", size.trim());
+        if built.is_empty() {
+            make_with("firmware/test", "sim", &[]);
+        }
+        built.push(extra_defs);
+    }
+    build.join("arduino.elf")
 }
 
 struct Expected {
@@ -76,54 +107,65 @@ fn expected(case: &str) -> Vec<Expected> {
 /// What the firmware did on the network besides ticks: (case ms, "dhcp WHAT" or "address IP").
 type NetworkEvents = Vec<(i64, String)>;
 
-/// Runs the case in simavr; returns (send time on the case's clock in ms, datagram bytes) of
-/// socket 0's datagrams, and the DHCP exchanges and address changes.
-fn simulate(case: &str) -> (Vec<(i64, Vec<u8>)>, NetworkEvents) {
-    let size = make("firmware/arduino", "all");
-    eprintln!("{}", size.trim());
-    make("firmware/test", "sim");
+/// One simavr run: the datagrams socket 0 sent, (case ms, bytes); the sends the model's
+/// ARP timed out, (case ms, "IP PORT"); DHCP and address events; resets; the serial console.
+struct Run {
+    packets: Vec<(i64, Vec<u8>)>,
+    timeouts: Vec<(i64, String)>,
+    network: NetworkEvents,
+    resets: Vec<i64>,
+    serial: String,
+}
+
+fn simulate(case: &str) -> Run {
+    simulate_with(&firmware(""), case, None)
+}
+
+/// Runs the case in simavr, resetting the AVR at `reset_at_ms` on the case's clock.
+fn simulate_with(elf: &Path, case: &str, reset_at_ms: Option<i64>) -> Run {
     let dir = common::tempdir(&format!("firmware-{case}"));
     let out = dir.join("packets.txt");
-    let run = run_bounded(
-        Command::new(root().join("target/firmware-test/sim_w5100"))
-            .arg(root().join("target/firmware/arduino.elf"))
-            .arg(root().join("testvectors/dcf77-signals.txt"))
-            .arg(case)
-            .arg(&out),
-        Duration::from_secs(300),
-    );
-    let log = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "simavr run failed:\n{log}");
+    let mut cmd = Command::new(root().join("target/firmware-test/sim_w5100"));
+    cmd.arg(elf)
+        .arg(root().join("testvectors/dcf77-signals.txt"))
+        .arg(case)
+        .arg(&out);
+    if let Some(ms) = reset_at_ms {
+        cmd.arg(ms.to_string());
+    }
+    let run = run_bounded(&mut cmd, Duration::from_secs(300));
+    let serial = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "simavr run failed:\n{serial}");
     let text = std::fs::read_to_string(&out).unwrap();
-    let (packets, other): (Vec<&str>, Vec<&str>) =
-        text.lines().partition(|l| l.starts_with("packet "));
-    let network = other
-        .iter()
-        .map(|l| {
+    let mut r = Run {
+        packets: Vec::new(),
+        timeouts: Vec::new(),
+        network: Vec::new(),
+        resets: Vec::new(),
+        serial,
+    };
+    for l in text.lines() {
+        // KIND SIM_US CASE_MS ...
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let ms: i64 = w[2].parse().unwrap();
+        match w[0] {
+            "packet" => {
+                // packet SIM_US CASE_MS IP PORT HEX
+                assert_eq!((w[3], w[4]), ("255.255.255.255", "8123"), "{l}");
+                let hex = w[5];
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                r.packets.push((ms, bytes));
+            }
+            "timeout" => r.timeouts.push((ms, format!("{} {}", w[3], w[4]))),
+            "reset" => r.resets.push(ms),
             // dhcp SIM_US CASE_MS WHAT | address SIM_US CASE_MS IP
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w[2].parse().unwrap(), format!("{} {}", w[0], w[3]))
-        })
-        .collect();
-    let packets = packets
-        .iter()
-        .map(|l| {
-            // packet SIM_US CASE_MS IP PORT HEX
-            let w: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(
-                (w[0], w[3], w[4]),
-                ("packet", "198.18.1.255", "8123"),
-                "{l}"
-            );
-            let hex = w[5];
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
-            (w[2].parse().unwrap(), bytes)
-        })
-        .collect();
-    (packets, network)
+            _ => r.network.push((ms, format!("{} {}", w[0], w[3]))),
+        }
+    }
+    r
 }
 
 /// The address comes from the harness's DHCP server before the first tick, and the lease
@@ -168,11 +210,12 @@ fn check_dhcp(case: &str, network: &NetworkEvents, first_tick_ms: i64, last_tick
 }
 
 fn check(case: &str) {
-    // The key compiled into the firmware by default: the test vectors' key 1.
-    let keys =
-        KeyRing::parse("1 101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f\n")
-            .unwrap();
-    let (all, network) = simulate(case);
+    let keys = default_keys();
+    let Run {
+        packets: all,
+        network,
+        ..
+    } = simulate(case);
     // Each tick is followed by its follow-up: the departure minus the mark.
     let (packets, follow_ups): (Vec<_>, Vec<_>) = all
         .into_iter()
@@ -323,15 +366,126 @@ fn firmware_in_simavr_flywheels_missing_pulses_as_holdover() {
 #[test]
 fn firmware_with_a_static_address_builds_within_size_too() {
     // The simulated runs use DHCP (config.h's default); the static variant must build as well.
-    let build = root().join("target/firmware-static");
-    let out = make_with(
-        "firmware/arduino",
-        "all",
-        &[
-            &format!("BUILD={}", build.display()),
-            "EXTRA_DEFS=-DCONFIG_DHCP=0",
-        ],
+    let elf = firmware("-DCONFIG_DHCP=0");
+    assert!(elf.exists(), "{}", elf.display());
+}
+
+/// The key compiled into the firmware by default: the test vectors' key 1.
+fn default_keys() -> KeyRing {
+    KeyRing::parse("1 101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f\n").unwrap()
+}
+
+/// 15:56-16:02 CEST: seconds right in the afternoon (on the AVR `int` has 16 bits, and the
+/// hour's seconds once overflowed it from 10:00 on), and a restart: reset after the first
+/// synchronized minute, the firmware synchronizes again with a new session (its boot
+/// counter in EEPROM), its sequence from 0, and a receiver takes it as a restart.
+#[test]
+fn firmware_in_simavr_restarts_with_a_new_session_in_the_afternoon() {
+    let case = "afternoon-cest-15h-restart";
+    let want = expected(case);
+    let reset_ms = want[0].mark_ms + 70_500;
+    let run = simulate_with(&firmware(""), case, Some(reset_ms));
+    assert_eq!(run.resets.len(), 1, "{case}");
+    let keys = default_keys();
+    let ticks: Vec<(i64, TickPacket)> = run
+        .packets
+        .iter()
+        .filter_map(|(ms, b)| match decode(b) {
+            Ok(Datagram::Tick(t)) if t.kind == Kind::Tick => {
+                verify(b, t.key_id, &keys).unwrap_or_else(|e| panic!("{case}: {e:?}"));
+                Some((*ms, t))
+            }
+            _ => None,
+        })
+        .collect();
+    let (before, after): (Vec<&(i64, TickPacket)>, Vec<_>) =
+        ticks.iter().partition(|(ms, _)| *ms < reset_ms);
+    assert!(
+        before.len() >= 60 && after.len() >= 60,
+        "{case}: {} ticks before the reset, {} after",
+        before.len(),
+        after.len()
     );
-    assert!(out.contains("firmware: flash"), "{out}");
-    eprintln!("static address: {}", out.trim());
+    for (ms, t) in &ticks {
+        let e = want
+            .iter()
+            .find(|e| (ms - e.mark_ms) >= 0 && (ms - e.mark_ms) < 100)
+            .unwrap_or_else(|| panic!("{case}: a tick at {ms} ms, at no mark"));
+        assert_eq!(t.second, e.second, "{case}: the tick sent at {ms} ms");
+    }
+    let (s1, s2) = (before[0].1.session, after[0].1.session);
+    assert_ne!(s1, s2, "{case}: the same session after a restart");
+    assert_eq!(
+        s2 >> 16,
+        (s1 >> 16).wrapping_add(1),
+        "{case}: the boot counter: {s1:08x} then {s2:08x}"
+    );
+    for (i, (_, t)) in after.iter().enumerate() {
+        assert_eq!((t.session, t.sequence), (s2, i as u32), "{case}");
+    }
+
+    let mut rx = Receiver::new(ReceiverConfig {
+        keys,
+        ..ReceiverConfig::default()
+    });
+    let mut events = Vec::new();
+    for (ms, bytes) in &run.packets {
+        let e = want.iter().rfind(|e| e.mark_ms <= *ms).unwrap();
+        let at = RxStamp {
+            real: Time::from_unix_nanos(e.second * 1_000_000_000 + (ms - e.mark_ms) * 1_000_000),
+            mono_ns: ms * 1_000_000,
+        };
+        rx.poll(ms * 1_000_000, &mut events);
+        rx.on_datagram(bytes, at, &mut events);
+    }
+    for e in &events {
+        if let Event::Rejected(r) = e {
+            panic!("{case}: rejected by the receiver: {}", r.name())
+        }
+    }
+    assert_eq!(rx.stats().restarts, 1, "{case}");
+    eprintln!(
+        "{case}: {} ticks in session {s1:08x}, reset at {reset_ms} ms, {} in session {s2:08x}; the receiver saw one restart",
+        before.len(),
+        after.len()
+    );
+}
+
+/// A directed broadcast makes the chip ARP for it (the model, like a real segment, answers
+/// no ARP for 198.18.1.255): every send ends in TIMEOUT. The firmware must not take that
+/// for success: it counts the failures and says so on the serial console, once a minute.
+#[test]
+fn firmware_in_simavr_reports_sends_that_fail() {
+    let case = "hour-cest-15";
+    let run = simulate_with(&firmware("-DCONFIG_DESTINATION={198,18,1,255}"), case, None);
+    let want = expected(case);
+    assert!(
+        run.packets.is_empty(),
+        "{case}: a datagram left: {:?}",
+        run.packets[0]
+    );
+    assert!(
+        run.timeouts.len() + 1 >= want.len()
+            && run.timeouts.iter().all(|(_, d)| d == "198.18.1.255 8123"),
+        "{case}: {} timeouts for {} marks: {:?}",
+        run.timeouts.len(),
+        want.len(),
+        &run.timeouts[..run.timeouts.len().min(3)]
+    );
+    let reports: Vec<&str> = run
+        .serial
+        .lines()
+        // simavr echoes each console line in color after it: the part before.
+        .map(|l| l.split('\x1b').next().unwrap_or(""))
+        .filter_map(|l| l.find("w5100: sends failed: ").map(|i| &l[i..]))
+        .collect();
+    assert!(
+        reports.len() >= 2 && reports[0].starts_with("w5100: sends failed: 1 "),
+        "{case}: the serial console says: {reports:?}\n{}",
+        run.serial
+    );
+    eprintln!(
+        "{case}: {} sends timed out; the console said {reports:?}",
+        run.timeouts.len()
+    );
 }
