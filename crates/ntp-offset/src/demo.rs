@@ -3,13 +3,10 @@
 
 use std::net::{SocketAddr, UdpSocket};
 
-use ntp_offset_proto::leap::LeapPolicy;
-use ntp_offset_proto::responder::Unmatched;
-use ntp_offset_proto::system::ClockPolicy;
 use ntp_offset_proto::time::Offset;
-use ntp_offset_proto::view::{LocalAddr, Rule, Target, View, ViewId, ViewTable};
 
-use crate::config::{ServeConfig, DEFAULT_REFID, DEFAULT_STRATUM};
+use crate::config::ServeConfig;
+use crate::logging::out;
 use crate::query::{self, QueryOptions};
 use crate::serve::Server;
 
@@ -30,36 +27,22 @@ fn pick_addrs() -> Vec<SocketAddr> {
     held.iter().filter_map(|s| s.local_addr().ok()).collect()
 }
 
+/// The tour's config, through the same checks as a file: a view per address, 15 s apart.
 fn config(addrs: &[SocketAddr]) -> ServeConfig {
-    let views = (0..addrs.len())
-        .map(|i| View {
-            name: format!("q{}", 15 * i),
-            offset: Offset::from_secs(15 * i as i64),
-        })
-        .collect();
-    let rules = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Rule {
-            listen: vec![LocalAddr::Socket(*a)],
-            clients: vec![],
-            target: Target::View(ViewId(i as u16)),
-        })
-        .collect();
-    ServeConfig {
-        listen: addrs.to_vec(),
-        views: ViewTable::new(views, rules, None),
-        unmatched: Unmatched::Ignore,
-        // This machine's clock may be kept by no daemon: the demo host is its own reference.
-        clock: ClockPolicy {
-            local_stratum: Some(10),
-            stratum: DEFAULT_STRATUM,
-            reference_id: DEFAULT_REFID,
-        },
-        leap: LeapPolicy::default(),
-        rate_limit: None,
-        reference: crate::config::Reference::System,
+    let quoted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    // This machine's clock may be kept by no daemon: the demo host is its own reference.
+    let mut text = format!(
+        "[server]\nlisten = [{}]\nlocal_stratum = 10\n[rate_limit]\nenabled = false\n",
+        quoted.join(", ")
+    );
+    for (i, a) in addrs.iter().enumerate() {
+        text += &format!(
+            "[[view]]\nname = \"q{}\"\noffset = \"{}s\"\nlisten = [\"{a}\"]\n",
+            15 * i,
+            15 * i
+        );
     }
+    crate::config::parse(&text, "the demo's config").expect("the demo's config is valid")
 }
 
 /// Runs the tour; true when every view measured within 1 ms of its configured offset.
@@ -69,17 +52,21 @@ pub fn run() -> Result<bool, String> {
         return Err("cannot find four free UDP ports on 127.0.0.1".into());
     }
     let cfg = config(&addrs);
-    println!("ntp-offset demo: one server, four views 15 s apart, on loopback.");
-    println!("Each view answers on its own address; the client below is `ntp-offset query`.\n");
+    out(format_args!(
+        "ntp-offset demo: one server, four views 15 s apart, on loopback."
+    ));
+    out(format_args!(
+        "Each view answers on its own address; the client below is `ntp-offset query`.\n"
+    ));
     let server = Server::start(cfg.clone())?;
     let opts = QueryOptions {
         count: 5,
         ..QueryOptions::default()
     };
-    println!(
+    out(format_args!(
         "{:<5}  {:<16}  {:>11}  {:>18}  {:>9}  {:>9}",
         "VIEW", "ADDRESS", "CONFIGURED", "MEASURED", "ERROR", "DELAY"
-    );
+    ));
     let mut measured = Vec::new();
     let mut ok = true;
     for (view, addr) in cfg.views.views().iter().zip(&addrs) {
@@ -87,7 +74,7 @@ pub fn run() -> Result<bool, String> {
             Ok(s) => {
                 let err = s.offset.add(view.offset.neg());
                 ok &= err.abs() < Offset::from_micros(1000);
-                println!(
+                out(format_args!(
                     "{:<5}  {:<16}  {:>9} s  {:>16} s  {:>6} us  {:>6} us",
                     view.name,
                     addr.to_string(),
@@ -95,12 +82,16 @@ pub fn run() -> Result<bool, String> {
                     format!("{:.6}", s.offset),
                     format!("{:+}", err.nanos() / 1000),
                     s.delay.nanos() / 1000
-                );
+                ));
                 measured.push(s.offset);
             }
             Err(e) => {
                 ok = false;
-                println!("{:<5}  {:<16}  {e}", view.name, addr.to_string());
+                out(format_args!(
+                    "{:<5}  {:<16}  {e}",
+                    view.name,
+                    addr.to_string()
+                ));
             }
         }
     }
@@ -109,20 +100,20 @@ pub fn run() -> Result<bool, String> {
             .windows(2)
             .map(|w| format!("{:.6}", w[1].add(w[0].neg())))
             .collect();
-        println!(
+        out(format_args!(
             "\nAdjacent views measured apart by {} s (configured: 15 s).",
             gaps.join(", ")
-        );
+        ));
     }
-    println!("\nServer counters: {}", server.stats());
+    out(format_args!("\nServer counters: {}", server.stats()));
     server.stop();
-    println!(
+    out(format_args!(
         "\n{}",
         if ok {
             "Every view is within 1 ms of its configured offset. Next: `ntp-offset serve --config examples/try-it.toml`."
         } else {
             "Some view is off by 1 ms or more, or did not answer: see above."
         }
-    );
+    ));
     Ok(ok)
 }

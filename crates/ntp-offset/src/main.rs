@@ -1,25 +1,28 @@
 //! `ntp-offset`: serve deliberately shifted NTP time. See the README.
 #![forbid(unsafe_code)]
 
+mod args;
 mod config;
 mod demo;
 mod duration;
+mod files;
+mod logging;
 mod pulse;
 mod query;
 mod serve;
+mod text;
+mod ticks;
 mod udp;
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ntp_offset_proto::time::Offset;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
-use tracing::{error, info, level_filters::LevelFilter};
+use tracing::{error, info, level_filters::LevelFilter, warn};
 
 #[derive(Parser)]
 #[command(
@@ -51,39 +54,13 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Configuration file (TOML); see examples/ and docs/configuration.md.
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["listen", "offset", "local_stratum", "no_rate_limit", "reference"])]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["listen", "offset", "local_stratum", "no_rate_limit", "reference", "tick_listen", "share_tick_port", "key_file", "allow_unauthenticated", "holdover"])]
     config: Option<PathBuf>,
-    /// Validate the configuration file and exit.
-    #[arg(long, requires = "config")]
-    check: bool,
-    /// Without a config file: address to answer on (repeatable), e.g. 127.0.0.1:11123.
-    #[arg(long, value_name = "IP:PORT")]
-    listen: Vec<SocketAddr>,
-    /// Without a config file: the one view's offset, e.g. 15s, -250ms, +3650d.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_offset, requires = "listen")]
-    offset: Option<Offset>,
-    /// Without a config file: this host is the reference; answer as synchronized at this stratum.
-    #[arg(long, value_name = "STRATUM", value_parser = clap::value_parser!(u8).range(1..=15), requires = "listen")]
-    local_stratum: Option<u8>,
-    /// Without a config file: do not rate-limit clients.
-    #[arg(long, requires = "listen")]
-    no_rate_limit: bool,
-    /// Without a config file: where time comes from. `system`: the host clock; `pulse`: a
-    /// clock disciplined by received ticks (`pulse send`), leaving the host clock alone.
-    #[arg(long, value_name = "SOURCE", value_parser = ["system", "pulse"], requires = "listen")]
-    reference: Option<String>,
-    /// With --reference pulse: address to receive ticks on (repeatable; default 0.0.0.0:8123).
-    #[arg(long, value_name = "IP:PORT")]
-    tick_listen: Vec<SocketAddr>,
-    /// With --reference pulse: the tick key file (`ID HEX` lines, mode 600).
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
-    /// With --reference pulse: accept unsigned ticks.
+    /// Validate the configuration (file or flags), print warnings, and exit.
     #[arg(long)]
-    allow_unauthenticated: bool,
-    /// With --reference pulse: without ticks for this long, answers say unsynchronized.
-    #[arg(long, value_name = "DURATION", value_parser = parse_offset)]
-    holdover: Option<Offset>,
+    check: bool,
+    #[command(flatten)]
+    flags: config::ServeFlags,
 }
 
 #[derive(clap::Args)]
@@ -95,7 +72,7 @@ struct QueryArgs {
     #[arg(long, short = 'n', default_value_t = 4)]
     count: u32,
     /// How long to wait for each answer.
-    #[arg(long, short = 't', default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, short = 't', default_value = "2s", value_parser = args::parse_duration)]
     timeout: Duration,
     /// NTP version of the requests (2-4).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=4))]
@@ -104,17 +81,6 @@ struct QueryArgs {
     /// delay and dispersion; times in seconds) instead of the table.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_offset(s: &str) -> Result<Offset, String> {
-    duration::parse(s)
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let o = duration::parse(s)?;
-    u64::try_from(o.nanos())
-        .map(Duration::from_nanos)
-        .map_err(|_| "must not be negative".into())
 }
 
 fn main() -> ExitCode {
@@ -126,7 +92,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(logging::Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
@@ -159,54 +125,49 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let cfg = match (&args.config, args.listen.is_empty()) {
-        (Some(path), _) => match config::load(path) {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        (None, false) => {
-            let mut cfg = config::quick(
-                args.listen.clone(),
-                args.offset.unwrap_or(Offset::ZERO),
-                args.local_stratum,
-                !args.no_rate_limit,
-            );
-            match quick_reference(&args) {
-                Ok(r) => cfg.reference = r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-            cfg
-        }
+    let loaded = match (&args.config, args.flags.listen.is_empty()) {
+        (Some(path), _) => config::load(path),
+        (None, false) => config::from_flags(&args.flags),
         (None, true) => {
-            eprintln!("error: give --config FILE (try examples/try-it.toml), or --listen IP:PORT [--offset DURATION] for one view");
+            logging::err(format_args!("error: give --config FILE (try examples/try-it.toml), or --listen IP:PORT [--offset DURATION] for one view"));
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            logging::err(format_args!("error: {e}"));
             return ExitCode::from(2);
         }
     };
     if args.check {
-        let path = args
+        let name = args
             .config
             .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+            .map_or("the command line".to_string(), |p| p.display().to_string());
+        for w in &cfg.warnings {
+            logging::out(format_args!("warning: {w}"));
+        }
         let views: Vec<String> = cfg
             .views
             .views()
             .iter()
             .map(|v| format!("{} {}", v.name, duration::format(v.offset)))
             .collect();
-        println!(
-            "{path}: OK: {} views ({}), listening on {}",
+        logging::out(format_args!(
+            "{name}: OK: {} views ({}), listening on {}{}",
             views.len(),
             views.join(", "),
-            config::join_addrs(&cfg.listen)
-        );
+            text::join_addrs(&cfg.listen),
+            match cfg.warnings.len() {
+                0 => String::new(),
+                n => format!("; {n} warning{}", if n == 1 { "" } else { "s" }),
+            }
+        ));
         return ExitCode::SUCCESS;
+    }
+    for w in &cfg.warnings {
+        warn!("{w}");
     }
     // Register signals before serving, so an early SIGHUP/SIGTERM is not lost or fatal.
     let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1]) {
@@ -228,6 +189,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             SIGHUP => match &args.config {
                 None => info!("SIGHUP: no config file to reload (started with --listen)"),
                 Some(path) => match config::load(path).and_then(|cfg| {
+                    for w in &cfg.warnings {
+                        warn!("{w}");
+                    }
                     server.reload(cfg).map_err(|message| config::ConfigError {
                         file: path.display().to_string(),
                         line: None,
@@ -254,37 +218,4 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     server.stop();
     ExitCode::SUCCESS
-}
-
-/// The `[reference]` of `serve --listen ...`, from --reference and the tick options.
-fn quick_reference(args: &ServeArgs) -> Result<config::Reference, String> {
-    let pulse_only = !args.tick_listen.is_empty()
-        || args.key_file.is_some()
-        || args.allow_unauthenticated
-        || args.holdover.is_some();
-    if args.reference.as_deref() != Some("pulse") {
-        if pulse_only {
-            return Err("--tick-listen, --key-file, --allow-unauthenticated and --holdover need --reference pulse".into());
-        }
-        return Ok(config::Reference::System);
-    }
-    if args.local_stratum.is_some() {
-        return Err("--local-stratum and --reference pulse contradict each other: with pulse, the stratum is the transmitter's + 1".into());
-    }
-    let keys = match &args.key_file {
-        Some(path) => pulse::keys::load(path)?,
-        None if args.allow_unauthenticated => Default::default(),
-        None => return Err("--reference pulse needs --key-file FILE (make one with `ntp-offset pulse keygen`) or --allow-unauthenticated".into()),
-    };
-    let mut p = config::PulseReference::new(keys, args.allow_unauthenticated);
-    if !args.tick_listen.is_empty() {
-        p.listen = args.tick_listen.clone();
-    }
-    if let Some(h) = args.holdover {
-        if h < Offset::from_secs(3) {
-            return Err("--holdover must be at least 3s".into());
-        }
-        p.model.holdover_limit_ns = h.nanos();
-    }
-    Ok(config::Reference::Pulse(p))
 }

@@ -7,11 +7,13 @@ use std::io::ErrorKind;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ntp_offset_proto::client::{evaluate, Sample};
+use ntp_offset_proto::client::{evaluate, ResponseError, Sample};
 use ntp_offset_proto::packet::{Header, LeapIndicator};
 use ntp_offset_proto::time::{NtpTimestamp, Time};
 use ntp_offset_sys::batch::{enable_rx_timestamps, is_retryable, RecvBatch};
 use ntp_offset_sys::clock::realtime;
+
+use crate::logging::out;
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueryOptions {
@@ -59,53 +61,136 @@ pub fn resolve(target: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{target}` has no address"))
 }
 
+/// What became of one request.
+#[derive(Clone, Debug, PartialEq)]
+enum Outcome {
+    Answer(Sample),
+    /// No answer within the timeout.
+    Silence,
+    /// A kiss-o'-death, with its code (RATE, DENY, ...).
+    Kiss([u8; 4]),
+    Failed(String),
+}
+
+/// All of one server's requests, and the best answer among them.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub best: Option<Sample>,
+    pub requests: u32,
+    pub answers: u32,
+    pub silent: u32,
+    /// Kiss-o'-death codes in the order they came.
+    pub kisses: Vec<String>,
+    pub errors: Vec<String>,
+    /// How long each request waited at most.
+    pub timeout: Duration,
+}
+
+impl Report {
+    fn add(&mut self, o: Outcome) {
+        self.requests += 1;
+        match o {
+            Outcome::Answer(s) => {
+                self.answers += 1;
+                if self.best.is_none_or(|b| s.delay < b.delay) {
+                    self.best = Some(s);
+                }
+            }
+            Outcome::Silence => self.silent += 1,
+            Outcome::Kiss(code) => self.kisses.push(
+                String::from_utf8_lossy(&code)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            ),
+            Outcome::Failed(e) => {
+                if !self.errors.contains(&e) {
+                    self.errors.push(e);
+                }
+            }
+        }
+    }
+
+    /// What went wrong, when nothing usable came back: every request's fate, counted.
+    pub fn problem(&self) -> String {
+        let mut parts = Vec::new();
+        if self.silent > 0 {
+            parts.push(format!(
+                "{} unanswered within {:.1} s each",
+                self.silent,
+                self.timeout.as_secs_f64()
+            ));
+        }
+        let mut codes: Vec<&String> = Vec::new();
+        for k in &self.kisses {
+            if !codes.contains(&k) {
+                codes.push(k);
+            }
+        }
+        for code in codes {
+            let n = self.kisses.iter().filter(|k| *k == code).count();
+            let why = match code.as_str() {
+                "RATE" => " (the server rate-limits this client: ask less often)",
+                "DENY" | "RSTR" => " (the server refuses this client)",
+                _ => "",
+            };
+            parts.push(format!("{n} kiss-o'-death {code}{why}"));
+        }
+        parts.extend(self.errors.iter().cloned());
+        format!(
+            "no time from {} request{}: {}",
+            self.requests,
+            if self.requests == 1 { "" } else { "s" },
+            parts.join(", ")
+        )
+    }
+}
+
 /// One exchange with `addr`.
 fn exchange(
     socket: &UdpSocket,
     batch: &mut RecvBatch,
     opts: &QueryOptions,
     cookie: u64,
-) -> Result<Sample, String> {
+) -> Outcome {
     let sent = NtpTimestamp::from_bits(cookie);
     let request = Header::client_request(opts.version, sent).encode();
     let (s, ns) = realtime();
-    socket
-        .send(&request)
-        .map_err(|e| format!("send failed: {e}"))?;
+    if let Err(e) = socket.send(&request) {
+        return Outcome::Failed(format!("send failed: {e}"));
+    }
     let t1 = Time::from_timespec(s, ns);
     let deadline = Instant::now() + opts.timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!(
-                "no answer within {:.1} s",
-                opts.timeout.as_secs_f64()
-            ));
+            return Outcome::Silence;
         }
-        socket
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
+        if let Err(e) = socket.set_read_timeout(Some(left)) {
+            return Outcome::Failed(e.to_string());
+        }
         match batch.recv(socket) {
             Ok(_) => {}
             Err(e) if is_retryable(&e) => continue,
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                return Err("connection refused (nothing listens there)".into())
+                return Outcome::Failed("connection refused (nothing listens there)".into())
             }
-            Err(e) => return Err(format!("receive failed: {e}")),
+            Err(e) => return Outcome::Failed(format!("receive failed: {e}")),
         }
         let Some(r) = batch.get(0) else { continue };
         let (s4, ns4) = r.rx_time.unwrap_or_else(realtime);
         match evaluate(r.data, sent, t1, Time::from_timespec(s4, ns4)) {
-            Ok(sample) => return Ok(sample),
+            Ok(sample) => return Outcome::Answer(sample),
             // A stale or foreign packet: keep waiting for ours.
-            Err(ntp_offset_proto::client::ResponseError::OriginMismatch) => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(ResponseError::OriginMismatch) => continue,
+            Err(ResponseError::Kiss(code)) => return Outcome::Kiss(code),
+            Err(e) => return Outcome::Failed(e.to_string()),
         }
     }
 }
 
-/// Asks `addr` `opts.count` times and returns the sample with the smallest delay.
-pub fn query(addr: SocketAddr, opts: &QueryOptions) -> Result<Sample, String> {
+/// Asks `addr` `opts.count` times; the report keeps the answer with the smallest delay and
+/// what became of the others.
+pub fn query_all(addr: SocketAddr, opts: &QueryOptions) -> Result<Report, String> {
     let any: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().unwrap()
     } else {
@@ -118,19 +203,28 @@ pub fn query(addr: SocketAddr, opts: &QueryOptions) -> Result<Sample, String> {
     enable_rx_timestamps(&socket).map_err(|e| e.to_string())?;
     let mut batch = RecvBatch::new(1, 1024);
     let cookies = RandomState::new();
-    let mut best: Option<Sample> = None;
-    let mut last_err = None;
+    let mut report = Report {
+        timeout: opts.timeout,
+        ..Report::default()
+    };
     for i in 0..opts.count.max(1) {
         if i > 0 {
             std::thread::sleep(opts.interval);
         }
-        match exchange(&socket, &mut batch, opts, cookies.hash_one((i, addr))) {
-            Ok(s) if best.is_none_or(|b| s.delay < b.delay) => best = Some(s),
-            Ok(_) => {}
-            Err(e) => last_err = Some(e),
-        }
+        report.add(exchange(
+            &socket,
+            &mut batch,
+            opts,
+            cookies.hash_one((i, addr)),
+        ));
     }
-    best.ok_or_else(|| last_err.unwrap_or_default())
+    Ok(report)
+}
+
+/// The best answer of `opts.count` requests, or what became of them all.
+pub fn query(addr: SocketAddr, opts: &QueryOptions) -> Result<Sample, String> {
+    let r = query_all(addr, opts)?;
+    r.best.ok_or_else(|| r.problem())
 }
 
 /// The reference ID as people read it: text for stratum 0-1 and for ASCII ids, else an IPv4.
@@ -149,17 +243,19 @@ pub fn refid_text(h: &Header) -> String {
 /// Runs `query` for every target and prints the table; true when every server answered as
 /// synchronized.
 pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
-    let results: Vec<(String, Result<Sample, String>)> = targets
+    let results: Vec<(String, Result<Report, String>)> = targets
         .iter()
-        .map(|t| (t.clone(), resolve(t).and_then(|a| query(a, opts))))
+        .map(|t| (t.clone(), resolve(t).and_then(|a| query_all(a, opts))))
         .collect();
-    let synchronized = |r: &Result<Sample, String>| {
-        r.as_ref()
-            .is_ok_and(|s| s.header.leap != LeapIndicator::Unsynchronized)
+    let synchronized = |r: &Result<Report, String>| {
+        r.as_ref().is_ok_and(|r| {
+            r.best
+                .is_some_and(|s| s.header.leap != LeapIndicator::Unsynchronized)
+        })
     };
     if opts.json {
         for (target, r) in &results {
-            println!("{}", json_line(target, r));
+            out(format_args!("{}", json_line(target, r)));
         }
         return results.iter().all(|(_, r)| synchronized(r));
     }
@@ -169,66 +265,96 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
         .max()
         .unwrap_or(6)
         .max(6);
-    println!(
+    out(format_args!(
         "{:width$}  {:>20}  {:>11}  {:>2}  LI  REFID",
         "SERVER", "OFFSET", "DELAY", "ST"
-    );
+    ));
     let mut all_good = true;
     for (target, r) in &results {
         match r {
-            Ok(s) => {
+            Ok(Report {
+                best: Some(s),
+                requests,
+                answers,
+                ..
+            }) => {
                 let h = &s.header;
                 let li = h.leap as u8;
-                let note = if h.leap == LeapIndicator::Unsynchronized {
-                    "  unsynchronized"
-                } else {
-                    ""
-                };
+                let mut note = String::new();
+                if h.leap == LeapIndicator::Unsynchronized {
+                    note += "  unsynchronized";
+                }
+                if answers < requests {
+                    note += &format!("  ({answers} of {requests} answered)");
+                }
                 all_good &= h.leap != LeapIndicator::Unsynchronized;
-                println!(
+                out(format_args!(
                     "{target:width$}  {:>18} s  {:>9} s  {:>2}  {li:>2}  {}{note}",
                     format!("{:.6}", s.offset),
                     format!("{:.6}", s.delay).trim_start_matches('+'),
                     h.stratum,
                     refid_text(h)
-                );
+                ));
+            }
+            Ok(r) => {
+                all_good = false;
+                out(format_args!("{target:width$}  {}", r.problem()));
             }
             Err(e) => {
                 all_good = false;
-                println!("{target:width$}  {e}");
+                out(format_args!("{target:width$}  {e}"));
             }
         }
     }
     let answered: Vec<(&String, &Sample)> = results
         .iter()
-        .filter_map(|(t, r)| r.as_ref().ok().map(|s| (t, s)))
+        .filter_map(|(t, r)| {
+            r.as_ref()
+                .ok()
+                .and_then(|r| r.best.as_ref())
+                .map(|s| (t, s))
+        })
         .collect();
     if answered.len() >= 2 {
-        println!("\ndifferences between servers:");
+        out(format_args!("\ndifferences between servers:"));
         for (i, (a, sa)) in answered.iter().enumerate() {
             for (b, sb) in &answered[i + 1..] {
-                println!("  {b} - {a} = {:.6} s", sb.offset.add(sa.offset.neg()));
+                out(format_args!(
+                    "  {b} - {a} = {:.6} s",
+                    sb.offset.add(sa.offset.neg())
+                ));
             }
         }
     }
     all_good
 }
 
-/// One server's result for scripts: times in seconds, header fields as on the wire.
-fn json_line(target: &str, r: &Result<Sample, String>) -> serde_json::Value {
+/// One server's result for scripts: times in seconds, header fields as on the wire, and what
+/// became of the requests.
+fn json_line(target: &str, r: &Result<Report, String>) -> serde_json::Value {
     match r {
-        Ok(s) => {
-            let h = &s.header;
-            serde_json::json!({
-                "server": target,
-                "offset": s.offset.as_secs_f64(),
-                "delay": s.delay.as_secs_f64(),
-                "stratum": h.stratum,
-                "leap": h.leap as u8,
-                "refid": refid_text(h),
-                "root_delay": h.root_delay.to_offset().as_secs_f64(),
-                "root_dispersion": h.root_dispersion.to_offset().as_secs_f64(),
-            })
+        Ok(r) => {
+            let mut v = match &r.best {
+                Some(s) => {
+                    let h = &s.header;
+                    serde_json::json!({
+                        "server": target,
+                        "offset": s.offset.as_secs_f64(),
+                        "delay": s.delay.as_secs_f64(),
+                        "stratum": h.stratum,
+                        "leap": h.leap as u8,
+                        "refid": refid_text(h),
+                        "root_delay": h.root_delay.to_offset().as_secs_f64(),
+                        "root_dispersion": h.root_dispersion.to_offset().as_secs_f64(),
+                    })
+                }
+                None => serde_json::json!({ "server": target, "error": r.problem() }),
+            };
+            v["requests"] = r.requests.into();
+            v["answers"] = r.answers.into();
+            v["unanswered"] = r.silent.into();
+            v["kiss_codes"] = r.kisses.clone().into();
+            v
         }
         Err(e) => serde_json::json!({ "server": target, "error": e }),
     }
@@ -237,6 +363,19 @@ fn json_line(target: &str, r: &Result<Sample, String>) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_counts_every_request_and_names_kiss_codes() {
+        let mut r = Report {
+            timeout: Duration::from_secs(2),
+            ..Report::default()
+        };
+        r.add(Outcome::Kiss(*b"RATE"));
+        r.add(Outcome::Silence);
+        r.add(Outcome::Kiss(*b"RATE"));
+        r.add(Outcome::Kiss(*b"DENY"));
+        assert_eq!(r.problem(), "no time from 4 requests: 1 unanswered within 2.0 s each, 2 kiss-o'-death RATE (the server rate-limits this client: ask less often), 1 kiss-o'-death DENY (the server refuses this client)");
+    }
 
     #[test]
     fn targets_resolve_with_default_port() {

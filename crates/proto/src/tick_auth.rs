@@ -97,6 +97,10 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The first key of the file (a transmitter's default signing key).
     pub fn first(&self) -> &Key {
         &self.keys[0]

@@ -394,6 +394,11 @@ impl Receiver {
         &self.cfg
     }
 
+    /// New keys (a reloaded key file); the transmitter followed and its state stay.
+    pub fn set_keys(&mut self, keys: KeyRing) {
+        self.cfg.keys = keys;
+    }
+
     /// Handles one datagram. `from_legacy_port`: it came in on the legacy port, where only
     /// legacy pulses are expected (they are accepted on either port when enabled).
     pub fn on_datagram(&mut self, data: &[u8], rx: RxStamp, events: &mut Vec<Event>) {

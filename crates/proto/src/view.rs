@@ -116,6 +116,16 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 impl Cidr {
+    /// Whether every address of `other` is in this prefix.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - self.prefix)
+        };
+        self.prefix <= other.prefix && other.net & mask == self.net
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let mask = if self.prefix == 0 {
             0
@@ -174,7 +184,7 @@ impl core::fmt::Display for Cidr {
 }
 
 impl LocalAddr {
-    fn matches(&self, local: SocketAddr) -> bool {
+    pub fn matches(&self, local: SocketAddr) -> bool {
         match self {
             LocalAddr::Socket(s) => {
                 s.port() == local.port() && canonical_ip(s.ip()) == canonical_ip(local.ip())
@@ -209,6 +219,10 @@ impl Spread {
             })
             .collect();
         Spread { members, key }
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = ViewId> + '_ {
+        self.members.iter().map(|&(id, _)| id)
     }
 
     /// The member view this client belongs to (rendezvous hashing).
@@ -308,6 +322,10 @@ mod tests {
         assert!(!cidr("10.1.2.3").contains(ip("10.1.2.4")));
         // A v4 client on a dual-stack socket shows up IPv4-mapped.
         assert!(cidr("10.0.0.0/8").contains(ip("::ffff:10.9.8.7")));
+        assert!(cidr("198.18.0.0/15").covers(&cidr("198.19.1.0/24")));
+        assert!(cidr("0.0.0.0/0").covers(&cidr("10.1.2.3")));
+        assert!(!cidr("198.19.1.0/24").covers(&cidr("198.18.0.0/15")));
+        assert!(!cidr("10.0.0.0/8").covers(&cidr("2001:db8::/32")));
         assert_eq!(cidr("198.18.0.0/15").to_string(), "198.18.0.0/15");
         assert_eq!(cidr("2001:db8::/32").to_string(), "2001:db8::/32");
     }

@@ -1,10 +1,19 @@
-//! The `serve` configuration: TOML in, a validated [`ServeConfig`] out. Every error names the
-//! file, the line and the field, and says what is allowed. The format is documented in
-//! `docs/configuration.md`; `examples/` has files that pass `serve --check`.
+//! The `serve` configuration: a TOML file, or `serve`'s flags, in; a validated
+//! [`ServeConfig`] out. Both go one way: flags become the raw structures a file gives
+//! (`flags.rs`), and [`Context::build`] checks either, so every limit holds on every path.
+//! Every error names the file and line (or the flag) and the field, and says what is allowed.
+//! The format is documented in `docs/configuration.md`; `examples/` has files that pass
+//! `serve --check`.
+//!
+//! - `raw.rs`: the schema, unchecked
+//! - `server.rs`: `[server]` and `[rate_limit]`
+//! - `views.rs`: `[[view]]`, `[[spread]]`, and which of them can answer
+//! - `reference.rs`: `[reference]`, where time comes from
+//! - `receiver.rs`: tick receiver limits, shared with `pulse listen`'s flags
+//! - `flags.rs`: `serve --listen ...` as a config
 
-use std::collections::HashSet;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
 
@@ -12,17 +21,16 @@ use ntp_offset_proto::leap::LeapPolicy;
 use ntp_offset_proto::ratelimit::RateLimitParams;
 use ntp_offset_proto::responder::Unmatched;
 use ntp_offset_proto::system::ClockPolicy;
-use ntp_offset_proto::time::{Offset, MAX_OFFSET};
-use ntp_offset_proto::view::{Cidr, LocalAddr, Rule, Spread, Target, View, ViewId, ViewTable};
-use serde::Deserialize;
-use siphasher::sip::SipHasher13;
-use std::hash::Hasher;
-use toml::Spanned;
+use ntp_offset_proto::view::ViewTable;
 
-use crate::duration;
-
+mod flags;
+mod raw;
+pub mod receiver;
 mod reference;
-use reference::RawReference;
+mod server;
+mod views;
+
+pub use flags::ServeFlags;
 pub use reference::{PulseReference, Reference};
 
 /// Everything `serve` needs, checked.
@@ -36,16 +44,14 @@ pub struct ServeConfig {
     /// None: no rate limiting.
     pub rate_limit: Option<RateLimitParams>,
     pub reference: Reference,
+    /// What may be intended but looks like a mistake (`serve --check` prints them, `serve`
+    /// logs them): a rule that never matches, a listening address that selects no view.
+    pub warnings: Vec<ConfigError>,
 }
 
-pub const DEFAULT_STRATUM: u8 = 3;
-pub const DEFAULT_REFID: [u8; 4] = *b"OFFS";
-pub const DEFAULT_RATE_LIMIT: RateLimitParams = RateLimitParams {
-    interval_ns: 2_000_000_000,
-    burst: 16,
-    kod: false,
-    table_size: 16_384,
-};
+/// A config file larger than this is refused: no real one comes near it, and reading a
+/// device or a huge file by mistake must not exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -70,84 +76,28 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    server: Spanned<RawServer>,
-    reference: Option<Spanned<RawReference>>,
-    rate_limit: Option<Spanned<RawRateLimit>>,
-    #[serde(default)]
-    view: Vec<Spanned<RawView>>,
-    #[serde(default)]
-    spread: Vec<Spanned<RawSpread>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Spanned<Vec<Spanned<String>>>,
-    unmatched: Option<Spanned<String>>,
-    default_view: Option<Spanned<String>>,
-    local_stratum: Option<Spanned<i64>>,
-    stratum: Option<Spanned<i64>>,
-    reference_id: Option<Spanned<String>>,
-    leap: Option<Spanned<String>>,
-    leap_smear_window: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    enabled: Option<bool>,
-    interval: Option<Spanned<String>>,
-    burst: Option<Spanned<i64>>,
-    kod: Option<bool>,
-    table_size: Option<Spanned<i64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawView {
-    name: Spanned<String>,
-    offset: Spanned<String>,
-    #[serde(default)]
-    listen: Vec<Spanned<String>>,
-    #[serde(default)]
-    clients: Vec<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpread {
-    name: Spanned<String>,
-    views: Spanned<Vec<Spanned<String>>>,
-    key: Option<Spanned<String>>,
-    #[serde(default)]
-    listen: Vec<Spanned<String>>,
-    #[serde(default)]
-    clients: Vec<Spanned<String>>,
-}
-
-/// View names and their ids, for looking up references to views.
-type ViewNames = Vec<(String, ViewId)>;
-
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
     let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: None,
-        field: String::new(),
-        message: format!("cannot read: {e}"),
-    })?;
+    let source =
+        crate::files::read_capped(path, MAX_FILE_BYTES).map_err(|message| ConfigError {
+            file: file.clone(),
+            line: None,
+            field: String::new(),
+            message,
+        })?;
     parse(&source, &file)
 }
 
 /// Validates config text; `file` names it in errors.
 pub fn parse(source: &str, file: &str) -> Result<ServeConfig, ConfigError> {
-    let cx = Context { source, file };
-    let raw: RawFile = toml::from_str(source).map_err(|e| {
-        let line = e.span().map(|s| cx.line(&s));
+    let cx = Context {
+        source,
+        file,
+        flag_names: None,
+    };
+    let raw: raw::RawFile = toml::from_str(source).map_err(|e| {
+        let line = e.span().map(|s| cx.line_of(&s));
         // toml's message says what was expected; the span gives the line.
         ConfigError {
             file: file.to_string(),
@@ -159,17 +109,57 @@ pub fn parse(source: &str, file: &str) -> Result<ServeConfig, ConfigError> {
     cx.build(raw)
 }
 
-struct Context<'a> {
-    source: &'a str,
-    file: &'a str,
+/// Validates `serve`'s flags, as the file's checks would the same settings.
+pub fn from_flags(flags: &ServeFlags) -> Result<ServeConfig, ConfigError> {
+    Context::flags(flags::FLAG_NAMES).build(flags.to_raw())
 }
 
-impl Context<'_> {
-    fn line(&self, span: &Range<usize>) -> usize {
+/// Where the values being checked came from, for error messages.
+pub(crate) struct Context<'a> {
+    source: &'a str,
+    file: &'a str,
+    /// From the command line: how the fields read as flags.
+    flag_names: Option<&'a [(&'a str, &'a str)]>,
+}
+
+impl<'a> Context<'a> {
+    fn flags(names: &'a [(&'a str, &'a str)]) -> Context<'a> {
+        Context {
+            source: "",
+            file: "the command line",
+            flag_names: Some(names),
+        }
+    }
+
+    fn is_flags(&self) -> bool {
+        self.flag_names.is_some()
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
         self.source[..span.start.min(self.source.len())]
             .matches('\n')
             .count()
             + 1
+    }
+
+    fn error_at(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let mut field = field.into();
+        if let Some(names) = self.flag_names {
+            if let Some((_, flag)) = names.iter().find(|(f, _)| *f == field) {
+                field = flag.to_string();
+            }
+        }
+        ConfigError {
+            file: self.file.to_string(),
+            line: (!self.is_flags()).then(|| self.line_of(&span)),
+            field,
+            message: message.into(),
+        }
     }
 
     fn err<T>(
@@ -178,424 +168,25 @@ impl Context<'_> {
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Result<T, ConfigError> {
-        Err(ConfigError {
-            file: self.file.to_string(),
-            line: Some(self.line(&span)),
-            field: field.into(),
-            message: message.into(),
-        })
+        Err(self.error_at(span, field, message))
     }
 
-    fn build(&self, raw: RawFile) -> Result<ServeConfig, ConfigError> {
+    /// The one check, for a file and for flags alike.
+    fn build(&self, raw: raw::RawFile) -> Result<ServeConfig, ConfigError> {
         let server = raw.server.get_ref();
         let listen = self.listen(server)?;
-        let (views, names) = self.views(&raw.view)?;
-        let mut rules = Vec::new();
-        let mut used: HashSet<usize> = HashSet::new();
-        for (i, v) in raw.view.iter().enumerate() {
-            let v = v.get_ref();
-            let field = format!("view `{}`", v.name.get_ref());
-            let local = self.local_addrs(&v.listen, &listen, &field)?;
-            let clients = self.cidrs(&v.clients, &field)?;
-            if !local.is_empty() || !clients.is_empty() {
-                used.insert(i);
-                rules.push(Rule {
-                    listen: local,
-                    clients,
-                    target: Target::View(ViewId(i as u16)),
-                });
-            }
-        }
-        let mut spread_names = HashSet::new();
-        for s in &raw.spread {
-            let s = s.get_ref();
-            let field = format!("spread `{}`", s.name.get_ref());
-            if !spread_names.insert(s.name.get_ref().clone()) {
-                return self.err(
-                    s.name.span(),
-                    field,
-                    "a spread group of this name is defined above; names must be unique",
-                );
-            }
-            if s.views.get_ref().is_empty() {
-                return self.err(
-                    s.views.span(),
-                    format!("{field}.views"),
-                    "a spread group needs at least one view",
-                );
-            }
-            let mut members = Vec::new();
-            for m in s.views.get_ref() {
-                let Some(&id) = names
-                    .iter()
-                    .find(|(n, _)| n == m.get_ref())
-                    .map(|(_, id)| id)
-                else {
-                    return self.err(
-                        m.span(),
-                        format!("{field}.views"),
-                        format!(
-                            "no view is named `{}`; views: {}",
-                            m.get_ref(),
-                            name_list(&names)
-                        ),
-                    );
-                };
-                if members.iter().any(|&(mid, _)| mid == id) {
-                    return self.err(
-                        m.span(),
-                        format!("{field}.views"),
-                        format!("`{}` is listed twice", m.get_ref()),
-                    );
-                }
-                used.insert(id.0 as usize);
-                members.push((id, m.get_ref().as_str()));
-            }
-            let key_text = s
-                .key
-                .as_ref()
-                .map_or(s.name.get_ref().as_str(), |k| k.get_ref().as_str());
-            let rule = Rule {
-                listen: self.local_addrs(&s.listen, &listen, &field)?,
-                clients: self.cidrs(&s.clients, &field)?,
-                target: Target::Spread(Spread::new(&members, spread_key(key_text))),
-            };
-            rules.push(rule);
-        }
-        let default = match &server.default_view {
-            None => None,
-            Some(d) => match names.iter().find(|(n, _)| n == d.get_ref()) {
-                Some(&(_, id)) => {
-                    used.insert(id.0 as usize);
-                    Some(id)
-                }
-                None => {
-                    return self.err(
-                        d.span(),
-                        "server.default_view",
-                        format!(
-                            "no view is named `{}`; views: {}",
-                            d.get_ref(),
-                            name_list(&names)
-                        ),
-                    )
-                }
-            },
-        };
-        if views.is_empty() {
-            return self.err(raw.server.span(), "view", "no [[view]] is defined; add at least one, e.g.\n[[view]]\nname = \"plus15\"\noffset = \"15s\"");
-        }
-        for (i, v) in raw.view.iter().enumerate() {
-            if !used.contains(&i) {
-                let name = v.get_ref().name.get_ref();
-                return self.err(v.span(), format!("view `{name}`"), "has no `listen` or `clients` selector, is in no spread group and is not server.default_view, so it would never answer");
-            }
-        }
+        let mut warnings = Vec::new();
+        let views = self.view_table(&raw, &listen, &mut warnings)?;
         Ok(ServeConfig {
             listen,
-            views: ViewTable::new(views, rules, default),
+            views,
             unmatched: self.unmatched(server)?,
             clock: self.clock(server)?,
             leap: self.leap(server)?,
             rate_limit: self.rate_limit(raw.rate_limit.as_ref())?,
             reference: self.reference(raw.reference.as_ref(), server)?,
+            warnings,
         })
-    }
-
-    fn listen(&self, server: &RawServer) -> Result<Vec<SocketAddr>, ConfigError> {
-        let mut out = Vec::new();
-        if server.listen.get_ref().is_empty() {
-            return self.err(
-                server.listen.span(),
-                "server.listen",
-                "needs at least one address, e.g. [\"127.0.0.1:11123\"]",
-            );
-        }
-        for l in server.listen.get_ref() {
-            let Ok(addr) = l.get_ref().parse::<SocketAddr>() else {
-                return self.err(
-                    l.span(),
-                    "server.listen",
-                    format!(
-                        "`{}` is not IP:PORT (e.g. 127.0.0.1:123, [::1]:123, 0.0.0.0:123)",
-                        l.get_ref()
-                    ),
-                );
-            };
-            if out.contains(&addr) {
-                return self.err(
-                    l.span(),
-                    "server.listen",
-                    format!("`{addr}` is listed twice"),
-                );
-            }
-            out.push(addr);
-        }
-        Ok(out)
-    }
-
-    fn views(&self, raw: &[Spanned<RawView>]) -> Result<(Vec<View>, ViewNames), ConfigError> {
-        let mut views = Vec::new();
-        let mut names: Vec<(String, ViewId)> = Vec::new();
-        if raw.len() > u16::MAX as usize {
-            return self.err(0..0, "view", "too many views");
-        }
-        for (i, v) in raw.iter().enumerate() {
-            let v = v.get_ref();
-            let name = v.name.get_ref();
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return self.err(
-                    v.name.span(),
-                    "view.name",
-                    format!("`{name}`: use letters, digits, `-`, `_` and `.`"),
-                );
-            }
-            if names.iter().any(|(n, _)| n == name) {
-                return self.err(
-                    v.name.span(),
-                    "view.name",
-                    format!("`{name}` is defined above; view names must be unique"),
-                );
-            }
-            let field = format!("view `{name}`.offset");
-            let offset = match duration::parse(v.offset.get_ref()) {
-                Ok(o) => o,
-                Err(e) => return self.err(v.offset.span(), field, e),
-            };
-            if offset.abs() > MAX_OFFSET {
-                return self.err(v.offset.span(), field, "offsets are limited to ±68 years: NTP timestamps repeat every 136 years and clients resolve the era from their own clock");
-            }
-            names.push((name.clone(), ViewId(i as u16)));
-            views.push(View {
-                name: name.clone(),
-                offset,
-            });
-        }
-        Ok((views, names))
-    }
-
-    fn local_addrs(
-        &self,
-        raw: &[Spanned<String>],
-        listen: &[SocketAddr],
-        field: &str,
-    ) -> Result<Vec<LocalAddr>, ConfigError> {
-        let mut out = Vec::new();
-        for l in raw {
-            let addr = match l.get_ref().parse::<LocalAddr>() {
-                Ok(a) => a,
-                Err(e) => return self.err(l.span(), format!("{field}.listen"), e),
-            };
-            let served = listen.iter().any(|s| match addr {
-                LocalAddr::Socket(a) => a == *s,
-                LocalAddr::Ip(ip) => ip == s.ip(),
-            });
-            if !served {
-                return self.err(l.span(), format!("{field}.listen"), format!("`{}` is not one of server.listen ({}); a view can only select among the addresses the server listens on", l.get_ref(), join_addrs(listen)));
-            }
-            out.push(addr);
-        }
-        Ok(out)
-    }
-
-    fn cidrs(&self, raw: &[Spanned<String>], field: &str) -> Result<Vec<Cidr>, ConfigError> {
-        raw.iter()
-            .map(|c| {
-                c.get_ref()
-                    .parse::<Cidr>()
-                    .or_else(|e| self.err(c.span(), format!("{field}.clients"), e.to_string()))
-            })
-            .collect()
-    }
-
-    fn unmatched(&self, server: &RawServer) -> Result<Unmatched, ConfigError> {
-        match server
-            .unmatched
-            .as_ref()
-            .map(|u| (u.get_ref().as_str(), u.span()))
-        {
-            None | Some(("ignore", _)) => Ok(Unmatched::Ignore),
-            Some(("deny", _)) => Ok(Unmatched::Deny),
-            Some((other, span)) => self.err(
-                span,
-                "server.unmatched",
-                format!("`{other}`: use \"ignore\" (drop silently) or \"deny\" (answer KoD DENY)"),
-            ),
-        }
-    }
-
-    fn stratum(&self, s: &Spanned<i64>, field: &str) -> Result<u8, ConfigError> {
-        match *s.get_ref() {
-            n @ 1..=15 => Ok(n as u8),
-            n => self.err(s.span(), field, format!("{n}: a stratum is 1-15")),
-        }
-    }
-
-    fn clock(&self, server: &RawServer) -> Result<ClockPolicy, ConfigError> {
-        let local_stratum = match &server.local_stratum {
-            Some(s) => Some(self.stratum(s, "server.local_stratum")?),
-            None => None,
-        };
-        let stratum = match &server.stratum {
-            Some(s) => self.stratum(s, "server.stratum")?,
-            None => DEFAULT_STRATUM,
-        };
-        let reference_id = match &server.reference_id {
-            None => DEFAULT_REFID,
-            Some(r) => match parse_refid(r.get_ref()) {
-                Some(id) => id,
-                None => {
-                    return self.err(
-                        r.span(),
-                        "server.reference_id",
-                        format!(
-                            "`{}`: use an IPv4 address (your upstream server) or 1-4 ASCII letters",
-                            r.get_ref()
-                        ),
-                    )
-                }
-            },
-        };
-        Ok(ClockPolicy {
-            local_stratum,
-            stratum,
-            reference_id,
-        })
-    }
-
-    fn leap(&self, server: &RawServer) -> Result<LeapPolicy, ConfigError> {
-        let window = match &server.leap_smear_window {
-            None => LeapPolicy::DEFAULT_SMEAR_WINDOW,
-            Some(w) => match duration::parse(w.get_ref()) {
-                Ok(o) if o >= Offset::from_secs(2) && o <= Offset::from_secs(7 * 86_400) => o,
-                Ok(_) => {
-                    return self.err(
-                        w.span(),
-                        "server.leap_smear_window",
-                        "must be between 2s and 7d",
-                    )
-                }
-                Err(e) => return self.err(w.span(), "server.leap_smear_window", e),
-            },
-        };
-        match server.leap.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
-            None | Some(("smear", _)) => Ok(LeapPolicy::Smear { window }),
-            Some(("step", _)) => Ok(LeapPolicy::Step),
-            Some((other, span)) => self.err(span, "server.leap", format!("`{other}`: use \"smear\" (all views smear the leap; offsets stay exact) or \"step\" (pass the kernel's step through and announce it)")),
-        }
-    }
-
-    fn rate_limit(
-        &self,
-        raw: Option<&Spanned<RawRateLimit>>,
-    ) -> Result<Option<RateLimitParams>, ConfigError> {
-        let Some(raw) = raw else {
-            return Ok(Some(DEFAULT_RATE_LIMIT));
-        };
-        let r = raw.get_ref();
-        if r.enabled == Some(false) {
-            return Ok(None);
-        }
-        let mut p = DEFAULT_RATE_LIMIT;
-        if let Some(i) = &r.interval {
-            match duration::parse(i.get_ref()) {
-                Ok(o) if o > Offset::ZERO => p.interval_ns = o.nanos() as u64,
-                Ok(_) => return self.err(i.span(), "rate_limit.interval", "must be positive"),
-                Err(e) => return self.err(i.span(), "rate_limit.interval", e),
-            }
-        }
-        if let Some(b) = &r.burst {
-            match *b.get_ref() {
-                n @ 1..=100_000 => p.burst = n as u32,
-                n => {
-                    return self.err(
-                        b.span(),
-                        "rate_limit.burst",
-                        format!("{n}: must be 1-100000"),
-                    )
-                }
-            }
-        }
-        if let Some(t) = &r.table_size {
-            match *t.get_ref() {
-                n @ 2..=16_777_216 => p.table_size = n as usize,
-                n => {
-                    return self.err(
-                        t.span(),
-                        "rate_limit.table_size",
-                        format!("{n}: must be 2-16777216 (each slot takes 32 bytes)"),
-                    )
-                }
-            }
-        }
-        p.kod = r.kod.unwrap_or(false);
-        Ok(Some(p))
-    }
-}
-
-/// `a, b, c`: addresses as error and log messages list them.
-pub fn join_addrs(addrs: &[SocketAddr]) -> String {
-    addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn name_list(names: &[(String, ViewId)]) -> String {
-    names
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A reference ID: an IPv4 address, or up to four ASCII characters padded with NULs.
-pub fn parse_refid(text: &str) -> Option<[u8; 4]> {
-    if let Ok(ip) = text.parse::<Ipv4Addr>() {
-        return Some(ip.octets());
-    }
-    if text.is_empty() || text.len() > 4 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return None;
-    }
-    let mut id = [0u8; 4];
-    id[..text.len()].copy_from_slice(text.as_bytes());
-    Some(id)
-}
-
-/// The spread hash key: derived from the configured text, so the same config gives the same
-/// assignment on every host and across restarts.
-fn spread_key(text: &str) -> (u64, u64) {
-    let mut a = SipHasher13::new_with_keys(0x6e74_702d_6f66_6673, 1);
-    a.write(text.as_bytes());
-    let mut b = SipHasher13::new_with_keys(0x6e74_702d_6f66_6673, 2);
-    b.write(text.as_bytes());
-    (a.finish(), b.finish())
-}
-
-/// The config of `serve --listen ... --offset ...`: one view answering every request.
-pub fn quick(
-    listen: Vec<SocketAddr>,
-    offset: Offset,
-    local_stratum: Option<u8>,
-    rate_limit: bool,
-) -> ServeConfig {
-    ServeConfig {
-        listen,
-        views: ViewTable::single("cli", offset),
-        unmatched: Unmatched::Ignore,
-        clock: ClockPolicy {
-            local_stratum,
-            stratum: DEFAULT_STRATUM,
-            reference_id: DEFAULT_REFID,
-        },
-        leap: LeapPolicy::default(),
-        rate_limit: rate_limit.then_some(DEFAULT_RATE_LIMIT),
-        reference: Reference::System,
     }
 }
 
@@ -610,7 +201,9 @@ pub fn is_wildcard(addr: &SocketAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::server::DEFAULT_RATE_LIMIT;
     use super::*;
+    use ntp_offset_proto::view::ViewId;
 
     const GOOD: &str = r#"
 [server]
@@ -780,12 +373,123 @@ clients = ["198.18.0.0/15", "::1"]
         assert_eq!(parse(&off, "m").unwrap().rate_limit, None);
     }
 
+    const MINIMAL: &str = "[server]\nlisten = [\"127.0.0.1:11123\", \"127.0.0.1:11124\"]\n";
+
     #[test]
-    fn reference_ids() {
-        assert_eq!(parse_refid("198.18.0.1"), Some([198, 18, 0, 1]));
-        assert_eq!(parse_refid("GPS"), Some(*b"GPS\0"));
-        assert_eq!(parse_refid("TOOLONG"), None);
-        assert_eq!(parse_refid(""), None);
+    fn a_view_behind_an_identical_one_is_an_error_naming_both() {
+        let text = format!("{MINIMAL}[[view]]\nname = \"a\"\noffset = \"0s\"\nlisten = [\"127.0.0.1:11123\"]\n[[view]]\nname = \"b\"\noffset = \"15s\"\nlisten = [\"127.0.0.1:11123\"]\n[[view]]\nname = \"c\"\noffset = \"30s\"\nlisten = [\"127.0.0.1:11124\"]\n");
+        let e = error(&text);
+        assert_eq!((e.line, e.field.as_str()), (Some(7), "view `b`"), "{e}");
+        assert!(e.message.contains("would never answer"), "{e}");
+    }
+
+    #[test]
+    fn a_clients_rule_behind_a_broader_one_is_an_error() {
+        let text = format!("{MINIMAL}default_view = \"all\"\n[[view]]\nname = \"all\"\noffset = \"0s\"\n[[view]]\nname = \"lab\"\noffset = \"1h\"\nclients = [\"198.18.0.0/15\"]\n[[view]]\nname = \"one\"\noffset = \"2h\"\nclients = [\"198.18.7.0/24\"]\nlisten = [\"127.0.0.1:11124\"]\n");
+        let e = error(&text);
+        assert_eq!(e.field, "view `one`", "{e}");
+    }
+
+    #[test]
+    fn a_shadowed_rule_whose_view_answers_elsewhere_is_a_warning() {
+        // `b` is shadowed on 11123 but is the default: a warning, not an error.
+        let text = format!("{MINIMAL}default_view = \"b\"\n[[view]]\nname = \"a\"\noffset = \"0s\"\nlisten = [\"127.0.0.1:11123\"]\n[[view]]\nname = \"b\"\noffset = \"15s\"\nlisten = [\"127.0.0.1:11123\"]\n");
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let w = c.warnings[0].to_string();
+        assert!(
+            w.starts_with("t.toml:9: view `b`: never matches") && w.contains("view `a` (line 5)"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn a_listening_address_that_selects_no_view_is_a_warning() {
+        let text = format!(
+            "{MINIMAL}[[view]]\nname = \"a\"\noffset = \"0s\"\nlisten = [\"127.0.0.1:11123\"]\n"
+        );
+        let c = parse(&text, "t.toml").unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0]
+                .to_string()
+                .contains("`127.0.0.1:11124` selects no view"),
+            "{:?}",
+            c.warnings
+        );
+        // Clients' rules select on every address: no warning.
+        let text = format!("{MINIMAL}[[view]]\nname = \"a\"\noffset = \"0s\"\nclients = [\"::/0\", \"0.0.0.0/0\"]\n");
+        assert!(parse(&text, "t.toml").unwrap().warnings.is_empty());
+        assert!(parse(GOOD, "t.toml").unwrap().warnings.is_empty());
+    }
+
+    fn flags(listen: &str, offset: &str) -> ServeFlags {
+        ServeFlags {
+            listen: vec![listen.into()],
+            offset: Some(offset.into()),
+            ..ServeFlags::default()
+        }
+    }
+
+    #[test]
+    fn flags_pass_the_checks_of_a_file() {
+        let c = from_flags(&flags("127.0.0.1:11123", "-250ms")).unwrap();
+        assert_eq!(
+            c.views.views()[0].offset,
+            ntp_offset_proto::time::Offset::from_micros(-250_000)
+        );
+        assert_eq!(c.rate_limit, Some(DEFAULT_RATE_LIMIT));
+        let e = from_flags(&flags("127.0.0.1:11123", "99999d")).unwrap_err();
+        assert_eq!(e.to_string(), "the command line: --offset: offsets are limited to ±68 years: NTP timestamps repeat every 136 years and clients resolve the era from their own clock");
+        let e = from_flags(&flags("127.0.0.1", "0s")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the command line: --listen: `127.0.0.1` is not IP:PORT"),
+            "{e}"
+        );
+        let e = from_flags(&ServeFlags {
+            local_stratum: Some(16),
+            ..flags("127.0.0.1:1", "0s")
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--local-stratum: 16: a stratum is 1-15"),
+            "{e}"
+        );
+        let e = from_flags(&ServeFlags {
+            holdover: Some("1s".into()),
+            ..flags("127.0.0.1:1", "0s")
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--reference: tick settings"), "{e}");
+        let e = from_flags(&ServeFlags {
+            reference: Some(flags::ReferenceSource::Pulse),
+            allow_unauthenticated: true,
+            holdover: Some("1s".into()),
+            ..flags("127.0.0.1:1", "0s")
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--holdover: must be between +3s and"),
+            "{e}"
+        );
+        let e = from_flags(&ServeFlags {
+            reference: Some(flags::ReferenceSource::Pulse),
+            ..flags("127.0.0.1:1", "0s")
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--key-file FILE"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_or_endless_file_is_refused_not_read_to_the_end() {
+        let e = load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            e.to_string().contains("larger than 1024 KiB: not the file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,12 +9,12 @@ use ntp_offset_proto::clock_model::ModelConfig;
 use ntp_offset_proto::tick::DEFAULT_PORT;
 use ntp_offset_proto::tick_auth::KeyRing;
 use ntp_offset_proto::tick_receiver::ReceiverConfig;
-use ntp_offset_proto::time::Offset;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Context, RawServer};
-use crate::duration;
+use super::raw::RawServer;
+use super::receiver::{DELAY, HOLDOVER, OUTLIER, STEP_THRESHOLD};
+use super::{ConfigError, Context};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reference {
@@ -26,6 +26,9 @@ pub enum Reference {
 pub struct PulseReference {
     pub listen: Vec<SocketAddr>,
     pub join: Vec<IpAddr>,
+    /// Other receivers on this host may bind the tick port too (only broadcast and
+    /// multicast ticks reach them all; a unicast tick goes to one).
+    pub share_port: bool,
     pub receiver: ReceiverConfig,
     pub model: ModelConfig,
 }
@@ -36,6 +39,7 @@ impl PulseReference {
         PulseReference {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))],
             join: Vec::new(),
+            share_port: false,
             receiver: ReceiverConfig {
                 keys,
                 allow_unauthenticated,
@@ -49,17 +53,19 @@ impl PulseReference {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReference {
-    source: Spanned<String>,
-    listen: Option<Vec<Spanned<String>>>,
+    pub source: Spanned<String>,
+    pub listen: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    join: Vec<Spanned<String>>,
-    key_file: Option<Spanned<String>>,
-    allow_unauthenticated: Option<bool>,
-    transmitter: Option<Spanned<String>>,
-    delay: Option<Spanned<String>>,
-    outlier: Option<Spanned<String>>,
-    holdover: Option<Spanned<String>>,
-    step_threshold: Option<Spanned<String>>,
+    pub join: Vec<Spanned<String>>,
+    /// Share the tick port with other receivers on this host (SO_REUSEADDR on every one).
+    pub share_port: Option<bool>,
+    pub key_file: Option<Spanned<String>>,
+    pub allow_unauthenticated: Option<bool>,
+    pub transmitter: Option<Spanned<String>>,
+    pub delay: Option<Spanned<String>>,
+    pub outlier: Option<Spanned<String>>,
+    pub holdover: Option<Spanned<String>>,
+    pub step_threshold: Option<Spanned<String>>,
 }
 
 /// A key file path from the config is relative to the config file's directory.
@@ -83,7 +89,17 @@ impl Context<'_> {
         let r = raw.get_ref();
         match r.source.get_ref().as_str() {
             "system" => {
-                if r.listen.is_some() || r.key_file.is_some() || r.transmitter.is_some() {
+                let pulse_only = r.listen.is_some()
+                    || !r.join.is_empty()
+                    || r.share_port.is_some()
+                    || r.key_file.is_some()
+                    || r.allow_unauthenticated.is_some()
+                    || r.transmitter.is_some()
+                    || r.delay.is_some()
+                    || r.outlier.is_some()
+                    || r.holdover.is_some()
+                    || r.step_threshold.is_some();
+                if pulse_only {
                     return self.err(
                         raw.span(),
                         "reference",
@@ -117,13 +133,18 @@ impl Context<'_> {
             }
         }
         let keys = match &r.key_file {
-            Some(k) => crate::pulse::keys::load(&beside(self.file, k.get_ref()))
+            Some(k) => crate::ticks::keys::load(&beside(self.file, k.get_ref()))
                 .or_else(|e| self.err(k.span(), "reference.key_file", e))?,
             None => KeyRing::default(),
         };
         let unauthenticated = r.allow_unauthenticated.unwrap_or(false);
         if r.key_file.is_none() && !unauthenticated {
-            return self.err(raw.span(), "reference", "give key_file = \"/etc/ntp-offset/tick.keys\" (make one with `ntp-offset pulse keygen`), or allow_unauthenticated = true on a network you trust");
+            let what = if self.is_flags() {
+                "give --key-file FILE (make one with `ntp-offset pulse keygen`), or --allow-unauthenticated on a network you trust"
+            } else {
+                "give key_file = \"/etc/ntp-offset/tick.keys\" (make one with `ntp-offset pulse keygen`), or allow_unauthenticated = true on a network you trust"
+            };
+            return self.err(raw.span(), "reference", what);
         }
         let mut p = PulseReference::new(keys, unauthenticated);
         if let Some(listen) = &r.listen {
@@ -156,7 +177,7 @@ impl Context<'_> {
             }
         }
         if let Some(t) = &r.transmitter {
-            p.receiver.transmitter = Some(crate::pulse::parse_u32(t.get_ref()).or_else(|e| {
+            p.receiver.transmitter = Some(crate::args::parse_u32(t.get_ref()).or_else(|e| {
                 self.err(
                     t.span(),
                     "reference.transmitter",
@@ -164,48 +185,21 @@ impl Context<'_> {
                 )
             })?);
         }
-        let within = |d: &Option<Spanned<String>>, field: &str, lo: Offset, hi: Offset| {
-            let Some(d) = d else { return Ok(None) };
-            match duration::parse(d.get_ref()) {
-                Ok(o) if o >= lo && o <= hi => Ok(Some(o)),
-                Ok(_) => self.err(
-                    d.span(),
-                    format!("reference.{field}"),
-                    format!(
-                        "must be between {} and {}",
-                        duration::format(lo),
-                        duration::format(hi)
-                    ),
-                ),
-                Err(e) => self.err(d.span(), format!("reference.{field}"), e),
-            }
-        };
-        let ms = Offset::from_micros(1000);
-        if let Some(d) = within(&r.delay, "delay", Offset::ZERO, Offset::from_secs(1))? {
+        p.share_port = r.share_port.unwrap_or(false);
+        if let Some(d) = self.within(r.delay.as_ref(), "reference.delay", DELAY)? {
             p.receiver.path_delay = d;
         }
-        if let Some(o) = within(
-            &r.outlier,
-            "outlier",
-            Offset::from_micros(10),
-            Offset::from_nanos(500_000_000),
-        )? {
+        if let Some(o) = self.within(r.outlier.as_ref(), "reference.outlier", OUTLIER)? {
             p.receiver.outlier = o;
             p.model.outlier_ns = o.nanos().min(p.model.outlier_ns);
         }
-        if let Some(h) = within(
-            &r.holdover,
-            "holdover",
-            Offset::from_secs(3),
-            Offset::from_secs(30 * 86_400),
-        )? {
+        if let Some(h) = self.within(r.holdover.as_ref(), "reference.holdover", HOLDOVER)? {
             p.model.holdover_limit_ns = h.nanos();
         }
-        if let Some(s) = within(
-            &r.step_threshold,
-            "step_threshold",
-            ms,
-            Offset::from_secs(1000),
+        if let Some(s) = self.within(
+            r.step_threshold.as_ref(),
+            "reference.step_threshold",
+            STEP_THRESHOLD,
         )? {
             p.model.step_threshold_ns = s.nanos();
         }
@@ -217,6 +211,7 @@ impl Context<'_> {
 mod tests {
     use super::super::{parse, ConfigError};
     use super::*;
+    use ntp_offset_proto::time::Offset;
 
     const VIEWS: &str =
         "[[view]]\nname = \"zero\"\noffset = \"0s\"\nlisten = [\"127.0.0.1:11123\"]\n";

@@ -3,16 +3,18 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ntp_offset_proto::tick::SourceState;
 use ntp_offset_proto::tick_receiver::{Event, Receiver, ReceiverConfig, TickSample};
 use ntp_offset_sys::clock;
 use tracing::{info, warn};
 
 use super::feeds::{ShmFeed, SockFeed};
-use super::input::{bind_all, log_event, TickInput};
 use super::status::Status;
+use super::{reload_keys, Signals};
+use crate::logging::Report;
+use crate::ticks::input::{bind_all, log_event, TickInput};
 
 /// The status file is rewritten at least this often.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -20,7 +22,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 pub struct ListenOptions {
     pub listen: Vec<SocketAddr>,
     pub join: Vec<IpAddr>,
+    /// Other receivers on this host may bind the same port.
+    pub share_port: bool,
     pub receiver: ReceiverConfig,
+    /// Read again on SIGHUP.
+    pub key_file: Option<PathBuf>,
     pub sock: Option<PathBuf>,
     pub shm: Option<(u32, Option<u32>)>,
     pub status_file: Option<PathBuf>,
@@ -28,21 +34,44 @@ pub struct ListenOptions {
     pub report: bool,
 }
 
-fn report(s: &TickSample) {
+fn report(out: &mut Report, s: &TickSample) {
     let (sec, ns) = s.rx.real.unix_secs_nanos();
     let tx = s
         .tx_offset_ns
         .map_or_else(|| "null".to_string(), |t| t.to_string());
-    println!(
+    out.line(format_args!(
         r#"{{"second":{},"rx":"{sec}.{ns:09}","offset_ns":{},"tx_offset_ns":{tx},"legacy":{}}}"#,
         s.second,
         s.offset().nanos(),
         s.legacy
-    );
+    ));
 }
 
-pub fn run(opts: ListenOptions, stop: &AtomicBool, usr1: &AtomicBool) -> Result<(), String> {
-    let sockets = bind_all(&opts.listen, &opts.join)?;
+/// Says, once per change, what the transmitter says of its own clock: samples of an
+/// unsynchronized one go to the daemons marked unusable (leap 3), which drop them.
+fn log_transmitter_state(last: &mut Option<SourceState>, now: SourceState) {
+    if *last == Some(now) {
+        return;
+    }
+    match now {
+        SourceState::Unsynchronized => warn!("the transmitter says its clock is unsynchronized: its samples go out marked unusable, and the NTP daemons ignore them (start `pulse send` with --local if that host is the reference)"),
+        SourceState::Holdover => warn!("the transmitter is in holdover (its source is missing)"),
+        SourceState::Synchronized if last.is_some() => {
+            info!("the transmitter is synchronized again")
+        }
+        SourceState::Synchronized => {}
+    }
+    *last = Some(now);
+}
+
+pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
+    // A status file that cannot be written is an error now, not a warning every second.
+    if let Some(path) = &opts.status_file {
+        Status::new(Receiver::new(ReceiverConfig::default()).stats(), 0)
+            .write_file(path)
+            .map_err(|e| format!("--status-file {}: {e}", path.display()))?;
+    }
+    let sockets = bind_all(&opts.listen, &opts.join, opts.share_port)?;
     let mut sock = opts.sock.clone().map(SockFeed::new).transpose()?;
     let mut shm = opts
         .shm
@@ -53,14 +82,17 @@ pub fn run(opts: ListenOptions, stop: &AtomicBool, usr1: &AtomicBool) -> Result<
     }
     let timeout = opts.receiver.timeout;
     info!(
-        listen = %crate::config::join_addrs(&opts.listen),
+        listen = %crate::text::join_addrs(&opts.listen),
         offset = %crate::duration::format(opts.receiver.offset),
         "waiting for ticks"
     );
     let mut input = TickInput::new(sockets, opts.receiver);
+    let mut out = Report::new(opts.report);
     let mut events = Vec::with_capacity(16);
     let mut next_status = clock::monotonic_raw_ns();
-    while !stop.load(Ordering::Relaxed) {
+    let mut transmitter_state = None;
+    let mut status_failing = false;
+    while !signals.stopped() {
         let to_status = (next_status - clock::monotonic_raw_ns()).max(0) as u64;
         input.wait(
             Duration::from_nanos(to_status).min(STATUS_EVERY),
@@ -68,36 +100,47 @@ pub fn run(opts: ListenOptions, stop: &AtomicBool, usr1: &AtomicBool) -> Result<
         )?;
         for e in events.drain(..) {
             if let Event::Sample(s) = &e {
+                log_transmitter_state(&mut transmitter_state, s.state);
                 if let Some(f) = sock.as_mut() {
                     f.send(s);
                 }
                 if let Some(f) = shm.as_mut() {
                     f.send(s);
                 }
-                if opts.report {
-                    report(s);
-                }
+                report(&mut out, s);
             }
             log_event(&e, timeout, "samples stopped until ticks return");
         }
+        if signals.take_hup() {
+            if let Some(keys) = reload_keys(opts.key_file.as_deref()) {
+                input.receiver.set_keys(keys);
+            }
+        }
         let now = clock::monotonic_raw_ns();
-        if usr1.swap(false, Ordering::Relaxed) {
-            info!(
-                "status: {}",
-                status(&input.receiver, &sock, &shm, now).line()
-            );
+        let st = || status(&input.receiver, transmitter_state, &sock, &shm, now);
+        if signals.take_usr1() {
+            info!("status: {}", st().line());
         }
         if now >= next_status {
             next_status = now + STATUS_EVERY.as_nanos() as i64;
             if let Some(path) = &opts.status_file {
-                if let Err(e) = status(&input.receiver, &sock, &shm, now).write_file(path) {
-                    warn!("status file {}: {e}", path.display());
+                // Said once when it starts failing and once when it works again.
+                match st().write_file(path) {
+                    Err(e) if !status_failing => {
+                        status_failing = true;
+                        warn!("status file {}: {e}; retrying every second", path.display());
+                    }
+                    Ok(()) if status_failing => {
+                        status_failing = false;
+                        info!("status file {}: written again", path.display());
+                    }
+                    _ => {}
                 }
             }
         }
     }
     let now = clock::monotonic_raw_ns();
-    let st = status(&input.receiver, &sock, &shm, now);
+    let st = status(&input.receiver, transmitter_state, &sock, &shm, now);
     if let Some(path) = &opts.status_file {
         let _ = st.write_file(path);
     }
@@ -113,13 +156,23 @@ pub fn run(opts: ListenOptions, stop: &AtomicBool, usr1: &AtomicBool) -> Result<
 
 fn status(
     receiver: &Receiver,
+    transmitter_state: Option<SourceState>,
     sock: &Option<SockFeed>,
     shm: &Option<ShmFeed>,
     now_mono_ns: i64,
 ) -> Status {
     let mut st = Status::new(receiver.stats(), now_mono_ns);
+    st.transmitter_state = transmitter_state.map(state_name);
     st.sock_sent = sock.as_ref().map(|f| f.sent);
     st.sock_failed = sock.as_ref().map(|f| f.failed);
     st.shm_written = shm.as_ref().map(|f| f.written);
     st
+}
+
+fn state_name(s: SourceState) -> &'static str {
+    match s {
+        SourceState::Synchronized => "synchronized",
+        SourceState::Holdover => "holdover",
+        SourceState::Unsynchronized => "unsynchronized",
+    }
 }

@@ -2,18 +2,15 @@
 
 mod dcf77_input;
 mod feeds;
-pub mod input;
-pub mod keys;
 mod listen;
 mod send;
 mod send_dcf77;
 mod status;
-mod transmit;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +19,13 @@ use ntp_offset_proto::tick::{DEFAULT_PORT, LEGACY_PORT};
 use ntp_offset_proto::tick_auth::{Key, KeyRing};
 use ntp_offset_proto::tick_receiver::ReceiverConfig;
 use ntp_offset_proto::time::Offset;
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use tracing::error;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use tracing::{error, info};
 
-use crate::{parse_duration, parse_offset};
+use crate::args::{parse_duration, parse_octal, parse_offset, parse_ppm, parse_u32};
+use crate::config::receiver::{check_listen_flags, ListenFlags};
+use crate::ticks::keys;
+use crate::ticks::transmit;
 
 #[derive(Subcommand)]
 pub enum PulseCommand {
@@ -41,12 +41,20 @@ pub enum PulseCommand {
     },
 }
 
+/// What marks the seconds for `pulse send`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendSource {
+    /// This host's clock.
+    System,
+    /// A DCF77 receiver module on a GPIO line (--gpio, --line) or a serial port's DCD (--serial).
+    Dcf77,
+}
+
 #[derive(Args)]
 pub struct SendArgs {
-    /// What marks the seconds: `system` (this host's clock) or `dcf77` (a DCF77 receiver
-    /// module on a GPIO line: --gpio, --line; or on a serial port's DCD: --serial).
-    #[arg(long, default_value = "system", value_parser = ["system", "dcf77"])]
-    source: String,
+    /// What marks the seconds.
+    #[arg(long, value_enum, default_value_t = SendSource::System)]
+    source: SendSource,
     /// With --source dcf77: the GPIO character device.
     #[arg(long, value_name = "CHIP", default_value = "/dev/gpiochip0")]
     gpio: PathBuf,
@@ -113,13 +121,6 @@ pub struct SendArgs {
     rate_error_ppm: f64,
 }
 
-fn parse_ppm(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if p.abs() <= 1000.0 => Ok(p),
-        _ => Err(format!("{s:?}: give parts per million, -1000 to 1000")),
-    }
-}
-
 #[derive(Args)]
 pub struct ListenArgs {
     /// Address to receive ticks on (repeatable); broadcasts arrive on 0.0.0.0. Default:
@@ -129,6 +130,11 @@ pub struct ListenArgs {
     /// Multicast group to join (repeatable), on the listen sockets of its family.
     #[arg(long, value_name = "GROUP")]
     join: Vec<IpAddr>,
+    /// Let other receivers on this host bind the same tick port (they must allow it too,
+    /// e.g. `serve`'s `share_port = true`). Only broadcast and multicast ticks reach every
+    /// one of them; a unicast tick reaches one. Without it, a port in use is an error.
+    #[arg(long)]
+    share_port: bool,
     /// Key file (`ID HEX` lines, mode 600).
     #[arg(long, value_name = "FILE", required_unless_present_any = ["allow_unauthenticated", "legacy"])]
     key_file: Option<PathBuf>,
@@ -142,12 +148,12 @@ pub struct ListenArgs {
     /// Follow only this transmitter id.
     #[arg(long, value_name = "ID", value_parser = parse_u32)]
     transmitter: Option<u32>,
-    /// Added to the tick time: this host's shifted time (e.g. 15s, -250ms).
-    #[arg(long, default_value = "0s", allow_hyphen_values = true, value_parser = parse_offset)]
-    offset: Offset,
-    /// The ticks' travel time from the transmitter, added to the tick time.
-    #[arg(long, default_value = "0s", value_parser = parse_offset)]
-    delay: Offset,
+    /// Added to the tick time: this host's shifted time (e.g. 15s, -250ms; up to ±68 years).
+    #[arg(long, default_value = "0s", allow_hyphen_values = true)]
+    offset: String,
+    /// The ticks' travel time from the transmitter, added to the tick time (0 to 1s).
+    #[arg(long, default_value = "0s")]
+    delay: String,
     /// chrony SOCK refclock socket to feed (chrony.conf: `refclock SOCK PATH`).
     #[arg(long, value_name = "PATH")]
     sock: Option<PathBuf>,
@@ -157,33 +163,19 @@ pub struct ListenArgs {
     /// Permissions of a new SHM segment, octal (default 600 for units 0-1, 666 above, as ntpd).
     #[arg(long, value_name = "MODE", value_parser = parse_octal, requires = "shm")]
     shm_mode: Option<u32>,
-    /// Reject a tick arriving further than this from where the previous ticks put it.
-    #[arg(long, default_value = "20ms", value_parser = parse_offset)]
-    outlier: Offset,
-    /// No tick for this long: the source is lost and samples stop.
-    #[arg(long, default_value = "1500ms", value_parser = parse_offset)]
-    timeout: Offset,
+    /// Reject a tick arriving further than this from where the previous ticks put it
+    /// (10us to 500ms).
+    #[arg(long, default_value = "20ms")]
+    outlier: String,
+    /// No tick for this long: the source is lost and samples stop (1.1s to 1h).
+    #[arg(long, default_value = "1500ms")]
+    timeout: String,
     /// Write the status as JSON to this file every second.
     #[arg(long, value_name = "FILE")]
     status_file: Option<PathBuf>,
     /// Print each sample as a JSON line on stdout.
     #[arg(long)]
     report: bool,
-}
-
-pub fn parse_u32(s: &str) -> Result<u32, String> {
-    match s.strip_prefix("0x") {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => s.parse(),
-    }
-    .map_err(|e| format!("{s:?}: {e}"))
-}
-
-fn parse_octal(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal mode like 600"))
 }
 
 /// A stable default transmitter id: a hash of the host name.
@@ -195,23 +187,71 @@ fn default_transmitter_id() -> u32 {
     h.finish() as u32
 }
 
-fn stop_flags() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>), String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let usr1 = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+/// The signals a long-running `pulse` subcommand acts on, as flags its loop polls: INT and
+/// TERM stop it, USR1 asks for a status line, HUP for a reload of what can be reloaded.
+pub struct Signals {
+    pub stop: Arc<AtomicBool>,
+    pub usr1: Arc<AtomicBool>,
+    pub hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let s = Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            usr1: Arc::new(AtomicBool::new(false)),
+            hup: Arc::new(AtomicBool::new(false)),
+        };
+        for (sig, flag) in [
+            (SIGINT, &s.stop),
+            (SIGTERM, &s.stop),
+            (SIGUSR1, &s.usr1),
+            (SIGHUP, &s.hup),
+        ] {
+            signal_hook::flag::register(sig, flag.clone())
+                .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        }
+        Ok(s)
     }
-    signal_hook::flag::register(SIGUSR1, usr1.clone())
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    Ok((stop, usr1))
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn take_usr1(&self) -> bool {
+        self.usr1.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn take_hup(&self) -> bool {
+        self.hup.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// The key file again, on SIGHUP: the new ring, or None (logged) to keep the old one.
+pub fn reload_keys(path: Option<&std::path::Path>) -> Option<KeyRing> {
+    let Some(path) = path else {
+        info!("SIGHUP: no key file to reload; the rest is set on the command line");
+        return None;
+    };
+    match keys::load(path) {
+        Ok(ring) => {
+            info!(file = %path.display(), keys = ring.len(), "SIGHUP: key file reloaded");
+            Some(ring)
+        }
+        Err(e) => {
+            error!("SIGHUP: {e}; keeping the keys in use");
+            None
+        }
+    }
 }
 
 pub fn run(cmd: PulseCommand) -> ExitCode {
     let result = match cmd {
         PulseCommand::Send(args) => send(args),
         PulseCommand::Listen(args) => listen(args),
-        PulseCommand::Keygen { id } => keys::generate(id).map(|line| println!("{line}")),
+        PulseCommand::Keygen { id } => {
+            keys::generate(id).map(|line| crate::logging::out(format_args!("{line}")))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,17 +277,18 @@ fn send(a: SendArgs) -> Result<(), String> {
         Some(path) => Some(signing_key(&keys::load(path)?, a.key_id)?),
         None => None,
     };
-    let (stop, _) = stop_flags()?;
+    let signals = Signals::install()?;
     let transmit = transmit::TransmitOptions {
         destinations: a.to,
         key,
+        key_file: a.key_file.map(|f| (f, a.key_id)),
         transmitter: a.id.unwrap_or_else(default_transmitter_id),
         follow_up: !a.no_follow_up,
         legacy: a.legacy,
         ttl: a.ttl,
         report: a.report,
     };
-    if a.source == "dcf77" {
+    if a.source == SendSource::Dcf77 {
         let input = match (a.line, a.serial) {
             (Some(line), None) => dcf77_input::Dcf77Input::Gpio { chip: a.gpio, line },
             (None, Some(tty)) => dcf77_input::Dcf77Input::SerialDcd { tty },
@@ -267,7 +308,7 @@ fn send(a: SendArgs) -> Result<(), String> {
                 calibration: a.calibration,
                 count: a.count,
             },
-            &stop,
+            &signals,
         );
     }
     send::run(
@@ -279,11 +320,18 @@ fn send(a: SendArgs) -> Result<(), String> {
             count: a.count,
             rate_error_ppb: (a.rate_error_ppm * 1000.0).round() as i64,
         },
-        &stop,
+        &signals,
     )
 }
 
 fn listen(a: ListenArgs) -> Result<(), String> {
+    let times = check_listen_flags(&ListenFlags {
+        offset: &a.offset,
+        delay: &a.delay,
+        outlier: &a.outlier,
+        timeout: &a.timeout,
+    })
+    .map_err(|e| e.to_string())?;
     let keys = match &a.key_file {
         Some(path) => keys::load(path)?,
         None => KeyRing::default(),
@@ -295,31 +343,29 @@ fn listen(a: ListenArgs) -> Result<(), String> {
             listen_on.push(SocketAddr::from(([0, 0, 0, 0], LEGACY_PORT)));
         }
     }
-    if a.outlier.nanos() <= 0 || a.timeout.nanos() <= 0 {
-        return Err("--outlier and --timeout must be positive".into());
-    }
-    let (stop, usr1) = stop_flags()?;
+    let signals = Signals::install()?;
     listen::run(
         listen::ListenOptions {
             listen: listen_on,
             join: a.join,
+            share_port: a.share_port,
             receiver: ReceiverConfig {
                 keys,
                 allow_unauthenticated: a.allow_unauthenticated,
                 allow_legacy: a.legacy,
                 transmitter: a.transmitter,
-                offset: a.offset,
-                path_delay: a.delay,
-                outlier: a.outlier,
-                timeout: a.timeout,
+                offset: times.offset,
+                path_delay: times.delay,
+                outlier: times.outlier,
+                timeout: times.timeout,
                 ..ReceiverConfig::default()
             },
+            key_file: a.key_file,
             sock: a.sock,
             shm: a.shm.map(|u| (u, a.shm_mode)),
             status_file: a.status_file,
             report: a.report,
         },
-        &stop,
-        &usr1,
+        &signals,
     )
 }

@@ -6,14 +6,14 @@
 //! a wake-up from sleep is late by tens of microseconds idle and by milliseconds under load,
 //! the spin by well under one. The follow-up removes whatever is left.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ntp_offset_proto::tick::{Leap, SourceState, TickPacket, ERROR_UNKNOWN};
 use ntp_offset_sys::clock;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::transmit::{TransmitOptions, Transmitter};
+use super::Signals;
+use crate::ticks::transmit::{TransmitOptions, Transmitter};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
@@ -82,15 +82,24 @@ fn clock_state(local: bool) -> (SourceState, Leap, u32) {
     }
 }
 
+fn clock_name(state: Option<SourceState>) -> &'static str {
+    match state {
+        Some(SourceState::Synchronized) => "synchronized",
+        Some(SourceState::Holdover) => "in holdover",
+        Some(SourceState::Unsynchronized) => "unsynchronized",
+        None => "not read yet",
+    }
+}
+
 /// Time to read the clock state and sign the tick, before the spin starts.
 const PREPARE: Duration = Duration::from_millis(2);
 
 /// Sleeps until `before` ahead of the system-clock instant `at_ns`. Returns false when stopped.
-fn sleep_until_before(at_ns: i64, before: Duration, stop: &AtomicBool) -> bool {
+fn sleep_until_before(at_ns: i64, before: Duration, signals: &Signals) -> bool {
     let before_ns = before.as_nanos().min(NANOS_PER_SEC as u128 / 2) as i64;
     let wake = at_ns - before_ns;
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if signals.stopped() {
             return false;
         }
         match clock::sleep_until_realtime(
@@ -110,8 +119,8 @@ fn sleep_until_before(at_ns: i64, before: Duration, stop: &AtomicBool) -> bool {
 }
 
 /// Sleeps, then spins, until CLOCK_REALTIME reaches `at_ns`. Returns false when stopped.
-fn wait_until(at_ns: i64, spin: Duration, stop: &AtomicBool) -> bool {
-    if !sleep_until_before(at_ns, spin, stop) {
+fn wait_until(at_ns: i64, spin: Duration, signals: &Signals) -> bool {
+    if !sleep_until_before(at_ns, spin, signals) {
         return false;
     }
     loop {
@@ -123,7 +132,21 @@ fn wait_until(at_ns: i64, spin: Duration, stop: &AtomicBool) -> bool {
     }
 }
 
-pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
+/// Says, once per change, whether the ticks tell receivers to use them: ticks from an
+/// unsynchronized clock are sent flagged so, and receivers' daemons ignore them.
+fn log_clock_state(last: &mut Option<SourceState>, now: SourceState) {
+    if *last == Some(now) {
+        return;
+    }
+    match now {
+        SourceState::Unsynchronized => warn!("the system clock is not synchronized (the kernel says STA_UNSYNC): ticks say so and receivers' NTP daemons ignore them; let chronyd or ntpd keep the clock, or give --local if this host is the reference"),
+        _ if last.is_some() => info!("the system clock is synchronized again: ticks are usable"),
+        _ => {}
+    }
+    *last = Some(now);
+}
+
+pub fn run(opts: SendOptions, signals: &Signals) -> Result<(), String> {
     let mut tx = Transmitter::open(opts.transmit)?;
     let mut second = clock::realtime().0 + 1;
     let ticks = TickClock {
@@ -136,14 +159,22 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
             opts.rate_error_ppb as f64 / 1000.0
         );
     }
+    let mut last_state = None;
     while opts.count.is_none_or(|c| tx.sent_ticks < c) {
         // Everything but the send happens before the second, so the tick leaves right at it;
         // the clock's state is read after a sleep to shortly before it.
         let due = ticks.real_at(second * NANOS_PER_SEC);
-        if !sleep_until_before(due, opts.spin + PREPARE, stop) {
+        if !sleep_until_before(due, opts.spin + PREPARE, signals) {
             break;
         }
+        if signals.take_hup() {
+            tx.reload_key();
+        }
+        if signals.take_usr1() {
+            info!("status: {}; clock {}", tx.status(), clock_name(last_state));
+        }
         let (state, leap, error_bound_us) = clock_state(opts.local);
+        log_clock_state(&mut last_state, state);
         let tick = tx.complete(TickPacket {
             state,
             leap,
@@ -156,18 +187,18 @@ pub fn run(opts: SendOptions, stop: &AtomicBool) -> Result<(), String> {
             ..TickPacket::tick(second)
         });
         let payload = tx.encode(&tick);
-        if !wait_until(due, opts.spin, stop) {
+        if !wait_until(due, opts.spin, signals) {
             break;
         }
         let mark = second * NANOS_PER_SEC;
         tx.send(&tick, &payload, |tx_real_ns| {
             ticks.at_real(tx_real_ns) - mark
         });
-        if tx.report() && !tx.sends_follow_ups() {
-            println!(
-                r#"{{"second":{second},"after_send_ns":{}}}"#,
-                ticks.now() - mark
-            );
+        if !tx.sends_follow_ups() {
+            let after = ticks.now() - mark;
+            tx.report(format_args!(
+                r#"{{"second":{second},"after_send_ns":{after}}}"#
+            ));
         }
         let now = ticks.now().div_euclid(NANOS_PER_SEC);
         second = if now > second {

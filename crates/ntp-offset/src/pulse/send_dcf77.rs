@@ -4,7 +4,6 @@
 //! is sent at once, and its follow-up carries the kernel TX time minus the mark, so
 //! receivers take the mark itself, not the send.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
@@ -14,7 +13,8 @@ use ntp_offset_sys::clock::realtime_ns;
 use tracing::{info, warn};
 
 use super::dcf77_input::{Dcf77Input, Edges};
-use super::transmit::{TransmitOptions, Transmitter};
+use super::Signals;
+use crate::ticks::transmit::{TransmitOptions, Transmitter};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// How long after its kernel stamp an edge may still reach us (interrupt thread, scheduling,
@@ -62,22 +62,22 @@ pub fn tick_for(mark: &Mark) -> Option<TickPacket> {
 /// With --report: the decoded mark as this host's clock stamped it (the edge minus the
 /// calibration), so the mark itself can be checked against the signal, not only the send.
 /// `leap_second`: the mark is the inserted 23:59:60; `leap_announced`: one is due.
-fn report_mark(m: &Mark, t: &TickPacket) {
+fn report_mark(tx: &mut Transmitter, m: &Mark, t: &TickPacket) {
     let state = match t.state {
         SourceState::Synchronized => "synchronized",
         SourceState::Holdover => "holdover",
         SourceState::Unsynchronized => "unsynchronized",
     };
-    println!(
+    tx.report(format_args!(
         r#"{{"mark_ns":{},"second":{},"state":"{state}","leap_second":{},"leap_announced":{}}}"#,
         m.at_ns,
         t.second,
         t.is_leap_second(),
         t.leap == Leap::Insert
-    );
+    ));
 }
 
-pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Result<(), String> {
+pub fn run(transmit: TransmitOptions, o: Dcf77Options, signals: &Signals) -> Result<(), String> {
     let mut edges = Edges::open(&o.input, o.active_low)?;
     let mut tx = Transmitter::open(transmit)?;
     let mut decoder = Decoder::new(DecoderConfig {
@@ -87,7 +87,22 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Res
     info!(input = %o.input, "waiting for the DCF77 signal (synchronized after 2-3 minutes)");
     let mut marks = Vec::new();
     let mut last_state = None;
-    while !stop.load(Ordering::Relaxed) && o.count.is_none_or(|c| tx.sent_ticks < c) {
+    while !signals.stopped() && o.count.is_none_or(|c| tx.sent_ticks < c) {
+        if signals.take_hup() {
+            tx.reload_key();
+        }
+        if signals.take_usr1() {
+            info!(
+                "status: {}; DCF77 {}",
+                tx.status(),
+                match last_state {
+                    None => "waiting for the signal",
+                    Some(MarkState::Unsynchronized) => "phase locked, decoding",
+                    Some(MarkState::Synchronized) => "synchronized",
+                    Some(MarkState::Holdover) => "in holdover",
+                }
+            );
+        }
         let now = realtime_ns();
         let wait = decoder.next_deadline().map_or(NANOS_PER_SEC, |d| {
             (d + EDGE_DELIVERY_NS - now).clamp(0, NANOS_PER_SEC)
@@ -108,9 +123,7 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, stop: &AtomicBool) -> Res
                 last_state = Some(m.state);
             }
             if let Some(t) = tick_for(&m) {
-                if tx.report() {
-                    report_mark(&m, &t);
-                }
+                report_mark(&mut tx, &m, &t);
                 let tick = tx.complete(t);
                 let payload = tx.encode(&tick);
                 tx.send(&tick, &payload, |tx_real_ns| tx_real_ns - m.at_ns);

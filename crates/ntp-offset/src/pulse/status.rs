@@ -11,6 +11,9 @@ use serde::Serialize;
 pub struct Status {
     pub state: &'static str,
     pub transmitter: Option<String>,
+    /// What the transmitter says of its own clock, from the latest sample: synchronized,
+    /// holdover or unsynchronized (whose samples the NTP daemons ignore).
+    pub transmitter_state: Option<&'static str>,
     pub session: Option<String>,
     pub datagrams: u64,
     pub ticks: u64,
@@ -39,6 +42,7 @@ impl Status {
         Status {
             state: st.state.name(),
             transmitter: st.transmitter.map(|t| format!("{t:#010x}")),
+            transmitter_state: None,
             session: st.session.map(|s| format!("{s:#010x}")),
             datagrams: st.datagrams,
             ticks: st.ticks,
@@ -73,6 +77,10 @@ impl Status {
             None => String::new(),
         };
         let mut s = format!("{}{who}", self.state);
+        match self.transmitter_state {
+            Some(t) if t != "synchronized" => s += &format!(" (transmitter {t})"),
+            _ => {}
+        }
         if let (Some(o), Some(j)) = (self.offset_ns, self.jitter_ns) {
             // Offsets may be seconds or decades; nanoseconds as an integer stay exact.
             let (sign, abs) = if o < 0 {

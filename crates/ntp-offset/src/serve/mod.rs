@@ -60,7 +60,7 @@ enum ReferenceTask {
         stop: Arc<AtomicBool>,
         thread: JoinHandle<()>,
     },
-    Pulse(PulseReferenceTask),
+    Pulse(Box<PulseReferenceTask>),
 }
 
 impl ReferenceTask {
@@ -83,11 +83,11 @@ impl ReferenceTask {
                     thread,
                 })
             }
-            Reference::Pulse(p) => Ok(ReferenceTask::Pulse(PulseReferenceTask::start(
+            Reference::Pulse(p) => Ok(ReferenceTask::Pulse(Box::new(PulseReferenceTask::start(
                 clock.clone(),
                 p.clone(),
                 cfg.leap,
-            )?)),
+            )?))),
         }
     }
 
@@ -185,7 +185,7 @@ impl Server {
                 warn!(%addr, "listening on a wildcard address: on a host with several addresses, list them one by one so answers leave from the address the client asked");
             }
         }
-        info!(listen = %config::join_addrs(&server.local_addrs()), views = cfg.views.views().len(), "serving");
+        info!(listen = %crate::text::join_addrs(&server.local_addrs()), views = cfg.views.views().len(), "serving");
         Ok(server)
     }
 

@@ -3,7 +3,6 @@
 //! served line after every tick and four times a second between them (so dispersion grows and
 //! LI=3 arrives on time in holdover). The host clock is only read, never set.
 
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver as Inbox, Sender};
 use std::sync::{Arc, Mutex};
@@ -21,17 +20,17 @@ use tracing::{info, warn};
 
 use super::clock::{ClockSnapshot, ReferenceClock, Timeline};
 use crate::config::PulseReference;
-use crate::pulse::input::{bind_all, log_event, TickInput};
+use crate::ticks::input::{bind_all, log_event, Rebind, TickInput};
 
 /// Between ticks the snapshot is republished this often...
 const REPUBLISH: Duration = Duration::from_millis(250);
 /// ...and its dispersion covers this much growth ahead, so it is never too small.
 const AHEAD_NS: i64 = 1_000_000_000;
 
-/// A reload's new settings; sockets only when the addresses changed.
+/// A reload's new settings; sockets only when the addresses or groups changed.
 struct Reconfigure {
     pulse: PulseReference,
-    sockets: Option<Vec<UdpSocket>>,
+    sockets: Option<Rebind>,
     leap: LeapPolicy,
 }
 
@@ -50,9 +49,9 @@ impl PulseReferenceTask {
         pulse: PulseReference,
         leap: LeapPolicy,
     ) -> Result<PulseReferenceTask, String> {
-        let sockets = bind_all(&pulse.listen, &pulse.join)?;
+        let sockets = bind_all(&pulse.listen, &pulse.join, pulse.share_port)?;
         info!(
-            ticks = %crate::config::join_addrs(&pulse.listen),
+            ticks = %crate::text::join_addrs(&pulse.listen),
             "reference: pulse; answering as unsynchronized until locked to ticks"
         );
         let (tx, rx) = channel();
@@ -85,10 +84,19 @@ impl PulseReferenceTask {
     /// Applies reloaded settings. The clock model keeps its pairs, so answers stay
     /// synchronized; new tick addresses are bound first, and a failure changes nothing.
     pub fn reload(&mut self, pulse: &PulseReference, leap: LeapPolicy) -> Result<(), String> {
+        if pulse.share_port != self.current.share_port {
+            warn!("reload: a change of share_port applies at the next start");
+        }
         let sockets = if (&pulse.listen, &pulse.join) != (&self.current.listen, &self.current.join)
         {
-            // Drop nothing yet: SO_REUSEADDR lets the new sockets share the old addresses.
-            Some(bind_all(&pulse.listen, &pulse.join)?)
+            // New addresses are bound first; those that stay keep their sockets.
+            Some(Rebind::prepare(
+                &self.current.listen,
+                &self.current.join,
+                &pulse.listen,
+                &pulse.join,
+                self.current.share_port,
+            )?)
         } else {
             None
         };
@@ -167,7 +175,7 @@ impl PulseState {
 
     fn reconfigure(&mut self, r: Reconfigure) {
         if let Some(sockets) = r.sockets {
-            self.input.replace_sockets(sockets);
+            self.input.rebind(sockets);
         }
         if *self.input.receiver.config() != r.pulse.receiver {
             // A new key or transmitter: the receiver relocks (3 ticks); the model holds over.

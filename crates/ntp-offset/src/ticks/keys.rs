@@ -20,8 +20,9 @@ pub fn load(path: &Path) -> Result<KeyRing, String> {
             path.display()
         ));
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    // Far more than 65535 keys' lines: a bigger file is not a key file.
+    let text = crate::files::read_capped(path, 1 << 20)
+        .map_err(|e| format!("key file {}: {e}", path.display()))?;
     KeyRing::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))
 }
 

@@ -3,6 +3,7 @@
 //! the system-clock schedule (`send.rs`) and the DCF77 source (`send_dcf77.rs`).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ntp_offset_proto::tick::{
@@ -11,7 +12,10 @@ use ntp_offset_proto::tick::{
 use ntp_offset_proto::tick_auth::{encode, Key};
 use ntp_offset_sys::txstamp::{enable_tx_timestamps, recv_tx_timestamp};
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use super::keys;
+use crate::logging::Report;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// How long to wait for the kernel's TX timestamp of a tick.
@@ -21,6 +25,8 @@ const TX_STAMP_WAIT: Duration = Duration::from_millis(50);
 pub struct TransmitOptions {
     pub destinations: Vec<SocketAddr>,
     pub key: Option<Key>,
+    /// Where `key` came from, and the key id asked for: SIGHUP reads it again.
+    pub key_file: Option<(PathBuf, Option<u16>)>,
     pub transmitter: u32,
     pub follow_up: bool,
     pub legacy: bool,
@@ -56,6 +62,7 @@ pub struct Transmitter {
     pub sent_ticks: u64,
     pub send_errors: u64,
     wire: [u8; AUTH_LEN],
+    report: Report,
 }
 
 fn open_socket(v6: bool, opts: &TransmitOptions) -> Result<UdpSocket, String> {
@@ -108,7 +115,7 @@ impl Transmitter {
             dests.push(Destination { addr, socket });
         }
         let mut session_bytes = [0u8; 4];
-        super::keys::random_bytes(&mut session_bytes)?;
+        keys::random_bytes(&mut session_bytes)?;
         let session = u32::from_be_bytes(session_bytes);
         let what = if opts.legacy {
             "legacy `time` pulses".to_string()
@@ -123,11 +130,13 @@ impl Transmitter {
             )
         };
         info!(
-            to = %crate::config::join_addrs(&opts.destinations),
+            to = %crate::text::join_addrs(&opts.destinations),
             "sending {what}{}",
             if opts.sends_follow_ups() { " with follow-ups" } else { "" }
         );
+        let report = Report::new(opts.report);
         Ok(Transmitter {
+            report,
             opts,
             senders,
             dests,
@@ -219,20 +228,49 @@ impl Transmitter {
                     }
                     Err(e) => debug!(to = %d.addr, "follow-up: {e}"),
                 }
-                if self.opts.report {
-                    println!(
-                        r#"{{"second":{second},"to":"{}","tx_offset_ns":{offset}}}"#,
-                        d.addr
-                    );
-                }
+                self.report.line(format_args!(
+                    r#"{{"second":{second},"to":"{}","tx_offset_ns":{offset}}}"#,
+                    d.addr
+                ));
             }
         }
         self.sent_ticks += 1;
         self.sequence = self.sequence.wrapping_add(1);
     }
 
-    pub fn report(&self) -> bool {
-        self.opts.report
+    /// A `--report` line (stdout; stops by itself if the reader goes away).
+    pub fn report(&mut self, line: std::fmt::Arguments) {
+        self.report.line(line);
+    }
+
+    /// SIGHUP: the key file again; the session and sequence go on.
+    pub fn reload_key(&mut self) {
+        let Some((path, id)) = &self.opts.key_file else {
+            info!("SIGHUP: no key file to reload; the rest is set on the command line");
+            return;
+        };
+        let key = keys::load(path).and_then(|ring| match id {
+            Some(id) => ring
+                .get(*id)
+                .cloned()
+                .ok_or_else(|| format!("key {id} is not in {}", path.display())),
+            None => Ok(ring.first().clone()),
+        });
+        match key {
+            Ok(k) => {
+                info!(file = %path.display(), key = k.id, "SIGHUP: key file reloaded");
+                self.opts.key = Some(k);
+            }
+            Err(e) => error!("SIGHUP: {e}; keeping the key in use"),
+        }
+    }
+
+    /// The status line for SIGUSR1.
+    pub fn status(&self) -> String {
+        format!(
+            "session {:#010x}, sequence {}, {} ticks sent, {} send errors",
+            self.session, self.sequence, self.sent_ticks, self.send_errors
+        )
     }
 
     pub fn sends_follow_ups(&self) -> bool {

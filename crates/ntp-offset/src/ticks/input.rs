@@ -14,12 +14,21 @@ use tracing::{debug, info, warn};
 const RECV_BUF: usize = 128;
 
 /// Binds one tick socket (kernel RX timestamps, non-blocking) and joins the groups of its
-/// address family.
-pub fn bind(addr: SocketAddr, join: &[IpAddr]) -> Result<UdpSocket, String> {
-    crate::udp::bind_timestamped(addr, "", |s| {
-        // Several receivers on one host may share a broadcast or multicast port.
-        s.set_reuse_address(true)
-            .map_err(|e| ("set SO_REUSEADDR on".to_string(), e))?;
+/// address family. `share`: other receivers on this host may bind the same port, if they
+/// allow it too (SO_REUSEADDR on each); otherwise a port in use is an error, because a
+/// second receiver there would silently take the unicast ticks.
+pub fn bind(addr: SocketAddr, join: &[IpAddr], share: bool) -> Result<UdpSocket, String> {
+    let in_use = if share {
+        " (a receiver there does not share it: both must allow sharing)"
+    } else {
+        " (another receiver, `pulse listen` or `serve` with the pulse reference, may be there; \
+         to share the port on purpose, allow it on both: --share-port, share_port = true)"
+    };
+    crate::udp::bind_timestamped(addr, in_use, |s| {
+        if share {
+            s.set_reuse_address(true)
+                .map_err(|e| ("set SO_REUSEADDR on".to_string(), e))?;
+        }
         for group in join {
             let joined = match (group, addr.ip()) {
                 (IpAddr::V4(g), IpAddr::V4(_)) => s.join_multicast_v4(g, &Ipv4Addr::UNSPECIFIED),
@@ -33,8 +42,65 @@ pub fn bind(addr: SocketAddr, join: &[IpAddr]) -> Result<UdpSocket, String> {
     })
 }
 
-pub fn bind_all(listen: &[SocketAddr], join: &[IpAddr]) -> Result<Vec<UdpSocket>, String> {
-    listen.iter().map(|&a| bind(a, join)).collect()
+pub fn bind_all(
+    listen: &[SocketAddr],
+    join: &[IpAddr],
+    share: bool,
+) -> Result<Vec<UdpSocket>, String> {
+    listen.iter().map(|&a| bind(a, join, share)).collect()
+}
+
+/// Moves a bound socket's group memberships from `old` to `new` (a reload).
+fn change_groups(s: &UdpSocket, old: &[IpAddr], new: &[IpAddr]) -> Result<(), String> {
+    let v6 = s.local_addr().is_ok_and(|a| a.is_ipv6());
+    for g in old.iter().filter(|g| !new.contains(g)) {
+        let _ = match g {
+            IpAddr::V4(g) if !v6 => s.leave_multicast_v4(g, &Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(g) if v6 => s.leave_multicast_v6(g, 0),
+            _ => Ok(()),
+        };
+    }
+    for g in new.iter().filter(|g| !old.contains(g)) {
+        match g {
+            IpAddr::V4(g) if !v6 => s.join_multicast_v4(g, &Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(g) if v6 => s.join_multicast_v6(g, 0),
+            _ => Ok(()),
+        }
+        .map_err(|e| format!("cannot join {g}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A reload's tick sockets: the addresses not bound yet are bound now (a failure changes
+/// nothing); those that stay keep their socket, since rebinding a port this process holds
+/// would need the sharing it may not allow.
+pub struct Rebind {
+    pub listen: Vec<SocketAddr>,
+    pub fresh: Vec<UdpSocket>,
+    pub old_join: Vec<IpAddr>,
+    pub join: Vec<IpAddr>,
+}
+
+impl Rebind {
+    pub fn prepare(
+        old: &[SocketAddr],
+        old_join: &[IpAddr],
+        listen: &[SocketAddr],
+        join: &[IpAddr],
+        share: bool,
+    ) -> Result<Rebind, String> {
+        let new: Vec<SocketAddr> = listen
+            .iter()
+            .filter(|a| !old.contains(a))
+            .copied()
+            .collect();
+        Ok(Rebind {
+            listen: listen.to_vec(),
+            fresh: bind_all(&new, join, share)?,
+            old_join: old_join.to_vec(),
+            join: join.to_vec(),
+        })
+    }
 }
 
 /// The arrival of a datagram on both clocks. The kernel stamps CLOCK_REALTIME; the raw
@@ -77,9 +143,19 @@ impl TickInput {
         }
     }
 
-    /// New sockets (a reload changed the addresses); the receiver keeps its state.
-    pub fn replace_sockets(&mut self, sockets: Vec<UdpSocket>) {
-        self.sockets = sockets;
+    /// A reload's addresses; the receiver keeps its state.
+    pub fn rebind(&mut self, r: Rebind) {
+        let mut kept: Vec<UdpSocket> = std::mem::take(&mut self.sockets)
+            .into_iter()
+            .filter(|s| s.local_addr().is_ok_and(|a| r.listen.contains(&a)))
+            .collect();
+        for s in &kept {
+            if let Err(e) = change_groups(s, &r.old_join, &r.join) {
+                warn!("reload: {e}");
+            }
+        }
+        kept.extend(r.fresh);
+        self.sockets = kept;
     }
 
     /// Hands the sockets over (to a new input after a reload).

@@ -1,0 +1,70 @@
+//! The configuration's schema as a file (or the command line, `flags.rs`) gives it, before
+//! any check: every value keeps where it came from, so errors can name the line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::reference::RawReference;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub server: Spanned<RawServer>,
+    pub reference: Option<Spanned<RawReference>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub view: Vec<Spanned<RawView>>,
+    #[serde(default)]
+    pub spread: Vec<Spanned<RawSpread>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub listen: Spanned<Vec<Spanned<String>>>,
+    pub unmatched: Option<Spanned<String>>,
+    pub default_view: Option<Spanned<String>>,
+    pub local_stratum: Option<Spanned<i64>>,
+    pub stratum: Option<Spanned<i64>>,
+    pub reference_id: Option<Spanned<String>>,
+    pub leap: Option<Spanned<String>>,
+    pub leap_smear_window: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub enabled: Option<bool>,
+    pub interval: Option<Spanned<String>>,
+    pub burst: Option<Spanned<i64>>,
+    pub kod: Option<bool>,
+    pub table_size: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawView {
+    pub name: Spanned<String>,
+    pub offset: Spanned<String>,
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub clients: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpread {
+    pub name: Spanned<String>,
+    pub views: Spanned<Vec<Spanned<String>>>,
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub clients: Vec<Spanned<String>>,
+}
+
+/// A value that came from the command line: it has no place in a file.
+pub(super) fn flag<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}

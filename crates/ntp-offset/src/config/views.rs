@@ -1,0 +1,309 @@
+//! `[[view]]` and `[[spread]]`: the views, the rules that choose among them, and the checks
+//! that every view can answer and no rule hides behind another.
+
+use std::collections::HashSet;
+use std::hash::Hasher;
+use std::net::SocketAddr;
+
+use ntp_offset_proto::time::{Offset, MAX_OFFSET};
+use ntp_offset_proto::view::{Cidr, LocalAddr, Rule, Spread, Target, View, ViewId, ViewTable};
+use siphasher::sip::SipHasher13;
+use toml::Spanned;
+
+use super::raw::{RawFile, RawView};
+use super::{ConfigError, Context};
+use crate::duration;
+use crate::text::join_addrs;
+
+/// View names and their ids, for looking up references to views.
+type ViewNames = Vec<(String, ViewId)>;
+
+/// A rule as written: what it is called in messages and where.
+struct Written {
+    what: String,
+    span: std::ops::Range<usize>,
+}
+
+impl Context<'_> {
+    /// The views and their rules; warnings for what can be intended but looks like a mistake.
+    pub(super) fn view_table(
+        &self,
+        raw: &RawFile,
+        listen: &[SocketAddr],
+        warnings: &mut Vec<ConfigError>,
+    ) -> Result<ViewTable, ConfigError> {
+        let server = raw.server.get_ref();
+        let (views, names) = self.views(&raw.view)?;
+        if views.is_empty() {
+            return self.err(raw.server.span(), "view", "no [[view]] is defined; add at least one, e.g.\n[[view]]\nname = \"plus15\"\noffset = \"15s\"");
+        }
+        let mut rules = Vec::new();
+        let mut written = Vec::new();
+        for (i, v) in raw.view.iter().enumerate() {
+            let v = v.get_ref();
+            let field = format!("view `{}`", v.name.get_ref());
+            let local = self.local_addrs(&v.listen, listen, &field)?;
+            let clients = self.cidrs(&v.clients, &field)?;
+            if !local.is_empty() || !clients.is_empty() {
+                rules.push(Rule {
+                    listen: local,
+                    clients,
+                    target: Target::View(ViewId(i as u16)),
+                });
+                written.push(Written {
+                    what: field,
+                    span: v.name.span(),
+                });
+            }
+        }
+        let mut spread_names = HashSet::new();
+        for s in &raw.spread {
+            let s = s.get_ref();
+            let field = format!("spread `{}`", s.name.get_ref());
+            if !spread_names.insert(s.name.get_ref().clone()) {
+                return self.err(
+                    s.name.span(),
+                    field,
+                    "a spread group of this name is defined above; names must be unique",
+                );
+            }
+            if s.views.get_ref().is_empty() {
+                return self.err(
+                    s.views.span(),
+                    format!("{field}.views"),
+                    "a spread group needs at least one view",
+                );
+            }
+            let mut members = Vec::new();
+            for m in s.views.get_ref() {
+                let id = self.view_named(&names, m, &format!("{field}.views"))?;
+                if members.iter().any(|&(mid, _)| mid == id) {
+                    return self.err(
+                        m.span(),
+                        format!("{field}.views"),
+                        format!("`{}` is listed twice", m.get_ref()),
+                    );
+                }
+                members.push((id, m.get_ref().as_str()));
+            }
+            let key_text = s
+                .key
+                .as_ref()
+                .map_or(s.name.get_ref().as_str(), |k| k.get_ref().as_str());
+            rules.push(Rule {
+                listen: self.local_addrs(&s.listen, listen, &field)?,
+                clients: self.cidrs(&s.clients, &field)?,
+                target: Target::Spread(Spread::new(&members, spread_key(key_text))),
+            });
+            written.push(Written {
+                what: field,
+                span: s.name.span(),
+            });
+        }
+        let default = match &server.default_view {
+            None => None,
+            Some(d) => Some(self.view_named(&names, d, "server.default_view")?),
+        };
+
+        // Which rules can ever match: a later rule is shadowed when an earlier one takes
+        // every request it would (first match wins).
+        let reach: Vec<Vec<bool>> = rules
+            .iter()
+            .map(|r| {
+                listen
+                    .iter()
+                    .map(|s| r.listen.is_empty() || r.listen.iter().any(|l| l.matches(*s)))
+                    .collect()
+            })
+            .collect();
+        let mut live = vec![true; rules.len()];
+        for b in 0..rules.len() {
+            if let Some(a) = (0..b).find(|&a| covers(&rules[a], &reach[a], &rules[b], &reach[b])) {
+                live[b] = false;
+                warnings.push(self.error_at(
+                    written[b].span.clone(),
+                    written[b].what.clone(),
+                    format!(
+                        "never matches: every request it selects is taken first by {} (line {}); rules are tried in order, views' before spread groups'",
+                        written[a].what,
+                        self.line_of(&written[a].span)
+                    ),
+                ));
+            }
+        }
+        let mut answers = vec![false; views.len()];
+        if let Some(d) = default {
+            answers[d.0 as usize] = true;
+        }
+        for (rule, _) in rules.iter().zip(&live).filter(|(_, l)| **l) {
+            match &rule.target {
+                Target::View(id) => answers[id.0 as usize] = true,
+                Target::Spread(s) => s.members().for_each(|id| answers[id.0 as usize] = true),
+            }
+        }
+        for (i, v) in raw.view.iter().enumerate() {
+            if !answers[i] {
+                let name = v.get_ref().name.get_ref();
+                let shadowed = written
+                    .iter()
+                    .zip(&live)
+                    .any(|(w, l)| !l && w.what == format!("view `{name}`"));
+                return self.err(
+                    v.span(),
+                    format!("view `{name}`"),
+                    if shadowed {
+                        "would never answer: its selectors match only requests an earlier rule takes (see the warning above), and it is in no other spread group and not server.default_view"
+                    } else {
+                        "has no `listen` or `clients` selector, is in no spread group and is not server.default_view, so it would never answer"
+                    },
+                );
+            }
+        }
+        if default.is_none() {
+            for (k, s) in listen.iter().enumerate() {
+                if !reach.iter().zip(&live).any(|(r, l)| *l && r[k]) {
+                    warnings.push(self.error_at(
+                        server.listen.span(),
+                        "server.listen",
+                        format!("`{s}` selects no view: no view or spread group lists it and there is no server.default_view, so requests arriving there get no time (server.unmatched decides: dropped, or KoD DENY)"),
+                    ));
+                }
+            }
+        }
+        Ok(ViewTable::new(views, rules, default))
+    }
+
+    fn view_named(
+        &self,
+        names: &ViewNames,
+        name: &Spanned<String>,
+        field: &str,
+    ) -> Result<ViewId, ConfigError> {
+        match names.iter().find(|(n, _)| n == name.get_ref()) {
+            Some(&(_, id)) => Ok(id),
+            None => self.err(
+                name.span(),
+                field,
+                format!(
+                    "no view is named `{}`; views: {}",
+                    name.get_ref(),
+                    name_list(names)
+                ),
+            ),
+        }
+    }
+
+    fn views(&self, raw: &[Spanned<RawView>]) -> Result<(Vec<View>, ViewNames), ConfigError> {
+        let mut views = Vec::new();
+        let mut names: Vec<(String, ViewId)> = Vec::new();
+        if raw.len() > u16::MAX as usize {
+            return self.err(0..0, "view", "too many views");
+        }
+        for (i, v) in raw.iter().enumerate() {
+            let v = v.get_ref();
+            let name = v.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return self.err(
+                    v.name.span(),
+                    "view.name",
+                    format!("`{name}`: use letters, digits, `-`, `_` and `.`"),
+                );
+            }
+            if names.iter().any(|(n, _)| n == name) {
+                return self.err(
+                    v.name.span(),
+                    "view.name",
+                    format!("`{name}` is defined above; view names must be unique"),
+                );
+            }
+            let offset = self.offset(&v.offset, &format!("view `{name}`.offset"))?;
+            names.push((name.clone(), ViewId(i as u16)));
+            views.push(View {
+                name: name.clone(),
+                offset,
+            });
+        }
+        Ok((views, names))
+    }
+
+    fn local_addrs(
+        &self,
+        raw: &[Spanned<String>],
+        listen: &[SocketAddr],
+        field: &str,
+    ) -> Result<Vec<LocalAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for l in raw {
+            let addr = match l.get_ref().parse::<LocalAddr>() {
+                Ok(a) => a,
+                Err(e) => return self.err(l.span(), format!("{field}.listen"), e),
+            };
+            let served = listen.iter().any(|s| match addr {
+                LocalAddr::Socket(a) => a == *s,
+                LocalAddr::Ip(ip) => ip == s.ip(),
+            });
+            if !served {
+                return self.err(l.span(), format!("{field}.listen"), format!("`{}` is not one of server.listen ({}); a view can only select among the addresses the server listens on", l.get_ref(), join_addrs(listen)));
+            }
+            out.push(addr);
+        }
+        Ok(out)
+    }
+
+    fn cidrs(&self, raw: &[Spanned<String>], field: &str) -> Result<Vec<Cidr>, ConfigError> {
+        raw.iter()
+            .map(|c| {
+                c.get_ref()
+                    .parse::<Cidr>()
+                    .or_else(|e| self.err(c.span(), format!("{field}.clients"), e.to_string()))
+            })
+            .collect()
+    }
+
+    /// An offset from true time: a view's, or `pulse listen --offset`.
+    pub(super) fn offset(
+        &self,
+        text: &Spanned<String>,
+        field: &str,
+    ) -> Result<Offset, ConfigError> {
+        match duration::parse(text.get_ref()) {
+            Ok(o) if o.abs() <= MAX_OFFSET => Ok(o),
+            Ok(_) => self.err(text.span(), field, "offsets are limited to ±68 years: NTP timestamps repeat every 136 years and clients resolve the era from their own clock"),
+            Err(e) => self.err(text.span(), field, e),
+        }
+    }
+}
+
+/// Whether rule `a` takes every request rule `b` would: on every listening socket `b`
+/// matches, for every client `b` matches (`reach`: which of server.listen each matches).
+fn covers(a: &Rule, reach_a: &[bool], b: &Rule, reach_b: &[bool]) -> bool {
+    let sockets = reach_b.iter().zip(reach_a).all(|(rb, ra)| !rb || *ra);
+    let clients = a.clients.is_empty()
+        || (!b.clients.is_empty()
+            && b.clients
+                .iter()
+                .all(|cb| a.clients.iter().any(|ca| ca.covers(cb))));
+    sockets && clients
+}
+
+fn name_list(names: &[(String, ViewId)]) -> String {
+    names
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The spread hash key: derived from the configured text, so the same config gives the same
+/// assignment on every host and across restarts.
+fn spread_key(text: &str) -> (u64, u64) {
+    let mut a = SipHasher13::new_with_keys(0x6e74_702d_6f66_6673, 1);
+    a.write(text.as_bytes());
+    let mut b = SipHasher13::new_with_keys(0x6e74_702d_6f66_6673, 2);
+    b.write(text.as_bytes());
+    (a.finish(), b.finish())
+}
