@@ -8,18 +8,6 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn run(args: &[&str]) -> (bool, String) {
-    let out = run_bounded(Command::new(BIN).args(args), Duration::from_secs(20));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn view_config(ports: &[u16], offsets: &[&str]) -> String {
     let listen: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     let mut c = format!(
@@ -37,7 +25,7 @@ fn view_config(ports: &[u16], offsets: &[&str]) -> String {
 fn check_accepts_the_examples_and_points_at_mistakes() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
     for example in ["try-it.toml", "vm-host.toml"] {
-        let (ok, out) = run(&["serve", "--check", "--config", &format!("{root}/{example}")]);
+        let (ok, out) = run_cli(&["serve", "--check", "--config", &format!("{root}/{example}")]);
         assert!(ok && out.contains(": OK: "), "{example}: {out}");
     }
     let path = tempdir("check").join("bad.toml");
@@ -56,7 +44,7 @@ fn check_accepts_the_examples_and_points_at_mistakes() {
 
 #[test]
 fn serve_without_config_or_listen_says_what_to_give() {
-    let (ok, out) = run(&["serve"]);
+    let (ok, out) = run_cli(&["serve"]);
     assert!(!ok);
     assert!(
         out.contains("--config FILE") && out.contains("--listen"),
@@ -72,7 +60,7 @@ fn query_prints_offsets_and_differences_and_fails_on_silence() {
     let _server = ServerProcess::start(&["--config", path.to_str().unwrap()]);
     let a = format!("127.0.0.1:{}", ports[0]);
     let b = format!("127.0.0.1:{}", ports[1]);
-    let (ok, out) = run(&["query", &a, &b]);
+    let (ok, out) = run_cli(&["query", &a, &b]);
     assert!(ok, "{out}");
     let diff_line = out
         .lines()
@@ -89,7 +77,7 @@ fn query_prints_offsets_and_differences_and_fails_on_silence() {
     assert!(out.contains("LOCL"), "{out}");
 
     // --json: one object per server, for scripts.
-    let (ok, out) = run(&["query", "--json", &a, &b]);
+    let (ok, out) = run_cli(&["query", "--json", &a, &b]);
     assert!(ok, "{out}");
     let lines: Vec<serde_json::Value> = out
         .lines()
@@ -112,7 +100,7 @@ fn query_prints_offsets_and_differences_and_fails_on_silence() {
 
     // A port nobody listens on: the answer is missing and the exit status says so.
     let silent = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let (ok, out) = run(&["query", "--timeout", "300ms", "-n", "1", &a, &silent]);
+    let (ok, out) = run_cli(&["query", "--timeout", "300ms", "-n", "1", &a, &silent]);
     assert!(!ok, "{out}");
     assert!(out.contains(&silent), "{out}");
 }
@@ -127,12 +115,12 @@ fn query_fails_on_an_unsynchronized_server() {
         // clock is unsynchronized, as on CI machines. Assert the other side instead.
         let port = free_ports(1)[0];
         let _s = ServerProcess::start(&["--listen", &format!("127.0.0.1:{port}")]);
-        assert!(run(&["query", &format!("127.0.0.1:{port}")]).0);
+        assert!(run_cli(&["query", &format!("127.0.0.1:{port}")]).0);
         return;
     }
     let port = free_ports(1)[0];
     let _s = ServerProcess::start(&["--listen", &format!("127.0.0.1:{port}")]);
-    let (ok, out) = run(&["query", &format!("127.0.0.1:{port}")]);
+    let (ok, out) = run_cli(&["query", &format!("127.0.0.1:{port}")]);
     assert!(!ok && out.contains("unsynchronized"), "{out}");
 }
 
@@ -159,7 +147,7 @@ fn negative_offset_on_the_command_line() {
 #[test]
 fn dcf77_source_says_which_input_is_missing_or_wrong() {
     let send = ["pulse", "send", "--source", "dcf77", "--unauthenticated"];
-    let with = |more: &[&str]| run(&[&send[..], more, &["--to", "127.0.0.1:9"]].concat());
+    let with = |more: &[&str]| run_cli(&[&send[..], more, &["--to", "127.0.0.1:9"]].concat());
     let (ok, out) = with(&[]);
     assert!(
         !ok && out.contains("needs --line N") && out.contains("--serial TTY"),
@@ -182,7 +170,7 @@ fn dcf77_source_says_which_input_is_missing_or_wrong() {
 #[test]
 fn demo_runs_and_stops_by_itself_within_15s() {
     let started = Instant::now();
-    let (ok, out) = run(&["demo"]);
+    let (ok, out) = run_cli(&["demo"]);
     assert!(ok, "{out}");
     assert!(started.elapsed() < Duration::from_secs(15));
     for view in ["q0", "q15", "q30", "q45"] {

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::lan::{wait_until, Background, IpcNamespace, Lan};
+use common::lan::{Background, IpcNamespace, Lan};
+use common::wait_until;
 use common::{peer, run_bounded, tempdir, write_key_file, BIN};
 
 fn s(v: &str) -> String {

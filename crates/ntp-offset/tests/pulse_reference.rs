@@ -8,7 +8,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::lan::{wait_until, Background, Lan};
+use common::lan::{Background, Lan};
+use common::wait_until;
 use common::{
     chrony_measure, free_ports, ip, ntpdig_offset, run_bounded, tempdir, write_key_file,
     ServerProcess, BIN,

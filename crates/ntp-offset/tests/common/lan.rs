@@ -180,17 +180,3 @@ impl Drop for Background {
         let _ = self.child.wait();
     }
 }
-
-/// Polls `f` every 200 ms until it returns Some, for at most `timeout`.
-pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}

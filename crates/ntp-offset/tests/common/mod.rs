@@ -89,30 +89,44 @@ pub fn require_root() {
     );
 }
 
-/// `ntp-offset serve` as a child; killed on drop. Its stderr is collected by a thread.
-pub struct ServerProcess {
+/// An `ntp-offset` daemon (`serve`, `pulse send`, `pulse listen`) as a child; killed on drop.
+/// Its stderr (the log) is collected by a thread; its stdout is piped when asked.
+pub struct Daemon {
     pub child: Child,
     pub log: mpsc::Receiver<String>,
     pub lines: Vec<String>,
 }
 
-impl ServerProcess {
-    /// Starts `ntp-offset serve ARGS` (optionally prefixed, e.g. by `ip netns exec NS`) and
-    /// waits for its "serving" line.
-    pub fn start_with(prefix: &[&str], args: &[&str]) -> ServerProcess {
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        cmd.arg("serve")
-            .args(args)
-            .stdout(Stdio::null())
+/// `serve` is the daemon most tests start.
+pub type ServerProcess = Daemon;
+
+/// `ntp-offset` run under `prefix` (e.g. `ip netns exec NS`), or directly.
+pub fn command(prefix: &[&str]) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    }
+}
+
+impl Daemon {
+    /// Starts `ntp-offset ARGS` and, with `ready`, waits for a log line containing it.
+    /// `stdout`: pipe it (for --report) instead of discarding it.
+    pub fn launch(prefix: &[&str], args: &[&str], ready: Option<&str>, stdout: bool) -> Daemon {
+        let mut cmd = command(prefix);
+        cmd.args(args)
+            .stdout(if stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start ntp-offset serve");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start ntp-offset {args:?}: {e}"));
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -122,23 +136,51 @@ impl ServerProcess {
                 }
             }
         });
-        let mut server = ServerProcess {
+        let mut d = Daemon {
             child,
             log: rx,
             lines: Vec::new(),
         };
-        server.wait_for_log("serving", Duration::from_secs(10));
-        server
+        if let Some(ready) = ready {
+            d.wait_for_log(ready, Duration::from_secs(10));
+        }
+        d
     }
 
-    pub fn start(args: &[&str]) -> ServerProcess {
+    /// Starts `ntp-offset serve ARGS` (optionally prefixed) and waits for its "serving" line.
+    pub fn start_with(prefix: &[&str], args: &[&str]) -> Daemon {
+        let argv: Vec<&str> = std::iter::once("serve")
+            .chain(args.iter().copied())
+            .collect();
+        Self::launch(prefix, &argv, Some("serving"), false)
+    }
+
+    pub fn start(args: &[&str]) -> Daemon {
         Self::start_with(&[], args)
     }
 
     /// Waits for a log line containing `needle`; panics with the log so far after `timeout`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        self.log_since(0, needle, timeout)
+    }
+
+    /// How many log lines have come so far: give it to [`Self::log_since`] to wait for a
+    /// line that comes after something the test does next (a signal).
+    pub fn mark(&mut self) -> usize {
+        while let Ok(line) = self.log.try_recv() {
+            self.lines.push(line);
+        }
+        self.lines.len()
+    }
+
+    /// Waits for a log line containing `needle` among those after `mark`.
+    pub fn log_since(&mut self, mark: usize, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
-        if let Some(l) = self.lines.iter().find(|l| l.contains(needle)) {
+        self.mark();
+        if let Some(l) = self.lines[mark.min(self.lines.len())..]
+            .iter()
+            .find(|l| l.contains(needle))
+        {
             return l.clone();
         }
         loop {
@@ -171,11 +213,24 @@ impl ServerProcess {
     }
 }
 
-impl Drop for ServerProcess {
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `ntp-offset ARGS` to its end (20 s at most): whether it succeeded, and stdout then stderr.
+pub fn run_cli(args: &[&str]) -> (bool, String) {
+    let out = run_bounded(Command::new(BIN).args(args), Duration::from_secs(20));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// One SNTP exchange with `addr`; None on timeout.
@@ -384,4 +439,18 @@ pub fn ntpdig_offset<S: AsRef<std::ffi::OsStr>>(prefix: &[S], server: &str) -> f
         .and_then(|r| r.split(',').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no offset in ntpdig's answer: {text}"))
+}
+
+/// Polls `f` every 200 ms until it returns Some, for at most `timeout`.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
