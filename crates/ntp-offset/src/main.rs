@@ -1,18 +1,7 @@
 //! `ntp-offset`: serve deliberately shifted NTP time. See the README.
 #![forbid(unsafe_code)]
 
-mod args;
-mod config;
-mod demo;
-mod duration;
-mod files;
-mod logging;
-mod pulse;
-mod query;
-mod serve;
-mod text;
-mod ticks;
-mod udp;
+use ntp_offset::{args, config, demo, duration, logging, pulse, query, serve, text};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

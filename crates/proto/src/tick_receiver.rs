@@ -351,11 +351,20 @@ struct Deferred {
     deadline_ns: i64,
 }
 
+/// How many transmitters' last sampled seconds are remembered.
+const REMEMBERED: usize = 8;
+
 pub struct Receiver {
     cfg: ReceiverConfig,
     track: Option<Track>,
     deferred: Option<Deferred>,
     stats: Stats,
+    /// The highest second sampled from each of the last transmitters followed (id, POSIX
+    /// second). It outlives the track: when a track is lost and another source (another
+    /// transmitter, legacy pulses) took over, recorded ticks of the first must still not
+    /// lock again and move the clock back (found by fuzzing: fuzz/fuzz_targets/tick_receiver).
+    sampled: [(u32, i64); REMEMBERED],
+    sampled_next: usize,
 }
 
 /// What a tick or legacy pulse claims, after decoding and authentication.
@@ -383,6 +392,8 @@ impl Receiver {
             track: None,
             deferred: None,
             stats: Stats::new(),
+            sampled: [(0, i64::MIN); REMEMBERED],
+            sampled_next: 0,
         }
     }
 
@@ -493,6 +504,18 @@ impl Receiver {
                 + i64::from(t.rem_euclid(NANOS_PER_SEC) >= NANOS_PER_SEC / 2)
         };
         let leap_second = i64::from(c.is_leap_second());
+        let followed = self
+            .track
+            .is_some_and(|t| t.transmitter == c.transmitter && !t.lost);
+        if let (Some(id), Some(second), false) = (c.transmitter, c.second, followed) {
+            // A second already sampled from this transmitter, on a track since lost (a live
+            // track judges its own: duplicate, replay). The inserted leap second may repeat
+            // the last one: it makes no sample.
+            let last = self.last_sampled(id);
+            if second < last || (second == last && !c.is_leap_second()) {
+                return self.reject(Reject::Replay, events);
+            }
+        }
         let track = match &mut self.track {
             Some(t) if t.transmitter == c.transmitter => t,
             Some(t) if !t.lost => return self.reject(Reject::OtherTransmitter, events),
@@ -574,6 +597,27 @@ impl Receiver {
         self.accept(&c, at, events);
     }
 
+    /// The highest second sampled from transmitter `id` (i64::MIN: none remembered).
+    fn last_sampled(&self, id: u32) -> i64 {
+        self.sampled
+            .iter()
+            .find(|(t, s)| *t == id && *s != i64::MIN)
+            .map_or(i64::MIN, |&(_, s)| s)
+    }
+
+    fn remember_sampled(&mut self, id: u32, second: i64) {
+        if let Some(e) = self
+            .sampled
+            .iter_mut()
+            .find(|(t, s)| *t == id && *s != i64::MIN)
+        {
+            e.1 = e.1.max(second);
+            return;
+        }
+        self.sampled[self.sampled_next] = (id, second);
+        self.sampled_next = (self.sampled_next + 1) % REMEMBERED;
+    }
+
     /// Follows `c`'s transmitter from this tick on; `second`: its POSIX second.
     fn start_track(&mut self, c: &Claim, second: i64, at: Arrival, events: &mut Vec<Event>) {
         let leaps = i64::from(c.is_leap_second());
@@ -641,6 +685,9 @@ impl Receiver {
     }
 
     fn emit(&mut self, sample: TickSample, events: &mut Vec<Event>) {
+        if let Some(id) = sample.transmitter {
+            self.remember_sampled(id, sample.second);
+        }
         self.stats.samples += 1;
         self.stats.record(sample.offset());
         self.stats.last_sample_mono_ns = Some(sample.rx.mono_ns);

@@ -386,6 +386,47 @@ fn a_restarted_transmitter_cannot_go_back_in_time() {
     );
 }
 
+/// Found by fuzzing (fuzz/fuzz_targets/tick_receiver.rs): once a track was lost and legacy
+/// pulses had taken over, recorded ticks of the first transmitter locked again and its
+/// seconds were sampled a second time, moving the clock back.
+#[test]
+fn a_second_once_sampled_is_never_sampled_again_even_after_another_source() {
+    let mut h = Harness::new(ReceiverConfig {
+        allow_legacy: true,
+        ..cfg()
+    });
+    let taken: Vec<i64> = Harness::samples(&h.lock(5))
+        .iter()
+        .map(|s| s.second)
+        .collect();
+    assert_eq!(taken, [T0 + 2, T0 + 3, T0 + 4]);
+    h.poll(stamp(T0 + 7, 0, 0).mono_ns);
+    // Legacy pulses take over, and are lost in turn.
+    for i in 8..10 {
+        h.feed(b"time", stamp(T0 + i, 0, 15_000_000_000));
+    }
+    h.poll(stamp(T0 + 12, 0, 0).mono_ns);
+    // The recorded ticks of T0+2..T0+4, played again a second apart.
+    let mut events = Vec::new();
+    for i in 2..5 {
+        events.extend(h.feed(&wire(&tick(T0 + i, i as u32)), stamp(T0 + 11 + i, 0, 0)));
+    }
+    assert!(Harness::samples(&events).is_empty(), "{events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| **e == Event::Rejected(Reject::Replay))
+            .count(),
+        3
+    );
+    // The transmitter's own next seconds still count.
+    let mut events = Vec::new();
+    for i in 20..24 {
+        events.extend(h.feed(&wire(&tick(T0 + i, i as u32)), stamp(T0 + i, 30_000, 0)));
+    }
+    assert_eq!(Harness::samples(&events).len(), 2, "{events:?}");
+}
+
 #[test]
 fn another_transmitter_is_taken_only_after_the_first_is_lost() {
     let mut h = Harness::new(cfg());

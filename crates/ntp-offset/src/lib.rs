@@ -1,0 +1,20 @@
+//! The `ntp-offset` program's parts, as a library so that fuzz targets (`fuzz/`) reach the
+//! configuration parser. The program itself is `main.rs`: the command line and its dispatch.
+//!
+//! Data flow: a source (`serve/system_reference.rs`, `serve/pulse_reference.rs` fed by
+//! `ticks/`) -> the clock (`serve/clock.rs`) -> views (`config/views.rs`, `proto::view`) ->
+//! the responder (`serve/worker.rs`, `proto::responder`).
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod config;
+pub mod demo;
+pub mod duration;
+pub mod files;
+pub mod logging;
+pub mod pulse;
+pub mod query;
+pub mod serve;
+pub mod text;
+pub mod ticks;
+pub mod udp;
