@@ -54,6 +54,23 @@ module_param(transmitter, uint, 0444);
 MODULE_PARM_DESC(transmitter, "Accept ticks only from this transmitter id (default 0: any)");
 
 /* Tick protocol v1 (docs/tick-protocol.md): big-endian, 48 bytes, or 64 with a MAC. */
+/*
+ * Where the fields read here start (docs/tick-protocol.md); the project's Rust tests check
+ * them against crates/proto/src/tick.rs.
+ */
+#define TICK_AT_MAGIC 0
+#define TICK_AT_VERSION 4
+#define TICK_AT_KIND 5
+#define TICK_AT_FLAGS 6
+#define TICK_AT_STATE 7
+#define TICK_AT_LEAP 8
+#define TICK_AT_SOURCE 9
+#define TICK_AT_KEY_ID 12
+#define TICK_AT_TRANSMITTER 16
+#define TICK_AT_SESSION 20
+#define TICK_AT_SEQUENCE 24
+#define TICK_AT_SECOND 32
+#define TICK_AT_TX_OFFSET 40
 #define TICK_BODY_LEN 48
 #define TICK_AUTH_LEN 64
 #define TICK_VERSION 1
@@ -183,30 +200,31 @@ static enum counter check_tick(const u8 *b, unsigned int len, u64 now_ns)
 	s64 second;
 	enum counter verdict = C_COUNT;
 
-	if (len < 4 || memcmp(b, "NOTK", 4) != 0)
+	if (len < 4 || memcmp(b + TICK_AT_MAGIC, "NOTK", 4) != 0)
 		return C_BAD_MAGIC;
-	if (len < 5 || b[4] != TICK_VERSION)
+	if (len <= TICK_AT_VERSION || b[TICK_AT_VERSION] != TICK_VERSION)
 		return C_BAD_VERSION;
 	if (len < TICK_BODY_LEN)
 		return C_TRUNCATED;
 	/* Key id 0: no MAC follows. The MAC itself is not checked here (see the top). */
-	if (len != (get_unaligned_be16(b + 12) ? TICK_AUTH_LEN : TICK_BODY_LEN))
+	if (len != (get_unaligned_be16(b + TICK_AT_KEY_ID) ? TICK_AUTH_LEN : TICK_BODY_LEN))
 		return C_BAD_LENGTH;
-	if ((b[5] != TICK_KIND_TICK && b[5] != TICK_KIND_FOLLOW_UP) ||
-	    b[7] > TICK_STATE_UNSYNCHRONIZED || b[8] > TICK_MAX_LEAP || b[9] > TICK_MAX_SOURCE)
+	if ((b[TICK_AT_KIND] != TICK_KIND_TICK && b[TICK_AT_KIND] != TICK_KIND_FOLLOW_UP) ||
+	    b[TICK_AT_STATE] > TICK_STATE_UNSYNCHRONIZED || b[TICK_AT_LEAP] > TICK_MAX_LEAP ||
+	    b[TICK_AT_SOURCE] > TICK_MAX_SOURCE)
 		return C_MALFORMED;
 	/* A follow-up carries a TX timestamp for user space; no event. */
-	if (b[5] == TICK_KIND_FOLLOW_UP)
+	if (b[TICK_AT_KIND] == TICK_KIND_FOLLOW_UP)
 		return C_FOLLOW_UPS;
-	if (get_unaligned_be64(b + 40) != 0)
+	if (get_unaligned_be64(b + TICK_AT_TX_OFFSET) != 0)
 		return C_MALFORMED;
-	if (b[7] == TICK_STATE_UNSYNCHRONIZED)
+	if (b[TICK_AT_STATE] == TICK_STATE_UNSYNCHRONIZED)
 		return C_UNSYNCHRONIZED;
 
-	id = get_unaligned_be32(b + 16);
-	session = get_unaligned_be32(b + 20);
-	sequence = get_unaligned_be32(b + 24);
-	second = (s64)get_unaligned_be64(b + 32);
+	id = get_unaligned_be32(b + TICK_AT_TRANSMITTER);
+	session = get_unaligned_be32(b + TICK_AT_SESSION);
+	sequence = get_unaligned_be32(b + TICK_AT_SEQUENCE);
+	second = (s64)get_unaligned_be64(b + TICK_AT_SECOND);
 	if (transmitter && id != transmitter)
 		return C_OTHER_TRANSMITTER;
 
@@ -216,7 +234,7 @@ static enum counter check_tick(const u8 *b, unsigned int len, u64 now_ns)
 		verdict = C_OTHER_TRANSMITTER;
 	} else if (follow.valid && id == follow.transmitter &&
 		   (second < follow.second ||
-		    (second == follow.second && !(b[6] & TICK_FLAG_LEAP_SECOND)) ||
+		    (second == follow.second && !(b[TICK_AT_FLAGS] & TICK_FLAG_LEAP_SECOND)) ||
 		    (session == follow.session && (s32)(sequence - follow.sequence) <= 0))) {
 		/*
 		 * The second must rise, across sessions too (the inserted leap second repeats

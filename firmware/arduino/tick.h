@@ -12,6 +12,27 @@
 extern "C" {
 #endif
 
+/*
+ * Where each field starts (docs/tick-protocol.md), named once; the Rust tests check these
+ * against crates/proto/src/tick.rs's `field`.
+ */
+#define TICK_AT_MAGIC 0
+#define TICK_AT_VERSION 4
+#define TICK_AT_KIND 5
+#define TICK_AT_FLAGS 6
+#define TICK_AT_STATE 7
+#define TICK_AT_LEAP 8
+#define TICK_AT_SOURCE 9
+#define TICK_AT_STRATUM 10
+#define TICK_AT_KEY_ID 12
+#define TICK_AT_TRANSMITTER 16
+#define TICK_AT_SESSION 20
+#define TICK_AT_SEQUENCE 24
+#define TICK_AT_ERROR_BOUND 28
+#define TICK_AT_SECOND 32
+#define TICK_AT_TX_OFFSET 40
+#define TICK_AT_MAC 48
+
 #define TICK_BODY_LEN 48
 #define TICK_AUTH_LEN 64
 #define TICK_PORT 8123

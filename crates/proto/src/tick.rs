@@ -40,6 +40,28 @@
 
 use core::fmt;
 
+/// Where each field starts, as in the table above: named once here for the decoder and the
+/// encoder. The firmware (`firmware/arduino/tick.h`) and the kernel module
+/// (`kernel/crudepps.c`) name the same offsets `TICK_AT_*`; a test below compares them.
+pub mod field {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
+    pub const KIND: usize = 5;
+    pub const FLAGS: usize = 6;
+    pub const STATE: usize = 7;
+    pub const LEAP: usize = 8;
+    pub const SOURCE: usize = 9;
+    pub const STRATUM: usize = 10;
+    pub const KEY_ID: usize = 12;
+    pub const TRANSMITTER: usize = 16;
+    pub const SESSION: usize = 20;
+    pub const SEQUENCE: usize = 24;
+    pub const ERROR_BOUND: usize = 28;
+    pub const SECOND: usize = 32;
+    pub const TX_OFFSET: usize = 40;
+    pub const MAC: usize = 48;
+}
+
 pub const MAGIC: [u8; 4] = *b"NOTK";
 pub const VERSION: u8 = 1;
 /// Length of the MAC-covered part, and of an unauthenticated packet.
@@ -179,16 +201,16 @@ pub fn decode(b: &[u8]) -> Result<Datagram, DecodeError> {
     if b == LEGACY_PAYLOAD {
         return Ok(Datagram::Legacy);
     }
-    if b.len() >= 4 && b[..4] != MAGIC {
+    if b.len() >= 4 && b[field::MAGIC..field::MAGIC + 4] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
     if b.len() < BODY_LEN {
         return Err(DecodeError::Truncated { len: b.len() });
     }
-    if b[4] != VERSION {
-        return Err(DecodeError::UnsupportedVersion(b[4]));
+    if b[field::VERSION] != VERSION {
+        return Err(DecodeError::UnsupportedVersion(b[field::VERSION]));
     }
-    let key_id = be16(b, 12);
+    let key_id = be16(b, field::KEY_ID);
     let want = if key_id == 0 { BODY_LEN } else { AUTH_LEN };
     if b.len() < want {
         return Err(DecodeError::Truncated { len: b.len() });
@@ -196,31 +218,31 @@ pub fn decode(b: &[u8]) -> Result<Datagram, DecodeError> {
     if b.len() > want {
         return Err(DecodeError::Oversized { len: b.len() });
     }
-    let kind = match b[5] {
+    let kind = match b[field::KIND] {
         1 => Kind::Tick,
         2 => Kind::FollowUp,
         _ => return Err(DecodeError::Malformed("kind")),
     };
-    let state = match b[7] {
+    let state = match b[field::STATE] {
         0 => SourceState::Synchronized,
         1 => SourceState::Holdover,
         2 => SourceState::Unsynchronized,
         _ => return Err(DecodeError::Malformed("state")),
     };
-    let leap = match b[8] {
+    let leap = match b[field::LEAP] {
         0 => Leap::None,
         1 => Leap::Insert,
         2 => Leap::Delete,
         _ => return Err(DecodeError::Malformed("leap")),
     };
-    let source = match b[9] {
+    let source = match b[field::SOURCE] {
         0 => Source::SystemClock,
         1 => Source::Pps,
         2 => Source::Dcf77,
         3 => Source::Gnss,
         _ => return Err(DecodeError::Malformed("source")),
     };
-    let tx_offset_ns = be64(b, 40);
+    let tx_offset_ns = be64(b, field::TX_OFFSET);
     match kind {
         Kind::Tick if tx_offset_ns != 0 => {
             return Err(DecodeError::Malformed("tx offset in a tick"))
@@ -232,17 +254,17 @@ pub fn decode(b: &[u8]) -> Result<Datagram, DecodeError> {
     }
     Ok(Datagram::Tick(TickPacket {
         kind,
-        flags: b[6],
+        flags: b[field::FLAGS],
         state,
         leap,
         source,
-        stratum: b[10],
+        stratum: b[field::STRATUM],
         key_id,
-        transmitter: be32(b, 16),
-        session: be32(b, 20),
-        sequence: be32(b, 24),
-        error_bound_us: be32(b, 28),
-        second: be64(b, 32),
+        transmitter: be32(b, field::TRANSMITTER),
+        session: be32(b, field::SESSION),
+        sequence: be32(b, field::SEQUENCE),
+        error_bound_us: be32(b, field::ERROR_BOUND),
+        second: be64(b, field::SECOND),
         tx_offset_ns,
     }))
 }
@@ -259,22 +281,25 @@ impl TickPacket {
 
     /// Writes the 48 MAC-covered bytes ([`crate::tick_auth::encode`] adds the MAC).
     pub fn encode_body(&self, out: &mut [u8; BODY_LEN]) {
+        fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+        }
         *out = [0; BODY_LEN];
-        out[..4].copy_from_slice(&MAGIC);
-        out[4] = VERSION;
-        out[5] = self.kind as u8;
-        out[6] = self.flags;
-        out[7] = self.state as u8;
-        out[8] = self.leap as u8;
-        out[9] = self.source as u8;
-        out[10] = self.stratum;
-        out[12..14].copy_from_slice(&self.key_id.to_be_bytes());
-        out[16..20].copy_from_slice(&self.transmitter.to_be_bytes());
-        out[20..24].copy_from_slice(&self.session.to_be_bytes());
-        out[24..28].copy_from_slice(&self.sequence.to_be_bytes());
-        out[28..32].copy_from_slice(&self.error_bound_us.to_be_bytes());
-        out[32..40].copy_from_slice(&self.second.to_be_bytes());
-        out[40..48].copy_from_slice(&self.tx_offset_ns.to_be_bytes());
+        put(out, field::MAGIC, &MAGIC);
+        out[field::VERSION] = VERSION;
+        out[field::KIND] = self.kind as u8;
+        out[field::FLAGS] = self.flags;
+        out[field::STATE] = self.state as u8;
+        out[field::LEAP] = self.leap as u8;
+        out[field::SOURCE] = self.source as u8;
+        out[field::STRATUM] = self.stratum;
+        put(out, field::KEY_ID, &self.key_id.to_be_bytes());
+        put(out, field::TRANSMITTER, &self.transmitter.to_be_bytes());
+        put(out, field::SESSION, &self.session.to_be_bytes());
+        put(out, field::SEQUENCE, &self.sequence.to_be_bytes());
+        put(out, field::ERROR_BOUND, &self.error_bound_us.to_be_bytes());
+        put(out, field::SECOND, &self.second.to_be_bytes());
+        put(out, field::TX_OFFSET, &self.tx_offset_ns.to_be_bytes());
     }
 
     /// A tick for `second`: synchronized, system clock, stratum 16 (unknown), no leap, error
@@ -369,6 +394,53 @@ pub(crate) mod vectors {
 
 #[cfg(test)]
 mod tests {
+    /// The C code names the same offsets: the firmware all of them, the kernel module
+    /// those it reads. A field moved in one language fails here.
+    #[test]
+    fn c_field_offsets_match_the_rust_ones() {
+        let rust = [
+            ("MAGIC", field::MAGIC),
+            ("VERSION", field::VERSION),
+            ("KIND", field::KIND),
+            ("FLAGS", field::FLAGS),
+            ("STATE", field::STATE),
+            ("LEAP", field::LEAP),
+            ("SOURCE", field::SOURCE),
+            ("STRATUM", field::STRATUM),
+            ("KEY_ID", field::KEY_ID),
+            ("TRANSMITTER", field::TRANSMITTER),
+            ("SESSION", field::SESSION),
+            ("SEQUENCE", field::SEQUENCE),
+            ("ERROR_BOUND", field::ERROR_BOUND),
+            ("SECOND", field::SECOND),
+            ("TX_OFFSET", field::TX_OFFSET),
+            ("MAC", field::MAC),
+        ];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for (file, all) in [
+            ("firmware/arduino/tick.h", true),
+            ("kernel/crudepps.c", false),
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let c: Vec<(String, usize)> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("#define TICK_AT_"))
+                .map(|d| {
+                    let (name, at) = d.split_once(' ').unwrap();
+                    (name.to_string(), at.trim().parse().unwrap())
+                })
+                .collect();
+            assert!(c.len() >= 10, "{file}: {c:?}");
+            for (name, at) in &c {
+                let want = rust.iter().find(|(n, _)| n == name);
+                assert_eq!(want.map(|w| w.1), Some(*at), "{file}: TICK_AT_{name}");
+            }
+            if all {
+                assert_eq!(c.len(), rust.len(), "{file} names every field");
+            }
+        }
+    }
+
     use super::vectors::load;
     use super::*;
 
