@@ -10,10 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <simavr/sim_avr.h>
-#include <simavr/sim_elf.h>
+#include "sim_uno.h"
 
-#define HZ 16000000ULL
+#define HZ SIM_UNO_HZ
 /* The register addresses in data space (ATmega328P datasheet, register summary). */
 #define GPIOR0 0x3E
 #define GPIOR1 0x4A
@@ -62,25 +61,15 @@ static void write_status(avr_t *avr, avr_io_addr_t addr, uint8_t v, void *param)
 
 int main(int argc, char **argv)
 {
-	elf_firmware_t fw;
 	avr_t *avr;
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: %s TEST.elf < INPUT\n", argv[0]);
 		return 2;
 	}
-	memset(&fw, 0, sizeof(fw));
-	if (elf_read_firmware(argv[1], &fw) != 0) {
-		fprintf(stderr, "cannot read %s\n", argv[1]);
-		return 2;
-	}
-	strcpy(fw.mmcu, "atmega328p");
-	fw.frequency = HZ;
-	avr = avr_make_mcu_by_name(fw.mmcu);
+	avr = sim_uno_load(argv[1]);
 	if (!avr)
 		return 2;
-	avr_init(avr);
-	avr_load_firmware(avr, &fw);
 	avr_register_io_read(avr, GPIOR1, read_more, NULL);
 	avr_register_io_read(avr, GPIOR2, read_byte, NULL);
 	avr_register_io_write(avr, GPIOR2, write_byte, NULL);

@@ -25,12 +25,12 @@
 #include <simavr/avr_spi.h>
 #include <simavr/avr_uart.h>
 #include <simavr/sim_avr.h>
-#include <simavr/sim_elf.h>
 #include <simavr/sim_irq.h>
 
 #include "sim_dhcp.h"
+#include "sim_uno.h"
 
-#define HZ 16000000ULL
+#define HZ SIM_UNO_HZ
 #define MAX_EDGES 8192
 
 /* W5100 registers the model acts on (the datasheet's map, as firmware/arduino/w5100.c). */
@@ -261,7 +261,6 @@ static int edge_cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	elf_firmware_t fw;
 	char line[256], name[64];
 	long long cal, dur = 0, s, w;
 	int in_case = 0;
@@ -300,18 +299,9 @@ int main(int argc, char **argv)
 	/* The firmware boots for a second before the signal's first edge. */
 	offset_ms = edges[0][0] / 1000 - 1000;
 
-	memset(&fw, 0, sizeof(fw));
-	if (elf_read_firmware(argv[1], &fw) != 0) {
-		fprintf(stderr, "cannot read %s\n", argv[1]);
-		return 2;
-	}
-	strcpy(fw.mmcu, "atmega328p");
-	fw.frequency = HZ;
-	avr = avr_make_mcu_by_name(fw.mmcu);
+	avr = sim_uno_load(argv[1]);
 	if (!avr)
 		return 2;
-	avr_init(avr);
-	avr_load_firmware(avr, &fw);
 	reset_chip();
 	out = fopen(argv[4], "w");
 	if (!out) {

@@ -10,11 +10,7 @@ use std::time::Duration;
 
 use common::lan::{Background, IpcNamespace, Lan};
 use common::wait_until;
-use common::{peer, run_bounded, tempdir, write_key_file, BIN};
-
-fn s(v: &str) -> String {
-    v.to_string()
-}
+use common::{peer, run_bounded, s, tempdir, write_key_file, BIN};
 
 fn status(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()

@@ -4,31 +4,19 @@
 
 mod common;
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::lan::{Background, Lan};
 use common::wait_until;
 use common::{
-    chrony_measure, free_ports, ip, ntpdig_offset, run_bounded, tempdir, write_key_file,
-    ServerProcess, BIN,
+    chrony_measure, command, free_ports, ip, ntpdig_offset, run_bounded, s, tempdir,
+    write_key_file, ServerProcess, BIN,
 };
-
-fn s(v: &str) -> String {
-    v.to_string()
-}
 
 /// `ntp-offset query --json` (optionally inside a namespace): one object per server.
 fn query(prefix: &[String], servers: &[&str]) -> Vec<serde_json::Value> {
-    let mut cmd = match prefix.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    };
+    let mut cmd = command(prefix);
     cmd.args(["query", "--json", "-n", "2", "-t", "1s"])
         .args(servers);
     let out = run_bounded(&mut cmd, Duration::from_secs(10));

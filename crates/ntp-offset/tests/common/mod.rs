@@ -101,7 +101,7 @@ pub struct Daemon {
 pub type ServerProcess = Daemon;
 
 /// `ntp-offset` run under `prefix` (e.g. `ip netns exec NS`), or directly.
-pub fn command(prefix: &[&str]) -> Command {
+pub fn command<S: AsRef<std::ffi::OsStr>>(prefix: &[S]) -> Command {
     match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
@@ -110,6 +110,11 @@ pub fn command(prefix: &[&str]) -> Command {
         }
         None => Command::new(BIN),
     }
+}
+
+/// An owned string, for argv vectors built from literals and formatted values.
+pub fn s(v: &str) -> String {
+    v.to_string()
 }
 
 impl Daemon {
