@@ -40,3 +40,11 @@ pub fn parse_octal(s: &str) -> Result<u32, String> {
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| format!("{s:?} is not an octal mode like 600"))
 }
+
+/// A multicast group address, as `[reference] join` requires too.
+pub fn parse_multicast(s: &str) -> Result<std::net::IpAddr, String> {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_multicast() => Ok(ip),
+        _ => Err(format!("`{s}` is not a multicast group address")),
+    }
+}

@@ -57,8 +57,8 @@ struct QueryArgs {
     /// Servers as HOST, HOST:PORT, IP or [IPv6]:PORT (port 123 by default).
     #[arg(required = true, value_name = "SERVER")]
     servers: Vec<String>,
-    /// Requests per server; the one with the smallest round trip is shown.
-    #[arg(long, short = 'n', default_value_t = 4)]
+    /// Requests per server (1-1000); the one with the smallest round trip is shown.
+    #[arg(long, short = 'n', default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
     count: u32,
     /// How long to wait for each answer.
     #[arg(long, short = 't', default_value = "2s", value_parser = args::parse_duration)]

@@ -227,7 +227,7 @@ fn a_tick_port_in_use_is_an_error_unless_both_share_it() {
 
 #[test]
 fn flags_have_the_limits_of_the_config_file() {
-    let cases: [(&[&str], bool, &str); 5] = [
+    let cases: &[(&[&str], bool, &str)] = &[
         (
             &["serve", "--listen", "127.0.0.1:1", "--offset", "99999d"],
             false,
@@ -279,8 +279,42 @@ fn flags_have_the_limits_of_the_config_file() {
             false,
             "--outlier: must be between +10us and +500ms",
         ),
+        (
+            &[
+                "pulse",
+                "listen",
+                "--allow-unauthenticated",
+                "--join",
+                "8.8.8.8",
+            ],
+            false,
+            "`8.8.8.8` is not a multicast group address",
+        ),
+        (
+            &[
+                "pulse",
+                "send",
+                "--unauthenticated",
+                "--to",
+                "127.0.0.1:9",
+                "--ttl",
+                "300",
+            ],
+            false,
+            "300 is not in 1..=255",
+        ),
+        (
+            &["pulse", "listen", "--key-file", "/tmp"],
+            false,
+            "key file /tmp: not a file",
+        ),
+        (
+            &["query", "-n", "0", "127.0.0.1:9"],
+            false,
+            "0 is not in 1..=1000",
+        ),
     ];
-    for (args, succeeds, says) in cases {
+    for &(args, succeeds, says) in cases {
         let (ok, out) = run_cli(args);
         assert!(ok == succeeds && out.contains(says), "{args:?}: {out}");
     }

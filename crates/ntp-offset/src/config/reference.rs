@@ -165,15 +165,9 @@ impl Context<'_> {
             }
         }
         for g in &r.join {
-            match g.get_ref().parse::<IpAddr>() {
-                Ok(ip) if ip.is_multicast() => p.join.push(ip),
-                _ => {
-                    return self.err(
-                        g.span(),
-                        "reference.join",
-                        format!("`{}` is not a multicast group address", g.get_ref()),
-                    )
-                }
+            match crate::args::parse_multicast(g.get_ref()) {
+                Ok(ip) => p.join.push(ip),
+                Err(e) => return self.err(g.span(), "reference.join", e),
             }
         }
         if let Some(t) = &r.transmitter {

@@ -22,7 +22,9 @@ use ntp_offset_proto::time::Offset;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tracing::{error, info};
 
-use crate::args::{parse_duration, parse_octal, parse_offset, parse_ppm, parse_u32};
+use crate::args::{
+    parse_duration, parse_multicast, parse_octal, parse_offset, parse_ppm, parse_u32,
+};
 use crate::config::receiver::{check_listen_flags, ListenFlags};
 use crate::ticks::keys;
 use crate::ticks::transmit;
@@ -102,8 +104,8 @@ pub struct SendArgs {
     /// Send the original 4-byte `time` packets instead of ticks (to test old receivers).
     #[arg(long, conflicts_with_all = ["key_file", "unauthenticated"])]
     legacy: bool,
-    /// Multicast TTL / hop limit.
-    #[arg(long, default_value_t = 1)]
+    /// Multicast TTL / hop limit (1-255).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     ttl: u32,
     /// Spin this long before each second instead of sleeping (precision vs. CPU).
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
@@ -128,7 +130,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "IP:PORT")]
     listen: Vec<SocketAddr>,
     /// Multicast group to join (repeatable), on the listen sockets of its family.
-    #[arg(long, value_name = "GROUP")]
+    #[arg(long, value_name = "GROUP", value_parser = parse_multicast)]
     join: Vec<IpAddr>,
     /// Let other receivers on this host bind the same tick port (they must allow it too,
     /// e.g. `serve`'s `share_port = true`). Only broadcast and multicast ticks reach every

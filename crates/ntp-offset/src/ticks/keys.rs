@@ -11,6 +11,9 @@ const UNSAFE_BITS: u32 = 0o027;
 
 pub fn load(path: &Path) -> Result<KeyRing, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("key file {}: not a file", path.display()));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & UNSAFE_BITS != 0 {
         return Err(format!(
