@@ -1,7 +1,7 @@
 //! The command line as a user meets it: config checking, query's exit status, the demo, and
 //! reloading a running server with SIGHUP.
 
-mod common;
+use ntp_offset_testkit as common;
 
 use common::*;
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ fn check_accepts_the_examples_and_points_at_mistakes() {
     let path = tempdir("check").join("bad.toml");
     std::fs::write(&path, "[server]\nlisten = [\"127.0.0.1:11123\"]\ndefault_view = \"a\"\n\n[[view]]\nname = \"a\"\noffset = \"15 seconds\"\n").unwrap();
     let out = run_bounded(
-        Command::new(BIN).args(["serve", "--check", "--config", path.to_str().unwrap()]),
+        Command::new(*BIN).args(["serve", "--check", "--config", path.to_str().unwrap()]),
         Duration::from_secs(5),
     );
     let err = String::from_utf8_lossy(&out.stderr);

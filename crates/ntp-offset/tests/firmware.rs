@@ -14,7 +14,7 @@ use ntp_offset_proto::tick_auth::{verify, KeyRing};
 use ntp_offset_proto::tick_receiver::{Event, Receiver, ReceiverConfig, RxStamp};
 use ntp_offset_proto::time::Time;
 
-mod common;
+use ntp_offset_testkit as common;
 use common::run_bounded;
 
 fn root() -> PathBuf {

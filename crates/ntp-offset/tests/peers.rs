@@ -1,7 +1,7 @@
 //! Real NTP clients measure the views: chrony (`chronyd -Q`, which measures and never sets the
 //! clock) on loopback, and ntpsec's ntpdig on port 123 inside network namespaces.
 
-mod common;
+use ntp_offset_testkit as common;
 
 use common::*;
 

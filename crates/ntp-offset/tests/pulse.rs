@@ -2,7 +2,7 @@
 //! chronyd (SOCK refclock, `-x`: never touches the clock) and ntpsec's ntpd (SHM refclock,
 //! `disable ntp` and no CAP_SYS_TIME: cannot touch the clock), both locked to one transmitter.
 
-mod common;
+use ntp_offset_testkit as common;
 
 use std::path::Path;
 use std::process::Command;
@@ -130,7 +130,7 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
     let status_b = dir.join("b.json");
     let listen = |prefix: &[String], status: &Path, outputs: &[String]| {
         let mut argv = prefix.to_vec();
-        argv.extend([BIN, "pulse", "listen", "--key-file", keys].map(s));
+        argv.extend([*BIN, "pulse", "listen", "--key-file", keys].map(s));
         argv.extend(outputs.iter().cloned());
         argv.extend([s("--status-file"), status.display().to_string()]);
         argv
@@ -151,7 +151,7 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
 
     let sender_argv = {
         let mut v = lan.enter(0, None);
-        v.extend([BIN, "pulse", "send", "--local", "--key-file", keys, "--to"].map(s));
+        v.extend([*BIN, "pulse", "send", "--local", "--key-file", keys, "--to"].map(s));
         v.push(lan.broadcast(8123));
         v.extend([s("--count"), s("120")]);
         v
@@ -324,7 +324,7 @@ mod single_receiver {
         let port = common::free_ports(1)[0];
         let to = format!("127.0.0.1:{port}");
         let status_file = dir.join("status.json");
-        let argv: Vec<String> = [BIN, "pulse", "listen", "--listen", &to, "--key-file"]
+        let argv: Vec<String> = [*BIN, "pulse", "listen", "--listen", &to, "--key-file"]
             .map(s)
             .into_iter()
             .chain([
@@ -387,13 +387,13 @@ mod single_receiver {
         let port = common::free_ports(1)[0];
         let to = format!("127.0.0.1:{port}");
         let argv = [
-            BIN, "pulse", "listen", "--legacy", "--listen", &to, "--report",
+            *BIN, "pulse", "listen", "--legacy", "--listen", &to, "--report",
         ]
         .map(s);
         let listener = Background::start(&dir, "listen", &argv);
         std::thread::sleep(Duration::from_millis(300));
         let out = run_bounded(
-            Command::new(BIN).args(["pulse", "send", "--legacy", "--to", &to, "--count", "4"]),
+            Command::new(*BIN).args(["pulse", "send", "--legacy", "--to", &to, "--count", "4"]),
             Duration::from_secs(8),
         );
         assert!(out.status.success());
@@ -423,7 +423,7 @@ mod single_receiver {
             vec!["pulse", "send", "--to", "127.0.0.1:9", "--count", "1"],
         ] {
             let out = run_bounded(
-                Command::new(BIN).args(&sub).arg("--key-file").arg(&keys),
+                Command::new(*BIN).args(&sub).arg("--key-file").arg(&keys),
                 Duration::from_secs(5),
             );
             let err = String::from_utf8_lossy(&out.stderr);
@@ -434,7 +434,7 @@ mod single_receiver {
             );
         }
         let out = run_bounded(
-            Command::new(BIN).args(["pulse", "listen", "--listen", "127.0.0.1:9"]),
+            Command::new(*BIN).args(["pulse", "listen", "--listen", "127.0.0.1:9"]),
             Duration::from_secs(5),
         );
         assert!(
@@ -452,7 +452,7 @@ mod single_receiver {
         let mut argv: Vec<String> = prefix.to_vec();
         argv.extend(
             [
-                BIN,
+                *BIN,
                 "pulse",
                 "listen",
                 "--allow-unauthenticated",
@@ -466,7 +466,7 @@ mod single_receiver {
         let mut argv: Vec<String> = prefix.to_vec();
         argv.extend(
             [
-                BIN,
+                *BIN,
                 "pulse",
                 "send",
                 "--local",

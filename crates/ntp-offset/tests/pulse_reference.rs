@@ -2,7 +2,7 @@
 //! ticks without touching its own clock, holds over when the ticks stop, says unsynchronized
 //! after the holdover limit, and relocks. Measured by chronyd -Q, ntpdig and `query`.
 
-mod common;
+use ntp_offset_testkit as common;
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -81,7 +81,7 @@ fn a_pulse_locked_server_serves_views_holds_over_gives_up_and_relocks() {
 
     let sender_argv = {
         let mut v = lan.enter(0, None);
-        v.extend([BIN, "pulse", "send", "--local", "--stratum", "2"].map(s));
+        v.extend([*BIN, "pulse", "send", "--local", "--stratum", "2"].map(s));
         v.extend([
             s("--key-file"),
             keys.clone(),
@@ -207,7 +207,7 @@ fn the_model_tracks_a_transmitter_running_200_ppm_fast() {
     ]);
     let dir = tempdir("rate-error");
     let argv = [
-        BIN,
+        *BIN,
         "pulse",
         "send",
         "--local",

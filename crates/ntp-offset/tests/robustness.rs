@@ -1,7 +1,7 @@
 //! Bad input and honest headers, against the real server process: random and mutated
 //! datagrams, modes other than client, rate limiting, and the unsynchronized host clock.
 
-mod common;
+use ntp_offset_testkit as common;
 
 use common::*;
 use ntp_offset_proto::packet::{Header, LeapIndicator, Mode};

@@ -3,7 +3,7 @@
 //! config file's limits, files that are not what they should be, and servers that answer
 //! with a kiss-o'-death or not at all. Each test failed before its fix.
 
-mod common;
+use ntp_offset_testkit as common;
 
 use common::*;
 use ntp_offset_proto::tick::{SourceState, TickPacket};

@@ -1,6 +1,7 @@
-//! Helpers shared by the integration tests: the server as a child process, the real peers, and
-//! network namespaces. Every wait is bounded; every child and namespace is cleaned up on drop.
-#![allow(dead_code)]
+//! Helpers shared by ntp-offset's integration tests (`crates/ntp-offset/tests/`): the program
+//! as a child process, the real peers, and network namespaces. Every wait is bounded; every
+//! child and namespace is cleaned up on drop. A crate of its own, so every helper is compiled
+//! once and none hides behind `allow(dead_code)`.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -15,7 +16,18 @@ use ntp_offset_proto::time::{NtpTimestamp, Time};
 
 pub mod lan;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ntp-offset");
+/// The `ntp-offset` binary cargo built for the running integration test: beside the test's
+/// own `deps/` folder.
+pub static BIN: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .join("ntp-offset");
+    assert!(bin.exists(), "{} is not built", bin.display());
+    Box::leak(bin.display().to_string().into_boxed_str())
+});
 
 pub fn now() -> Time {
     let d = std::time::SystemTime::now()
@@ -80,7 +92,7 @@ pub fn peer(name: &str) -> PathBuf {
     panic!("{name} is not installed: run ./scripts/test (it installs the test peers via scripts/install-peers)");
 }
 
-pub fn require_root() {
+pub(crate) fn require_root() {
     let uid = Command::new("id").arg("-u").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
@@ -105,10 +117,10 @@ pub fn command<S: AsRef<std::ffi::OsStr>>(prefix: &[S]) -> Command {
     match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg(BIN);
+            c.args(rest).arg(*BIN);
             c
         }
-        None => Command::new(BIN),
+        None => Command::new(*BIN),
     }
 }
 
@@ -227,7 +239,7 @@ impl Drop for Daemon {
 
 /// `ntp-offset ARGS` to its end (20 s at most): whether it succeeded, and stdout then stderr.
 pub fn run_cli(args: &[&str]) -> (bool, String) {
-    let out = run_bounded(Command::new(BIN).args(args), Duration::from_secs(20));
+    let out = run_bounded(Command::new(*BIN).args(args), Duration::from_secs(20));
     (
         out.status.success(),
         format!(
@@ -412,7 +424,7 @@ pub fn tempdir(tag: &str) -> PathBuf {
 pub fn write_key_file(dir: &Path, id: u16) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let out = run_bounded(
-        Command::new(BIN).args(["pulse", "keygen", "--id", &id.to_string()]),
+        Command::new(*BIN).args(["pulse", "keygen", "--id", &id.to_string()]),
         Duration::from_secs(5),
     );
     let path = dir.join("tick.keys");
