@@ -103,7 +103,7 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
 
     // Host b: ntpd with the clock discipline off and without the capability to set the clock,
     // reading SHM unit 0 in an IPC namespace of its own.
-    let ipc = IpcNamespace::new();
+    let ipc = IpcNamespace::start();
     let ndir = dir.join("ntpd");
     std::fs::create_dir_all(&ndir).unwrap();
     std::fs::write(

@@ -99,7 +99,7 @@ pub struct IpcNamespace {
 }
 
 impl IpcNamespace {
-    pub fn new() -> IpcNamespace {
+    pub fn start() -> IpcNamespace {
         let holder = Command::new("unshare")
             .args(["--ipc", "sleep", "600"])
             .spawn()
