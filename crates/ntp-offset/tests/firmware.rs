@@ -14,8 +14,8 @@ use ntp_offset_proto::tick_auth::{verify, KeyRing};
 use ntp_offset_proto::tick_receiver::{Event, Receiver, ReceiverConfig, RxStamp};
 use ntp_offset_proto::time::Time;
 
-use ntp_offset_testkit as common;
 use common::run_bounded;
+use ntp_offset_testkit as common;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
