@@ -5,6 +5,7 @@
 //! - [`time`]: instants, offsets, NTP timestamps and their era arithmetic.
 //! - [`packet`]: the NTP header codec, next to its byte vectors.
 //! - [`view`]: views, and how a request's addresses choose one.
+//! - [`balancer`]: balanced, sticky assignment of clients to a spread group's views.
 //! - [`ratelimit`]: per-client rate limiting in a fixed-size table.
 //! - [`leap`]: leap-second handling shared by all views (smear or step).
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
@@ -16,6 +17,7 @@
 //! - [`refclock`]: those samples as chrony's SOCK and the NTP SHM refclocks read them.
 #![forbid(unsafe_code)]
 
+pub mod balancer;
 pub mod client;
 pub mod clock_model;
 pub mod dcf77;

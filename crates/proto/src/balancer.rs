@@ -1,0 +1,329 @@
+//! Balanced, sticky assignment of clients to a spread group's member views (issue 13's
+//! groundwork; `serve` does not use it yet). Sans IO: the caller hands in addresses and times,
+//! and persists the table.
+//!
+//! - A client seen for the first time goes to the member with the fewest clients for its
+//!   weight; ties go to the highest keyed hash of (client, member), so hosts with the same
+//!   config and the same arrivals agree.
+//! - Once assigned, a client keeps its member until it is idle for `forget_after`, or its
+//!   member leaves the group.
+//! - Removing a member moves only its clients, each to the then-emptiest member. Adding one
+//!   moves nobody ([`Rebalance::Never`]: it fills with new clients) or the fewest clients
+//!   that even the group out again ([`Rebalance::OnChange`]); every move is counted.
+//! - The table is bounded: past `capacity` a new client gets the keyed hash's member without
+//!   being recorded (counted), so memory never grows with a flood of addresses.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::net::IpAddr;
+
+use siphasher::sip::SipHasher13;
+
+use crate::view::{canonical_ip, ViewId};
+
+/// What adding a member does to clients already assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebalance {
+    /// Nobody moves; the new member takes new clients until the group is even.
+    Never,
+    /// The fewest clients needed move to the new member at once.
+    OnChange,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub view: ViewId,
+    /// Relative share of clients, at least 1.
+    pub weight: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub view: ViewId,
+    /// Seconds (any epoch the caller keeps to).
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+/// How a client got its view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// It had it already.
+    Kept,
+    /// New: the member with the fewest clients for its weight.
+    Balanced,
+    /// New, but the table is full: the keyed hash's member, not recorded.
+    HashTableFull,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub assigned: u64,
+    pub moved: u64,
+    pub forgotten: u64,
+    pub table_full: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Balancer {
+    members: Vec<Member>,
+    key: (u64, u64),
+    capacity: usize,
+    clients: HashMap<IpAddr, Assignment>,
+    counts: HashMap<ViewId, u64>,
+    pub counters: Counters,
+}
+
+impl Balancer {
+    /// `members` must not be empty; weights of 0 count as 1.
+    pub fn new(members: &[Member], key: (u64, u64), capacity: usize) -> Balancer {
+        assert!(!members.is_empty(), "a spread group has members");
+        let members: Vec<Member> = members
+            .iter()
+            .map(|m| Member {
+                weight: m.weight.max(1),
+                ..*m
+            })
+            .collect();
+        Balancer {
+            counts: members.iter().map(|m| (m.view, 0)).collect(),
+            members,
+            key,
+            capacity,
+            clients: HashMap::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Clients per member view.
+    pub fn count(&self, view: ViewId) -> u64 {
+        self.counts.get(&view).copied().unwrap_or(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    pub fn get(&self, client: IpAddr) -> Option<&Assignment> {
+        self.clients.get(&canonical_ip(client))
+    }
+
+    fn score(&self, client: IpAddr, view: ViewId) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        match canonical_ip(client) {
+            IpAddr::V4(a) => h.write(&a.octets()),
+            IpAddr::V6(a) => h.write(&a.octets()),
+        }
+        h.write(&view.0.to_be_bytes());
+        h.finish()
+    }
+
+    /// The member a new client goes to: fewest clients for its weight, then the keyed hash.
+    fn emptiest(&self, client: IpAddr, except: Option<ViewId>) -> ViewId {
+        self.members
+            .iter()
+            .filter(|m| Some(m.view) != except)
+            .min_by(|a, b| {
+                // count_a / weight_a vs count_b / weight_b, exactly.
+                let la = u128::from(self.count(a.view)) * u128::from(b.weight);
+                let lb = u128::from(self.count(b.view)) * u128::from(a.weight);
+                la.cmp(&lb)
+                    .then_with(|| self.score(client, b.view).cmp(&self.score(client, a.view)))
+            })
+            .map(|m| m.view)
+            .expect("members left")
+    }
+
+    /// The keyed hash's member (rendezvous): what a full table gives a new client.
+    fn hashed(&self, client: IpAddr) -> ViewId {
+        self.members
+            .iter()
+            .max_by_key(|m| self.score(client, m.view))
+            .map(|m| m.view)
+            .expect("members")
+    }
+
+    /// The view of `client` at `now`, assigning it if new.
+    pub fn assign(&mut self, client: IpAddr, now: u64) -> (ViewId, Reason) {
+        let client = canonical_ip(client);
+        if let Some(a) = self.clients.get_mut(&client) {
+            a.last_seen = a.last_seen.max(now);
+            return (a.view, Reason::Kept);
+        }
+        if self.clients.len() >= self.capacity {
+            self.counters.table_full += 1;
+            return (self.hashed(client), Reason::HashTableFull);
+        }
+        let view = self.emptiest(client, None);
+        self.clients.insert(
+            client,
+            Assignment {
+                view,
+                first_seen: now,
+                last_seen: now,
+            },
+        );
+        *self.counts.entry(view).or_default() += 1;
+        self.counters.assigned += 1;
+        (view, Reason::Balanced)
+    }
+
+    /// Frees the slots of clients idle for longer than `forget_after` seconds.
+    pub fn forget_idle(&mut self, now: u64, forget_after: u64) -> usize {
+        let before = self.clients.len();
+        let counts = &mut self.counts;
+        self.clients.retain(|_, a| {
+            let keep = now.saturating_sub(a.last_seen) <= forget_after;
+            if !keep {
+                *counts.entry(a.view).or_default() -= 1;
+            }
+            keep
+        });
+        let n = before - self.clients.len();
+        self.counters.forgotten += n as u64;
+        n
+    }
+
+    fn move_client(&mut self, client: IpAddr, to: ViewId) {
+        if let Some(a) = self.clients.get_mut(&client) {
+            if a.view != to {
+                *self.counts.entry(a.view).or_default() -= 1;
+                *self.counts.entry(to).or_default() += 1;
+                a.view = to;
+                self.counters.moved += 1;
+            }
+        }
+    }
+
+    /// A new member list (a reload). Clients of members that left go, one by one, to the
+    /// emptiest remaining member; with [`Rebalance::OnChange`] the fewest clients needed then
+    /// move to even the group out. Returns how many moved.
+    pub fn set_members(&mut self, members: &[Member], policy: Rebalance) -> u64 {
+        assert!(!members.is_empty(), "a spread group has members");
+        let before = self.counters.moved;
+        self.members = members
+            .iter()
+            .map(|m| Member {
+                weight: m.weight.max(1),
+                ..*m
+            })
+            .collect();
+        for m in &self.members {
+            self.counts.entry(m.view).or_insert(0);
+        }
+        let staying: Vec<ViewId> = self.members.iter().map(|m| m.view).collect();
+        // Clients of members that left, in a stable order (the keyed hash), so every host
+        // with the same table moves the same clients the same way.
+        let mut orphans: Vec<IpAddr> = self
+            .clients
+            .iter()
+            .filter(|(_, a)| !staying.contains(&a.view))
+            .map(|(c, _)| *c)
+            .collect();
+        orphans.sort_by_key(|c| (self.score(*c, ViewId(u16::MAX)), *c));
+        for c in orphans {
+            let to = self.emptiest(c, None);
+            self.move_client(c, to);
+        }
+        self.counts.retain(|v, _| staying.contains(v));
+        if policy == Rebalance::OnChange {
+            self.even_out();
+        }
+        self.counters.moved - before
+    }
+
+    /// Moves one client at a time from the fullest member (for its weight) to the emptiest,
+    /// while that makes the two more even: with equal weights, until max - min <= 1, which
+    /// takes the fewest moves there are. The most recently arrived clients move first, so
+    /// long-standing clients keep their time.
+    fn even_out(&mut self) {
+        let load = |b: &Balancer, m: &Member| (b.count(m.view), u64::from(m.weight));
+        for _ in 0..=self.clients.len() {
+            let by_load = |a: &&Member, b: &&Member| {
+                let ((ca, wa), (cb, wb)) = (load(self, a), load(self, b));
+                (u128::from(ca) * u128::from(wb)).cmp(&(u128::from(cb) * u128::from(wa)))
+            };
+            let full = *self.members.iter().max_by(by_load).expect("members");
+            let empty = *self.members.iter().min_by(by_load).expect("members");
+            let ((cf, wf), (ce, we)) = (load(self, &full), load(self, &empty));
+            // Worth it when the full one, one client lighter, is still at least as loaded as
+            // the empty one, one client heavier.
+            if cf == 0 || u128::from(cf - 1) * u128::from(we) < u128::from(ce + 1) * u128::from(wf)
+            {
+                break;
+            }
+            let newest = self
+                .clients
+                .iter()
+                .filter(|(_, a)| a.view == full.view)
+                .max_by_key(|(c, a)| (a.first_seen, self.score(**c, full.view), **c))
+                .map(|(c, _)| *c)
+                .expect("a full member has clients");
+            self.move_client(newest, empty.view);
+        }
+    }
+
+    /// The table as text, one client a line: `ADDRESS VIEW-ID FIRST-SEEN LAST-SEEN`, sorted,
+    /// so that it diffs well and a person can read it.
+    pub fn to_table(&self) -> String {
+        let mut rows: Vec<(&IpAddr, &Assignment)> = self.clients.iter().collect();
+        rows.sort_by_key(|(c, _)| **c);
+        rows.iter()
+            .map(|(c, a)| format!("{c} {} {} {}\n", a.view.0, a.first_seen, a.last_seen))
+            .collect()
+    }
+
+    /// Reads a table written by [`Self::to_table`]; returns how many lines it dropped: those
+    /// for views that are no longer members (their clients are assigned again when they
+    /// return), malformed ones, repeats, and those past `capacity`.
+    pub fn load_table(&mut self, text: &str) -> usize {
+        let mut dropped = 0;
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let parsed = match w.as_slice() {
+                [c, v, f, l] => (|| {
+                    Some((
+                        canonical_ip(c.parse().ok()?),
+                        ViewId(v.parse().ok()?),
+                        f.parse::<u64>().ok()?,
+                        l.parse::<u64>().ok()?,
+                    ))
+                })(),
+                _ => None,
+            };
+            let Some((client, view, first_seen, last_seen)) = parsed else {
+                dropped += 1;
+                continue;
+            };
+            if !self.members.iter().any(|m| m.view == view)
+                || self.clients.len() >= self.capacity
+                || self.clients.contains_key(&client)
+            {
+                dropped += 1;
+                continue;
+            }
+            self.clients.insert(
+                client,
+                Assignment {
+                    view,
+                    first_seen,
+                    last_seen,
+                },
+            );
+            *self.counts.entry(view).or_default() += 1;
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+#[path = "balancer_tests.rs"]
+mod tests;

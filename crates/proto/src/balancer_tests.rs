@@ -1,0 +1,169 @@
+use super::*;
+use proptest::prelude::*;
+use std::net::Ipv4Addr;
+
+const KEY: (u64, u64) = (0x6e74_702d, 7);
+
+fn members(n: u16) -> Vec<Member> {
+    (0..n)
+        .map(|i| Member {
+            view: ViewId(i),
+            weight: 1,
+        })
+        .collect()
+}
+
+fn client(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i))
+}
+
+fn spread(b: &Balancer) -> (u64, u64) {
+    let c: Vec<u64> = b.members().iter().map(|m| b.count(m.view)).collect();
+    (*c.iter().min().unwrap(), *c.iter().max().unwrap())
+}
+
+#[test]
+fn new_clients_fill_the_emptiest_view_and_keep_it() {
+    let mut b = Balancer::new(&members(4), KEY, 1000);
+    for i in 0..100 {
+        assert_eq!(b.assign(client(i), 10).1, Reason::Balanced);
+    }
+    assert_eq!(spread(&b), (25, 25));
+    for i in 0..100 {
+        let had = b.get(client(i)).unwrap().view;
+        assert_eq!(b.assign(client(i), 20), (had, Reason::Kept));
+    }
+    assert_eq!(b.get(client(3)).unwrap().last_seen, 20);
+    // A v4 client on a dual-stack socket is the same client.
+    let mapped = IpAddr::V6(Ipv4Addr::from(0xc612_0003).to_ipv6_mapped());
+    assert_eq!(b.assign(mapped, 30).1, Reason::Kept);
+}
+
+#[test]
+fn two_hosts_with_the_same_arrivals_agree() {
+    let mut a = Balancer::new(&members(3), KEY, 100);
+    let mut b = Balancer::new(&members(3), KEY, 100);
+    for i in 0..50 {
+        assert_eq!(a.assign(client(i * 7), 1), b.assign(client(i * 7), 1));
+    }
+    assert_eq!(a.to_table(), b.to_table());
+}
+
+#[test]
+fn a_full_table_hashes_new_clients_and_counts_them() {
+    let mut b = Balancer::new(&members(4), KEY, 10);
+    for i in 0..10 {
+        b.assign(client(i), 1);
+    }
+    let (v, r) = b.assign(client(99), 1);
+    assert_eq!(r, Reason::HashTableFull);
+    assert_eq!(b.assign(client(99), 2).0, v, "the hash is stable");
+    assert_eq!((b.len(), b.counters.table_full), (10, 2));
+}
+
+#[test]
+fn idle_clients_free_their_slots() {
+    let mut b = Balancer::new(&members(2), KEY, 100);
+    for i in 0..10 {
+        b.assign(client(i), 0);
+    }
+    for i in 0..4 {
+        b.assign(client(i), 500);
+    }
+    assert_eq!(b.forget_idle(1000, 600), 6);
+    assert_eq!((b.len(), b.counters.forgotten), (4, 6));
+    assert_eq!(b.count(ViewId(0)) + b.count(ViewId(1)), 4);
+}
+
+#[test]
+fn weights_share_clients_in_proportion() {
+    let ms = [
+        Member {
+            view: ViewId(0),
+            weight: 1,
+        },
+        Member {
+            view: ViewId(1),
+            weight: 3,
+        },
+    ];
+    let mut b = Balancer::new(&ms, KEY, 1000);
+    for i in 0..400 {
+        b.assign(client(i), 1);
+    }
+    assert_eq!((b.count(ViewId(0)), b.count(ViewId(1))), (100, 300));
+}
+
+#[test]
+fn the_table_reads_back_and_drops_what_it_cannot_use() {
+    let mut a = Balancer::new(&members(3), KEY, 100);
+    for i in 0..30 {
+        a.assign(client(i), 5);
+    }
+    let text = a.to_table();
+    let mut b = Balancer::new(&members(3), KEY, 100);
+    assert_eq!(b.load_table(&text), 0);
+    assert_eq!(b.to_table(), text);
+    let mut c = Balancer::new(&members(2), KEY, 100);
+    let garbage = format!("{text}not a line\n198.18.0.1 x 1 2\n");
+    let dropped = c.load_table(&garbage);
+    assert_eq!(dropped as u64, 2 + a.count(ViewId(2)));
+}
+
+proptest! {
+    /// Equal weights: max - min <= 1 for any number of clients and views.
+    #[test]
+    fn arrivals_stay_even(n in 1u32..10_000, v in 2u16..=16) {
+        let mut b = Balancer::new(&members(v), KEY, 100_000);
+        for i in 0..n {
+            b.assign(client(i), 1);
+        }
+        let (lo, hi) = spread(&b);
+        prop_assert!(hi - lo <= 1, "{lo}..{hi}");
+    }
+
+    /// Removing a member moves only its clients, and the rest stay even.
+    #[test]
+    fn removing_a_member_moves_only_its_clients(n in 1u32..3000, v in 3u16..=16, gone in 0u16..16) {
+        let gone = gone % v;
+        let mut b = Balancer::new(&members(v), KEY, 100_000);
+        for i in 0..n {
+            b.assign(client(i), 1);
+        }
+        let before: Vec<ViewId> = (0..n).map(|i| b.get(client(i)).unwrap().view).collect();
+        let orphans = b.count(ViewId(gone));
+        let rest: Vec<Member> = members(v).into_iter().filter(|m| m.view.0 != gone).collect();
+        let moved = b.set_members(&rest, Rebalance::Never);
+        prop_assert_eq!(moved, orphans);
+        for i in 0..n {
+            let now = b.get(client(i)).unwrap().view;
+            prop_assert!(before[i as usize] == now || before[i as usize] == ViewId(gone));
+        }
+        let (lo, hi) = spread(&b);
+        prop_assert!(hi - lo <= 1, "{lo}..{hi}");
+    }
+
+    /// Adding a member: `Never` moves nobody; `OnChange` moves the fewest needed to even out.
+    #[test]
+    fn adding_a_member_moves_nobody_or_the_fewest(n in 1u32..3000, v in 2u16..=15) {
+        let mut b = Balancer::new(&members(v), KEY, 100_000);
+        for i in 0..n {
+            b.assign(client(i), u64::from(i));
+        }
+        let mut never = b.clone();
+        prop_assert_eq!(never.set_members(&members(v + 1), Rebalance::Never), 0);
+        let moved = b.set_members(&members(v + 1), Rebalance::OnChange);
+        // The fewest moves: the largest members may keep q + 1, the others q.
+        let (q, r) = (u64::from(n) / (u64::from(v) + 1), u64::from(n) % (u64::from(v) + 1));
+        let mut old: Vec<u64> = (0..v).map(|i| never.count(ViewId(i))).collect();
+        old.sort_unstable_by(|a, b| b.cmp(a));
+        let needed: u64 = old
+            .iter()
+            .enumerate()
+            .map(|(k, c)| c.saturating_sub(if (k as u64) < r { q + 1 } else { q }))
+            .sum();
+        prop_assert_eq!(moved, needed);
+        let (lo, hi) = spread(&b);
+        prop_assert!(hi - lo <= 1, "{lo}..{hi}");
+    }
+}
