@@ -144,19 +144,14 @@ impl Context<'_> {
         for (i, v) in raw.view.iter().enumerate() {
             if !answers[i] {
                 let name = v.get_ref().name.get_ref();
-                let shadowed = written
-                    .iter()
-                    .zip(&live)
-                    .any(|(w, l)| !l && w.what == format!("view `{name}`"));
-                return self.err(
-                    v.span(),
-                    format!("view `{name}`"),
-                    if shadowed {
-                        "would never answer: its selectors match only requests an earlier rule takes (see the warning above), and it is in no other spread group and not server.default_view"
-                    } else {
-                        "has no `listen` or `clients` selector, is in no spread group and is not server.default_view, so it would never answer"
-                    },
-                );
+                // The error stops the check, so the warning that explains it is not printed:
+                // say here which rule takes this view's requests.
+                let field = format!("view `{name}`");
+                let message = match warnings.iter().find(|w| w.field == field) {
+                    Some(w) => format!("would never answer ({}), and it is in no spread group and is not server.default_view", w.message),
+                    None => "has no `listen` or `clients` selector, is in no spread group and is not server.default_view, so it would never answer".to_string(),
+                };
+                return self.err(v.span(), field, message);
             }
         }
         if default.is_none() {
