@@ -15,7 +15,9 @@ Traffic: the guest sends to 10.0.2.2, which QEMU's user-mode networking delivers
 127.0.0.1 on the host. Every wait has a timeout; QEMU and the receivers are killed on exit.
 """
 
+import bisect
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,8 +46,9 @@ MARK_TOLERANCE_MS = {"gpio": 1.0, "serial": 15.0}
 # The decoders' window around a second's slot: a level change the player made later than
 # this was not the case's signal, and a failure is the player's, not the decoder's.
 DECODER_WINDOW_MS = 15.0
-# Exit status of a run whose player was late beyond the window on some line.
-PLAYER_LATE = 3
+# Exit status of a run whose signal was played, or a DCD edge stamped, later than the window
+# on some line: it did not test the decoders.
+TOO_LATE = 3
 # A tick leaves after its mark: at once for a pulse; for a holdover second or a minute mark
 # once the slot window (15 ms) and the allowance for late edges (50 ms) have passed; the
 # module delay (35 ms) and TCG add to that.
@@ -75,14 +78,31 @@ def load_cases(path):
 
 
 def schedule(case, line):
-    """The level changes to play on `line` (ms from start), and the marks that fall in them."""
+    """The level changes to play on `line` (ms from start), the marks that fall in them, and
+    the rises of the pulses that mark a second (not spikes or a drop-out's second half)."""
     # Mid-second: the last second's pulse (and a second 59's gap) is whole, its spike is not.
     end = case["expect"][0][0] + PLAY_AFTER_SYNC_MS - 500
-    triples = []
+    triples, rises = [], []
     for start, width in case["pulses"]:
         if SKIP_MS <= start < end:
             triples += [(line, start - SKIP_MS, 1), (line, start + width - SKIP_MS, 0)]
-    return triples, [e for e in case["expect"] if e[0] < end]
+            if (start - case["calibration_ms"]) % 1000 == 0:
+                rises.append(start - SKIP_MS)
+    return triples, [e for e in case["expect"] if e[0] < end], rises
+
+
+def stamp_delays(err, start_ns, rises):
+    """For each second's pulse: ms from when it was played to the first rising edge the
+    transmitter stamped after it (`DCF77 edge` at debug level); None if there was none before
+    the next second. A DCD edge is stamped when the waiting thread runs, so this is that
+    thread's wake-up latency (or a change it missed)."""
+    stamps = sorted((int(m.group(1)) - start_ns) / 1e6 for m in
+                    (re.search(r"DCF77 edge at_ns=(\d+) active=true", l) for l in err) if m)
+    delays = []
+    for r in rises:
+        i = bisect.bisect_left(stamps, r - 1.0)
+        delays.append(stamps[i] - r if i < len(stamps) and stamps[i] < r + 500 else None)
+    return delays
 
 
 class Receiver:
@@ -115,6 +135,7 @@ def main():
     args = arguments("signals")
     cases = load_cases(args.signals)
     plays = {line: (name, cal, *schedule(cases[name], line)) for name, line, cal, _ in CASES}
+    dcd_late_ms = 0.0
     inputs = {line: source for _, line, _, source in CASES}
     started = time.monotonic()
     late_ms = []
@@ -136,13 +157,14 @@ def main():
         guest.ok(f"echo '{KEY_ID} {KEY_HEX}' > /tmp/keys && chmod 600 /tmp/keys")
 
         print("schedules and transmitters:", flush=True)
-        for line, (name, cal, triples, expect) in plays.items():
+        for line, (name, cal, triples, expect, _) in plays.items():
             print(f"  line {line} ({inputs[line]}): {name}, {len(triples)} level changes, "
                   f"{len(expect)} marks expected, --calibration {cal}", flush=True)
             for i in range(0, len(triples), CHUNK):
                 text = " ".join(f"{a} {b} {c}" for a, b, c in triples[i:i + CHUNK])
                 guest.ok(f"echo '{text}' > /sys/kernel/signal_lines/schedule")
-            guest.ok(f"ntp-offset pulse send --log-level info --source dcf77 {inputs[line]} "
+            level = "info" if "--gpio" in inputs[line] else "debug"  # DCD: every stamp
+            guest.ok(f"ntp-offset pulse send --log-level {level} --source dcf77 {inputs[line]} "
                      f"--calibration {cal} --key-file /tmp/keys --id {IDS[line]} "
                      f"--to 10.0.2.2:{ports[line]} --report > /tmp/send{line}.out "
                      f"2> /tmp/send{line}.err &")
@@ -160,7 +182,7 @@ def main():
         guest.ok("echo 1 > /sys/kernel/signal_lines/start")
         start_ns = int(guest.ok("cat /sys/kernel/signal_lines/start_ns")[-1])
         total = [len(plays[line][2]) for line in sorted(plays)]
-        longest = max(t[-1][1] for _, _, t, _ in plays.values()) / 1000
+        longest = max(t[-1][1] for _, _, t, _, _ in plays.values()) / 1000
         print(f"playing {longest:.0f} s of signal", flush=True)
         deadline = time.monotonic() + longest + 30
         while True:
@@ -175,10 +197,18 @@ def main():
         time.sleep(2.5)  # the last ticks reach the host
         guest.ok("kill %1 %2 %3; wait")
 
-        for line, (name, cal, _, expect) in sorted(plays.items()):
+        for line, (name, cal, _, expect, rises) in sorted(plays.items()):
             print(f"line {line} ({name}, {inputs[line]}):", flush=True)
             out = guest.ok(f"cat /tmp/send{line}.out")
             err = guest.ok(f"cat /tmp/send{line}.err")
+            if "--serial" in inputs[line]:
+                delays = stamp_delays(err, start_ns, rises)
+                known = [d for d in delays if d is not None]
+                dcd_late_ms = max(known + [0.0]) if len(known) == len(delays) else float("inf")
+                print(f"  the DCD thread stamped {len(known)} of {len(delays)} second pulses, "
+                      f"median {sorted(known)[len(known) // 2] if known else 0:.3f} ms and "
+                      f"at most {max(known + [0.0]):.3f} ms after they were played", flush=True)
+            err = [l for l in err if "DCF77 edge" not in l]
             marks = [json.loads(l) for l in out if l.startswith('{"mark_ns"')]
             sent = {json.loads(l)["second"]: json.loads(l)["tx_offset_ns"]
                     for l in out if l.startswith('{"second"')}
@@ -240,7 +270,12 @@ def main():
         print(f"the player (an hrtimer under TCG) was up to {max(late_ms):.3f} ms late, beyond "
               f"the decoders' {DECODER_WINDOW_MS:.0f} ms window: this run did not play the "
               "signal cases as written", flush=True)
-        return PLAYER_LATE
+        return TOO_LATE
+    if rc != 0 and dcd_late_ms > DECODER_WINDOW_MS:
+        print(f"the DCD thread stamped a second's pulse {dcd_late_ms:.3f} ms late (or missed "
+              f"it), beyond the decoders' {DECODER_WINDOW_MS:.0f} ms window: the guest's "
+              "scheduling under TCG, not the decoder, lost that second", flush=True)
+        return TOO_LATE
     return rc
 
 

@@ -10,7 +10,7 @@ use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
 use ntp_offset_proto::tick::{Leap, Source, SourceState, TickPacket, FLAG_LEAP_SECOND};
 use ntp_offset_proto::time::Offset;
 use ntp_offset_sys::clock::realtime_ns;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::dcf77_input::{Dcf77Input, Edges};
 use super::Signals;
@@ -108,7 +108,11 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, signals: &Signals) -> Res
             (d + EDGE_DELIVERY_NS - now).clamp(0, NANOS_PER_SEC)
         });
         match edges.next(Duration::from_nanos(wait as u64))? {
-            Some(edge) => decoder.on_edge(edge.realtime_ns, edge.active, &mut marks),
+            Some(edge) => {
+                // Lets a test (or a user chasing a bad frame) see each stamp against the signal.
+                debug!(at_ns = edge.realtime_ns, active = edge.active, "DCF77 edge");
+                decoder.on_edge(edge.realtime_ns, edge.active, &mut marks)
+            }
             None => decoder.poll(realtime_ns() - EDGE_DELIVERY_NS, &mut marks),
         }
         for m in marks.drain(..) {
