@@ -1,6 +1,6 @@
-//! Balanced, sticky assignment of clients to a spread group's member views (issue 13's
-//! groundwork; `serve` does not use it yet). Sans IO: the caller hands in addresses and times,
-//! and persists the table.
+//! Balanced, sticky assignment of clients to a spread group's member views (`[[spread]]`
+//! with `assign = "balanced"`, the default). Sans IO: the caller hands in addresses and
+//! times, shares the balancer between threads and persists the table (`serve/assignments.rs`).
 //!
 //! - A client seen for the first time goes to the member with the fewest clients for its
 //!   weight; ties go to the highest keyed hash of (client, member), so hosts with the same
@@ -243,9 +243,21 @@ impl Balancer {
     /// Moves one client at a time from the fullest member (for its weight) to the emptiest,
     /// while that makes the two more even: with equal weights, until max - min <= 1, which
     /// takes the fewest moves there are. The most recently arrived clients move first, so
-    /// long-standing clients keep their time.
+    /// long-standing clients keep their time; a client moved here is not moved again.
+    /// O(n log n + moves x members).
     fn even_out(&mut self) {
         let load = |b: &Balancer, m: &Member| (b.count(m.view), u64::from(m.weight));
+        // Each member's clients, oldest first, sorted once: a move takes the last.
+        let mut queues: HashMap<ViewId, Vec<(u64, u64, IpAddr)>> = HashMap::new();
+        for (c, a) in &self.clients {
+            queues
+                .entry(a.view)
+                .or_default()
+                .push((a.first_seen, self.score(*c, a.view), *c));
+        }
+        for q in queues.values_mut() {
+            q.sort_unstable();
+        }
         for _ in 0..=self.clients.len() {
             let by_load = |a: &&Member, b: &&Member| {
                 let ((ca, wa), (cb, wb)) = (load(self, a), load(self, b));
@@ -260,39 +272,53 @@ impl Balancer {
             {
                 break;
             }
-            let newest = self
-                .clients
-                .iter()
-                .filter(|(_, a)| a.view == full.view)
-                .max_by_key(|(c, a)| (a.first_seen, self.score(**c, full.view), **c))
-                .map(|(c, _)| *c)
-                .expect("a full member has clients");
+            let Some((_, _, newest)) = queues.get_mut(&full.view).and_then(Vec::pop) else {
+                break; // only clients moved here already: they stay
+            };
             self.move_client(newest, empty.view);
         }
     }
 
-    /// The table as text, one client a line: `ADDRESS VIEW-ID FIRST-SEEN LAST-SEEN`, sorted,
-    /// so that it diffs well and a person can read it.
-    pub fn to_table(&self) -> String {
-        let mut rows: Vec<(&IpAddr, &Assignment)> = self.clients.iter().collect();
-        rows.sort_by_key(|(c, _)| **c);
-        rows.iter()
-            .map(|(c, a)| format!("{c} {} {} {}\n", a.view.0, a.first_seen, a.last_seen))
+    /// Whether a new client would find no room (it then gets the keyed hash's view).
+    pub fn is_full(&self) -> bool {
+        self.clients.len() >= self.capacity
+    }
+
+    /// Every assignment, sorted by address.
+    pub fn assignments(&self) -> Vec<(IpAddr, Assignment)> {
+        let mut rows: Vec<(IpAddr, Assignment)> =
+            self.clients.iter().map(|(c, a)| (*c, *a)).collect();
+        rows.sort_unstable_by_key(|(c, _)| *c);
+        rows
+    }
+
+    /// The table as text, one client a line: `ADDRESS VIEW FIRST-SEEN LAST-SEEN`, sorted by
+    /// address so that it diffs well and a person can read it. Views are written by name
+    /// (`name_of`): a view's index changes when the config is reordered, its name does not.
+    pub fn to_table(&self, name_of: impl Fn(ViewId) -> String) -> String {
+        self.assignments()
+            .iter()
+            .map(|(c, a)| format!("{c} {} {} {}\n", name_of(a.view), a.first_seen, a.last_seen))
             .collect()
     }
 
-    /// Reads a table written by [`Self::to_table`]; returns how many lines it dropped: those
-    /// for views that are no longer members (their clients are assigned again when they
-    /// return), malformed ones, repeats, and those past `capacity`.
-    pub fn load_table(&mut self, text: &str) -> usize {
+    /// Reads a table written by [`Self::to_table`] (`#` starts a comment line); returns how
+    /// many lines it dropped: those for views that are no longer members (`id_of` says None;
+    /// their clients are assigned again when they return), malformed ones, repeats, and
+    /// those past `capacity`.
+    pub fn load_table(&mut self, text: &str, id_of: impl Fn(&str) -> Option<ViewId>) -> usize {
         let mut dropped = 0;
         for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
             let w: Vec<&str> = line.split_whitespace().collect();
             let parsed = match w.as_slice() {
                 [c, v, f, l] => (|| {
                     Some((
                         canonical_ip(c.parse().ok()?),
-                        ViewId(v.parse().ok()?),
+                        id_of(v)?,
                         f.parse::<u64>().ok()?,
                         l.parse::<u64>().ok()?,
                     ))
