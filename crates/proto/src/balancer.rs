@@ -2,9 +2,12 @@
 //! with `assign = "balanced"`, the default). Sans IO: the caller hands in addresses and
 //! times, shares the balancer between threads and persists the table (`serve/assignments.rs`).
 //!
-//! - A client seen for the first time goes to the member with the fewest clients for its
-//!   weight; ties go to the highest keyed hash of (client, member), so hosts with the same
-//!   config and the same arrivals agree.
+//! - A client seen for the first time goes to the member with the fewest *active* clients
+//!   for its weight (those that asked within [`ACTIVE_WINDOW_S`]); ties go to the highest
+//!   keyed hash of (client, member), so hosts with the same config and the same arrivals
+//!   agree. Counting only active clients matters on a real host: a VM that was deleted stays
+//!   in the table until `forget_after` (days), and counting it would leave its view short of
+//!   running VMs (`fleet-sim` measured the peak barely better than the hash's that way).
 //! - Once assigned, a client keeps its member until it is idle for `forget_after`, or its
 //!   member leaves the group.
 //! - Removing a member moves only its clients, each to the then-emptiest member. Adding one
@@ -20,6 +23,22 @@ use std::net::IpAddr;
 use siphasher::sip::SipHasher13;
 
 use crate::view::{canonical_ip, ViewId};
+
+/// A client counts toward its member's load while it has asked within this long: longer than
+/// any common client's longest poll interval (chrony and ntpd 1024 s, systemd-timesyncd
+/// 2048 s).
+pub const ACTIVE_WINDOW_S: u64 = 7200;
+
+/// A member's clients: all in the table, and those active.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Load {
+    total: u64,
+    active: u64,
+}
+
+/// Where [`Balancer::remap`] puts the clients of views that are gone: no config has this
+/// many views.
+const DEPARTED: ViewId = ViewId(u16::MAX);
 
 /// What adding a member does to clients already assigned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +89,10 @@ pub struct Balancer {
     key: (u64, u64),
     capacity: usize,
     clients: HashMap<IpAddr, Assignment>,
-    counts: HashMap<ViewId, u64>,
+    counts: HashMap<ViewId, Load>,
+    /// When the active counts were last recounted: a client last seen more than
+    /// [`ACTIVE_WINDOW_S`] before it was not counted active.
+    recounted_at: u64,
     pub counters: Counters,
 }
 
@@ -86,11 +108,12 @@ impl Balancer {
             })
             .collect();
         Balancer {
-            counts: members.iter().map(|m| (m.view, 0)).collect(),
+            counts: members.iter().map(|m| (m.view, Load::default())).collect(),
             members,
             key,
             capacity,
             clients: HashMap::new(),
+            recounted_at: 0,
             counters: Counters::default(),
         }
     }
@@ -99,9 +122,32 @@ impl Balancer {
         &self.members
     }
 
-    /// Clients per member view.
+    /// Clients in the table per member view.
     pub fn count(&self, view: ViewId) -> u64 {
-        self.counts.get(&view).copied().unwrap_or(0)
+        self.counts.get(&view).map_or(0, |l| l.total)
+    }
+
+    /// Active clients per member view: what a new client's member is chosen by.
+    pub fn active(&self, view: ViewId) -> u64 {
+        self.counts.get(&view).map_or(0, |l| l.active)
+    }
+
+    fn is_active(&self, a: &Assignment) -> bool {
+        a.last_seen.saturating_add(ACTIVE_WINDOW_S) >= self.recounted_at
+    }
+
+    /// Counts the active clients again, as of `now`: the counts go down only here (a client
+    /// that stops asking is noticed at the next recount, a returning one at once).
+    pub fn recount_active(&mut self, now: u64) {
+        self.recounted_at = now;
+        for l in self.counts.values_mut() {
+            l.active = 0;
+        }
+        for a in self.clients.values() {
+            if a.last_seen.saturating_add(ACTIVE_WINDOW_S) >= now {
+                self.counts.entry(a.view).or_default().active += 1;
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -132,9 +178,9 @@ impl Balancer {
             .iter()
             .filter(|m| Some(m.view) != except)
             .min_by(|a, b| {
-                // count_a / weight_a vs count_b / weight_b, exactly.
-                let la = u128::from(self.count(a.view)) * u128::from(b.weight);
-                let lb = u128::from(self.count(b.view)) * u128::from(a.weight);
+                // active_a / weight_a vs active_b / weight_b, exactly.
+                let la = u128::from(self.active(a.view)) * u128::from(b.weight);
+                let lb = u128::from(self.active(b.view)) * u128::from(a.weight);
                 la.cmp(&lb)
                     .then_with(|| self.score(client, b.view).cmp(&self.score(client, a.view)))
             })
@@ -154,8 +200,13 @@ impl Balancer {
     /// The view of `client` at `now`, assigning it if new.
     pub fn assign(&mut self, client: IpAddr, now: u64) -> (ViewId, Reason) {
         let client = canonical_ip(client);
+        let recounted_at = self.recounted_at;
         if let Some(a) = self.clients.get_mut(&client) {
+            let was_idle = a.last_seen.saturating_add(ACTIVE_WINDOW_S) < recounted_at;
             a.last_seen = a.last_seen.max(now);
+            if was_idle {
+                self.counts.entry(a.view).or_default().active += 1;
+            }
             return (a.view, Reason::Kept);
         }
         if self.clients.len() >= self.capacity {
@@ -171,35 +222,69 @@ impl Balancer {
                 last_seen: now,
             },
         );
-        *self.counts.entry(view).or_default() += 1;
+        let load = self.counts.entry(view).or_default();
+        load.total += 1;
+        load.active += 1;
         self.counters.assigned += 1;
         (view, Reason::Balanced)
     }
 
-    /// Frees the slots of clients idle for longer than `forget_after` seconds.
+    /// Frees the slots of clients idle for longer than `forget_after` seconds, and counts
+    /// the active clients again.
     pub fn forget_idle(&mut self, now: u64, forget_after: u64) -> usize {
         let before = self.clients.len();
         let counts = &mut self.counts;
         self.clients.retain(|_, a| {
             let keep = now.saturating_sub(a.last_seen) <= forget_after;
             if !keep {
-                *counts.entry(a.view).or_default() -= 1;
+                counts.entry(a.view).or_default().total -= 1;
             }
             keep
         });
+        self.recount_active(now);
         let n = before - self.clients.len();
         self.counters.forgotten += n as u64;
         n
     }
 
     fn move_client(&mut self, client: IpAddr, to: ViewId) {
+        let Some(&a) = self.clients.get(&client) else {
+            return;
+        };
+        if a.view == to {
+            return;
+        }
+        let active = u64::from(self.is_active(&a));
+        let from = self.counts.entry(a.view).or_default();
+        from.total -= 1;
+        from.active -= active;
+        let into = self.counts.entry(to).or_default();
+        into.total += 1;
+        into.active += active;
         if let Some(a) = self.clients.get_mut(&client) {
-            if a.view != to {
-                *self.counts.entry(a.view).or_default() -= 1;
-                *self.counts.entry(to).or_default() += 1;
-                a.view = to;
-                self.counters.moved += 1;
-            }
+            a.view = to;
+        }
+        self.counters.moved += 1;
+    }
+
+    /// Renames views after a reload reordered them: `map` gives a view's new id, or None
+    /// when it is gone (its clients then move at the next [`Self::set_members`]). Members
+    /// are renamed too; call [`Self::set_members`] next.
+    pub fn remap(&mut self, map: impl Fn(ViewId) -> Option<ViewId>) {
+        let to = |v: ViewId| map(v).unwrap_or(DEPARTED);
+        for a in self.clients.values_mut() {
+            a.view = to(a.view);
+        }
+        let mut counts: HashMap<ViewId, Load> = HashMap::new();
+        for (v, l) in self.counts.drain() {
+            let merged = counts.entry(to(v)).or_default();
+            merged.total += l.total;
+            merged.active += l.active;
+        }
+        self.counts = counts;
+        self.members.retain(|m| map(m.view).is_some());
+        for m in &mut self.members {
+            m.view = to(m.view);
         }
     }
 
@@ -208,6 +293,7 @@ impl Balancer {
     /// move to even the group out. Returns how many moved.
     pub fn set_members(&mut self, members: &[Member], policy: Rebalance) -> u64 {
         assert!(!members.is_empty(), "a spread group has members");
+        debug_assert!(members.iter().all(|m| m.view != DEPARTED));
         let before = self.counters.moved;
         self.members = members
             .iter()
@@ -217,7 +303,7 @@ impl Balancer {
             })
             .collect();
         for m in &self.members {
-            self.counts.entry(m.view).or_insert(0);
+            self.counts.entry(m.view).or_default();
         }
         let staying: Vec<ViewId> = self.members.iter().map(|m| m.view).collect();
         // Clients of members that left, in a stable order (the keyed hash), so every host
@@ -240,16 +326,16 @@ impl Balancer {
         self.counters.moved - before
     }
 
-    /// Moves one client at a time from the fullest member (for its weight) to the emptiest,
-    /// while that makes the two more even: with equal weights, until max - min <= 1, which
-    /// takes the fewest moves there are. The most recently arrived clients move first, so
-    /// long-standing clients keep their time; a client moved here is not moved again.
-    /// O(n log n + moves x members).
+    /// Moves one active client at a time from the fullest member (for its weight, counting
+    /// active clients) to the emptiest, while that makes the two more even: with equal
+    /// weights, until max - min <= 1, which takes the fewest moves there are. The most
+    /// recently arrived clients move first, so long-standing clients keep their time; a
+    /// client moved here is not moved again. O(n log n + moves x members).
     fn even_out(&mut self) {
-        let load = |b: &Balancer, m: &Member| (b.count(m.view), u64::from(m.weight));
-        // Each member's clients, oldest first, sorted once: a move takes the last.
+        let load = |b: &Balancer, m: &Member| (b.active(m.view), u64::from(m.weight));
+        // Each member's active clients, oldest first, sorted once: a move takes the last.
         let mut queues: HashMap<ViewId, Vec<(u64, u64, IpAddr)>> = HashMap::new();
-        for (c, a) in &self.clients {
+        for (c, a) in self.clients.iter().filter(|(_, a)| self.is_active(a)) {
             queues
                 .entry(a.view)
                 .or_default()
@@ -277,6 +363,12 @@ impl Balancer {
             };
             self.move_client(newest, empty.view);
         }
+    }
+
+    /// A new bound (a reload). A table already larger keeps its clients; new ones are hashed
+    /// until it is below the bound again.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
     }
 
     /// Whether a new client would find no room (it then gets the keyed hash's view).
@@ -344,7 +436,10 @@ impl Balancer {
                     last_seen,
                 },
             );
-            *self.counts.entry(view).or_default() += 1;
+            let active = self.is_active(&self.clients[&client]);
+            let load = self.counts.entry(view).or_default();
+            load.total += 1;
+            load.active += u64::from(active);
         }
         dropped
     }

@@ -84,6 +84,35 @@ fn idle_clients_free_their_slots() {
 }
 
 #[test]
+fn clients_that_stopped_asking_do_not_count_toward_their_view() {
+    let mut b = Balancer::new(&members(2), KEY, 1000);
+    for i in 0..10 {
+        b.assign(client(i), 0);
+    }
+    // The five on view 0 are deleted VMs: they stop asking; the others go on.
+    let gone: Vec<u32> = (0..10)
+        .filter(|&i| b.get(client(i)).unwrap().view == ViewId(0))
+        .collect();
+    assert_eq!(gone.len(), 5);
+    for i in (0..10).filter(|i| !gone.contains(i)) {
+        b.assign(client(i), ACTIVE_WINDOW_S + 800);
+    }
+    assert_eq!(b.forget_idle(ACTIVE_WINDOW_S + 800, 7 * 86_400), 0);
+    assert_eq!((b.count(ViewId(0)), b.active(ViewId(0))), (5, 0));
+    // New VMs fill view 0, which runs none, until the running ones are even.
+    for i in 10..15 {
+        assert_eq!(b.assign(client(i), ACTIVE_WINDOW_S + 900).0, ViewId(0));
+    }
+    assert_eq!((b.active(ViewId(0)), b.active(ViewId(1))), (5, 5));
+    // One that comes back counts at once, and keeps its view.
+    assert_eq!(
+        b.assign(client(gone[0]), ACTIVE_WINDOW_S + 901),
+        (ViewId(0), Reason::Kept)
+    );
+    assert_eq!((b.count(ViewId(0)), b.active(ViewId(0))), (10, 6));
+}
+
+#[test]
 fn weights_share_clients_in_proportion() {
     let ms = [
         Member {
@@ -118,6 +147,31 @@ fn the_table_reads_back_and_drops_what_it_cannot_use() {
     let garbage = format!("{text}not a line\n198.18.0.1 x 1 2\n198.18.0.0 v0 1 2\n");
     let dropped = c.load_table(&garbage, id);
     assert_eq!(dropped as u64, 3 + a.count(ViewId(2)));
+}
+
+#[test]
+fn a_reload_that_reorders_and_removes_views_keeps_every_other_client() {
+    let mut b = Balancer::new(&members(4), KEY, 1000);
+    for i in 0..100 {
+        b.assign(client(i), 1);
+    }
+    let before: Vec<ViewId> = (0..100).map(|i| b.get(client(i)).unwrap().view).collect();
+    // The new config lists the views in reverse and drops view 1: old 3 -> 0, 2 -> 1, 0 -> 2.
+    let new_id = |v: ViewId| match v.0 {
+        1 => None,
+        n => Some(ViewId(3 - n - u16::from(n == 0))),
+    };
+    b.remap(new_id);
+    assert_eq!(b.set_members(&members(3), Rebalance::Never), 25);
+    for i in 0..100 {
+        let now = b.get(client(i)).unwrap().view;
+        match new_id(before[i as usize]) {
+            Some(v) => assert_eq!(now, v, "client {i} moved needlessly"),
+            None => assert!(now.0 < 3),
+        }
+    }
+    assert!(spread(&b).1 - spread(&b).0 <= 1);
+    assert_eq!(b.members().len(), 3);
 }
 
 proptest! {
