@@ -10,7 +10,7 @@ use ntp_offset_proto::ratelimit::{RateLimitParams, RateLimiter};
 use ntp_offset_proto::responder::{decide, Decision, Request, Unmatched};
 use ntp_offset_proto::system::ServerState;
 use ntp_offset_proto::time::{NtpShort, Offset, Time};
-use ntp_offset_proto::view::ViewTable;
+use ntp_offset_proto::view::{HashOnly, ViewTable};
 
 fuzz_target!(|data: &[u8]| {
     // The first 4 bytes choose the client's address and the limiter's state; the rest is
@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for unmatched in [Unmatched::Ignore, Unmatched::Deny] {
         for limiter in [None, Some(&mut limiter)] {
-            if let Decision::Respond(mut r) = decide(&req, &views, &state, unmatched, limiter) {
+            if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, unmatched, limiter) {
                 let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000));
                 assert!(
                     answer.len() <= packet.len(),

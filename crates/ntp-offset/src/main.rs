@@ -48,6 +48,10 @@ struct ServeArgs {
     /// Validate the configuration (file or flags), print warnings, and exit.
     #[arg(long)]
     check: bool,
+    /// With --check: say which view this client address gets, and why (the matching rule; for
+    /// a balanced spread group, what its table in server.state_dir says). Repeatable.
+    #[arg(long, value_name = "CLIENT", requires = "check")]
+    explain: Vec<std::net::IpAddr>,
     #[command(flatten)]
     flags: config::ServeFlags,
 }
@@ -153,6 +157,11 @@ fn serve(args: ServeArgs) -> ExitCode {
                 n => format!("; {n} warning{}", if n == 1 { "" } else { "s" }),
             }
         ));
+        for client in &args.explain {
+            for line in serve::explain::explain(&cfg, *client) {
+                logging::out(format_args!("{line}"));
+            }
+        }
         return ExitCode::SUCCESS;
     }
     for w in &cfg.warnings {
@@ -194,6 +203,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
             SIGUSR1 => {
                 info!("stats: {}", server.stats());
+                for g in server.groups_status() {
+                    info!("{g}");
+                }
                 if let Some(r) = server.reference_status() {
                     info!("reference: {r}");
                 }
@@ -202,6 +214,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     info!("stopping; stats: {}", server.stats());
+    for g in server.groups_status() {
+        info!("{g}");
+    }
     if let Some(r) = server.reference_status() {
         info!("reference: {r}");
     }

@@ -11,7 +11,7 @@ use crate::packet::{set_transmit_timestamp, Header, LeapIndicator, Mode, HEADER_
 use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::system::ServerState;
 use crate::time::{NtpShort, NtpTimestamp, Offset, Time};
-use crate::view::{ViewId, ViewTable};
+use crate::view::{Assigner, ViewId, ViewTable};
 
 /// The largest request considered. NTP requests are 48 bytes, plus extension fields or a legacy
 /// MAC; nothing a client sends for time comes near this.
@@ -115,6 +115,7 @@ impl Response {
 pub fn decide(
     req: &Request<'_>,
     views: &ViewTable,
+    assigner: &dyn Assigner,
     state: &ServerState,
     unmatched: Unmatched,
     limiter: Option<&mut RateLimiter>,
@@ -140,7 +141,7 @@ pub fn decide(
         return Decision::Ignore(DropReason::NotClientMode);
     }
 
-    let view = views.select(req.local, req.client);
+    let view = views.select_with(req.local, req.client, assigner);
     if view.is_none() && unmatched == Unmatched::Ignore {
         return Decision::Ignore(DropReason::NoView);
     }
@@ -217,7 +218,7 @@ mod tests {
     use super::*;
     use crate::ratelimit::RateLimitParams;
     use crate::system::REFID_LOCAL;
-    use crate::view::{LocalAddr, Rule, Target, View};
+    use crate::view::{HashOnly, LocalAddr, Rule, Target, View};
     use proptest::prelude::*;
 
     const RX: Time = Time::from_unix_nanos(1_795_000_000_123_456_789);
@@ -278,6 +279,7 @@ mod tests {
         decide(
             &request(bytes, port),
             &views(),
+            &HashOnly,
             &state(),
             Unmatched::Ignore,
             None,
@@ -321,7 +323,8 @@ mod tests {
         let table = ViewTable::single("decade", ten_years);
         let packet = client_packet(4);
         let req = request(&packet, 123);
-        let Decision::Respond(mut r) = decide(&req, &table, &state(), Unmatched::Ignore, None)
+        let Decision::Respond(mut r) =
+            decide(&req, &table, &HashOnly, &state(), Unmatched::Ignore, None)
         else {
             panic!()
         };
@@ -405,6 +408,7 @@ mod tests {
         let Decision::Respond(mut r) = decide(
             &request(&p, 9999),
             &views(),
+            &HashOnly,
             &state(),
             Unmatched::Deny,
             None,
@@ -439,6 +443,7 @@ mod tests {
             match decide(
                 &request(&p, 11123),
                 &views(),
+                &HashOnly,
                 &state(),
                 Unmatched::Ignore,
                 Some(&mut rl),
@@ -455,7 +460,8 @@ mod tests {
         let unsync = ServerState::unsynchronized(-24);
         let packet = client_packet(4);
         let req = request(&packet, 11123);
-        let Decision::Respond(mut r) = decide(&req, &views(), &unsync, Unmatched::Ignore, None)
+        let Decision::Respond(mut r) =
+            decide(&req, &views(), &HashOnly, &unsync, Unmatched::Ignore, None)
         else {
             panic!()
         };

@@ -5,19 +5,22 @@
 //! 1. views that have selectors (`listen` addresses and/or `clients` prefixes), in config order;
 //!    a view matches when every selector it has matches;
 //! 2. spread groups, in config order: a matching group gives each client address one of its
-//!    member views by rendezvous hashing (highest keyed hash of client and view name), so the
-//!    assignment is stable across restarts and adding or removing a member moves only the
-//!    clients of that member;
+//!    member views. A balanced group (the default) asks an [`Assigner`], which keeps a table:
+//!    a new client goes to the member with the fewest clients and keeps it
+//!    ([`crate::balancer`]). A hash group picks by rendezvous hashing (highest keyed hash of
+//!    client and view name): no table, the same answer on every host with the same config,
+//!    and adding or removing a member moves only the clients of that member;
 //! 3. the default view, if one is configured.
 //!
 //! A client must only ever see one view's time, so selection depends on nothing but the
-//! request's addresses and the configuration.
+//! request's addresses, the configuration and (balanced groups) the assignment table.
 
 use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 use core::str::FromStr;
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
+use crate::balancer::Rebalance;
 use crate::time::Offset;
 
 /// Index of a view in its [`ViewTable`].
@@ -57,6 +60,39 @@ pub enum Target {
 pub struct Spread {
     members: Vec<(ViewId, u64)>, // (view, hash of its name under the key)
     key: (u64, u64),
+    balanced: Option<Balanced>,
+}
+
+/// A balanced group's settings: how its [`Assigner`] keeps the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balanced {
+    /// The group's name: the key of its table across reloads and restarts.
+    pub name: String,
+    /// The group's place among the config's spread groups (0, 1, ...): where an
+    /// [`Assigner`] keeps its table.
+    pub index: u16,
+    /// Per member, in member order: its relative share of clients.
+    pub weights: Vec<u32>,
+    pub rebalance: Rebalance,
+    /// A client not heard from for this long frees its slot.
+    pub forget_after_s: u64,
+    /// At most this many clients in the table; past it, new clients are hashed.
+    pub max_clients: usize,
+}
+
+/// Gives the clients of balanced spread groups their views: `serve` keeps the tables.
+pub trait Assigner {
+    /// The member view of `spread` (which is balanced) that `client` belongs to.
+    fn assign(&self, spread: &Spread, balanced: &Balanced, client: IpAddr) -> ViewId;
+}
+
+/// No tables: every group hashes. What a config check or a fuzzer uses.
+pub struct HashOnly;
+
+impl Assigner for HashOnly {
+    fn assign(&self, spread: &Spread, _: &Balanced, client: IpAddr) -> ViewId {
+        spread.pick(client).expect("a spread group has members")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,7 +254,31 @@ impl Spread {
                 (id, h.finish())
             })
             .collect();
-        Spread { members, key }
+        Spread {
+            members,
+            key,
+            balanced: None,
+        }
+    }
+
+    /// The same members, assigned by a table (see [`Assigner`]) instead of the hash.
+    pub fn with_balancer(mut self, balanced: Balanced) -> Spread {
+        assert_eq!(
+            balanced.weights.len(),
+            self.members.len(),
+            "a weight per member"
+        );
+        self.balanced = Some(balanced);
+        self
+    }
+
+    /// The hash key (also what breaks a balanced group's ties).
+    pub fn key(&self) -> (u64, u64) {
+        self.key
+    }
+
+    pub fn balanced(&self) -> Option<&Balanced> {
+        self.balanced.as_ref()
     }
 
     pub fn members(&self) -> impl Iterator<Item = ViewId> + '_ {
@@ -277,17 +337,45 @@ impl ViewTable {
         &self.views[id.0 as usize]
     }
 
-    /// The view a request arriving on `local` from `client` belongs to, if any.
-    pub fn select(&self, local: SocketAddr, client: IpAddr) -> Option<ViewId> {
-        for rule in &self.rules {
-            if rule.matches(local, client) {
-                match &rule.target {
-                    Target::View(id) => return Some(*id),
-                    Target::Spread(s) => return s.pick(client),
-                }
-            }
-        }
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn default_view(&self) -> Option<ViewId> {
         self.default
+    }
+
+    /// The first rule that takes a request arriving on `local` from `client`, with its index.
+    pub fn rule_for(&self, local: SocketAddr, client: IpAddr) -> Option<(usize, &Rule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(local, client))
+    }
+
+    /// The view a request arriving on `local` from `client` belongs to, if any; balanced
+    /// groups ask `assigner`.
+    pub fn select_with(
+        &self,
+        local: SocketAddr,
+        client: IpAddr,
+        assigner: &dyn Assigner,
+    ) -> Option<ViewId> {
+        match self.rule_for(local, client) {
+            Some((_, rule)) => match &rule.target {
+                Target::View(id) => Some(*id),
+                Target::Spread(s) => match s.balanced() {
+                    Some(b) => Some(assigner.assign(s, b, client)),
+                    None => s.pick(client),
+                },
+            },
+            None => self.default,
+        }
+    }
+
+    /// [`Self::select_with`], every group hashing ([`HashOnly`]).
+    pub fn select(&self, local: SocketAddr, client: IpAddr) -> Option<ViewId> {
+        self.select_with(local, client, &HashOnly)
     }
 }
 

@@ -252,12 +252,22 @@ pub fn run_cli(args: &[&str]) -> (bool, String) {
 
 /// One SNTP exchange with `addr`; None on timeout.
 pub fn ntp_exchange(addr: SocketAddr, timeout: Duration) -> Option<Sample> {
-    let bind = if addr.is_ipv4() {
-        "0.0.0.0:0"
+    let any: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
     } else {
-        "[::]:0"
+        std::net::Ipv6Addr::UNSPECIFIED.into()
     };
-    let s = UdpSocket::bind(bind).unwrap();
+    ntp_exchange_from(any, addr, timeout)
+}
+
+/// One SNTP exchange with `addr` from the local address `from` (any of 127.0.0.0/8 works on
+/// loopback: a test's stand-in for many clients); None on timeout.
+pub fn ntp_exchange_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Option<Sample> {
+    let s = UdpSocket::bind(SocketAddr::new(from, 0)).unwrap();
     s.set_read_timeout(Some(timeout)).unwrap();
     let cookie = NtpTimestamp::from_bits(now().unix_nanos() as u64 ^ 0x5a5a_0000_1234_0000);
     let t1 = now();

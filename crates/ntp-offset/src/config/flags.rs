@@ -92,6 +92,7 @@ impl ServeFlags {
                 reference_id: None,
                 leap: None,
                 leap_smear_window: None,
+                state_dir: None,
             }),
             reference: source.map(|source| {
                 flag(RawReference {
@@ -120,6 +121,7 @@ impl ServeFlags {
             view: vec![flag(RawView {
                 name: flag("cli".to_string()),
                 offset: flag(self.offset.clone().unwrap_or_else(|| "0s".into())),
+                weight: None,
                 listen: Vec::new(),
                 clients: Vec::new(),
             })],

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ntp_offset_proto::leap::LeapPolicy;
 use ntp_offset_proto::ratelimit::RateLimitParams;
@@ -44,10 +44,17 @@ pub struct ServeConfig {
     /// None: no rate limiting.
     pub rate_limit: Option<RateLimitParams>,
     pub reference: Reference,
+    /// Where balanced spread groups keep their assignment tables.
+    pub state_dir: PathBuf,
+    /// How each of `views`' rules reads in messages: "spread `vms` (line 40)".
+    pub rule_names: Vec<String>,
     /// What may be intended but looks like a mistake (`serve --check` prints them, `serve`
     /// logs them): a rule that never matches, a listening address that selects no view.
     pub warnings: Vec<ConfigError>,
 }
+
+/// `server.state_dir` when none is given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ntp-offset";
 
 /// A config file larger than this is refused: no real one comes near it, and reading a
 /// device or a huge file by mistake must not exhaust memory.
@@ -176,7 +183,7 @@ impl<'a> Context<'a> {
         let server = raw.server.get_ref();
         let listen = self.listen(server)?;
         let mut warnings = Vec::new();
-        let views = self.view_table(&raw, &listen, &mut warnings)?;
+        let (views, rule_names) = self.view_table(&raw, &listen, &mut warnings)?;
         Ok(ServeConfig {
             listen,
             views,
@@ -185,8 +192,22 @@ impl<'a> Context<'a> {
             leap: self.leap(server)?,
             rate_limit: self.rate_limit(raw.rate_limit.as_ref())?,
             reference: self.reference(raw.reference.as_ref(), server)?,
+            state_dir: self.state_dir(server)?,
+            rule_names,
             warnings,
         })
+    }
+}
+
+impl Context<'_> {
+    fn state_dir(&self, server: &raw::RawServer) -> Result<PathBuf, ConfigError> {
+        match &server.state_dir {
+            None => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
+            Some(d) if d.get_ref().trim().is_empty() => {
+                self.err(d.span(), "server.state_dir", "must name a directory")
+            }
+            Some(d) => Ok(reference::beside(self.file, d.get_ref())),
+        }
     }
 }
 

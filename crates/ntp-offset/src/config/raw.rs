@@ -29,6 +29,7 @@ pub(super) struct RawServer {
     pub reference_id: Option<Spanned<String>>,
     pub leap: Option<Spanned<String>>,
     pub leap_smear_window: Option<Spanned<String>>,
+    pub state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,6 +47,7 @@ pub(super) struct RawRateLimit {
 pub(super) struct RawView {
     pub name: Spanned<String>,
     pub offset: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
     #[serde(default)]
     pub listen: Vec<Spanned<String>>,
     #[serde(default)]
@@ -58,6 +60,10 @@ pub(super) struct RawSpread {
     pub name: Spanned<String>,
     pub views: Spanned<Vec<Spanned<String>>>,
     pub key: Option<Spanned<String>>,
+    pub assign: Option<Spanned<String>>,
+    pub rebalance: Option<Spanned<String>>,
+    pub forget_after: Option<Spanned<String>>,
+    pub max_clients: Option<Spanned<i64>>,
     #[serde(default)]
     pub listen: Vec<Spanned<String>>,
     #[serde(default)]

@@ -68,8 +68,9 @@ pub(super) struct RawReference {
     pub step_threshold: Option<Spanned<String>>,
 }
 
-/// A key file path from the config is relative to the config file's directory.
-fn beside(config_file: &str, path: &str) -> PathBuf {
+/// A path in the config (key file, state directory) is relative to the config file's
+/// directory.
+pub(super) fn beside(config_file: &str, path: &str) -> PathBuf {
     let p = Path::new(path);
     match Path::new(config_file).parent() {
         Some(dir) if p.is_relative() => dir.join(p),

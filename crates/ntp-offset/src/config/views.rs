@@ -5,15 +5,23 @@ use std::collections::HashSet;
 use std::hash::Hasher;
 use std::net::SocketAddr;
 
+use ntp_offset_proto::balancer::Rebalance;
 use ntp_offset_proto::time::{Offset, MAX_OFFSET};
-use ntp_offset_proto::view::{Cidr, LocalAddr, Rule, Spread, Target, View, ViewId, ViewTable};
+use ntp_offset_proto::view::{
+    Balanced, Cidr, LocalAddr, Rule, Spread, Target, View, ViewId, ViewTable,
+};
 use siphasher::sip::SipHasher13;
 use toml::Spanned;
 
-use super::raw::{RawFile, RawView};
+use super::raw::{RawFile, RawSpread, RawView};
 use super::{ConfigError, Context};
 use crate::duration;
 use crate::text::join_addrs;
+
+/// How long a balanced group remembers a client it has not heard from.
+pub const DEFAULT_FORGET_AFTER_S: u64 = 7 * 86_400;
+/// How many clients a balanced group's table holds at most.
+pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
 
 /// View names and their ids, for looking up references to views.
 type ViewNames = Vec<(String, ViewId)>;
@@ -31,9 +39,14 @@ impl Context<'_> {
         raw: &RawFile,
         listen: &[SocketAddr],
         warnings: &mut Vec<ConfigError>,
-    ) -> Result<ViewTable, ConfigError> {
+    ) -> Result<(ViewTable, Vec<String>), ConfigError> {
         let server = raw.server.get_ref();
         let (views, names) = self.views(&raw.view)?;
+        let view_weights = raw
+            .view
+            .iter()
+            .map(|v| self.weight(v.get_ref()))
+            .collect::<Result<Vec<u32>, _>>()?;
         if views.is_empty() {
             return self.err(raw.server.span(), "view", "no [[view]] is defined; add at least one, e.g.\n[[view]]\nname = \"plus15\"\noffset = \"15s\"");
         }
@@ -60,6 +73,13 @@ impl Context<'_> {
         for s in &raw.spread {
             let s = s.get_ref();
             let field = format!("spread `{}`", s.name.get_ref());
+            if !valid_name(s.name.get_ref()) {
+                return self.err(
+                    s.name.span(),
+                    format!("{field}.name"),
+                    "use letters, digits, `-`, `_` and `.` (the name also names its table file)",
+                );
+            }
             if !spread_names.insert(s.name.get_ref().clone()) {
                 return self.err(
                     s.name.span(),
@@ -75,6 +95,7 @@ impl Context<'_> {
                 );
             }
             let mut members = Vec::new();
+            let mut weights = Vec::new();
             for m in s.views.get_ref() {
                 let id = self.view_named(&names, m, &format!("{field}.views"))?;
                 if members.iter().any(|&(mid, _)| mid == id) {
@@ -85,15 +106,51 @@ impl Context<'_> {
                     );
                 }
                 members.push((id, m.get_ref().as_str()));
+                weights.push(view_weights[id.0 as usize]);
             }
             let key_text = s
                 .key
                 .as_ref()
                 .map_or(s.name.get_ref().as_str(), |k| k.get_ref().as_str());
+            let mut spread = Spread::new(&members, spread_key(key_text));
+            if self.balanced(s, &field)? {
+                spread = spread.with_balancer(Balanced {
+                    name: s.name.get_ref().clone(),
+                    index: (spread_names.len() - 1) as u16,
+                    weights,
+                    rebalance: self.rebalance(s, &field)?,
+                    forget_after_s: self.forget_after(s, &field)?,
+                    max_clients: self.max_clients(s, &field)?,
+                });
+            } else {
+                for (what, set) in [
+                    ("rebalance", s.rebalance.as_ref().map(Spanned::span)),
+                    ("forget_after", s.forget_after.as_ref().map(Spanned::span)),
+                    ("max_clients", s.max_clients.as_ref().map(Spanned::span)),
+                ] {
+                    if let Some(span) = set {
+                        warnings.push(self.error_at(
+                            span,
+                            format!("{field}.{what}"),
+                            "has no effect with assign = \"hash\": a hash group keeps no table",
+                        ));
+                    }
+                }
+                for (&(id, name), w) in members.iter().zip(&weights) {
+                    if *w != 1 {
+                        let span = raw.view[id.0 as usize]
+                            .get_ref()
+                            .weight
+                            .as_ref()
+                            .map_or(0..0, Spanned::span);
+                        warnings.push(self.error_at(span, format!("view `{name}`.weight"), format!("has no effect in {field}: assign = \"hash\" gives every member an equal share")));
+                    }
+                }
+            }
             rules.push(Rule {
                 listen: self.local_addrs(&s.listen, listen, &field)?,
                 clients: self.cidrs(&s.clients, &field)?,
-                target: Target::Spread(Spread::new(&members, spread_key(key_text))),
+                target: Target::Spread(spread),
             });
             written.push(Written {
                 what: field,
@@ -165,7 +222,63 @@ impl Context<'_> {
                 }
             }
         }
-        Ok(ViewTable::new(views, rules, default))
+        let rule_names = written
+            .iter()
+            .map(|w| format!("{} (line {})", w.what, self.line_of(&w.span)))
+            .collect();
+        Ok((ViewTable::new(views, rules, default), rule_names))
+    }
+
+    fn weight(&self, v: &RawView) -> Result<u32, ConfigError> {
+        match &v.weight {
+            None => Ok(1),
+            Some(w) => match *w.get_ref() {
+                n @ 1..=1000 => Ok(n as u32),
+                n => self.err(w.span(), format!("view `{}`.weight", v.name.get_ref()), format!("{n}: a weight is 1-1000 (a view with weight 2 takes twice the clients of one with 1)")),
+            },
+        }
+    }
+
+    /// `assign`: true for "balanced" (the default), false for "hash".
+    fn balanced(&self, s: &RawSpread, field: &str) -> Result<bool, ConfigError> {
+        match s.assign.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+            None | Some(("balanced", _)) => Ok(true),
+            Some(("hash", _)) => Ok(false),
+            Some((other, span)) => self.err(span, format!("{field}.assign"), format!("`{other}`: use \"balanced\" (a new client goes to the member with the fewest clients and keeps it; a table in server.state_dir) or \"hash\" (no table; every host with this config answers alike)")),
+        }
+    }
+
+    fn rebalance(&self, s: &RawSpread, field: &str) -> Result<Rebalance, ConfigError> {
+        match s.rebalance.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+            None | Some(("never", _)) => Ok(Rebalance::Never),
+            Some(("on_change", _)) => Ok(Rebalance::OnChange),
+            Some((other, span)) => self.err(span, format!("{field}.rebalance"), format!("`{other}`: use \"never\" (a new member fills with new clients; nobody's clock moves) or \"on_change\" (the fewest clients needed move to it at once; their clocks jump)")),
+        }
+    }
+
+    fn forget_after(&self, s: &RawSpread, field: &str) -> Result<u64, ConfigError> {
+        let Some(f) = &s.forget_after else {
+            return Ok(DEFAULT_FORGET_AFTER_S);
+        };
+        match duration::parse(f.get_ref()) {
+            Ok(o) if o >= Offset::from_secs(3600) && o <= Offset::from_secs(3650 * 86_400) => {
+                Ok((o.nanos() / 1_000_000_000) as u64)
+            }
+            Ok(_) => self.err(f.span(), format!("{field}.forget_after"), "must be between 1h and 3650d (clients poll at most every 36 h; a shorter time would forget clients that are still there)"),
+            Err(e) => self.err(f.span(), format!("{field}.forget_after"), e),
+        }
+    }
+
+    fn max_clients(&self, s: &RawSpread, field: &str) -> Result<usize, ConfigError> {
+        match s.max_clients.as_ref().map(|m| (*m.get_ref(), m.span())) {
+            None => Ok(DEFAULT_MAX_CLIENTS),
+            Some((n @ 1..=10_000_000, _)) => Ok(n as usize),
+            Some((n, span)) => self.err(
+                span,
+                format!("{field}.max_clients"),
+                format!("{n}: must be 1-10000000 (each client takes about 100 bytes)"),
+            ),
+        }
     }
 
     fn view_named(
@@ -197,11 +310,7 @@ impl Context<'_> {
         for (i, v) in raw.iter().enumerate() {
             let v = v.get_ref();
             let name = v.name.get_ref();
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
+            if !valid_name(name) {
                 return self.err(
                     v.name.span(),
                     "view.name",
@@ -283,6 +392,15 @@ fn covers(a: &Rule, reach_a: &[bool], b: &Rule, reach_b: &[bool]) -> bool {
                 .iter()
                 .all(|cb| a.clients.iter().any(|ca| ca.covers(cb))));
     sockets && clients
+}
+
+/// View and spread group names: safe in a file name and in a log line.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn name_list(names: &[(String, ViewId)]) -> String {

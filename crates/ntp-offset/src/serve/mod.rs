@@ -3,13 +3,17 @@
 //! [`clock`] snapshot; the configuration is swapped atomically on reload, so requests in
 //! flight are never dropped.
 
+pub mod assignments;
 pub mod clock;
+pub mod explain;
 mod pulse_reference;
 pub mod stats;
 mod system_reference;
+pub mod tables;
 mod worker;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,10 +28,12 @@ use ntp_offset_proto::view::ViewTable;
 use tracing::{info, warn};
 
 use crate::config::{self, Reference, ServeConfig};
+use assignments::Groups;
 use clock::{ReferenceClock, Timeline};
 use pulse_reference::PulseReferenceTask;
 use stats::Stats;
 use system_reference::SystemReference;
+use tables::TableWriter;
 
 /// How long a worker blocks in receive before it checks whether to stop.
 const RECV_TIMEOUT: Duration = Duration::from_millis(200);
@@ -35,6 +41,9 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(200);
 /// The configuration as the workers use it; replaced whole on reload.
 pub struct Runtime {
     pub views: ViewTable,
+    /// The balanced spread groups' tables (kept across reloads).
+    pub groups: Groups,
+    pub state_dir: PathBuf,
     pub unmatched: Unmatched,
     pub rate_limit: Option<RateLimitParams>,
 }
@@ -131,14 +140,25 @@ pub struct Server {
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
     reference: Option<ReferenceTask>,
+    tables: Option<TableWriter>,
 }
 
-fn runtime_of(cfg: &ServeConfig) -> Runtime {
+/// What the workers use of `cfg`; balanced groups keep their tables from `before`.
+fn runtime_of(cfg: &ServeConfig, before: Option<&Runtime>) -> Runtime {
+    let groups = Groups::for_config(&cfg.views, before.map(|r| (&r.groups, &r.views)));
+    tables::load(&groups, &cfg.views, &cfg.state_dir);
     Runtime {
         views: cfg.views.clone(),
+        groups,
+        state_dir: cfg.state_dir.clone(),
         unmatched: cfg.unmatched,
         rate_limit: cfg.rate_limit,
     }
+}
+
+/// Seconds since 1970 on the host's clock: when a spread group's client was seen.
+pub fn unix_seconds() -> u64 {
+    (ntp_offset_sys::clock::realtime_ns() / 1_000_000_000).max(0) as u64
 }
 
 /// Binds one UDP socket with kernel receive timestamps.
@@ -168,14 +188,17 @@ impl Server {
         let clock = ReferenceClock::new(cfg.leap, timeline);
         let reference = ReferenceTask::start(&clock, &cfg)?;
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(runtime_of(&cfg)),
+            runtime: ArcSwap::from_pointee(runtime_of(&cfg, None)),
             clock,
             stats: Stats::default(),
         });
+        let tables = TableWriter::start(shared.clone())
+            .map_err(|e| format!("cannot start the table thread: {e}"))?;
         let mut server = Server {
             shared,
             workers: Vec::new(),
             reference: Some(reference),
+            tables: Some(tables),
         };
         for (addr, socket) in sockets {
             server.spawn_worker(addr, socket)?;
@@ -238,7 +261,8 @@ impl Server {
         if let Some(r) = self.reference.as_mut() {
             r.reload(&cfg)?;
         }
-        self.shared.runtime.store(Arc::new(runtime_of(&cfg)));
+        let runtime = runtime_of(&cfg, Some(&self.shared.runtime.load()));
+        self.shared.runtime.store(Arc::new(runtime));
         for (addr, socket) in fresh {
             self.spawn_worker(addr, socket)?;
         }
@@ -250,8 +274,17 @@ impl Server {
         Ok(())
     }
 
+    /// One line per balanced spread group: clients per view, moves, forgotten clients.
+    pub fn groups_status(&self) -> Vec<String> {
+        let runtime = self.shared.runtime.load();
+        runtime.groups.status(&runtime.views)
+    }
+
     pub fn stop(mut self) {
         stop_workers(std::mem::take(&mut self.workers));
+        if let Some(t) = self.tables.take() {
+            t.stop();
+        }
         if let Some(r) = self.reference.take() {
             r.stop();
         }

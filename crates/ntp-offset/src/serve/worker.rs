@@ -16,6 +16,7 @@ use ntp_offset_sys::batch::{is_retryable, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::monotonic_ns;
 use tracing::warn;
 
+use super::assignments::BatchAssigner;
 use super::stats::BatchCounts;
 use super::Shared;
 
@@ -58,6 +59,10 @@ impl Worker {
                 limiter = runtime.rate_limit.map(|p| RateLimiter::new(p, key));
             }
             let now_mono_ns = monotonic_ns();
+            let assigner = BatchAssigner {
+                groups: &runtime.groups,
+                now_s: super::unix_seconds(),
+            };
             let mut counts = BatchCounts {
                 received: n as u64,
                 ..Default::default()
@@ -83,6 +88,7 @@ impl Worker {
                 match decide(
                     &req,
                     &runtime.views,
+                    &assigner,
                     &snapshot.state,
                     runtime.unmatched,
                     limiter.as_mut(),

@@ -1,0 +1,285 @@
+//! Balanced spread groups at run time: one [`Balancer`] per group, shared by the workers,
+//! kept across reloads, and written to `server.state_dir` by [`tables`](super::tables).
+//!
+//! The request path: a client already in the table is found under a read lock, so workers
+//! never wait for each other; only a new client (or one whose last-seen time is an hour
+//! stale) takes the write lock, for one insert. A full table hashes new clients under the
+//! read lock too, so a flood of spoofed addresses cannot serialize the workers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use ntp_offset_proto::balancer::{Balancer, Member, Reason};
+use ntp_offset_proto::view::{Assigner, Balanced, Spread, Target, ViewId, ViewTable};
+use tracing::{debug, info, warn};
+
+/// A client's last-seen time is refreshed (under the write lock) when it is this stale:
+/// it only decides when an idle client is forgotten (`forget_after` is at least an hour).
+const TOUCH_AFTER_S: u64 = 600;
+
+pub struct Group {
+    pub name: String,
+    pub balancer: RwLock<Balancer>,
+    /// Assignments changed since the table was last written: write within a second.
+    pub changed: AtomicBool,
+    /// Only last-seen times changed: write with the next change, or every few minutes.
+    pub touched: AtomicBool,
+    /// New clients hashed because the table was full.
+    pub table_full: AtomicU64,
+    full_logged: AtomicBool,
+    /// The table file could not be read at start: it is not overwritten (see `tables`).
+    pub keep_file: AtomicBool,
+    /// Set when a reload renumbered the views: the group that replaces this one, and the
+    /// way back from its view ids to this one's. Requests still being decided with the old
+    /// view table read it there, so their view ids always match their table.
+    successor: OnceLock<(Arc<Group>, HashMap<ViewId, ViewId>)>,
+}
+
+impl Group {
+    fn new(name: &str, balancer: Balancer) -> Group {
+        Group {
+            name: name.to_string(),
+            balancer: RwLock::new(balancer),
+            changed: AtomicBool::new(false),
+            touched: AtomicBool::new(false),
+            table_full: AtomicU64::new(0),
+            full_logged: AtomicBool::new(false),
+            keep_file: AtomicBool::new(false),
+            successor: OnceLock::new(),
+        }
+    }
+
+    /// A retired group's answer: the successor's assignment in this group's ids, else the
+    /// hash (a new client during a reload; its next request is assigned for good).
+    fn retired(&self, spread: &Spread, client: IpAddr) -> Option<ViewId> {
+        let (next, back) = self.successor.get()?;
+        let view = next
+            .balancer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(client)
+            .and_then(|a| back.get(&a.view).copied());
+        Some(view.unwrap_or_else(|| spread.pick(client).expect("a spread group has members")))
+    }
+
+    /// The view of `client` at `now_s` (Unix seconds).
+    pub fn assign(&self, spread: &Spread, client: IpAddr, now_s: u64) -> ViewId {
+        if let Some(v) = self.retired(spread, client) {
+            return v;
+        }
+        {
+            let b = self.balancer.read().unwrap_or_else(|p| p.into_inner());
+            match b.get(client) {
+                Some(a) if now_s < a.last_seen.saturating_add(TOUCH_AFTER_S) => return a.view,
+                Some(_) => {}
+                None if b.is_full() => {
+                    drop(b);
+                    self.full(spread);
+                    return spread.pick(client).expect("a spread group has members");
+                }
+                None => {}
+            }
+        }
+        let mut b = self.balancer.write().unwrap_or_else(|p| p.into_inner());
+        // A reload may have retired this group while we waited for the lock.
+        if let Some(v) = self.retired(spread, client) {
+            return v;
+        }
+        let (view, reason) = b.assign(client, now_s);
+        match reason {
+            Reason::Kept => self.touched.store(true, Ordering::Relaxed),
+            Reason::Balanced => {
+                self.changed.store(true, Ordering::Relaxed);
+                debug!(group = %self.name, %client, view = view.0, clients = b.len(), "new client assigned");
+            }
+            Reason::HashTableFull => {
+                drop(b);
+                self.full(spread);
+                return spread.pick(client).expect("a spread group has members");
+            }
+        }
+        view
+    }
+
+    fn full(&self, spread: &Spread) {
+        self.table_full.fetch_add(1, Ordering::Relaxed);
+        if !self.full_logged.swap(true, Ordering::Relaxed) {
+            let max = spread.balanced().map_or(0, |b| b.max_clients);
+            warn!(group = %self.name, "spread group's table is full ({max} clients): new clients get the keyed hash's view until idle ones are forgotten; raise max_clients if this many are real");
+        }
+    }
+
+    /// Drops clients idle for longer than the group's `forget_after`.
+    pub fn forget_idle(&self, now_s: u64, forget_after_s: u64) {
+        let mut b = self.balancer.write().unwrap_or_else(|p| p.into_inner());
+        let n = b.forget_idle(now_s, forget_after_s);
+        if n > 0 {
+            self.changed.store(true, Ordering::Relaxed);
+            self.full_logged.store(false, Ordering::Relaxed);
+            info!(group = %self.name, forgotten = n, clients = b.len(), "forgot clients idle for longer than forget_after");
+        }
+    }
+}
+
+fn members_of(spread: &Spread, b: &Balanced) -> Vec<Member> {
+    spread
+        .members()
+        .zip(&b.weights)
+        .map(|(view, &weight)| Member { view, weight })
+        .collect()
+}
+
+/// The balanced groups of a view table, in spread order (None: a hash group).
+#[derive(Default, Clone)]
+pub struct Groups {
+    by_index: Vec<Option<Arc<Group>>>,
+}
+
+/// Every balanced group of `views`: (its spread, its settings).
+pub fn balanced_groups(views: &ViewTable) -> impl Iterator<Item = (&Spread, &Balanced)> {
+    views.rules().iter().filter_map(|r| match &r.target {
+        Target::Spread(s) => s.balanced().map(|b| (s, b)),
+        Target::View(_) => None,
+    })
+}
+
+impl Groups {
+    /// The groups of a new configuration. A group of the same name as before keeps its table:
+    /// views are matched by name (a reload may reorder them), clients of removed members
+    /// move, and `rebalance` decides about added ones. New groups start empty (`load` fills
+    /// them from their files).
+    pub fn for_config(views: &ViewTable, before: Option<(&Groups, &ViewTable)>) -> Groups {
+        let mut by_index = Vec::new();
+        for (spread, b) in balanced_groups(views) {
+            let index = b.index as usize;
+            if by_index.len() <= index {
+                by_index.resize(index + 1, None);
+            }
+            let members = members_of(spread, b);
+            let old = before.and_then(|(groups, old_views)| {
+                groups
+                    .iter()
+                    .find(|g| g.name == b.name)
+                    .map(|g| (g.clone(), old_views))
+            });
+            let group = match old {
+                Some((g, old_views)) => {
+                    let new_id = |old: ViewId| {
+                        let name = &old_views.views().get(old.0 as usize)?.name;
+                        views
+                            .views()
+                            .iter()
+                            .position(|v| &v.name == name)
+                            .map(|i| ViewId(i as u16))
+                    };
+                    let mut bal = g.balancer.write().unwrap_or_else(|p| p.into_inner());
+                    let renumbered = bal
+                        .members()
+                        .iter()
+                        .any(|m| new_id(m.view).is_some_and(|n| n != m.view));
+                    // Renumbered views: requests in flight still hold the old table, so the
+                    // old group stays as it is for them and a new one takes over.
+                    let mut next = bal.clone();
+                    next.remap(new_id);
+                    next.set_capacity(b.max_clients);
+                    let moved = next.set_members(&members, b.rebalance);
+                    let group = if renumbered {
+                        let back = bal
+                            .members()
+                            .iter()
+                            .filter_map(|m| new_id(m.view).map(|n| (n, m.view)))
+                            .collect();
+                        let fresh = Arc::new(Group::new(&b.name, next));
+                        fresh
+                            .keep_file
+                            .store(g.keep_file.load(Ordering::Relaxed), Ordering::Relaxed);
+                        let _ = g.successor.set((fresh.clone(), back));
+                        fresh
+                    } else {
+                        *bal = next;
+                        g.clone()
+                    };
+                    drop(bal);
+                    if moved > 0 {
+                        group.changed.store(true, Ordering::Relaxed);
+                        info!(group = %b.name, moved, "reload: clients moved to other views of the group (their clocks jump by the difference)");
+                    }
+                    group
+                }
+                None => Arc::new(Group::new(
+                    &b.name,
+                    // The group's hash key breaks ties: hosts with the same config break them alike.
+                    Balancer::new(&members, spread.key(), b.max_clients),
+                )),
+            };
+            by_index[index] = Some(group);
+        }
+        Groups { by_index }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Group>> {
+        self.by_index.iter().flatten()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_index.iter().all(Option::is_none)
+    }
+
+    /// One line per group for the status log: clients per view.
+    pub fn status(&self, views: &ViewTable) -> Vec<String> {
+        self.iter()
+            .map(|g| {
+                let b = g.balancer.read().unwrap_or_else(|p| p.into_inner());
+                let counts: Vec<String> = b
+                    .members()
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} {} ({} active)",
+                            views.view(m.view).name,
+                            b.count(m.view),
+                            b.active(m.view)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "spread `{}`: {} clients ({}); moved {}, forgotten {}, hashed while full {}",
+                    g.name,
+                    b.len(),
+                    counts.join(", "),
+                    b.counters.moved,
+                    b.counters.forgotten,
+                    g.table_full.load(Ordering::Relaxed)
+                )
+            })
+            .collect()
+    }
+}
+
+/// The workers' [`Assigner`] for one batch: the groups and the batch's wall-clock second.
+pub struct BatchAssigner<'a> {
+    pub groups: &'a Groups,
+    pub now_s: u64,
+}
+
+impl Assigner for BatchAssigner<'_> {
+    fn assign(&self, spread: &Spread, b: &Balanced, client: IpAddr) -> ViewId {
+        match self.groups.by_index.get(b.index as usize) {
+            Some(Some(g)) => g.assign(spread, client, self.now_s),
+            // Not reachable: the groups are built from the same table.
+            _ => spread.pick(client).expect("a spread group has members"),
+        }
+    }
+}
+
+/// View names by id, for writing a table.
+pub fn names(views: &ViewTable) -> HashMap<ViewId, String> {
+    views
+        .views()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (ViewId(i as u16), v.name.clone()))
+        .collect()
+}

@@ -1,0 +1,264 @@
+//! Balanced spread groups against a running server: clients are loopback addresses
+//! (127.0.0.1-200 all reach a server on 127.0.0.1), each asks once, and its view is read off
+//! the offset of the answer. The table lives in a temporary `state_dir`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ntp_offset_testkit::{self as common, ntp_exchange_from, tempdir, wait_until, ServerProcess};
+
+const OFFSETS: [(&str, i64); 4] = [("s00", 0), ("s15", 15), ("s30", 30), ("s45", 45)];
+
+fn client(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8))
+}
+
+/// A config: views s00-s45 (those in `members` form the group), one pinned view `pinned` for
+/// 127.0.0.250, the spread over 127.0.0.0/8.
+fn config(dir: &Path, port: u16, members: &[&str], extra: &str) -> PathBuf {
+    let mut text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nlocal_stratum = 10\nstate_dir = \"state\"\n\
+         [rate_limit]\nenabled = false\n\
+         [[view]]\nname = \"pinned\"\noffset = \"-600s\"\nclients = [\"127.0.0.250\"]\n"
+    );
+    for (name, secs) in OFFSETS {
+        if members.contains(&name) {
+            text += &format!("[[view]]\nname = \"{name}\"\noffset = \"{secs}s\"\n");
+        }
+    }
+    let list: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+    text += &format!(
+        "[[spread]]\nname = \"vms\"\nviews = [{}]\nclients = [\"127.0.0.0/8\"]\n{extra}",
+        list.join(", ")
+    );
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The view (by offset, in seconds) each client gets.
+fn views_of(port: u16, clients: impl Iterator<Item = u32>) -> BTreeMap<u32, i64> {
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    clients
+        .map(|i| {
+            let sample = (0..3)
+                .find_map(|_| ntp_exchange_from(client(i), server, Duration::from_secs(1)))
+                .unwrap_or_else(|| panic!("no answer for client {i}"));
+            (i, (sample.offset.as_secs_f64()).round() as i64)
+        })
+        .collect()
+}
+
+fn counts(views: &BTreeMap<u32, i64>) -> BTreeMap<i64, usize> {
+    let mut c = BTreeMap::new();
+    for v in views.values() {
+        *c.entry(*v).or_default() += 1;
+    }
+    c
+}
+
+fn table_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("state/spread-vms.table"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn start(cfg: &Path) -> ServerProcess {
+    ServerProcess::start(&["--config", cfg.to_str().unwrap()])
+}
+
+#[test]
+fn new_clients_spread_evenly_and_keep_their_view_across_restarts_and_kill_9() {
+    let dir = tempdir("spread-even");
+    let port = common::free_ports(1)[0];
+    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let mut server = start(&cfg);
+    let first = views_of(port, 1..=100);
+    assert_eq!(
+        counts(&first),
+        BTreeMap::from([(0, 25), (15, 25), (30, 25), (45, 25)]),
+        "100 clients over 4 views"
+    );
+    // Asking again changes nothing; the table reaches the disk within about a second.
+    assert_eq!(views_of(port, 1..=100), first);
+    wait_until(Duration::from_secs(5), || {
+        (table_lines(&dir).len() == 100).then_some(())
+    })
+    .expect("the table is written within a second or so");
+    // kill -9: nothing is written at stop, yet every client keeps its view.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = start(&cfg);
+    assert_eq!(
+        views_of(port, 1..=100),
+        first,
+        "after kill -9 and a restart"
+    );
+    // A pinned client is never the balancer's: it gets its view and is not in the table.
+    assert_eq!(views_of(port, [250].into_iter())[&250], -600);
+    drop(server);
+    assert!(!table_lines(&dir)
+        .iter()
+        .any(|l| l.starts_with("127.0.0.250 ")));
+    // Newcomers keep the group even: 7 more make it 27/27/27/26 in some order.
+    let server = start(&cfg);
+    let all = views_of(port, 1..=107);
+    let mut c: Vec<usize> = counts(&all).into_values().collect();
+    c.sort_unstable();
+    assert_eq!(c, [26, 27, 27, 27]);
+    drop(server);
+}
+
+#[test]
+fn a_reload_that_removes_a_view_moves_only_its_clients() {
+    let dir = tempdir("spread-remove");
+    let port = common::free_ports(1)[0];
+    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let mut server = start(&cfg);
+    let before = views_of(port, 1..=40);
+    let mark = server.mark();
+    config(&dir, port, &["s00", "s30", "s45"], "");
+    server.signal("HUP");
+    let moved = server.log_since(mark, "clients moved", Duration::from_secs(5));
+    assert!(moved.contains("moved=10"), "{moved}");
+    server.log_since(mark, "reloaded", Duration::from_secs(5));
+    let after = views_of(port, 1..=40);
+    for (i, v) in &before {
+        if *v != 15 {
+            assert_eq!(after[i], *v, "client {i} moved needlessly");
+        }
+    }
+    let mut c: Vec<usize> = counts(&after).into_values().collect();
+    c.sort_unstable();
+    assert_eq!(
+        c,
+        [13, 13, 14],
+        "the removed view's 10 clients, spread evenly"
+    );
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_written_is_one_clear_error_and_the_server_serves_on() {
+    let dir = tempdir("spread-rofs");
+    let port = common::free_ports(1)[0];
+    // `state` is a file, so the directory cannot be created (ENOTDIR for everything in it).
+    std::fs::write(dir.join("state"), "not a directory").unwrap();
+    let cfg = config(&dir, port, &["s00", "s15"], "");
+    let mut server = start(&cfg);
+    let first = views_of(port, 1..=10);
+    assert_eq!(counts(&first), BTreeMap::from([(0, 5), (15, 5)]));
+    server.wait_for_log("cannot write the assignment table", Duration::from_secs(5));
+    // More clients, more seconds: still one error line, and answers go on.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(views_of(port, 1..=20).len(), 20);
+    assert_eq!(views_of(port, 1..=10), first);
+    server.signal("USR1");
+    server.wait_for_log("spread `vms`: 20 clients", Duration::from_secs(5));
+    let errors = server
+        .lines
+        .iter()
+        .filter(|l| l.contains("cannot write the assignment table"))
+        .count();
+    assert_eq!(errors, 1, "{:#?}", server.lines);
+}
+
+#[test]
+fn an_unreadable_table_is_left_alone() {
+    let dir = tempdir("spread-unreadable");
+    let port = common::free_ports(1)[0];
+    // A directory where the table should be: it cannot be read, and must not be replaced.
+    std::fs::create_dir_all(dir.join("state/spread-vms.table")).unwrap();
+    let cfg = config(&dir, port, &["s00", "s15"], "");
+    let mut server = start(&cfg);
+    server.wait_for_log("cannot read the assignment table", Duration::from_secs(5));
+    assert_eq!(views_of(port, 1..=4).len(), 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(server);
+    assert!(dir.join("state/spread-vms.table").is_dir());
+}
+
+#[test]
+fn explain_says_which_view_and_why() {
+    let dir = tempdir("spread-explain");
+    let port = common::free_ports(1)[0];
+    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let server = start(&cfg);
+    let views = views_of(port, 1..=8);
+    wait_until(Duration::from_secs(5), || {
+        (table_lines(&dir).len() == 8).then_some(())
+    })
+    .expect("table written");
+    drop(server);
+    let c = cfg.to_str().unwrap();
+    let (ok, out) = common::run_cli(&[
+        "serve",
+        "--check",
+        "--config",
+        c,
+        "--explain",
+        "127.0.0.3",
+        "--explain",
+        "127.0.0.9",
+        "--explain",
+        "127.0.0.250",
+    ]);
+    assert!(ok, "{out}");
+    let line = |client: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{client}:")))
+            .unwrap_or_else(|| panic!("no line for {client}: {out}"))
+            .to_string()
+    };
+    let third = line("127.0.0.3");
+    let name = OFFSETS.iter().find(|(_, s)| *s == views[&3]).unwrap().0;
+    assert!(
+        third.contains(&format!("view `{name}`")) && third.contains("assigned in the table since"),
+        "{third}"
+    );
+    assert!(third.contains("spread `vms` (line "), "{third}");
+    let ninth = line("127.0.0.9");
+    assert!(
+        ninth.contains("would go to the member with the fewest active clients")
+            && ninth.contains("s00 2, s15 2, s30 2, s45 2"),
+        "{ninth}"
+    );
+    let pinned = line("127.0.0.250");
+    assert!(
+        pinned.contains("view `pinned` (-10m)") && pinned.contains("selects it"),
+        "{pinned}"
+    );
+}
+
+#[test]
+fn config_errors_for_spread_settings_name_the_line() {
+    let dir = tempdir("spread-errors");
+    for (extra, needle) in [
+        ("assign = \"round-robin\"\n", "use \"balanced\""),
+        ("rebalance = \"sometimes\"\n", "use \"never\""),
+        ("forget_after = \"5m\"\n", "between 1h and 3650d"),
+        ("max_clients = 0\n", "must be 1-10000000"),
+    ] {
+        let cfg = config(&dir, 123, &["s00", "s15"], extra);
+        let (ok, out) = common::run_cli(&["serve", "--check", "--config", cfg.to_str().unwrap()]);
+        assert!(
+            !ok && out.contains(needle) && out.contains("serve.toml:"),
+            "{extra}: {out}"
+        );
+    }
+    let cfg = config(
+        &dir,
+        123,
+        &["s00", "s15"],
+        "assign = \"hash\"\nforget_after = \"2d\"\n",
+    );
+    let (ok, out) = common::run_cli(&["serve", "--check", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("has no effect with assign = \"hash\""),
+        "{out}"
+    );
+}
