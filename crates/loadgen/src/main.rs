@@ -37,6 +37,12 @@ struct Args {
     /// Requests in flight per socket when saturating.
     #[arg(long, default_value_t = 16)]
     window: usize,
+    /// Bind source socket i to this IPv4 address plus i x --bind-step (127.x.y.z: many
+    /// clients on loopback), instead of the wildcard.
+    #[arg(long)]
+    bind_base: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value_t = 1)]
+    bind_step: u32,
 }
 
 /// A request not answered within this time is counted lost and leaves the window.
@@ -59,8 +65,16 @@ fn main() {
         "[::]:0"
     };
     let mut sources: Vec<Source> = (0..args.sockets.max(1))
-        .map(|_| {
-            let socket = UdpSocket::bind(bind).expect("bind a source socket");
+        .map(|i| {
+            let socket = match args.bind_base {
+                Some(base) => {
+                    let ip = std::net::Ipv4Addr::from(u32::from(base) + i as u32 * args.bind_step);
+                    assert!(ip.is_loopback(), "--bind-base: loopback addresses only");
+                    UdpSocket::bind((ip, 0))
+                }
+                None => UdpSocket::bind(bind),
+            }
+            .expect("bind a source socket");
             socket.set_nonblocking(true).unwrap();
             // Latency is measured to the kernel's receive stamp, not to when this loop polls.
             enable_rx_timestamps(&socket).unwrap();

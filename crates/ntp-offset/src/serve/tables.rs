@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -109,21 +109,29 @@ pub fn load(groups: &Groups, views: &ViewTable, dir: &Path) {
 
 /// Writes one group's table crash-safely.
 pub fn write(dir: &Path, group: &Group, names: &HashMap<ViewId, String>) -> io::Result<()> {
-    let mut text = header(&group.name);
-    {
-        let b = group.balancer.read().unwrap_or_else(|p| p.into_inner());
-        text.push_str(&b.to_table(|v| names.get(&v).cloned().unwrap_or_default()));
-    }
+    // A copy of the rows (40 bytes a client), taken under the read lock and written out
+    // after it: new clients wait for the copy, never for the disk.
+    let rows = group
+        .balancer
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .assignments();
     fs::create_dir_all(dir)?;
     let target = path(dir, &group.name);
     let tmp = dir.join(format!(".spread-{}.table.tmp", group.name));
     let result = (|| {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        let mut out = BufWriter::new(f);
+        out.write_all(header(&group.name).as_bytes())?;
+        for (client, a) in &rows {
+            let view = names.get(&a.view).map_or("", String::as_str);
+            writeln!(out, "{client} {view} {} {}", a.first_seen, a.last_seen)?;
+        }
+        let f = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, &target)?;

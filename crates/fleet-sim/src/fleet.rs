@@ -1,0 +1,232 @@
+//! A VM host's fleet over days, one event at a time, with a policy from `policy.rs` answering
+//! every NTP request.
+//!
+//! The model (every number is a parameter of [`Model`]):
+//! - `vms` VMs are running on average. At the start they boot within the first hour; each
+//!   lives an exponential time (mean `mean_life`), and is replaced by a new VM after an
+//!   exponential gap (mean 10 min). A new VM takes a random free address from a DHCP pool
+//!   four times the fleet, so addresses are reused, as they are on a real host.
+//! - Each VM runs chrony: the first request 1-5 s after boot (iburst), whose answer steps
+//!   its clock to its view (`makestep`); then a request every 64 s, doubling to 1024 s
+//!   (minpoll 6, maxpoll 10). A later change of view (a move) is slewed at chrony's maximum
+//!   rate, 83.3 ms/s, so the clock drifts across the gap rather than jumping.
+//! - Each VM starts a job at :00 of every minute of its own clock. A view of offset `o`
+//!   (ahead of true time) fires at true second (60 - o) mod 60 of each minute.
+//! - Every minute the simulation counts the job starts in each true second: the peak second
+//!   and the total. Policies run on the same trace (the random draws do not depend on them).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::policy::Policy;
+
+/// chrony's maximum slew rate (maxslewrate 83333.333 ppm).
+const SLEW_RATE: f64 = 0.083_333;
+const MIN_POLL_S: f64 = 64.0;
+const MAX_POLL_S: f64 = 1024.0;
+
+pub struct Model {
+    pub vms: usize,
+    pub views: u16,
+    pub days: u64,
+    /// Mean VM lifetime, seconds.
+    pub mean_life: f64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Boot(usize),
+    /// A VM's request; the number is its boot's, so a request left over from a VM that has
+    /// halted does not poll for its successor.
+    Poll(usize, u32),
+    Halt(usize),
+}
+
+struct Vm {
+    boot: u32,
+    addr: u32,
+    alive: bool,
+    /// The clock's offset from true time, seconds, and where a slew takes it.
+    offset: f64,
+    target: f64,
+    /// When the current slew started (its offset then), None when steady.
+    slew_from: Option<(f64, f64)>,
+    synced: bool,
+    poll: f64,
+}
+
+impl Vm {
+    fn offset_at(&self, t: f64) -> f64 {
+        match self.slew_from {
+            Some((t0, o0)) => {
+                let span = (self.target - o0).abs() / SLEW_RATE;
+                if t - t0 >= span {
+                    self.target
+                } else {
+                    o0 + (self.target - o0).signum() * SLEW_RATE * (t - t0)
+                }
+            }
+            None => self.offset,
+        }
+    }
+}
+
+/// Per-minute job starts: the peak second's share of the minute's total.
+#[derive(Default, Debug, Clone)]
+pub struct Peaks {
+    /// peak / total, per minute.
+    pub ratios: Vec<f64>,
+    pub minutes: u64,
+}
+
+impl Peaks {
+    pub fn worst(&self) -> f64 {
+        self.ratios.iter().copied().fold(0.0, f64::max)
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.ratios.iter().sum::<f64>() / self.ratios.len().max(1) as f64
+    }
+}
+
+/// Runs the model from `skip_s` on (the first hour boots the fleet): the peaks, and each
+/// minute's count of running VMs (for the ideal, ceil(running / views)).
+pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(m.seed);
+    let pool = (m.vms * 4) as u32;
+    let mut used = vec![false; pool as usize];
+    let mut vms: Vec<Vm> = Vec::new();
+    let mut live: Vec<usize> = Vec::new();
+    let mut queue: BinaryHeap<Reverse<(u64, u64, Event)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut push = |q: &mut BinaryHeap<Reverse<(u64, u64, Event)>>, t: f64, e: Event| {
+        seq += 1;
+        q.push(Reverse(((t * 1000.0) as u64, seq, e)));
+    };
+    let exp = |rng: &mut StdRng, mean: f64| -> f64 {
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        -mean * u.ln()
+    };
+    let offsets: Vec<f64> = (0..m.views)
+        .map(|i| 60.0 * f64::from(i) / f64::from(m.views))
+        .collect();
+    let end = (m.days * 86_400) as f64;
+    for i in 0..m.vms {
+        vms.push(Vm {
+            boot: 0,
+            addr: 0,
+            alive: false,
+            offset: 0.0,
+            target: 0.0,
+            slew_from: None,
+            synced: false,
+            poll: MIN_POLL_S,
+        });
+        push(&mut queue, rng.random_range(0.0..3600.0), Event::Boot(i));
+    }
+    let mut peaks = Peaks::default();
+    let mut live_counts = Vec::new();
+    let mut next_minute = 60.0;
+    let mut next_housekeeping = 600.0;
+    let mut bins = [0usize; 60];
+    while let Some(Reverse((t_ms, _, event))) = queue.pop() {
+        let t = t_ms as f64 / 1000.0;
+        if t >= end {
+            break;
+        }
+        while next_minute <= t {
+            if next_minute >= skip_s {
+                bins.fill(0);
+                for &i in &live {
+                    let o = vms[i].offset_at(next_minute);
+                    let bin = (60.0 - o).rem_euclid(60.0) as usize % 60;
+                    bins[bin] += 1;
+                }
+                let total = live.len();
+                if total > 0 {
+                    let peak = *bins.iter().max().expect("60 bins");
+                    peaks.ratios.push(peak as f64 / total as f64);
+                    live_counts.push(total);
+                }
+                peaks.minutes += 1;
+            }
+            next_minute += 60.0;
+        }
+        if next_housekeeping <= t {
+            policy.housekeeping(t as u64);
+            next_housekeeping += 600.0;
+        }
+        match event {
+            Event::Boot(i) => {
+                // A random free address from the pool.
+                let addr = loop {
+                    let a = rng.random_range(0..pool);
+                    if !used[a as usize] {
+                        break a;
+                    }
+                };
+                used[addr as usize] = true;
+                let vm = &mut vms[i];
+                let boot = vm.boot + 1;
+                *vm = Vm {
+                    boot,
+                    addr,
+                    alive: true,
+                    offset: 0.0,
+                    target: 0.0,
+                    slew_from: None,
+                    synced: false,
+                    poll: MIN_POLL_S,
+                };
+                live.push(i);
+                push(
+                    &mut queue,
+                    t + rng.random_range(1.0..5.0),
+                    Event::Poll(i, boot),
+                );
+                push(&mut queue, t + exp(&mut rng, m.mean_life), Event::Halt(i));
+            }
+            Event::Poll(i, boot) => {
+                let vm = &mut vms[i];
+                if !vm.alive || vm.boot != boot {
+                    continue;
+                }
+                let ip = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + vm.addr));
+                let view = policy.ask(ip, t as u64);
+                let want = offsets[view.0 as usize];
+                if !vm.synced {
+                    vm.synced = true;
+                    vm.offset = want; // makestep at the first update
+                    vm.target = want;
+                } else if want != vm.target {
+                    let now = vm.offset_at(t);
+                    vm.slew_from = Some((t, now));
+                    vm.target = want;
+                }
+                if let Some((t0, o0)) = vm.slew_from {
+                    if t - t0 >= (vm.target - o0).abs() / SLEW_RATE {
+                        vm.offset = vm.target;
+                        vm.slew_from = None;
+                    }
+                }
+                let next = vm.poll;
+                vm.poll = (vm.poll * 2.0).min(MAX_POLL_S);
+                push(&mut queue, t + next, Event::Poll(i, boot));
+            }
+            Event::Halt(i) => {
+                let vm = &mut vms[i];
+                vm.alive = false;
+                used[vm.addr as usize] = false;
+                live.retain(|&j| j != i);
+                // A replacement boots after a while, in the same slot.
+                push(&mut queue, t + exp(&mut rng, 600.0), Event::Boot(i));
+            }
+        }
+    }
+    (peaks, live_counts)
+}
