@@ -114,6 +114,60 @@ fn new_clients_spread_evenly_and_keep_their_view_across_restarts_and_kill_9() {
     drop(server);
 }
 
+/// kill -9 while new clients keep arriving and tables are being written: every time, the
+/// table on disk is whole (every line parses, no client twice), and a restart reads it all.
+#[test]
+fn kill_9_at_any_moment_leaves_a_whole_table() {
+    let dir = tempdir("spread-kill9");
+    let port = common::free_ports(1)[0];
+    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut next = 1u32;
+    let mut seen = 0usize;
+    for (round, wait_ms) in [130u64, 1010, 470, 1900, 60, 1250].into_iter().enumerate() {
+        let mut server = start(&cfg);
+        let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
+        // New clients until the kill: 127.0.x.y, a fresh address each time.
+        while std::time::Instant::now() < deadline {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + 256 + next));
+            next += 1;
+            ntp_exchange_from(ip, server_addr, Duration::from_millis(500));
+        }
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let lines = table_lines(&dir);
+        let mut addrs: Vec<&str> = Vec::new();
+        for l in &lines {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(
+                f.len() == 4
+                    && f[0].parse::<IpAddr>().is_ok()
+                    && OFFSETS.iter().any(|(n, _)| *n == f[1])
+                    && f[2].parse::<u64>().is_ok()
+                    && f[3].parse::<u64>().is_ok(),
+                "round {round}: a broken line `{l}`"
+            );
+            addrs.push(f[0]);
+        }
+        let n = addrs.len();
+        addrs.sort_unstable();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n, "round {round}: a client twice");
+        assert!(
+            n >= seen,
+            "round {round}: the table shrank from {seen} to {n}"
+        );
+        seen = n;
+    }
+    assert!(seen > 0, "nothing was ever written");
+    let mut server = start(&cfg);
+    let log = server.wait_for_log("assignment table read", Duration::from_secs(5));
+    assert!(
+        log.contains(&format!("clients={seen}")) && log.contains("dropped=0"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_reload_that_removes_a_view_moves_only_its_clients() {
     let dir = tempdir("spread-remove");
