@@ -221,6 +221,83 @@ fn a_state_dir_that_cannot_be_written_is_one_clear_error_and_the_server_serves_o
     assert_eq!(errors, 1, "{:#?}", server.lines);
 }
 
+/// A full disk: the state directory is a 16 KiB tmpfs (in a mount namespace of the server's
+/// own) that a table of 400 clients outgrows. The write fails with one error, the table
+/// written before stays whole, and answers go on.
+#[test]
+fn a_full_disk_keeps_the_previous_table_and_the_server_serving() {
+    common::require_root();
+    let dir = tempdir("spread-full");
+    let port = common::free_ports(1)[0];
+    let cfg = config(&dir, port, &["s00", "s15"], "");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let state = dir.join("state");
+    // `sh -c SCRIPT BIN ARGS`: the binary is $0.
+    let script = format!(
+        "mount -t tmpfs -o size=16k tmpfs {} && exec \"$0\" \"$@\"",
+        state.display()
+    );
+    let mut server = ServerProcess::launch(
+        &[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &["serve", "--config", cfg.to_str().unwrap()],
+        Some("serving"),
+        false,
+    );
+    let first = views_of(port, 1..=10);
+    // The table can be read only from inside the namespace: ask the server's mount.
+    let pid = server.child.id();
+    let read_table = || {
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "cat"])
+            .arg(state.join("spread-vms.table"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count()
+    };
+    wait_until(Duration::from_secs(5), || {
+        (read_table() == 10).then_some(())
+    })
+    .expect("the first 10 clients are written");
+    // 400 clients make a table of about 16 KiB: it no longer fits.
+    let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for i in 0..400u32 {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x7f01_0000 + i));
+        ntp_exchange_from(ip, server_addr, Duration::from_secs(1)).expect("answered");
+    }
+    server.wait_for_log("cannot write the assignment table", Duration::from_secs(5));
+    assert_eq!(read_table(), 10, "the previous table is intact");
+    assert_eq!(
+        views_of(port, 1..=10),
+        first,
+        "and the server still answers as before"
+    );
+    let errors = server
+        .lines
+        .iter()
+        .filter(|l| l.contains("cannot write the assignment table"))
+        .count();
+    assert_eq!(errors, 1);
+    assert!(
+        server
+            .lines
+            .iter()
+            .any(|l| l.contains("No space left on device")),
+        "{:#?}",
+        server.lines
+    );
+}
+
 #[test]
 fn an_unreadable_table_is_left_alone() {
     let dir = tempdir("spread-unreadable");

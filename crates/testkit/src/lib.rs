@@ -92,12 +92,13 @@ pub fn peer(name: &str) -> PathBuf {
     panic!("{name} is not installed: run ./scripts/test (it installs the test peers via scripts/install-peers)");
 }
 
-pub(crate) fn require_root() {
+/// Fails a test that needs root (namespaces, mounts) when run without it.
+pub fn require_root() {
     let uid = Command::new("id").arg("-u").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
         "0",
-        "this test creates network namespaces: run it as root (./scripts/test)"
+        "this test creates namespaces: run it as root (./scripts/test)"
     );
 }
 
