@@ -25,7 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from guest import arguments, BOOT_TIMEOUT, Check, Guest, die_with_parent, free_udp_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
+from qemu_guest import arguments, BOOT_TIMEOUT, Check, Guest, die_with_parent, free_udp_port  # noqa: E402
 
 # (case, line, --calibration, input): holdover through missing pulses; a module delay of
 # 35 ms; spikes and drop-outs on DCD.

@@ -12,8 +12,10 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from guest import arguments, BOOT_TIMEOUT, GUEST_MAC, Check, Guest, free_udp_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
+from qemu_guest import arguments, BOOT_TIMEOUT, GUEST_MAC, Check, Guest, free_udp_port  # noqa: E402
 
 HOST_MAC = bytes.fromhex("525400aabb01")
 

@@ -1,6 +1,7 @@
-"""The test guest under QEMU (TCG), shared by vm_test.py and dcf77_test.py: boots the
-initramfs kernel/test/run packs, and runs shell commands on its serial console. Every wait
-has a timeout; QEMU gets SIGKILL if the test dies in any way.
+"""A test guest under QEMU (TCG), shared by the guest tests (kernel/test: vm_test.py,
+dcf77_test.py; vmhost/spread_test.py): boots an initramfs, and runs shell commands on its
+serial console. Every line the guest prints is kept with the host's time of arrival. Every
+wait has a timeout; QEMU gets SIGKILL if the test dies in any way.
 """
 
 import argparse
@@ -41,14 +42,15 @@ def free_udp_port():
 
 
 class Guest:
-    def __init__(self, args, netdevs):
+    def __init__(self, args, netdevs, append="", memory_mb=256, prefix=()):
         """`args`: --qemu, --bios, --kernel, --initrd; `netdevs`: QEMU -netdev/-device
-        arguments (the guest's init configures eth0 as 10.0.2.15 and eth1 as 10.0.3.15)."""
+        arguments (kernel/test's init configures eth0 as 10.0.2.15 and eth1 as 10.0.3.15);
+        `append`: more kernel parameters; `prefix`: run QEMU under this (`ip netns exec NS`)."""
         qemu_args = [
-            args.qemu, "-L", args.bios, "-L", "/usr/share/seabios",
-            "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+            *prefix, args.qemu, "-L", args.bios, "-L", "/usr/share/seabios",
+            "-machine", "q35,accel=tcg", "-cpu", "max", "-m", str(memory_mb), "-smp", "1",
             "-kernel", args.kernel, "-initrd", args.initrd,
-            "-append", "console=ttyS0 panic=-1 quiet loglevel=4",
+            "-append", f"console=ttyS0 panic=-1 quiet loglevel=4 {append}".strip(),
             "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
             *netdevs,
         ]
@@ -56,12 +58,16 @@ class Guest:
                                      stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         self.lines = queue.Queue()
         self.log = []
+        # (host time.time() at arrival, line), for lines the test times (cron jobs' starts).
+        self.stamped = []
         self.n = 0
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
         for raw in self.proc.stdout:
+            arrived = time.time()
             line = raw.decode(errors="replace").rstrip("\r\n")
+            self.stamped.append((arrived, line))
             self.log.append(line)
             self.lines.put(line)
 

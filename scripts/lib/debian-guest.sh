@@ -1,0 +1,48 @@
+# Sourced by the QEMU guest tests (kernel/test/run, vmhost/run): Debian's generic kernel
+# (with its headers, for building modules), busybox-static, pps-tools and QEMU itself, fetched
+# with apt-get download and unpacked with dpkg-deb -x into $cache (the host is not changed;
+# QEMU's libraries are installed the normal way, nothing removed). Needs root for apt.
+# In: $cache (a directory, the current one). Out: $kver, $tree (the unpacked packages).
+# Two guest tests may start at once (./scripts/test runs vmhost/run beside kernel/test/run):
+# one fetches and unpacks while the other waits, and apt is never run twice at a time.
+exec {guest_lock}>"$cache/.fetch.lock"
+flock "$guest_lock"
+need() { command -v "$1" >/dev/null || { echo "$0: $1 is missing: $2" >&2; exit 1; }; }
+need apt-get "this test fetches Debian's kernel packages"
+need dpkg-deb "this test unpacks Debian's packages"
+
+if ! apt-cache show qemu-system-x86 >/dev/null 2>&1; then apt-get update -qq; fi
+# QEMU's libraries, installed the normal way (nothing is removed). qemu-system-x86 itself is
+# unpacked instead: Debian 12's 7.2 would replace a newer qemu-utils some machines carry.
+qemu_deps=$(apt-cache depends --no-recommends --no-suggests qemu-system-x86 qemu-system-common \
+  qemu-system-data | awk '/Depends:/ { print $2 }' | grep -v '^qemu-' | grep -v '^<' | sort -u)
+# Also: gcc-12 (Debian 12's kernel is built with it), make, perl for checkpatch, xz for the
+# kernel source tarball, python3 for the guest driver.
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-remove --no-install-recommends cpio dkms gcc-12 make perl xz-utils \
+  python3 $qemu_deps >/dev/null
+need gcc-12 "apt-get install gcc-12 failed above"
+need python3 "apt-get install python3 failed above"
+
+# The generic kernel, not the cloud one: the cloud kernel has no GPIO support.
+image_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
+kver=${image_pkg#linux-image-}
+headers_pkg=linux-headers-$kver
+common_pkg=$(apt-cache depends "$headers_pkg" | awk '/Depends: linux-headers-.*-common/ { print $2; exit }')
+kbuild_pkg=$(apt-cache depends "$headers_pkg" | awk '/Depends: linux-kbuild-/ { print $2; exit }')
+[ -n "$kver" ] && [ -n "$common_pkg" ] && [ -n "$kbuild_pkg" ] || {
+  echo "$0: cannot find Debian's kernel packages with apt-cache" >&2; exit 1; }
+
+tree=$cache/$kver
+if [ ! -e "$tree/.unpacked" ]; then
+  rm -rf "$tree" debs && mkdir -p "$tree" debs
+  (cd debs && apt-get download -q "$image_pkg" "$headers_pkg" "$common_pkg" "$kbuild_pkg" \
+    busybox-static pps-tools qemu-system-x86 qemu-system-common qemu-system-data 2>&1 \
+    | grep -v '^W: Download is performed unsandboxed' || true)
+  for d in debs/*.deb; do dpkg-deb -x "$d" "$tree"; done
+  # The headers' Makefile includes the common tree by its absolute /usr/src path.
+  sed -i "s|^include /usr/src/|include $tree/usr/src/|" "$tree/usr/src/linux-headers-$kver/Makefile"
+  rm -rf debs
+  touch "$tree/.unpacked"
+fi
+flock -u "$guest_lock"
