@@ -393,7 +393,17 @@ mod single_receiver {
         let listener = Background::start(&dir, "listen", &argv);
         std::thread::sleep(Duration::from_millis(300));
         let out = run_bounded(
-            Command::new(*BIN).args(["pulse", "send", "--legacy", "--to", &to, "--count", "4"]),
+            // --unauthenticated says what legacy pulses are anyway; it is accepted.
+            Command::new(*BIN).args([
+                "pulse",
+                "send",
+                "--legacy",
+                "--unauthenticated",
+                "--to",
+                &to,
+                "--count",
+                "4",
+            ]),
             Duration::from_secs(8),
         );
         assert!(out.status.success());

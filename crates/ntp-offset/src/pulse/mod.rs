@@ -101,8 +101,9 @@ pub struct SendArgs {
     /// Do not send follow-ups with the kernel's TX timestamps.
     #[arg(long)]
     no_follow_up: bool,
-    /// Send the original 4-byte `time` packets instead of ticks (to test old receivers).
-    #[arg(long, conflicts_with_all = ["key_file", "unauthenticated"])]
+    /// Send the original 4-byte `time` packets instead of ticks (to test old receivers). They
+    /// carry no MAC: --unauthenticated is implied (and accepted), a key file is refused.
+    #[arg(long, conflicts_with = "key_file")]
     legacy: bool,
     /// Multicast TTL / hop limit (1-255).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
