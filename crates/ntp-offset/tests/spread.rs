@@ -68,15 +68,26 @@ fn table_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A test's directory, a free port, and the config of `members` in it.
+fn setup(tag: &str, members: &[&str]) -> (PathBuf, u16, PathBuf) {
+    let dir = tempdir(tag);
+    let port = common::free_ports(1)[0];
+    let cfg = config(&dir, port, members, "");
+    (dir, port, cfg)
+}
+
+/// How many of the server's log lines so far say `needle`.
+fn log_count(server: &ServerProcess, needle: &str) -> usize {
+    server.lines.iter().filter(|l| l.contains(needle)).count()
+}
+
 fn start(cfg: &Path) -> ServerProcess {
     ServerProcess::start(&["--config", cfg.to_str().unwrap()])
 }
 
 #[test]
 fn new_clients_spread_evenly_and_keep_their_view_across_restarts_and_kill_9() {
-    let dir = tempdir("spread-even");
-    let port = common::free_ports(1)[0];
-    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let (dir, port, cfg) = setup("spread-even", &["s00", "s15", "s30", "s45"]);
     let mut server = start(&cfg);
     let first = views_of(port, 1..=100);
     assert_eq!(
@@ -118,9 +129,7 @@ fn new_clients_spread_evenly_and_keep_their_view_across_restarts_and_kill_9() {
 /// table on disk is whole (every line parses, no client twice), and a restart reads it all.
 #[test]
 fn kill_9_at_any_moment_leaves_a_whole_table() {
-    let dir = tempdir("spread-kill9");
-    let port = common::free_ports(1)[0];
-    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let (dir, port, cfg) = setup("spread-kill9", &["s00", "s15", "s30", "s45"]);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut next = 1u32;
     let mut seen = 0usize;
@@ -170,9 +179,7 @@ fn kill_9_at_any_moment_leaves_a_whole_table() {
 
 #[test]
 fn a_reload_that_removes_a_view_moves_only_its_clients() {
-    let dir = tempdir("spread-remove");
-    let port = common::free_ports(1)[0];
-    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let (dir, port, cfg) = setup("spread-remove", &["s00", "s15", "s30", "s45"]);
     let mut server = start(&cfg);
     let before = views_of(port, 1..=40);
     let mark = server.mark();
@@ -198,11 +205,9 @@ fn a_reload_that_removes_a_view_moves_only_its_clients() {
 
 #[test]
 fn a_state_dir_that_cannot_be_written_is_one_clear_error_and_the_server_serves_on() {
-    let dir = tempdir("spread-rofs");
-    let port = common::free_ports(1)[0];
+    let (dir, port, cfg) = setup("spread-rofs", &["s00", "s15"]);
     // `state` is a file, so the directory cannot be created (ENOTDIR for everything in it).
     std::fs::write(dir.join("state"), "not a directory").unwrap();
-    let cfg = config(&dir, port, &["s00", "s15"], "");
     let mut server = start(&cfg);
     let first = views_of(port, 1..=10);
     assert_eq!(counts(&first), BTreeMap::from([(0, 5), (15, 5)]));
@@ -213,11 +218,7 @@ fn a_state_dir_that_cannot_be_written_is_one_clear_error_and_the_server_serves_o
     assert_eq!(views_of(port, 1..=10), first);
     server.signal("USR1");
     server.wait_for_log("spread `vms`: 20 clients", Duration::from_secs(5));
-    let errors = server
-        .lines
-        .iter()
-        .filter(|l| l.contains("cannot write the assignment table"))
-        .count();
+    let errors = log_count(&server, "cannot write the assignment table");
     assert_eq!(errors, 1, "{:#?}", server.lines);
 }
 
@@ -227,9 +228,7 @@ fn a_state_dir_that_cannot_be_written_is_one_clear_error_and_the_server_serves_o
 #[test]
 fn a_full_disk_keeps_the_previous_table_and_the_server_serving() {
     common::require_root();
-    let dir = tempdir("spread-full");
-    let port = common::free_ports(1)[0];
-    let cfg = config(&dir, port, &["s00", "s15"], "");
+    let (dir, port, cfg) = setup("spread-full", &["s00", "s15"]);
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let state = dir.join("state");
     // `sh -c SCRIPT BIN ARGS`: the binary is $0.
@@ -282,11 +281,7 @@ fn a_full_disk_keeps_the_previous_table_and_the_server_serving() {
         first,
         "and the server still answers as before"
     );
-    let errors = server
-        .lines
-        .iter()
-        .filter(|l| l.contains("cannot write the assignment table"))
-        .count();
+    let errors = log_count(&server, "cannot write the assignment table");
     assert_eq!(errors, 1);
     assert!(
         server
@@ -300,11 +295,9 @@ fn a_full_disk_keeps_the_previous_table_and_the_server_serving() {
 
 #[test]
 fn an_unreadable_table_is_left_alone() {
-    let dir = tempdir("spread-unreadable");
-    let port = common::free_ports(1)[0];
+    let (dir, port, cfg) = setup("spread-unreadable", &["s00", "s15"]);
     // A directory where the table should be: it cannot be read, and must not be replaced.
     std::fs::create_dir_all(dir.join("state/spread-vms.table")).unwrap();
-    let cfg = config(&dir, port, &["s00", "s15"], "");
     let mut server = start(&cfg);
     server.wait_for_log("cannot read the assignment table", Duration::from_secs(5));
     assert_eq!(views_of(port, 1..=4).len(), 4);
@@ -315,9 +308,7 @@ fn an_unreadable_table_is_left_alone() {
 
 #[test]
 fn explain_says_which_view_and_why() {
-    let dir = tempdir("spread-explain");
-    let port = common::free_ports(1)[0];
-    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], "");
+    let (dir, port, cfg) = setup("spread-explain", &["s00", "s15", "s30", "s45"]);
     let server = start(&cfg);
     let views = views_of(port, 1..=8);
     wait_until(Duration::from_secs(5), || {

@@ -390,7 +390,7 @@ impl Balancer {
     pub fn to_table(&self, name_of: impl Fn(ViewId) -> String) -> String {
         self.assignments()
             .iter()
-            .map(|(c, a)| format!("{c} {} {} {}\n", name_of(a.view), a.first_seen, a.last_seen))
+            .map(|(c, a)| table_line(*c, &name_of(a.view), a))
             .collect()
     }
 
@@ -443,6 +443,12 @@ impl Balancer {
         }
         dropped
     }
+}
+
+/// One line of the table, newline included: `ADDRESS VIEW FIRST-SEEN LAST-SEEN`, what
+/// [`Balancer::load_table`] reads.
+pub fn table_line(client: IpAddr, view: &str, a: &Assignment) -> String {
+    format!("{client} {view} {} {}\n", a.first_seen, a.last_seen)
 }
 
 #[cfg(test)]

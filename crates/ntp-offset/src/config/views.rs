@@ -276,7 +276,7 @@ impl Context<'_> {
             Some((n, span)) => self.err(
                 span,
                 format!("{field}.max_clients"),
-                format!("{n}: must be 1-10000000 (each client takes about 100 bytes)"),
+                format!("{n}: must be 1-10000000 (each client takes about 140 bytes)"),
             ),
         }
     }

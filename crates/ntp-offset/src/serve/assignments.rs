@@ -123,7 +123,8 @@ impl Group {
     }
 }
 
-fn members_of(spread: &Spread, b: &Balanced) -> Vec<Member> {
+/// A balanced group's members with their weights, as its balancer takes them.
+pub fn members_of(spread: &Spread, b: &Balanced) -> Vec<Member> {
     spread
         .members()
         .zip(&b.weights)

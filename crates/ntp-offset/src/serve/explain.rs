@@ -4,11 +4,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ntp_offset_proto::balancer::{Balancer, Member, Reason};
+use ntp_offset_proto::balancer::{Balancer, Reason};
 use ntp_offset_proto::responder::Unmatched;
 use ntp_offset_proto::view::{Balanced, Spread, Target, ViewId, ViewTable};
 
-use super::tables;
+use super::{assignments, tables};
 use crate::config::ServeConfig;
 use crate::duration;
 use crate::text::utc;
@@ -27,20 +27,13 @@ fn balanced(
     now_s: u64,
 ) -> (ViewId, String) {
     let views = &cfg.views;
-    let members: Vec<Member> = spread
-        .members()
-        .zip(&b.weights)
-        .map(|(view, &weight)| Member { view, weight })
-        .collect();
+    let members = assignments::members_of(spread, b);
     let mut bal = Balancer::new(&members, spread.key(), b.max_clients);
     let file = tables::path(&cfg.state_dir, &b.name);
     let table = match tables::read(&cfg.state_dir, &b.name, b.max_clients) {
         Ok(None) => format!("{} does not exist yet", file.display()),
         Ok(Some(text)) => {
-            bal.load_table(&text, |name| {
-                let id = ViewId(views.views().iter().position(|v| v.name == name)? as u16);
-                spread.members().any(|m| m == id).then_some(id)
-            });
+            bal.load_table(&text, |name| tables::member_id(views, spread, name));
             bal.recount_active(now_s);
             format!("{} has {} clients", file.display(), bal.len())
         }

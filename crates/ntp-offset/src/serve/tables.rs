@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ntp_offset_proto::balancer::table_line;
 use ntp_offset_proto::view::{Spread, ViewId, ViewTable};
 use tracing::{error, info, warn};
 
@@ -51,8 +52,8 @@ fn header(group: &str) -> String {
     )
 }
 
-/// The id of a view by name, if it is a member of `spread`.
-fn member_id(views: &ViewTable, spread: &Spread, name: &str) -> Option<ViewId> {
+/// The id of a view by name, if it is a member of `spread`: how a table's view names are read.
+pub fn member_id(views: &ViewTable, spread: &Spread, name: &str) -> Option<ViewId> {
     let id = ViewId(views.views().iter().position(|v| v.name == name)? as u16);
     spread.members().any(|m| m == id).then_some(id)
 }
@@ -129,7 +130,7 @@ pub fn write(dir: &Path, group: &Group, names: &HashMap<ViewId, String>) -> io::
         out.write_all(header(&group.name).as_bytes())?;
         for (client, a) in &rows {
             let view = names.get(&a.view).map_or("", String::as_str);
-            writeln!(out, "{client} {view} {} {}", a.first_seen, a.last_seen)?;
+            out.write_all(table_line(*client, view, a).as_bytes())?;
         }
         let f = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         f.sync_all()?;
