@@ -49,15 +49,39 @@ fn chrony_system_time(chronyc: &Path, sock: &Path) -> Option<f64> {
         .ok()
 }
 
+/// Runs `argv` inside `prefix` (the namespaces' nsenter) and returns its stdout and stderr.
+fn run_in(prefix: &[String], argv: &[&str]) -> String {
+    match Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(argv)
+        .output()
+    {
+        Ok(out) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("{argv:?}: {e}"),
+    }
+}
+
+/// What ntpd and the kernel say about the SHM refclock, for a failure message: ntpq's peers
+/// and the driver's clock variables (its counts of good, not-ready and bad reads), and the
+/// namespace's segments with their attach counts.
+fn ntpd_shm_report(prefix: &[String]) -> String {
+    let ntpq = peer("ntpq").display().to_string();
+    format!(
+        "{}{}{}",
+        run_in(prefix, &[&ntpq, "-n", "-c", "peers", "127.0.0.1"]),
+        run_in(prefix, &[&ntpq, "-n", "-c", "cv &1", "127.0.0.1"]),
+        run_in(prefix, &["ipcs", "-m"])
+    )
+}
+
 /// ntpq -n -c peers in the namespace: (selected, offset in ms) of SHM(0).
 fn ntpq_shm(prefix: &[String]) -> Option<(bool, f64)> {
-    let out = Command::new(&prefix[0])
-        .args(&prefix[1..])
-        .arg(peer("ntpq"))
-        .args(["-n", "-c", "peers", "127.0.0.1"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let ntpq = peer("ntpq").display().to_string();
+    let text = run_in(prefix, &[&ntpq, "-n", "-c", "peers", "127.0.0.1"]);
     let line = text.lines().find(|l| l.contains("SHM(0)"))?;
     let f: Vec<&str> = line.split_whitespace().collect();
     // tally+remote, refid, st, t, when, poll, reach, delay, offset, jitter
@@ -159,7 +183,7 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
     let mut sender = Background::start(&dir, "send", &sender_argv);
 
     let chronyc = peer("chronyc");
-    let locked = wait_until(Duration::from_secs(45), || {
+    let locked = wait_until(Duration::from_secs(60), || {
         for p in [
             &mut chronyd,
             &mut ntpd,
@@ -175,9 +199,10 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
     });
     let Some((_, (_, ntpd_ms))) = locked else {
         panic!(
-            "not both selected in 45 s; chronyc: {:?}, ntpq: {:?}\nlisten-a:\n{}\nlisten-b:\n{}\nntpd:\n{}",
+            "not both selected in 60 s; chronyc: {:?}, ntpq: {:?}\n{}\nlisten-a:\n{}\nlisten-b:\n{}\nntpd:\n{}",
             chrony_tick(&chronyc, &cmd_sock),
             ntpq_shm(&in_b),
+            ntpd_shm_report(&in_b),
             listen_a.log_text(),
             listen_b.log_text(),
             ntpd.log_text()
