@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
-from qemu_guest import Check, Guest, die_with_parent  # noqa: E402
+from qemu_guest import Check, Guest, Namespace, die_with_parent  # noqa: E402
 
-NS = f"nto-vmhost-{os.getpid()}"
 SERVER = "198.18.0.1"
 VIEWS = {"s00": 0, "s15": 15, "s30": 30, "s45": 45}
 BOOT_TIMEOUT = 300  # several TCG guests booting at once on two cores
@@ -42,29 +41,7 @@ SETTLE_TIMEOUT = 480
 # How far a guest's clock may be from its view's offset, on top of half the round trip of
 # the console exchange that reads it: the clients keep TCG guests within a few ms.
 CLOCK_TOLERANCE = 0.05
-NUMBER = re.compile(r"^\d+\.\d{9}$")
 JOB = re.compile(r"JOB (g\d+) (\d+\.\d+)")
-
-
-def sh(*cmd):
-    subprocess.run(cmd, check=True)
-
-
-def in_ns(*cmd):
-    return ["ip", "netns", "exec", NS, *cmd]
-
-
-def create_namespace(guests):
-    """The host side: bridge br0 with the server's address, one tap per guest."""
-    sh("ip", "netns", "add", NS)
-    sh(*in_ns("ip", "link", "set", "lo", "up"))
-    sh(*in_ns("ip", "link", "add", "br0", "type", "bridge"))
-    sh(*in_ns("ip", "addr", "add", f"{SERVER}/15", "dev", "br0"))
-    sh(*in_ns("ip", "link", "set", "br0", "up"))
-    for i in range(guests):
-        sh(*in_ns("ip", "tuntap", "add", f"tap{i}", "mode", "tap"))
-        sh(*in_ns("ip", "link", "set", f"tap{i}", "master", "br0"))
-        sh(*in_ns("ip", "link", "set", f"tap{i}", "up"))
 
 
 def write_config(path, state_dir, members):
@@ -78,9 +55,9 @@ def write_config(path, state_dir, members):
 
 
 class Server:
-    def __init__(self, binary, config, log):
+    def __init__(self, ns, binary, config, log):
         self.log = Path(log)
-        self.proc = subprocess.Popen(in_ns(binary, "serve", "--config", str(config)),
+        self.proc = subprocess.Popen(ns.cmd(binary, "serve", "--config", str(config)),
                                      stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                                      preexec_fn=die_with_parent)
         self.wait_for("serving", 10)
@@ -119,18 +96,6 @@ def table(state_dir):
     return {r[0]: r[1] for r in rows if len(r) == 4}
 
 
-def clock_offset(guest):
-    """The guest's clock minus the host's, and the bound on the reading (half the round trip
-    of the console exchange)."""
-    t1 = time.time()
-    _, out = guest.run("now")
-    value = next((l.strip() for l in out if NUMBER.match(l.strip())), None)
-    if value is None:
-        raise AssertionError(f"guest: `now` printed {out}")
-    t4 = next(t for t, l in reversed(guest.stamped) if l.strip() == value)
-    return float(value) - (t1 + t4) / 2, (t4 - t1) / 2
-
-
 def settle(guests, addrs, state_dir, members, history=None):
     """Waits until every guest is in the table with one of `members` and its clock is at
     its view's offset; returns {guest index: (view, offset, bound)}. `history` collects each
@@ -140,7 +105,7 @@ def settle(guests, addrs, state_dir, members, history=None):
         views = table(state_dir)
         done = {}
         for i, g in enumerate(guests):
-            off, bound = clock_offset(g)
+            off, bound = g.clock_offset()
             if history is not None:
                 history[i].append(round(off / 15) * 15)
             view = views.get(addrs[i])
@@ -244,16 +209,15 @@ def main():
     addrs = [f"198.18.7.{10 + i}" for i in range(n)]
     clients = ["ntpd" if i == n - 1 else "chrony" for i in range(n)]
     guests, server = [], None
-    create_namespace(n)
+    ns = Namespace(f"nto-vmhost-{os.getpid()}", f"{SERVER}/15", n)
     try:
-        server = Server(args.sender, config, Path(tmp.name) / "serve.log")
+        server = Server(ns, args.sender, config, Path(tmp.name) / "serve.log")
         for i in range(n):
             guests.append(Guest(
                 args,
-                ["-netdev", f"tap,id=n0,ifname=tap{i},script=no,downscript=no",
-                 "-device", f"virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:18:07:{10 + i:02x}"],
+                ns.tap(i, f"52:54:00:18:07:{10 + i:02x}"),
                 append=f"nto.ip={addrs[i]} nto.name=g{i} nto.client={clients[i]}",
-                memory_mb=128, prefix=in_ns()))
+                memory_mb=128, prefix=ns.cmd()))
         for g in guests:
             g.wait_for("GUEST-READY", BOOT_TIMEOUT)
         print(f"{n} guests up after {time.monotonic() - started:.0f} s ({n - 1} chronyd, 1 ntpd)",
@@ -300,7 +264,7 @@ def main():
 
         def sample():
             for i, g in enumerate(guests):
-                off, _ = clock_offset(g)
+                off, _ = g.clock_offset()
                 history[i].append(round(off / 15) * 15)
 
         reloaded = time.monotonic()
@@ -360,7 +324,7 @@ def main():
             g.stop()
         if server:
             server.stop()
-        subprocess.run(["ip", "netns", "del", NS])
+        ns.delete()
     return check.verdict(f"{n} VMs on one host, spread over 4 views", started)
 
 

@@ -2,9 +2,11 @@
 # (with its headers, for building modules), busybox-static, pps-tools and QEMU itself, fetched
 # with apt-get download and unpacked with dpkg-deb -x into $cache (the host is not changed;
 # QEMU's libraries are installed the normal way, nothing removed). Needs root for apt.
-# In: $cache (a directory, the current one). Out: $kver, $tree (the unpacked packages).
+# In: $cache (a directory, the current one). Out: $kver, $tree (the unpacked packages), and
+# the functions base_initramfs, add_programs and pack_initramfs that build a guest's initramfs.
 # Two guest tests may start at once (./scripts/test runs vmhost/run beside kernel/test/run):
 # one fetches and unpacks while the other waits, and apt is never run twice at a time.
+guest_lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 exec {guest_lock}>"$cache/.fetch.lock"
 flock "$guest_lock"
 need() { command -v "$1" >/dev/null || { echo "$0: $1 is missing: $2" >&2; exit 1; }; }
@@ -46,3 +48,39 @@ if [ ! -e "$tree/.unpacked" ]; then
   touch "$tree/.unpacked"
 fi
 flock -u "$guest_lock"
+
+# The base every test guest boots: busybox, virtio-net and its dependencies (loaded by the
+# guest's init from /lib/modules), and the shared guest tools (scripts/lib/guest-bin/).
+# Usage: base_initramfs DIR
+base_initramfs() {
+  local ird=$1 m
+  mkdir -p "$ird"/{bin,sbin,lib/modules,usr/bin,usr/sbin,lib64,lib/x86_64-linux-gnu,proc,sys,dev,tmp,etc}
+  cp "$tree/bin/busybox" "$ird/bin/"
+  for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
+           drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover \
+           drivers/net/net_failover drivers/net/virtio_net; do
+    cp "$tree/lib/modules/$kver/kernel/$m.ko" "$ird/lib/modules/"
+  done
+  cp "$guest_lib"/guest-bin/* "$ird/bin/"
+}
+
+# Copies programs into DIR/usr/bin (or DIR/usr/sbin for ones from an sbin) with the shared
+# libraries they link against. Usage: add_programs DIR PROGRAM...
+add_programs() {
+  local ird=$1 p lib
+  shift
+  for p in "$@"; do
+    case $p in */sbin/*) cp "$p" "$ird/usr/sbin/" ;; *) cp "$p" "$ird/usr/bin/" ;; esac
+  done
+  for lib in $(ldd "$@" | awk '/=>/ { print $3 } /ld-linux/ { print $1 }' | sort -u); do
+    cp -L "$lib" "$ird$lib"
+  done
+}
+
+# Packs DIR (with DIR/init from INIT) into the gzipped cpio archive OUT.
+# Usage: pack_initramfs DIR INIT OUT
+pack_initramfs() {
+  cp "$2" "$1/init"
+  chmod +x "$1/init"
+  (cd "$1" && find . | cpio -o -H newc --quiet | gzip -1) > "$3"
+}

@@ -14,6 +14,8 @@ import subprocess
 import threading
 import time
 
+NUMBER = re.compile(r"^\d+\.\d{9}$")
+
 BOOT_TIMEOUT = 90
 # A shell prompt that may still precede output (the guest sets PS1 empty).
 PROMPT = re.compile(r"^(/\S* )?# ")
@@ -110,10 +112,58 @@ class Guest:
             raise AssertionError(f"guest: `{cmd}` exited {rc}: {out}")
         return out
 
+    def clock_offset(self):
+        """The guest's clock minus the host's, in seconds, and the bound on that reading (half
+        the round trip of the console exchange that reads it with scripts/lib/guest-bin/now)."""
+        t1 = time.time()
+        _, out = self.run("now")
+        value = next((l.strip() for l in out if NUMBER.match(l.strip())), None)
+        if value is None:
+            raise AssertionError(f"guest: `now` printed {out}")
+        t4 = next(t for t, l in reversed(self.stamped) if l.strip() == value)
+        return float(value) - (t1 + t4) / 2, (t4 - t1) / 2
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+class Namespace:
+    """A network namespace the test creates: bridge br0 with the host side's address, and one
+    tap per guest on it (QEMU: `-netdev tap,ifname=tapN,script=no,downscript=no`). Traffic to
+    and from the guests stays in it. `delete()` removes it (also after a failed start)."""
+
+    def __init__(self, name, address, taps):
+        self.name = name
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        try:
+            self.sh("ip", "link", "set", "lo", "up")
+            self.sh("ip", "link", "add", "br0", "type", "bridge")
+            self.sh("ip", "addr", "add", address, "brd", "+", "dev", "br0")
+            self.sh("ip", "link", "set", "br0", "up")
+            for i in range(taps):
+                self.sh("ip", "tuntap", "add", f"tap{i}", "mode", "tap")
+                self.sh("ip", "link", "set", f"tap{i}", "master", "br0")
+                self.sh("ip", "link", "set", f"tap{i}", "up")
+        except BaseException:
+            self.delete()
+            raise
+
+    def cmd(self, *argv):
+        """`argv` run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def sh(self, *argv):
+        subprocess.run(self.cmd(*argv), check=True)
+
+    def tap(self, i, mac):
+        """QEMU arguments for a virtio NIC on tap i."""
+        return ["-netdev", f"tap,id=n0,ifname=tap{i},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=n0,romfile=,mac={mac}"]
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "del", self.name])
 
 
 class Check:
