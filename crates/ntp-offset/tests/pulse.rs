@@ -219,6 +219,18 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
         (ntpd_offset - 15.0).abs() < 0.001,
         "ntpd sees {ntpd_offset}"
     );
+    // Host b's clock is the true time, 15 s behind its feed: `pulse listen` says so, once,
+    // since a PPS refclock numbering seconds from that clock would keep the 15 s.
+    let warned = |p: &Background| p.log_text().matches("whole s off").count();
+    assert!(
+        listen_b
+            .log_text()
+            .contains("this host's clock is 15 s behind the ticks' time + offset"),
+        "{}",
+        listen_b.log_text()
+    );
+    assert_eq!(warned(&listen_b), 1, "{}", listen_b.log_text());
+    assert_eq!(warned(&listen_a), 0, "{}", listen_a.log_text());
     let apart = ntpd_offset - chrony_offset;
     assert!(
         (apart - 14.75).abs() < 0.001,

@@ -64,6 +64,42 @@ fn log_transmitter_state(last: &mut Option<SourceState>, now: SourceState) {
     *last = Some(now);
 }
 
+/// Whole seconds between this host's clock and the ticks' time + offset, or None within half a
+/// second. A PPS refclock that takes the second from the local clock (chrony's `refclock PPS`
+/// without `lock`, ntpd's PPS driver) locks the phase and keeps these seconds.
+fn whole_seconds_off(offset_ns: i64) -> Option<i64> {
+    let secs = (offset_ns as f64 / 1e9).round() as i64;
+    (secs != 0).then_some(secs)
+}
+
+/// Says, once per change, whether this host's clock is whole seconds off (legacy samples carry
+/// no second, so they say nothing here).
+fn log_whole_seconds(last: &mut Option<Option<i64>>, s: &TickSample) {
+    if s.legacy {
+        return;
+    }
+    let now = whole_seconds_off(s.offset().nanos());
+    if *last == Some(now) {
+        return;
+    }
+    match now {
+        Some(secs) => warn!(
+            "this host's clock is {} s {} the ticks' time + offset: a PPS refclock that takes \
+             the second from this clock (chrony's `refclock PPS` without `lock`, ntpd's PPS \
+             driver) would keep it {} whole s off; number the seconds from this feed instead \
+             (`refclock PPS ... lock`, docs/kernel-module.md) or set the clock",
+            secs.abs(),
+            if secs > 0 { "behind" } else { "ahead of" },
+            secs.abs()
+        ),
+        None if last.is_some() => {
+            info!("this host's clock is within half a second of the ticks' time + offset")
+        }
+        None => {}
+    }
+    *last = Some(now);
+}
+
 pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
     // A status file that cannot be written is an error now, not a warning every second.
     if let Some(path) = &opts.status_file {
@@ -91,6 +127,7 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
     let mut events = Vec::with_capacity(16);
     let mut next_status = clock::monotonic_raw_ns();
     let mut transmitter_state = None;
+    let mut seconds_off = None;
     let mut status_failing = false;
     while !signals.stopped() {
         let to_status = (next_status - clock::monotonic_raw_ns()).max(0) as u64;
@@ -101,6 +138,7 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
         for e in events.drain(..) {
             if let Event::Sample(s) = &e {
                 log_transmitter_state(&mut transmitter_state, s.state);
+                log_whole_seconds(&mut seconds_off, s);
                 if let Some(f) = sock.as_mut() {
                     f.send(s);
                 }
@@ -174,5 +212,20 @@ fn state_name(s: SourceState) -> &'static str {
         SourceState::Synchronized => "synchronized",
         SourceState::Holdover => "holdover",
         SourceState::Unsynchronized => "unsynchronized",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_seconds_off;
+
+    #[test]
+    fn whole_seconds_round_to_the_nearest_second() {
+        assert_eq!(whole_seconds_off(0), None);
+        assert_eq!(whole_seconds_off(499_999_999), None);
+        assert_eq!(whole_seconds_off(-499_999_999), None);
+        assert_eq!(whole_seconds_off(500_000_000), Some(1));
+        assert_eq!(whole_seconds_off(-1_000_200_000), Some(-1));
+        assert_eq!(whole_seconds_off(14_999_980_160), Some(15));
     }
 }
