@@ -264,6 +264,12 @@ static enum counter check_legacy(const struct sk_buff *skb, u64 now_ns)
 	/* As originally: only broadcasts (link-layer broadcast, e.g. to 198.18.1.255). */
 	if (skb->pkt_type != PACKET_BROADCAST)
 		return C_LEGACY_NOT_BROADCAST;
+	/*
+	 * A legacy pulse has no second number, so spacing is all there is to go by. With one
+	 * sender, pulses closer than this come from a host that did not run for over a second:
+	 * those queued meanwhile arrive in one burst, stamped microseconds apart. The first
+	 * fires; the rest are dropped and counted (ntphosts/hosts_test.py shows it).
+	 */
 	spin_lock_bh(&follow.lock);
 	if (follow.last_legacy_ns && now_ns - follow.last_legacy_ns < LEGACY_MIN_INTERVAL_NS)
 		verdict = C_LEGACY_TOO_SOON;
