@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
-from qemu_guest import Check, Guest, Namespace, die_with_parent  # noqa: E402
+from qemu_guest import Check, Guest, HostProcess, Namespace  # noqa: E402
 
 HOST = "198.18.9.1"
 ADDRS = {"A": "198.18.9.10", "B": "198.18.9.11"}
@@ -97,23 +97,6 @@ SETUPS = {
 }
 
 
-class Proc:
-    """A host-side process in the namespace, its output in a file; killed at the end."""
-
-    def __init__(self, ns, argv, log):
-        self.log = Path(log)
-        self.proc = subprocess.Popen(ns.cmd(*argv), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                     preexec_fn=die_with_parent)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 class Hosts:
     def __init__(self, args, tmp):
         self.args = args
@@ -141,7 +124,7 @@ class Hosts:
         argv = [self.args.sender, "pulse", "send"]
         argv += ["--legacy", "--to", f"{BROADCAST}:8000"] if legacy else \
             ["--local", "--key-file", str(self.keys), "--to", f"{BROADCAST}:8123"]
-        self.sender = Proc(self.ns, argv, self.tmp / f"{name}.log")
+        self.sender = HostProcess(self.ns.cmd(*argv), self.tmp / f"{name}.log")
 
     def query(self, *addrs):
         """`ntp-offset query --json` from the host side: {address: its JSON object}."""
@@ -393,8 +376,8 @@ def run_serve(hosts, check, minutes):
     config.write_text(f'[server]\nlisten = ["{a}:123", "{b}:123"]\nlocal_stratum = 1\n'
                       f'[[view]]\nname = "a"\noffset = "0s"\nlisten = ["{a}"]\n'
                       f'[[view]]\nname = "b"\noffset = "15s"\nlisten = ["{b}"]\n')
-    hosts.server = Proc(hosts.ns, [hosts.args.sender, "serve", "--config", str(config)],
-                        hosts.tmp / "serve.log")
+    hosts.server = HostProcess(hosts.ns.cmd(hosts.args.sender, "serve", "--config", str(config)),
+                               hosts.tmp / "serve.log")
     r = wait_settled(hosts, a, b, timeout=10)
     check(f"serve: B - A {r[0]:.6f} s", True)
     errors, missing = sample(hosts, a, b, minutes)

@@ -23,14 +23,13 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
-from qemu_guest import Check, Guest, Namespace, die_with_parent  # noqa: E402
+from qemu_guest import Check, Guest, HostProcess, Namespace  # noqa: E402
 
 SERVER = "198.18.0.1"
 VIEWS = {"s00": 0, "s15": 15, "s30": 30, "s45": 45}
@@ -54,12 +53,9 @@ def write_config(path, state_dir, members):
     Path(path).write_text(text)
 
 
-class Server:
+class Server(HostProcess):
     def __init__(self, ns, binary, config, log):
-        self.log = Path(log)
-        self.proc = subprocess.Popen(ns.cmd(binary, "serve", "--config", str(config)),
-                                     stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                                     preexec_fn=die_with_parent)
+        super().__init__(ns.cmd(binary, "serve", "--config", str(config)), log)
         self.wait_for("serving", 10)
 
     def wait_for(self, needle, timeout, after=0):
@@ -77,14 +73,6 @@ class Server:
         mark = len(self.log.read_text())
         self.proc.send_signal(1)  # SIGHUP
         self.wait_for("reloaded", 10, mark)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def table(state_dir):

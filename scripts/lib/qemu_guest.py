@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 NUMBER = re.compile(r"^\d+\.\d{9}$")
 
@@ -164,6 +165,24 @@ class Namespace:
 
     def delete(self):
         subprocess.run(["ip", "netns", "del", self.name])
+
+
+class HostProcess:
+    """A host-side process of the test (run inside a Namespace with `ns.cmd(...)`), its output
+    in a file; `stop()` ends it, and it dies with the test in any case."""
+
+    def __init__(self, argv, log):
+        self.log = Path(log)
+        self.proc = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                     preexec_fn=die_with_parent)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 class Check:
