@@ -56,12 +56,13 @@ HOLD_SECONDS = 30
 NEVER_SECONDS = 60
 STALL_SECONDS = 2.5
 # B - A may differ from 15 s by half of each query's round trip (the asymmetry a query cannot
-# see) plus this: the two guests timestamp one broadcast through their own emulated NICs and
-# interrupts, and chronyd filters what is left (measured under TCG: see docs/kernel-module.md).
-APART_TOLERANCE = 0.002
-# A (and B - 15 s) against the host's clock: the pulse is stamped when it arrives, after the
-# host's send and the guest's receive path under TCG, so each guest runs a little behind.
-HOST_TOLERANCE = 0.010
+# see) plus the two guests' own error: they timestamp one broadcast through their own emulated
+# NICs and interrupts, and the daemons filter what is left. scripts/bench-seed measured
+# |B - A - 15 s| over 5 minutes per set-up on an idle 2-core machine (README): with chronyd,
+# medians 0.19-0.34 ms and at worst 2.5 ms, so the median of 5 readings 2 s apart must be
+# within 1 ms beyond half the round trips and every reading within 5 ms (twice the worst seen,
+# for a machine busy with other tests); ntpsec's ntpd wanders more under TCG (median 14 ms,
+# worst 28 ms), so it is allowed 30 and 60 ms.
 COMMON = "allow 198.18.0.0/15\nmakestep 0.1 3\ncmdport 0\n"
 NTPSEC_COMMON = "tinker panic 0\n"
 PPS_LOCAL = "refclock PPS /dev/pps0 refid PPS poll 2\nlocal stratum 10\n"
@@ -84,6 +85,12 @@ class Setup:
     guests: bool = True
     daemon: str = "chrony"  # or "ntpsec" (its ntpd)
     never: bool = False  # a set-up that must not work: the daemon never synchronizes
+    apart_median: float = 0.001  # see above
+    apart_max: float = 0.005
+    # A (and B - 15 s) against the host's clock, beyond half the query's round trip: the pulse
+    # is stamped when it arrives, after the host's send and the guest's receive path under
+    # TCG, so each guest runs a little behind the host.
+    host_tolerance: float = 0.010
 
 
 SETUPS = {
@@ -91,7 +98,8 @@ SETUPS = {
     "pps-lock": Setup(PPS_LOCK, "PPS", listen=True, b_ahead=16),
     "sock": Setup(SOCK, "TICK", listen=True),
     "legacy": Setup(PPS_LOCAL, "PPS", legacy=True),
-    "ntpsec-pps": Setup(NTPSEC_PPS, "PPS", listen=True, daemon="ntpsec"),
+    "ntpsec-pps": Setup(NTPSEC_PPS, "PPS", listen=True, daemon="ntpsec", apart_median=0.030,
+                        apart_max=0.060, host_tolerance=0.060),
     "ntpsec-alone": Setup(NTPSEC_ALONE, "PPS", daemon="ntpsec", never=True),
     "serve": Setup("", "", guests=False),
 }
@@ -205,21 +213,21 @@ def wait_selected(hosts, s, timeout, fresh=False):
     return time.monotonic() - t0
 
 
-def within(r, ahead_a=0.0, ahead_b=15.0):
-    """Whether a reading puts A at the host's time and B 15 s ahead, within the bounds."""
+def within(s, r):
+    """Whether a reading puts A at the host's time and B 15 s ahead, within `s`'s bounds."""
     diff, half_delay, ra, rb = r
-    return (abs(diff - (ahead_b - ahead_a)) <= half_delay + APART_TOLERANCE
-            and abs(ra["offset"] - ahead_a) <= ra["delay"] / 2 + HOST_TOLERANCE
-            and abs(rb["offset"] - ahead_b) <= rb["delay"] / 2 + HOST_TOLERANCE)
+    return (abs(diff - 15) <= half_delay + s.apart_max
+            and abs(ra["offset"]) <= ra["delay"] / 2 + s.host_tolerance
+            and abs(rb["offset"] - 15) <= rb["delay"] / 2 + s.host_tolerance)
 
 
-def wait_settled(hosts, a, b, timeout=90):
+def wait_settled(hosts, s, a, b, timeout=90):
     """Three readings in a row within the bounds; returns the last, or fails with the last."""
     deadline = time.monotonic() + timeout
     good, last = 0, None
     while time.monotonic() < deadline:
         last = hosts.apart(a, b)
-        good = good + 1 if last and within(last) else 0
+        good = good + 1 if last and within(s, last) else 0
         if good == 3:
             return last
         time.sleep(2)
@@ -293,14 +301,19 @@ def run_setup(hosts, name, s, check, minutes):
         return []
     took = wait_selected(hosts, s, SELECT_TIMEOUT)
     check(f"{name}: {s.daemon} selected {s.selected} in both guests ({took:.0f} s)", True)
-    r = wait_settled(hosts, a, b)
-    readings = [r] + [hosts.apart(a, b) for _ in range(4)]
-    worst = max(abs(x[0] - 15) - x[1] for x in readings if x)
+    r = wait_settled(hosts, s, a, b)
+    readings = [r]
+    for _ in range(4):
+        time.sleep(2)
+        readings.append(hosts.apart(a, b))
+    excess = [abs(x[0] - 15) - x[1] for x in readings if x]
     check(f"{name}: A {r[2]['offset'] * 1e3:+.2f} ms, B {r[3]['offset']:+.6f} s from the host "
           f"(stratum {r[2]['stratum']}/{r[3]['stratum']}, refid {r[2]['refid']}/{r[3]['refid']}); "
-          f"B - A - 15 s within half the round trips + {worst * 1e3:+.3f} ms over 5 readings "
-          f"(allowed {APART_TOLERANCE * 1e3:.0f} ms)",
-          all(x and within(x) for x in readings) and r[2]["refid"] == s.selected, readings)
+          f"|B - A - 15 s| beyond half the round trips over 5 readings: median "
+          f"{statistics.median(excess) * 1e3:+.3f} ms, worst {max(excess) * 1e3:+.3f} ms (allowed "
+          f"{s.apart_median * 1e3:.0f} and {s.apart_max * 1e3:.0f} ms)",
+          len(excess) == 5 and all(within(s, x) for x in readings) and
+          statistics.median(excess) <= s.apart_median and r[2]["refid"] == s.selected, readings)
     if s.b_ahead != 15:
         _, log = gb.run("cat /tmp/listen.log")
         text = "\n".join(log)
@@ -331,7 +344,7 @@ def run_setup(hosts, name, s, check, minutes):
     # Relock.
     hosts.start_sender(s.legacy, "send-again")
     took = wait_selected(hosts, s, RELOCK_TIMEOUT, fresh=True)
-    r = wait_settled(hosts, a, b)
+    r = wait_settled(hosts, s, a, b)
     check(f"{name}: both relocked {took:.0f} s after the transmitter restarted; B - A "
           f"{r[0]:.6f} s", True)
     if s.legacy:
@@ -378,7 +391,7 @@ def run_serve(hosts, check, minutes):
                       f'[[view]]\nname = "b"\noffset = "15s"\nlisten = ["{b}"]\n')
     hosts.server = HostProcess(hosts.ns.cmd(hosts.args.sender, "serve", "--config", str(config)),
                                hosts.tmp / "serve.log")
-    r = wait_settled(hosts, a, b, timeout=10)
+    r = wait_settled(hosts, SETUPS["serve"], a, b, timeout=10)
     check(f"serve: B - A {r[0]:.6f} s", True)
     errors, missing = sample(hosts, a, b, minutes)
     print(f"  serve: B - A - 15 s over {minutes} min: {figures(errors)}; {missing} missing", flush=True)
