@@ -111,8 +111,15 @@ fn a_pulse_locked_server_serves_views_holds_over_gives_up_and_relocks() {
         assert_eq!(v["refid"], "198.18.2.1", "{v}");
         assert!(num(v, "root_dispersion") < 0.001, "{v}");
     }
+    // Both views read one clock, so they are exactly 15 s apart; each query's reading may be
+    // off by half its round trip (the asymmetry it cannot see), which a loaded run made
+    // larger than a fixed 50 us once (14.999949 s).
     let apart = num(&locked[1], "offset") - num(&locked[0], "offset");
-    assert!((apart - 15.0).abs() < 50e-6, "views {apart} s apart");
+    let bound = (num(&locked[0], "delay") + num(&locked[1], "delay")) / 2.0 + 10e-6;
+    assert!(
+        (apart - 15.0).abs() < bound,
+        "views {apart} s apart (allowed +-{bound})"
+    );
 
     // chronyd -Q and ntpdig, from the client host, measure both views against the shared
     // system clock, which is also the transmitter's.
