@@ -78,8 +78,8 @@ NTPSEC_ALONE = "refclock pps unit 0 ppspath /dev/pps0 refid PPS minpoll 0 maxpol
 @dataclass
 class Setup:
     conf: str
-    selected: str  # the refid chronyd must select
-    listen: bool = False  # `pulse listen --sock` runs in each guest
+    selected: str  # the refid the daemon must select
+    listen: bool = False  # `pulse listen` feeds the daemon (chronyd: --sock, ntpd: --shm 0)
     legacy: bool = False
     b_ahead: int = 15  # B's clock at start, seconds ahead of the host's
     guests: bool = True
@@ -269,7 +269,7 @@ def run_setup(hosts, name, s, check, minutes):
         g.ok("grep -q crudepps /sys/class/pps/pps0/name")
     start_a, start_b = set_clock(ga, 0), set_clock(gb, s.b_ahead)
     print(f"  clocks set by hand: A {start_a:+.4f} s, B {start_b:+.4f} s from the host's", flush=True)
-    for n, g, ahead in (("A", ga, 0), ("B", gb, 15)):
+    for g, ahead in ((ga, 0), (gb, 15)):
         if s.daemon == "chrony":
             conf = (COMMON + s.conf).replace("\n", "\\n")
             g.ok(f"printf '{conf}' > /etc/chrony.conf")
@@ -286,17 +286,7 @@ def run_setup(hosts, name, s, check, minutes):
                  f"{feed} > /tmp/listen.log 2>&1 &")
     hosts.start_sender(s.legacy)
     if s.never:
-        # ntpsec's PPS driver takes the second only from a `prefer` source, and ntpsec has no
-        # LOCAL driver to be one: the original set-up cannot run on it.
-        seen = set()
-        end = time.monotonic() + NEVER_SECONDS
-        while time.monotonic() < end:
-            for v in hosts.query(*ADDRS.values()).values():
-                seen.add("synchronized" if "offset" in v and v["leap"] != 3 else
-                         ",".join(v.get("kiss_codes", [])) or "unsynchronized")
-            time.sleep(5)
-        check(f"{name}: in {NEVER_SECONDS} s neither guest synchronized (answers: {sorted(seen)})",
-              "synchronized" not in seen, seen)
+        never_synchronizes(hosts, name, check)
         hosts.sender.stop()
         return []
     took = wait_selected(hosts, s, SELECT_TIMEOUT)
@@ -351,6 +341,21 @@ def run_setup(hosts, name, s, check, minutes):
         stalled_guest(hosts, check, name)
     hosts.sender.stop()
     return errors
+
+
+def never_synchronizes(hosts, name, check):
+    """A set-up that cannot work (ntpsec's PPS driver takes the second only from a `prefer`
+    source, and ntpsec has no LOCAL driver to be one): neither guest ever answers as
+    synchronized."""
+    seen = set()
+    end = time.monotonic() + NEVER_SECONDS
+    while time.monotonic() < end:
+        for v in hosts.query(*ADDRS.values()).values():
+            seen.add("synchronized" if "offset" in v and v["leap"] != 3 else
+                     ",".join(v.get("kiss_codes", [])) or "unsynchronized")
+        time.sleep(5)
+    check(f"{name}: in {NEVER_SECONDS} s neither guest synchronized (answers: {sorted(seen)})",
+          "synchronized" not in seen, seen)
 
 
 def legacy_counts(g):
