@@ -213,6 +213,13 @@ def wait_selected(hosts, s, timeout, fresh=False):
     return time.monotonic() - t0
 
 
+def answer_refids(s):
+    """The refids the daemon's answers may carry. With `local stratum` (the original set-up)
+    chronyd's answers sometimes carry its local reference, 127.127.1.1, instead of PPS,
+    while chronyc shows PPS selected (seen in cold runs): the time of day is the local one."""
+    return (s.selected, "127.127.1.1") if "local stratum" in s.conf else (s.selected,)
+
+
 def within(s, r):
     """Whether a reading puts A at the host's time and B 15 s ahead, within `s`'s bounds."""
     diff, half_delay, ra, rb = r
@@ -303,7 +310,8 @@ def run_setup(hosts, name, s, check, minutes):
           f"{statistics.median(excess) * 1e3:+.3f} ms, worst {max(excess) * 1e3:+.3f} ms (allowed "
           f"{s.apart_median * 1e3:.0f} and {s.apart_max * 1e3:.0f} ms)",
           len(excess) == 5 and all(within(s, x) for x in readings) and
-          statistics.median(excess) <= s.apart_median and r[2]["refid"] == s.selected, readings)
+          statistics.median(excess) <= s.apart_median and
+          all(x[i]["refid"] in answer_refids(s) for x in readings if x for i in (2, 3)), readings)
     if s.b_ahead != 15:
         _, log = gb.run("cat /tmp/listen.log")
         text = "\n".join(log)
