@@ -45,7 +45,9 @@ JOB = re.compile(r"JOB (g\d+) (\d+\.\d+)")
 
 def write_config(path, state_dir, members):
     text = (f'[server]\nlisten = ["{SERVER}:123"]\nlocal_stratum = 10\nunmatched = "deny"\n'
-            f'state_dir = "{state_dir}"\n')
+            f'state_dir = "{state_dir}"\n'
+            # Its own control socket: other tests may run a serve on this host meanwhile.
+            f'[control]\nsocket = "{Path(state_dir) / "serve.sock"}"\n')
     for name in members:
         text += f'[[view]]\nname = "{name}"\noffset = "{VIEWS[name]}s"\n'
     views = ", ".join(f'"{m}"' for m in members)

@@ -3,15 +3,18 @@
 //!
 //! Data flow: a source (`serve/system_reference.rs`, `serve/pulse_reference.rs` fed by
 //! `ticks/`) -> the clock (`serve/clock.rs`) -> views (`config/views.rs`, `proto::view`) ->
-//! the responder (`serve/worker.rs`, `proto::responder`).
+//! the responder (`serve/worker.rs`, `proto::responder`). Watching it run: `monitor/` (the
+//! control socket, metrics, status page) and `control/` (its protocol, `status`, `clients`).
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod duration;
 pub mod files;
 pub mod logging;
+pub mod monitor;
 pub mod pulse;
 pub mod query;
 pub mod serve;

@@ -1,7 +1,9 @@
 //! `ntp-offset`: serve deliberately shifted NTP time. See the README.
 #![forbid(unsafe_code)]
 
-use ntp_offset::{args, config, demo, duration, logging, pulse, query, serve, text};
+use ntp_offset::{
+    args, config, control, demo, duration, logging, monitor, pulse, query, serve, text,
+};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -38,12 +40,41 @@ enum Command {
     Pulse(pulse::PulseCommand),
     /// A one-command tour: four views 15 s apart on loopback, measured; stops by itself.
     Demo,
+    /// Show a running daemon's state (serve: reference, views, sockets, drops; pulse listen
+    /// and pulse send: theirs), from its control socket.
+    Status(StatusArgs),
+    /// List the clients `serve` has seen: address, view, how it was chosen, requests.
+    Clients(ClientsArgs),
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The daemon's control socket (default: the first of /run/ntp-offset/serve.sock,
+    /// pulse-listen.sock and pulse-send.sock that exists).
+    #[arg(long, short = 's', value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print the status as JSON (the control protocol's, see docs/control.md).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ClientsArgs {
+    /// serve's control socket (default: /run/ntp-offset/serve.sock).
+    #[arg(long, short = 's', value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Only the clients of this view.
+    #[arg(long, value_name = "NAME")]
+    view: Option<String>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Configuration file (TOML); see examples/ and docs/configuration.md.
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["listen", "offset", "local_stratum", "no_rate_limit", "reference", "tick_listen", "share_tick_port", "key_file", "allow_unauthenticated", "holdover"])]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["listen", "offset", "local_stratum", "no_rate_limit", "reference", "tick_listen", "share_tick_port", "key_file", "allow_unauthenticated", "holdover", "control_socket", "metrics"])]
     config: Option<PathBuf>,
     /// Validate the configuration (file or flags), print warnings, and exit.
     #[arg(long)]
@@ -106,6 +137,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Pulse(cmd) => pulse::run(cmd),
+        Command::Status(a) => ask(
+            a.socket.as_deref(),
+            control::protocol::Command::Status,
+            a.json,
+        ),
+        Command::Clients(a) => ask(
+            a.socket.as_deref(),
+            control::protocol::Command::Clients { view: a.view },
+            a.json,
+        ),
         Command::Demo => match demo::run() {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -114,6 +155,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn ask(socket: Option<&std::path::Path>, cmd: control::protocol::Command, json: bool) -> ExitCode {
+    match control::client::run(socket, cmd, json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            logging::err(format_args!("error: {e}"));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -175,6 +226,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let endpoints = cfg.endpoints.clone();
     let mut server = match serve::Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -182,6 +234,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let watch = match monitor::Running::start(server.source(), &endpoints, "ntp-offset serve") {
+        Ok(w) => w,
+        Err(e) => {
+            error!("{e}");
+            server.stop();
+            return ExitCode::FAILURE;
+        }
+    };
+    server.log_serving();
     for signal in signals.forever() {
         match signal {
             SIGHUP => match &args.config {
@@ -189,6 +250,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 Some(path) => match config::load(path).and_then(|cfg| {
                     for w in &cfg.warnings {
                         warn!("{w}");
+                    }
+                    if cfg.endpoints != endpoints {
+                        warn!("[control] and [metrics] apply at the next start; the running ones stay");
                     }
                     server.reload(cfg).map_err(|message| config::ConfigError {
                         file: path.display().to_string(),
@@ -220,6 +284,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(r) = server.reference_status() {
         info!("reference: {r}");
     }
+    watch.stop();
     server.stop();
     ExitCode::SUCCESS
 }

@@ -227,17 +227,9 @@ pub fn query(addr: SocketAddr, opts: &QueryOptions) -> Result<Sample, String> {
     r.best.ok_or_else(|| r.problem())
 }
 
-/// The reference ID as people read it: text for stratum 0-1 and for ASCII ids, else an IPv4.
+/// The reference ID as people read it (see [`crate::text::refid`]).
 pub fn refid_text(h: &Header) -> String {
-    let id = h.reference_id;
-    let ascii = id.iter().all(|&b| b == 0 || b.is_ascii_graphic()) && id[0] != 0;
-    if h.stratum <= 1 || ascii {
-        String::from_utf8_lossy(&id)
-            .trim_end_matches('\0')
-            .to_string()
-    } else {
-        format!("{}.{}.{}.{}", id[0], id[1], id[2], id[3])
-    }
+    crate::text::refid(h.stratum, h.reference_id)
 }
 
 /// Runs `query` for every target and prints the table; true when every server answered as

@@ -33,6 +33,18 @@ pub fn utc(unix_s: u64) -> String {
     )
 }
 
+/// A reference ID as people read it: text for stratum 0-1 and for ASCII ids, else an IPv4.
+pub fn refid(stratum: u8, id: [u8; 4]) -> String {
+    let ascii = id.iter().all(|&b| b == 0 || b.is_ascii_graphic()) && id[0] != 0;
+    if stratum <= 1 || ascii {
+        String::from_utf8_lossy(&id)
+            .trim_end_matches('\0')
+            .to_string()
+    } else {
+        format!("{}.{}.{}.{}", id[0], id[1], id[2], id[3])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,9 @@ pub struct Response {
 pub enum Decision {
     Respond(Response),
     Ignore(DropReason),
+    /// Dropped by the rate limiter (counted as [`DropReason::RateLimited`]); the view the
+    /// request would have had, for per-view counts and the client log.
+    Limited(Option<ViewId>),
 }
 
 impl Response {
@@ -153,7 +156,7 @@ pub fn decide(
     if let Some(limiter) = limiter {
         match limiter.check(req.client, req.now_mono_ns) {
             RateVerdict::Allow => {}
-            RateVerdict::Drop => return Decision::Ignore(DropReason::RateLimited),
+            RateVerdict::Drop => return Decision::Limited(view),
             RateVerdict::Kod => kind = ResponseKind::KodRate,
         }
     }
@@ -450,6 +453,7 @@ mod tests {
             ) {
                 Decision::Respond(r) => kinds.push(format!("{:?}", r.kind)),
                 Decision::Ignore(d) => kinds.push(format!("{d:?}")),
+                Decision::Limited(_) => kinds.push("RateLimited".into()),
             }
         }
         assert_eq!(kinds, ["Time", "Time", "KodRate", "RateLimited"]);

@@ -152,6 +152,11 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 impl Cidr {
+    /// A prefix of one address (/32 for IPv4, /128 for IPv6).
+    pub fn is_single_address(&self) -> bool {
+        self.prefix == 128
+    }
+
     /// Whether every address of `other` is in this prefix.
     pub fn covers(&self, other: &Cidr) -> bool {
         let mask = if self.prefix == 0 {

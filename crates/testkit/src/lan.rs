@@ -134,7 +134,9 @@ impl Background {
     pub fn start(dir: &Path, name: &str, argv: &[String]) -> Background {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&argv[0])
+        let mut cmd = Command::new(&argv[0]);
+        crate::own_runtime_dir(&mut cmd);
+        let child = cmd
             .args(&argv[1..])
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))

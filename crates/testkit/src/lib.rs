@@ -115,14 +115,29 @@ pub type ServerProcess = Daemon;
 
 /// `ntp-offset` run under `prefix` (e.g. `ip netns exec NS`), or directly.
 pub fn command<S: AsRef<std::ffi::OsStr>>(prefix: &[S]) -> Command {
-    match prefix.split_first() {
+    let mut c = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
             c.args(rest).arg(*BIN);
             c
         }
         None => Command::new(*BIN),
-    }
+    };
+    own_runtime_dir(&mut c);
+    c
+}
+
+/// Gives a daemon a runtime directory of its own (systemd's RUNTIME_DIRECTORY, where its
+/// default control socket goes), so tests running side by side never share one.
+pub fn own_runtime_dir(cmd: &mut Command) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir()
+        .join(format!("ntp-offset-test-{}-run", std::process::id()))
+        .join(n.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    cmd.env("RUNTIME_DIRECTORY", &dir);
+    dir
 }
 
 /// An owned string, for argv vectors built from literals and formatted values.
@@ -240,7 +255,7 @@ impl Drop for Daemon {
 
 /// `ntp-offset ARGS` to its end (20 s at most): whether it succeeded, and stdout then stderr.
 pub fn run_cli(args: &[&str]) -> (bool, String) {
-    let out = run_bounded(Command::new(*BIN).args(args), Duration::from_secs(20));
+    let out = run_bounded(command::<&str>(&[]).args(args), Duration::from_secs(20));
     (
         out.status.success(),
         format!(
@@ -290,6 +305,8 @@ pub fn ntp_exchange_from(
 
 /// Runs a command to completion within `timeout`, or kills it and fails.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    // An ntp-offset daemon among them must not meet another's control socket.
+    own_runtime_dir(cmd);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -481,4 +498,38 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// GET `url` with curl (10 s at most): the HTTP status and the body.
+pub fn http_get(url: &str) -> (u16, String) {
+    let out = run_bounded(
+        Command::new(peer("curl")).args(["-s", "-m", "10", "-w", "\n%{http_code}", url]),
+        Duration::from_secs(15),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+impl Daemon {
+    /// The web listener's address, from its "web listener ready" log line.
+    pub fn web_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for_log("web listener ready", Duration::from_secs(10));
+        let url = line
+            .split("metrics=http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {line}"));
+        url.parse().unwrap()
+    }
+}
+
+/// `ntp-offset status|clients ARGS --json` against a control socket, parsed.
+pub fn control_json(command: &str, socket: &Path, args: &[&str]) -> serde_json::Value {
+    let sock = socket.to_str().unwrap();
+    let mut argv = vec![command, "--socket", sock, "--json"];
+    argv.extend_from_slice(args);
+    let (ok, out) = run_cli(&argv);
+    assert!(ok, "ntp-offset {argv:?} failed:\n{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }

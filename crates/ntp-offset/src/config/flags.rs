@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::monitor::{RawControl, RawMetrics};
 use super::raw::{flag, RawFile, RawRateLimit, RawServer, RawView};
 use super::reference::RawReference;
 
@@ -54,6 +55,13 @@ pub struct ServeFlags {
     /// With --reference pulse: without ticks for this long, answers say unsynchronized.
     #[arg(long, value_name = "DURATION")]
     pub holdover: Option<String>,
+    /// Without a config file: the control socket for `ntp-offset status` and `clients`, or
+    /// `none` (default: /run/ntp-offset/serve.sock, or in $RUNTIME_DIRECTORY).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<String>,
+    /// Without a config file: serve /metrics (Prometheus) and the status page on IP:PORT.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// How the checks' field names read as flags.
@@ -65,6 +73,8 @@ pub(super) const FLAG_NAMES: &[(&str, &str)] = &[
     ("reference.listen", "--tick-listen"),
     ("reference.key_file", "--key-file"),
     ("reference.holdover", "--holdover"),
+    ("control.socket", "--control-socket"),
+    ("metrics.listen", "--metrics"),
 ];
 
 impl ServeFlags {
@@ -126,6 +136,15 @@ impl ServeFlags {
                 clients: Vec::new(),
             })],
             spread: Vec::new(),
+            control: self.control_socket.clone().map(|s| {
+                flag(RawControl {
+                    socket: Some(flag(s)),
+                })
+            }),
+            metrics: self
+                .metrics
+                .clone()
+                .map(|m| flag(RawMetrics { listen: flag(m) })),
         }
     }
 }

@@ -24,6 +24,7 @@ use ntp_offset_proto::system::ClockPolicy;
 use ntp_offset_proto::view::ViewTable;
 
 mod flags;
+mod monitor;
 mod raw;
 pub mod receiver;
 mod reference;
@@ -48,6 +49,8 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// How each of `views`' rules reads in messages: "spread `vms` (line 40)".
     pub rule_names: Vec<String>,
+    /// The control socket and the web listener (metrics, status page).
+    pub endpoints: crate::monitor::Endpoints,
     /// What may be intended but looks like a mistake (`serve --check` prints them, `serve`
     /// logs them): a rule that never matches, a listening address that selects no view.
     pub warnings: Vec<ConfigError>,
@@ -193,6 +196,7 @@ impl<'a> Context<'a> {
             rate_limit: self.rate_limit(raw.rate_limit.as_ref())?,
             reference: self.reference(raw.reference.as_ref(), server)?,
             state_dir: self.state_dir(server)?,
+            endpoints: self.endpoints(raw.control.as_ref(), raw.metrics.as_ref(), &mut warnings)?,
             rule_names,
             warnings,
         })

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::monitor::{RawControl, RawMetrics};
 use super::reference::RawReference;
 
 #[derive(Deserialize)]
@@ -16,6 +17,8 @@ pub(super) struct RawFile {
     pub view: Vec<Spanned<RawView>>,
     #[serde(default)]
     pub spread: Vec<Spanned<RawSpread>>,
+    pub control: Option<Spanned<RawControl>>,
+    pub metrics: Option<Spanned<RawMetrics>>,
 }
 
 #[derive(Deserialize)]

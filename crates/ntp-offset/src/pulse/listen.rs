@@ -11,9 +11,11 @@ use ntp_offset_sys::clock;
 use tracing::{info, warn};
 
 use super::feeds::{ShmFeed, SockFeed};
-use super::status::Status;
+use super::status::{from_stats, write_file};
 use super::{reload_keys, Signals};
+use crate::control::status::{ListenStatus, Status};
 use crate::logging::Report;
+use crate::monitor::{Endpoints, Running};
 use crate::ticks::input::{bind_all, log_event, TickInput};
 
 /// The status file is rewritten at least this often.
@@ -32,6 +34,8 @@ pub struct ListenOptions {
     pub status_file: Option<PathBuf>,
     /// One JSON line per sample on stdout (for benchmarks and scripts).
     pub report: bool,
+    /// The control socket and web listener.
+    pub endpoints: Endpoints,
 }
 
 fn report(out: &mut Report, s: &TickSample) {
@@ -103,9 +107,11 @@ fn log_whole_seconds(last: &mut Option<Option<i64>>, s: &TickSample) {
 pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
     // A status file that cannot be written is an error now, not a warning every second.
     if let Some(path) = &opts.status_file {
-        Status::new(Receiver::new(ReceiverConfig::default()).stats(), 0)
-            .write_file(path)
-            .map_err(|e| format!("--status-file {}: {e}", path.display()))?;
+        write_file(
+            &from_stats(Receiver::new(ReceiverConfig::default()).stats(), 0),
+            path,
+        )
+        .map_err(|e| format!("--status-file {}: {e}", path.display()))?;
     }
     let sockets = bind_all(&opts.listen, &opts.join, opts.share_port)?;
     let mut sock = opts.sock.clone().map(SockFeed::new).transpose()?;
@@ -123,6 +129,15 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
         "waiting for ticks"
     );
     let mut input = TickInput::new(sockets, opts.receiver);
+    let published = std::sync::Arc::new(std::sync::Mutex::new(Status::Listen(from_stats(
+        input.receiver.stats(),
+        clock::monotonic_raw_ns(),
+    ))));
+    let watch = Running::start(
+        published.clone(),
+        &opts.endpoints,
+        "ntp-offset pulse listen",
+    )?;
     let mut out = Report::new(opts.report);
     let mut events = Vec::with_capacity(16);
     let mut next_status = clock::monotonic_raw_ns();
@@ -156,6 +171,9 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
         }
         let now = clock::monotonic_raw_ns();
         let st = || status(&input.receiver, transmitter_state, &sock, &shm, now);
+        if let Ok(mut p) = published.lock() {
+            *p = Status::Listen(st());
+        }
         if signals.take_usr1() {
             info!("status: {}", st().line());
         }
@@ -163,7 +181,7 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
             next_status = now + STATUS_EVERY.as_nanos() as i64;
             if let Some(path) = &opts.status_file {
                 // Said once when it starts failing and once when it works again.
-                match st().write_file(path) {
+                match write_file(&st(), path) {
                     Err(e) if !status_failing => {
                         status_failing = true;
                         warn!("status file {}: {e}; retrying every second", path.display());
@@ -180,8 +198,9 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
     let now = clock::monotonic_raw_ns();
     let st = status(&input.receiver, transmitter_state, &sock, &shm, now);
     if let Some(path) = &opts.status_file {
-        let _ = st.write_file(path);
+        let _ = write_file(&st, path);
     }
+    watch.stop();
     if input.missing_stamps > 0 {
         warn!(
             "{} datagrams had no kernel timestamp (stamped in user space)",
@@ -198,9 +217,9 @@ fn status(
     sock: &Option<SockFeed>,
     shm: &Option<ShmFeed>,
     now_mono_ns: i64,
-) -> Status {
-    let mut st = Status::new(receiver.stats(), now_mono_ns);
-    st.transmitter_state = transmitter_state.map(state_name);
+) -> ListenStatus {
+    let mut st = from_stats(receiver.stats(), now_mono_ns);
+    st.transmitter_state = transmitter_state.map(|s| state_name(s).to_string());
     st.sock_sent = sock.as_ref().map(|f| f.sent);
     st.sock_failed = sock.as_ref().map(|f| f.failed);
     st.shm_written = shm.as_ref().map(|f| f.written);

@@ -26,6 +26,7 @@ use crate::args::{
     parse_duration, parse_multicast, parse_octal, parse_offset, parse_ppm, parse_u32,
 };
 use crate::config::receiver::{check_listen_flags, ListenFlags};
+use crate::control::status::{SendStatus, Status};
 use crate::ticks::keys;
 use crate::ticks::transmit;
 
@@ -122,6 +123,8 @@ pub struct SendArgs {
     /// the system clock, to show a receiver tracking a real frequency difference.
     #[arg(long, value_name = "PPM", default_value_t = 0.0, allow_hyphen_values = true, value_parser = parse_ppm)]
     rate_error_ppm: f64,
+    #[command(flatten)]
+    monitor: crate::monitor::MonitorFlags,
 }
 
 #[derive(Args)]
@@ -179,6 +182,8 @@ pub struct ListenArgs {
     /// Print each sample as a JSON line on stdout.
     #[arg(long)]
     report: bool,
+    #[command(flatten)]
+    monitor: crate::monitor::MonitorFlags,
 }
 
 /// A stable default transmitter id: a hash of the host name.
@@ -281,6 +286,30 @@ fn send(a: SendArgs) -> Result<(), String> {
         None => None,
     };
     let signals = Signals::install()?;
+    let published = Arc::new(std::sync::Mutex::new(Status::Send(SendStatus {
+        source: format!("{:?}", a.source).to_lowercase(),
+        clock: "not read yet".into(),
+        destinations: a.to.iter().map(|d| d.to_string()).collect(),
+        authenticated: key.is_some(),
+        follow_ups: !a.no_follow_up && !a.legacy,
+        ..SendStatus::default()
+    })));
+    let watch = crate::monitor::Running::start(
+        published.clone(),
+        &a.monitor.endpoints("pulse-send"),
+        "ntp-offset pulse send",
+    )?;
+    let result = send_with(a, key, published, &signals);
+    watch.stop();
+    result
+}
+
+fn send_with(
+    a: SendArgs,
+    key: Option<Key>,
+    published: Arc<std::sync::Mutex<Status>>,
+    signals: &Signals,
+) -> Result<(), String> {
     let transmit = transmit::TransmitOptions {
         destinations: a.to,
         key,
@@ -290,6 +319,7 @@ fn send(a: SendArgs) -> Result<(), String> {
         legacy: a.legacy,
         ttl: a.ttl,
         report: a.report,
+        status: Some(published),
     };
     if a.source == SendSource::Dcf77 {
         let input = match (a.line, a.serial) {
@@ -311,7 +341,7 @@ fn send(a: SendArgs) -> Result<(), String> {
                 calibration: a.calibration,
                 count: a.count,
             },
-            &signals,
+            signals,
         );
     }
     send::run(
@@ -323,7 +353,7 @@ fn send(a: SendArgs) -> Result<(), String> {
             count: a.count,
             rate_error_ppb: (a.rate_error_ppm * 1000.0).round() as i64,
         },
-        &signals,
+        signals,
     )
 }
 
@@ -368,6 +398,7 @@ fn listen(a: ListenArgs) -> Result<(), String> {
             shm: a.shm.map(|u| (u, a.shm_mode)),
             status_file: a.status_file,
             report: a.report,
+            endpoints: a.monitor.endpoints("pulse-listen"),
         },
         &signals,
     )

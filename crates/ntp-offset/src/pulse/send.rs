@@ -194,6 +194,7 @@ pub fn run(opts: SendOptions, signals: &Signals) -> Result<(), String> {
         tx.send(&tick, &payload, |tx_real_ns| {
             ticks.at_real(tx_real_ns) - mark
         });
+        tx.publish(clock_name(last_state));
         if !tx.sends_follow_ups() {
             let after = ticks.now() - mark;
             tx.report(format_args!(

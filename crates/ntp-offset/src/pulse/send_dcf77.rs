@@ -131,6 +131,11 @@ pub fn run(transmit: TransmitOptions, o: Dcf77Options, signals: &Signals) -> Res
                 let tick = tx.complete(t);
                 let payload = tx.encode(&tick);
                 tx.send(&tick, &payload, |tx_real_ns| tx_real_ns - m.at_ns);
+                tx.publish(match m.state {
+                    MarkState::Synchronized => "synchronized",
+                    MarkState::Holdover => "holdover",
+                    MarkState::Unsynchronized => "unsynchronized",
+                });
             }
         }
     }

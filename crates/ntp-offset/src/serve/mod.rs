@@ -4,10 +4,12 @@
 //! flight are never dropped.
 
 pub mod assignments;
+pub mod client_log;
 pub mod clock;
 pub mod explain;
 mod pulse_reference;
 pub mod stats;
+pub mod status;
 mod system_reference;
 pub mod tables;
 mod worker;
@@ -31,7 +33,7 @@ use crate::config::{self, Reference, ServeConfig};
 use assignments::Groups;
 use clock::{ReferenceClock, Timeline};
 use pulse_reference::PulseReferenceTask;
-use stats::Stats;
+use stats::{Stats, WorkerStats};
 use system_reference::SystemReference;
 use tables::TableWriter;
 
@@ -46,6 +48,10 @@ pub struct Runtime {
     pub state_dir: PathBuf,
     pub unmatched: Unmatched,
     pub rate_limit: Option<RateLimitParams>,
+    /// `views`' names by id, shared so counters and the client log need not copy them.
+    pub view_names: Vec<Arc<str>>,
+    /// How each of `views`' rules reads: "spread `vms` (line 40)".
+    pub rule_names: Vec<String>,
 }
 
 pub struct Shared {
@@ -121,7 +127,7 @@ impl ReferenceTask {
     fn status(&self) -> Option<String> {
         match self {
             ReferenceTask::System { .. } => None,
-            ReferenceTask::Pulse(task) => Some(task.status()),
+            ReferenceTask::Pulse(task) => Some(task.status().line()),
         }
     }
 
@@ -153,6 +159,13 @@ fn runtime_of(cfg: &ServeConfig, before: Option<&Runtime>) -> Runtime {
         state_dir: cfg.state_dir.clone(),
         unmatched: cfg.unmatched,
         rate_limit: cfg.rate_limit,
+        view_names: cfg
+            .views
+            .views()
+            .iter()
+            .map(|v| v.name.as_str().into())
+            .collect(),
+        rule_names: cfg.rule_names.clone(),
     }
 }
 
@@ -208,17 +221,19 @@ impl Server {
                 warn!(%addr, "listening on a wildcard address: on a host with several addresses, list them one by one so answers leave from the address the client asked");
             }
         }
-        info!(listen = %crate::text::join_addrs(&server.local_addrs()), views = cfg.views.views().len(), "serving");
         Ok(server)
     }
 
     fn spawn_worker(&mut self, addr: SocketAddr, socket: UdpSocket) -> Result<(), String> {
         let bound = socket.local_addr().map_err(|e| format!("{addr}: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let stats = WorkerStats::new(bound, client_log::DEFAULT_CAPACITY);
+        self.shared.stats.register(stats.clone());
         let worker = worker::Worker {
             socket,
             local: bound,
             shared: self.shared.clone(),
+            stats,
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -234,13 +249,37 @@ impl Server {
         Ok(())
     }
 
+    /// Logs that the server is ready: its sockets are bound (and, from `serve`, the control
+    /// socket too). Tests and scripts wait for this line.
+    pub fn log_serving(&self) {
+        let views = self.shared.runtime.load().views.views().len();
+        info!(listen = %crate::text::join_addrs(&self.local_addrs()), views, "serving");
+    }
+
     /// The addresses actually bound (a configured port 0 becomes the kernel's choice).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(|w| w.bound).collect()
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.shared.stats
+    /// Every socket's counts, summed now.
+    pub fn stats(&self) -> stats::Counts {
+        self.shared.stats.totals().all
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// What the monitor (control socket, metrics, status page) reads.
+    pub fn source(&self) -> Arc<status::ServeSource> {
+        let pulse = match &self.reference {
+            Some(ReferenceTask::Pulse(task)) => Some(task.status_cell()),
+            _ => None,
+        };
+        Arc::new(status::ServeSource {
+            shared: self.shared.clone(),
+            pulse,
+        })
     }
 
     /// The reference's state, for the status log (None for the system clock: see the kernel).
@@ -270,6 +309,9 @@ impl Server {
             .into_iter()
             .partition(|w| cfg.listen.contains(&w.addr));
         self.workers = keep;
+        for w in &gone {
+            self.shared.stats.retire(w.bound);
+        }
         stop_workers(gone);
         Ok(())
     }

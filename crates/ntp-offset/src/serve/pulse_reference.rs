@@ -13,7 +13,7 @@ use ntp_offset_proto::clock_model::{ClockModel, ModelState, Reading, Update};
 use ntp_offset_proto::leap::{LeapDirection, LeapPolicy, LeapTracker};
 use ntp_offset_proto::system::{pulse_refid, PulseClock, ServerState};
 use ntp_offset_proto::tick::{Leap, SourceState};
-use ntp_offset_proto::tick_receiver::{Event, TickSample};
+use ntp_offset_proto::tick_receiver::{Event, Reject, TickSample};
 use ntp_offset_proto::time::{Offset, Time};
 use ntp_offset_sys::clock::monotonic_raw_ns;
 use tracing::{info, warn};
@@ -39,7 +39,7 @@ pub struct PulseReferenceTask {
     inbox: Sender<Reconfigure>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    status: Arc<Mutex<String>>,
+    status: Arc<Mutex<PulseStatus>>,
 }
 
 impl PulseReferenceTask {
@@ -56,7 +56,7 @@ impl PulseReferenceTask {
         );
         let (tx, rx) = channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let status = Arc::new(Mutex::new("pulse: waiting for ticks".to_string()));
+        let status = Arc::new(Mutex::new(PulseStatus::default()));
         let mut state = PulseState {
             input: TickInput::new(sockets, pulse.receiver.clone()),
             model: ClockModel::new(pulse.model),
@@ -111,11 +111,16 @@ impl PulseReferenceTask {
         Ok(())
     }
 
-    pub fn status(&self) -> String {
+    pub fn status(&self) -> PulseStatus {
         self.status
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The status cell itself, for the monitor to read.
+    pub fn status_cell(&self) -> Arc<Mutex<PulseStatus>> {
+        self.status.clone()
     }
 
     pub fn stop(mut self) {
@@ -143,7 +148,44 @@ struct PulseState {
     last_tick: Option<Time>,
     ignored_unsynchronized: u64,
     clock: Arc<ReferenceClock>,
-    status: Arc<Mutex<String>>,
+    status: Arc<Mutex<PulseStatus>>,
+}
+
+/// The pulse reference's state, as the status, metrics and log show it.
+#[derive(Clone, Debug, Default)]
+pub struct PulseStatus {
+    pub state: &'static str,
+    pub stratum: u8,
+    pub frequency_ppm: Option<f64>,
+    pub error_s: Option<f64>,
+    /// Tick time minus the host clock, latest tick.
+    pub offset_s: Option<f64>,
+    pub jitter_s: Option<f64>,
+    pub ticks: u64,
+    pub missed: u64,
+    pub restarts: u64,
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    pub transmitter: Option<String>,
+    /// Monotonic raw ns of the latest sample.
+    pub last_sample_mono_ns: Option<i64>,
+    pub unsynchronized_ticks: u64,
+}
+
+impl PulseStatus {
+    /// The log's line (SIGUSR1, exit).
+    pub fn line(&self) -> String {
+        format!(
+            "pulse {} stratum={} frequency={} error={} ticks={} rejected={} restarts={} unsynchronized_ticks={}",
+            if self.state.is_empty() { "waiting for ticks" } else { self.state },
+            self.stratum,
+            self.frequency_ppm.map_or("-".into(), |f| format!("{f:+.3}ppm")),
+            self.error_s.map_or("-".into(), |e| crate::duration::format(Offset::from_nanos((e * 1e9) as i64))),
+            self.ticks,
+            self.rejected.values().sum::<u64>(),
+            self.restarts,
+            self.unsynchronized_ticks,
+        )
+    }
 }
 
 impl PulseState {
@@ -266,21 +308,33 @@ impl PulseState {
         });
         let model_state = now.map_or(ModelState::Unsynchronized, |r| r.state);
         let stats = self.input.receiver.stats();
-        let line = format!(
-            "pulse {} stratum={} frequency={} error={} ticks={} rejected={} restarts={} unsynchronized_ticks={}",
-            state_name(model_state),
-            if state.stratum == 0 { 16 } else { state.stratum },
-            self.model
-                .frequency()
-                .map_or("-".into(), |f| format!("{:+.3}ppm", f * 1e6)),
-            now.map_or("-".into(), |r| crate::duration::format(Offset::from_nanos(r.error_ns))),
-            stats.samples,
-            stats.rejected_total(),
-            stats.restarts,
-            self.ignored_unsynchronized,
-        );
+        let status = PulseStatus {
+            state: state_name(model_state),
+            stratum: if state.stratum == 0 {
+                16
+            } else {
+                state.stratum
+            },
+            frequency_ppm: self.model.frequency().map(|f| f * 1e6),
+            error_s: now.map(|r| r.error_ns as f64 / 1e9),
+            offset_s: stats.last_offset().map(|o| o.nanos() as f64 / 1e9),
+            jitter_s: stats
+                .offset_mean_jitter()
+                .map(|(_, j)| j.nanos() as f64 / 1e9),
+            ticks: stats.samples,
+            missed: stats.missed,
+            restarts: stats.restarts,
+            rejected: Reject::ALL
+                .iter()
+                .map(|&r| (r.name().to_string(), stats.rejected(r)))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+            transmitter: stats.transmitter.map(|t| format!("{t:#010x}")),
+            last_sample_mono_ns: stats.last_sample_mono_ns,
+            unsynchronized_ticks: self.ignored_unsynchronized,
+        };
         if let Ok(mut s) = self.status.lock() {
-            *s = line;
+            *s = status;
         }
         model_state
     }

@@ -1,33 +1,55 @@
-//! Counters of what `serve` did with the datagrams it received. Workers add per batch; the
-//! totals are logged on SIGUSR1 and at exit.
+//! Counters of what `serve` did with the datagrams it received, kept per worker (one per
+//! listening socket) and summed only when read: a worker takes its own, uncontended lock once
+//! per batch, so counting costs the NTP path nothing it would notice, however often the
+//! counters are read (status, metrics, the status page).
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ntp_offset_proto::responder::{DropReason, ResponseKind};
+use ntp_offset_proto::view::ViewId;
 
-#[derive(Default)]
-pub struct Stats {
-    pub received: AtomicU64,
-    pub answered: AtomicU64,
-    pub kod_rate: AtomicU64,
-    pub kod_deny: AtomicU64,
-    pub send_errors: AtomicU64,
-    drops: [AtomicU64; DropReason::ALL.len()],
-}
+use super::client_log::{ClientLog, Seen};
 
-/// One worker's counts for one batch, added to [`Stats`] at once.
-#[derive(Default)]
-pub struct BatchCounts {
+/// Totals of one socket (or of all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
     pub received: u64,
     pub answered: u64,
     pub kod_rate: u64,
     pub kod_deny: u64,
     pub send_errors: u64,
+    #[serde(with = "drops_by_name")]
     pub drops: [u64; DropReason::ALL.len()],
 }
 
-impl BatchCounts {
+/// One view's counts: requests that chose it, and what became of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ViewCounts {
+    pub requests: u64,
+    pub answered: u64,
+    pub kod_rate: u64,
+    pub rate_limited: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.received += o.received;
+        self.answered += o.answered;
+        self.kod_rate += o.kod_rate;
+        self.kod_deny += o.kod_deny;
+        self.send_errors += o.send_errors;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
     pub fn responded(&mut self, kind: ResponseKind) {
         match kind {
             ResponseKind::Time => self.answered += 1,
@@ -36,43 +58,263 @@ impl BatchCounts {
         }
     }
 
-    pub fn dropped(&mut self, reason: DropReason) {
+    pub fn drop_for(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
     }
 }
 
-impl Stats {
-    pub fn add(&self, b: &BatchCounts) {
-        self.received.fetch_add(b.received, Relaxed);
-        self.answered.fetch_add(b.answered, Relaxed);
-        self.kod_rate.fetch_add(b.kod_rate, Relaxed);
-        self.kod_deny.fetch_add(b.kod_deny, Relaxed);
-        self.send_errors.fetch_add(b.send_errors, Relaxed);
-        for (total, n) in self.drops.iter().zip(b.drops) {
-            total.fetch_add(n, Relaxed);
-        }
-    }
-
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize].load(Relaxed)
+impl ViewCounts {
+    fn add(&mut self, o: &ViewCounts) {
+        self.requests += o.requests;
+        self.answered += o.answered;
+        self.kod_rate += o.kod_rate;
+        self.rate_limited += o.rate_limited;
     }
 }
 
-impl fmt::Display for Stats {
+/// Drop counts as `{"truncated": n, ...}` on the control socket, not a bare array.
+mod drops_by_name {
+    use super::DropReason;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    type Drops = [u64; DropReason::ALL.len()];
+
+    pub fn serialize<S: Serializer>(d: &Drops, s: S) -> Result<S::Ok, S::Error> {
+        let m: BTreeMap<&str, u64> = DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), d[*r as usize]))
+            .collect();
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Drops, D::Error> {
+        let m = BTreeMap::<String, u64>::deserialize(d)?;
+        let mut out = [0; DropReason::ALL.len()];
+        for r in DropReason::ALL {
+            out[r as usize] = m.get(r.name()).copied().unwrap_or(0);
+        }
+        Ok(out)
+    }
+}
+
+/// What a worker gathers over one batch, before it takes its lock once.
+pub struct Batch {
+    pub totals: Counts,
+    /// Indexed by [`ViewId`] of the batch's configuration.
+    pub views: Vec<ViewCounts>,
+    pub seen: Vec<Seen>,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            totals: Counts::default(),
+            views: Vec::new(),
+            seen: Vec::with_capacity(32),
+        }
+    }
+}
+
+impl Batch {
+    pub fn reset(&mut self, views: usize) {
+        self.totals = Counts::default();
+        self.views.clear();
+        self.views.resize(views, ViewCounts::default());
+        self.seen.clear();
+    }
+
+    /// A request that chose `view` (answered, KoD or rate-limited).
+    pub fn view(&mut self, view: ViewId) -> &mut ViewCounts {
+        let v = &mut self.views[view.0 as usize];
+        v.requests += 1;
+        v
+    }
+
+    pub fn client(&mut self, ip: IpAddr, view: Option<ViewId>, limited: bool) {
+        self.seen.push(Seen { ip, view, limited });
+    }
+}
+
+/// One worker's counts since the server started.
+pub struct WorkerStats {
+    pub local: SocketAddr,
+    inner: Mutex<WorkerCounts>,
+}
+
+#[derive(Default)]
+pub struct WorkerCounts {
+    pub totals: Counts,
+    /// By view name, so counts stay with a view across reloads that renumber it.
+    pub views: BTreeMap<String, ViewCounts>,
+    pub clients: ClientLog,
+}
+
+impl WorkerStats {
+    pub fn new(local: SocketAddr, client_log_capacity: usize) -> Arc<WorkerStats> {
+        Arc::new(WorkerStats {
+            local,
+            inner: Mutex::new(WorkerCounts {
+                clients: ClientLog::new(client_log_capacity),
+                ..WorkerCounts::default()
+            }),
+        })
+    }
+
+    /// Adds a batch; `names` are the batch's view names by id, `now_s` its wall-clock second.
+    pub fn add(&self, b: &Batch, names: &[Arc<str>], now_s: u64) {
+        let mut w = self.lock();
+        w.totals.add(&b.totals);
+        for (i, v) in b.views.iter().enumerate() {
+            if v.requests == 0 {
+                continue;
+            }
+            let name = names.get(i).map_or("?", |n| n);
+            match w.views.get_mut(name) {
+                Some(c) => c.add(v),
+                None => {
+                    w.views.insert(name.to_string(), *v);
+                }
+            }
+        }
+        for s in &b.seen {
+            w.clients.record(s, names, now_s);
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, WorkerCounts> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every worker's counts, and those of workers that have stopped (a removed listen address).
+#[derive(Default)]
+pub struct Stats {
+    workers: Mutex<Vec<Arc<WorkerStats>>>,
+    retired: Mutex<(Counts, BTreeMap<String, ViewCounts>)>,
+}
+
+/// The sums, read at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    pub all: Counts,
+    pub sockets: Vec<(SocketAddr, Counts)>,
+    pub views: BTreeMap<String, ViewCounts>,
+}
+
+impl Stats {
+    pub fn register(&self, w: Arc<WorkerStats>) {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(w);
+    }
+
+    /// A worker stopped: its counts stay in the totals (its clients leave the log).
+    pub fn retire(&self, local: SocketAddr) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        workers.retain(|w| {
+            if w.local != local {
+                return true;
+            }
+            let c = w.lock();
+            retired.0.add(&c.totals);
+            for (name, v) in &c.views {
+                retired.1.entry(name.clone()).or_default().add(v);
+            }
+            false
+        });
+    }
+
+    pub fn workers(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        {
+            let r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            t.all = r.0;
+            t.views = r.1.clone();
+        }
+        for w in self.workers() {
+            let c = w.lock();
+            t.all.add(&c.totals);
+            t.sockets.push((w.local, c.totals));
+            for (name, v) in &c.views {
+                t.views.entry(name.clone()).or_default().add(v);
+            }
+        }
+        t
+    }
+}
+
+impl fmt::Display for Counts {
     /// `received=… answered=… kod_rate=… kod_deny=… send_errors=… dropped: truncated=… …`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "received={} answered={} kod_rate={} kod_deny={} send_errors={} dropped:",
-            self.received.load(Relaxed),
-            self.answered.load(Relaxed),
-            self.kod_rate.load(Relaxed),
-            self.kod_deny.load(Relaxed),
-            self.send_errors.load(Relaxed)
+            self.received, self.answered, self.kod_rate, self.kod_deny, self.send_errors
         )?;
         for r in DropReason::ALL {
             write!(f, " {}={}", r.name(), self.dropped(r))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn workers_are_summed_on_read_and_kept_when_they_stop() {
+        let stats = Stats::default();
+        let names: Vec<Arc<str>> = vec!["a".into(), "b".into()];
+        let (w1, w2) = (
+            WorkerStats::new(sa("127.0.0.1:1"), 16),
+            WorkerStats::new(sa("127.0.0.1:2"), 16),
+        );
+        stats.register(w1.clone());
+        stats.register(w2.clone());
+        let mut b = Batch::default();
+        b.reset(2);
+        b.totals.received = 3;
+        b.totals.responded(ResponseKind::Time);
+        b.totals.drop_for(DropReason::NoView);
+        b.view(ViewId(1)).answered += 1;
+        b.client("198.18.0.1".parse().unwrap(), Some(ViewId(1)), false);
+        w1.add(&b, &names, 100);
+        w2.add(&b, &names, 100);
+        let t = stats.totals();
+        assert_eq!(t.all.received, 6);
+        assert_eq!(t.all.dropped(DropReason::NoView), 2);
+        assert_eq!(t.sockets.len(), 2);
+        assert_eq!(t.views["b"].requests, 2);
+        assert!(!t.views.contains_key("a"));
+        stats.retire(sa("127.0.0.1:1"));
+        let t = stats.totals();
+        assert_eq!(
+            (t.all.received, t.sockets.len(), t.views["b"].answered),
+            (6, 1, 2)
+        );
+    }
+
+    #[test]
+    fn counts_serialize_drops_by_name() {
+        let mut c = Counts::default();
+        c.drop_for(DropReason::RateLimited);
+        let j = serde_json::to_string(&c).unwrap();
+        assert!(j.contains("\"rate_limited\":1"), "{j}");
+        assert_eq!(serde_json::from_str::<Counts>(&j).unwrap(), c);
     }
 }

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use ntp_offset_proto::packet::HEADER_LEN;
 use ntp_offset_proto::ratelimit::RateLimiter;
 use ntp_offset_proto::responder::{
-    decide, Decision, DropReason, Request, Response, MAX_REQUEST_LEN,
+    decide, Decision, DropReason, Request, Response, ResponseKind, MAX_REQUEST_LEN,
 };
 use ntp_offset_sys::batch::{is_retryable, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::monotonic_ns;
 use tracing::warn;
 
 use super::assignments::BatchAssigner;
-use super::stats::BatchCounts;
+use super::stats::{Batch, WorkerStats};
 use super::Shared;
 
 /// Datagrams per system call: enough to amortize the call under load, small enough that the
@@ -28,6 +28,7 @@ pub struct Worker {
     pub socket: UdpSocket,
     pub local: SocketAddr,
     pub shared: Arc<Shared>,
+    pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -40,6 +41,7 @@ impl Worker {
         let mut limiter: Option<RateLimiter> = None;
         let keys = RandomState::new();
         let key = (keys.hash_one(1u8), keys.hash_one(2u8));
+        let mut counts = Batch::default();
 
         while !self.stop.load(Ordering::Relaxed) {
             let n = match rx.recv(&self.socket) {
@@ -59,22 +61,21 @@ impl Worker {
                 limiter = runtime.rate_limit.map(|p| RateLimiter::new(p, key));
             }
             let now_mono_ns = monotonic_ns();
+            let now_s = super::unix_seconds();
             let assigner = BatchAssigner {
                 groups: &runtime.groups,
-                now_s: super::unix_seconds(),
+                now_s,
             };
-            let mut counts = BatchCounts {
-                received: n as u64,
-                ..Default::default()
-            };
+            counts.reset(runtime.view_names.len());
+            counts.totals.received = n as u64;
             pending.clear();
             for i in 0..n {
                 let Some(r) = rx.get(i) else {
-                    counts.dropped(DropReason::Malformed);
+                    counts.totals.drop_for(DropReason::Malformed);
                     continue;
                 };
                 if r.truncated {
-                    counts.dropped(DropReason::Oversized);
+                    counts.totals.drop_for(DropReason::Oversized);
                     continue;
                 }
                 let receive = clock.receive(r.rx_time);
@@ -93,26 +94,43 @@ impl Worker {
                     runtime.unmatched,
                     limiter.as_mut(),
                 ) {
-                    Decision::Respond(resp) => pending.push((resp, r.peer)),
-                    Decision::Ignore(reason) => counts.dropped(reason),
+                    Decision::Respond(resp) => {
+                        counts.client(r.peer.ip(), resp.view, false);
+                        pending.push((resp, r.peer))
+                    }
+                    Decision::Ignore(reason) => counts.totals.drop_for(reason),
+                    Decision::Limited(view) => {
+                        counts.totals.drop_for(DropReason::RateLimited);
+                        if let Some(v) = view {
+                            counts.view(v).rate_limited += 1;
+                        }
+                        counts.client(r.peer.ip(), view, true);
+                    }
                 }
             }
             if !pending.is_empty() {
                 // The transmit timestamp: one clock reading, as late as possible, for the batch.
                 let transmit = clock.now();
                 for (resp, peer) in &mut pending {
-                    counts.responded(resp.kind);
+                    counts.totals.responded(resp.kind);
+                    if let Some(v) = resp.view {
+                        let c = counts.view(v);
+                        match resp.kind {
+                            ResponseKind::KodRate => c.kod_rate += 1,
+                            _ => c.answered += 1,
+                        }
+                    }
                     if let Some(buf) = tx.push(HEADER_LEN, *peer) {
                         buf.copy_from_slice(resp.finish(transmit));
                     }
                 }
                 let queued = tx.len();
                 match tx.send(&self.socket) {
-                    Ok(sent) => counts.send_errors += (queued - sent) as u64,
-                    Err(_) => counts.send_errors += queued as u64,
+                    Ok(sent) => counts.totals.send_errors += (queued - sent) as u64,
+                    Err(_) => counts.totals.send_errors += queued as u64,
                 }
             }
-            self.shared.stats.add(&counts);
+            self.stats.add(&counts, &runtime.view_names, now_s);
         }
     }
 }

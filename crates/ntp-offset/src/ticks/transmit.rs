@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ntp_offset_proto::tick::{
@@ -15,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, error, info, warn};
 
 use super::keys;
+use crate::control::status::Status;
 use crate::logging::Report;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -33,6 +35,8 @@ pub struct TransmitOptions {
     pub ttl: u32,
     /// Print one JSON line per tick and destination on stdout (for benchmarks).
     pub report: bool,
+    /// Where the transmitter publishes its status after each tick (control socket, metrics).
+    pub status: Option<Arc<Mutex<Status>>>,
 }
 
 impl TransmitOptions {
@@ -271,6 +275,23 @@ impl Transmitter {
             "session {:#010x}, sequence {}, {} ticks sent, {} send errors",
             self.session, self.sequence, self.sent_ticks, self.send_errors
         )
+    }
+
+    /// Publishes the counts and the source clock's state (`clock`) for the monitor.
+    pub fn publish(&self, clock: &str) {
+        let Some(cell) = &self.opts.status else {
+            return;
+        };
+        if let Ok(mut st) = cell.lock() {
+            if let Status::Send(s) = &mut *st {
+                s.clock = clock.to_string();
+                s.transmitter = format!("{:#010x}", self.opts.transmitter);
+                s.session = format!("{:#010x}", self.session);
+                s.sequence = u64::from(self.sequence);
+                s.ticks_sent = self.sent_ticks;
+                s.send_errors = self.send_errors;
+            }
+        }
     }
 
     pub fn sends_follow_ups(&self) -> bool {

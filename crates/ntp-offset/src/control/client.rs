@@ -1,0 +1,78 @@
+//! `ntp-offset status` and `ntp-offset clients`: one request to a daemon's control socket,
+//! printed as text (like chronyc) or as JSON.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::protocol::{request_line, Command, Envelope, Reply};
+use super::render;
+use crate::monitor::ControlPath;
+
+/// The whole answer must arrive within this.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Larger answers are refused (a client log of 100,000 entries is about 20 MB).
+const MAX_REPLY: u64 = 256 << 20;
+
+/// Without --socket: the first of the daemons' default sockets that exists.
+pub fn default_socket() -> PathBuf {
+    let candidates: Vec<PathBuf> = ["serve", "pulse-listen", "pulse-send"]
+        .iter()
+        .map(|r| ControlPath::default_for(r).path)
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .unwrap_or(&candidates[0])
+        .clone()
+}
+
+/// Asks `socket` and returns the reply (an error reply becomes Err).
+pub fn ask(socket: &Path, command: &Command) -> Result<Reply, String> {
+    let shown = socket.display();
+    let mut conn = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => format!(
+            "{shown}: no control socket there: is the daemon running? (serve, pulse listen and pulse send each open one; see --control-socket)"
+        ),
+        ErrorKind::ConnectionRefused => {
+            format!("{shown}: nobody answers (a stale socket: the daemon has stopped)")
+        }
+        ErrorKind::PermissionDenied => format!(
+            "{shown}: permission denied (the socket is mode 0660: join its group, or use sudo)"
+        ),
+        _ => format!("{shown}: {e}"),
+    })?;
+    conn.set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    conn.set_write_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(request_line(command).as_bytes())
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut text = String::new();
+    conn.take(MAX_REPLY)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: no whole answer: {e}"))?;
+    let env: Envelope = serde_json::from_str(text.trim_end())
+        .map_err(|e| format!("{shown}: not an answer this version understands: {e}"))?;
+    match env.reply {
+        Reply::Error(e) => Err(format!("{shown}: {e}")),
+        r => Ok(r),
+    }
+}
+
+/// Runs `status` or `clients` and prints the answer.
+pub fn run(socket: Option<&Path>, command: Command, json: bool) -> Result<(), String> {
+    let socket = socket.map_or_else(default_socket, Path::to_path_buf);
+    let reply = ask(&socket, &command)?;
+    let now = (ntp_offset_sys::clock::realtime_ns() / 1_000_000_000).max(0) as u64;
+    let out = match (&reply, json) {
+        (Reply::Status(s), true) => serde_json::to_string_pretty(s).map_err(|e| e.to_string())?,
+        (Reply::Clients(c), true) => serde_json::to_string_pretty(c).map_err(|e| e.to_string())?,
+        (Reply::Status(s), false) => render::status(s),
+        (Reply::Clients(c), false) => render::clients(c, now),
+        (Reply::Error(e), _) => return Err(e.clone()),
+    };
+    crate::logging::out(format_args!("{}", out.trim_end()));
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! `status` and `clients` as text, laid out like chronyc's reports.
+
+use std::fmt::Write;
+
+use super::status::{ClientEntry, ListenStatus, ReferenceStatus, SendStatus, ServeStatus, Status};
+
+pub fn status(s: &Status) -> String {
+    match s {
+        Status::Serve(s) => serve(s),
+        Status::Listen(l) => listen(l),
+        Status::Send(s) => send(s),
+    }
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.6} s"))
+}
+
+fn rate(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+fn reference(out: &mut String, r: &ReferenceStatus) {
+    let _ = writeln!(
+        out,
+        "Reference       : {}, {} (stratum {}, refid {}, leap {})",
+        r.source, r.state, r.stratum, r.reference_id, r.leap
+    );
+    let _ = writeln!(
+        out,
+        "Root dispersion : {}   root delay {}",
+        secs(Some(r.root_dispersion_s)),
+        secs(Some(r.root_delay_s))
+    );
+    let _ = writeln!(
+        out,
+        "Max error       : {}{}",
+        secs(r.max_error_s),
+        r.estimated_error_s
+            .map_or(String::new(), |e| format!("   estimated {}", secs(Some(e))))
+    );
+    if r.source == "pulse" {
+        let _ = writeln!(
+            out,
+            "Ticks           : {} used, {} missed, {} restarts; last {} ago; transmitter {}",
+            r.ticks.unwrap_or(0),
+            r.missed.unwrap_or(0),
+            r.restarts.unwrap_or(0),
+            r.seconds_since_tick
+                .map_or("-".into(), |a| format!("{a:.1} s")),
+            r.transmitter.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(
+            out,
+            "Tick offset     : {}   jitter {}   frequency {}",
+            secs(r.offset_s),
+            secs(r.jitter_s),
+            r.frequency_ppm
+                .map_or("-".into(), |f| format!("{f:+.3} ppm"))
+        );
+        if !r.rejected.is_empty() {
+            let list: Vec<String> = r.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(out, "Ticks rejected  : {}", list.join(", "));
+        }
+    }
+}
+
+fn serve(s: &ServeStatus) -> String {
+    let mut out = String::new();
+    reference(&mut out, &s.reference);
+    let _ = writeln!(
+        out,
+        "Uptime          : {:.0} s (ntp-offset {})",
+        s.uptime_s, s.program_version
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:>14} {:>10} {:>10} {:>6} {:>8} {:>9} {:>9} {:>8} {:>9}",
+        "View",
+        "Offset",
+        "Requests",
+        "Answers",
+        "KoD",
+        "Limited",
+        "Req/s 1m",
+        "Req/s 5m",
+        "Clients",
+        "Assigned"
+    );
+    for v in &s.views {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>14} {:>10} {:>10} {:>6} {:>8} {:>9} {:>9} {:>8} {:>9}",
+            v.name,
+            v.offset,
+            v.requests,
+            v.answered,
+            v.kod_rate,
+            v.rate_limited,
+            rate(v.requests_per_s_1m),
+            rate(v.requests_per_s_5m),
+            v.clients_last_hour,
+            v.assigned.map_or("-".into(), |a| a.to_string())
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:>10} {:>10} {:>6} {:>9} {:>11}",
+        "Socket", "Received", "Answered", "KoD", "Dropped", "Send errors"
+    );
+    for k in &s.sockets {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10} {:>10} {:>6} {:>9} {:>11}",
+            k.address, k.received, k.answered, k.kod, k.dropped, k.send_errors
+        );
+    }
+    let drops: Vec<String> = s
+        .totals
+        .dropped
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(out, "\nDropped         : {}", drops.join(", "));
+    let _ = writeln!(out, "KoD DENY        : {}", s.totals.kod_deny);
+    for g in &s.spread {
+        let _ = writeln!(
+            out,
+            "Spread `{}`     : {} clients; moved {}, forgotten {}, hashed while full {}",
+            g.name, g.clients, g.moved, g.forgotten, g.hashed_while_full
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Client log      : {} clients ({} per socket at most); {} requests not logged",
+        s.client_log.logged, s.client_log.capacity, s.client_log.not_logged
+    );
+    if !s.most_rate_limited.is_empty() {
+        let _ = writeln!(out, "Most rate-limited:");
+        for c in &s.most_rate_limited {
+            let _ = writeln!(
+                out,
+                "  {:<40} {} of {} requests limited (view {})",
+                c.address,
+                c.rate_limited,
+                c.requests,
+                c.view.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    out
+}
+
+fn listen(l: &ListenStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "pulse listen    : {}", l.line());
+    let _ = writeln!(
+        out,
+        "Datagrams       : {}; feeds: sock {} sent ({} failed), shm {} written",
+        l.datagrams,
+        l.sock_sent.map_or("-".into(), |n| n.to_string()),
+        l.sock_failed.map_or("-".into(), |n| n.to_string()),
+        l.shm_written.map_or("-".into(), |n| n.to_string())
+    );
+    out
+}
+
+fn send(s: &SendStatus) -> String {
+    format!(
+        "pulse send      : transmitter {}, session {}, source {} (clock {})\nTicks           : {} sent, sequence {}, {} send errors; {}, {}\nDestinations    : {}\n",
+        s.transmitter,
+        s.session,
+        s.source,
+        s.clock,
+        s.ticks_sent,
+        s.sequence,
+        s.send_errors,
+        if s.authenticated { "signed" } else { "unsigned" },
+        if s.follow_ups { "with follow-ups" } else { "no follow-ups" },
+        s.destinations.join(", ")
+    )
+}
+
+fn ago(now: u64, t: u64) -> String {
+    let d = now.saturating_sub(t);
+    match d {
+        0..=119 => format!("{d}s"),
+        120..=7199 => format!("{}m", d / 60),
+        7200..=172_799 => format!("{}h", d / 3600),
+        _ => format!("{}d", d / 86_400),
+    }
+}
+
+/// Like `chronyc clients`: one line per client, most requests first.
+pub fn clients(list: &[ClientEntry], now: u64) -> String {
+    let mut out = format!(
+        "{:<40} {:<16} {:<9} {:>9} {:>8} {:>6} {:>6}\n",
+        "Address", "View", "Chosen by", "Requests", "Limited", "First", "Last"
+    );
+    for c in list {
+        let _ = writeln!(
+            out,
+            "{:<40} {:<16} {:<9} {:>9} {:>8} {:>6} {:>6}",
+            c.address,
+            c.view.as_deref().unwrap_or("-"),
+            c.chosen_by,
+            c.requests,
+            c.rate_limited,
+            ago(now, c.first_seen),
+            ago(now, c.last_seen)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_read_like_chronyc() {
+        let c = ClientEntry {
+            address: "198.18.0.5".into(),
+            view: Some("b".into()),
+            chosen_by: "balancer".into(),
+            rule: None,
+            first_seen: 1000,
+            last_seen: 1290,
+            requests: 12,
+            rate_limited: 1,
+        };
+        let text = clients(&[c], 1300);
+        let line = text.lines().nth(1).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            fields,
+            ["198.18.0.5", "b", "balancer", "12", "1", "5m", "10s"]
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! What `ntp-offset status` and `clients` show, as the control socket carries it: plain data
+//! (serde), filled by `serve`, `pulse listen` and `pulse send`, read by the client, the metrics
+//! and the status page. Times are seconds (f64) or Unix seconds; offsets also as exact text.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A daemon's status, by role. (Built a few times a second at most: its size does not matter.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Serve(ServeStatus),
+    Listen(ListenStatus),
+    Send(SendStatus),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServeStatus {
+    pub program_version: String,
+    pub uptime_s: f64,
+    pub reference: ReferenceStatus,
+    pub views: Vec<ViewStatus>,
+    pub sockets: Vec<SocketStatus>,
+    pub totals: Totals,
+    pub spread: Vec<SpreadStatus>,
+    /// The clients with the most rate-limited requests (at most 10).
+    pub most_rate_limited: Vec<ClientEntry>,
+    pub client_log: ClientLogStatus,
+}
+
+/// Where the served time comes from, and its state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReferenceStatus {
+    /// "system" or "pulse".
+    pub source: String,
+    /// system: "synchronized", "local" (local_stratum: answered as synchronized though the
+    /// kernel says STA_UNSYNC) or "unsynchronized";
+    /// pulse: "locked", "holdover" or "unsynchronized".
+    pub state: String,
+    /// As answers carry it (16: unsynchronized).
+    pub stratum: u8,
+    pub reference_id: String,
+    pub leap: String,
+    pub root_delay_s: f64,
+    pub root_dispersion_s: f64,
+    /// system: the kernel's maximum error; pulse: the model's error bound.
+    pub max_error_s: Option<f64>,
+    /// system: the kernel's estimated error.
+    pub estimated_error_s: Option<f64>,
+    /// pulse: tick time (+ offset) minus the host clock, latest tick.
+    pub offset_s: Option<f64>,
+    /// pulse: the standard deviation of the recent ticks' offsets.
+    pub jitter_s: Option<f64>,
+    /// pulse: the model's frequency against the host's monotonic clock.
+    pub frequency_ppm: Option<f64>,
+    pub ticks: Option<u64>,
+    pub missed: Option<u64>,
+    pub restarts: Option<u64>,
+    pub rejected: BTreeMap<String, u64>,
+    pub transmitter: Option<String>,
+    pub seconds_since_tick: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ViewStatus {
+    pub name: String,
+    pub offset_s: f64,
+    /// Exact, as configured: "+15s".
+    pub offset: String,
+    pub requests: u64,
+    pub answered: u64,
+    pub kod_rate: u64,
+    pub rate_limited: u64,
+    pub requests_per_s_1m: Option<f64>,
+    pub requests_per_s_5m: Option<f64>,
+    /// Clients in the client log whose last request chose this view, within the hour.
+    pub clients_last_hour: u64,
+    /// In balanced spread groups: clients assigned to this view, and those active.
+    pub assigned: Option<u64>,
+    pub assigned_active: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SocketStatus {
+    pub address: String,
+    pub received: u64,
+    pub answered: u64,
+    pub kod: u64,
+    pub dropped: u64,
+    pub send_errors: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub received: u64,
+    pub answered: u64,
+    pub kod_rate: u64,
+    pub kod_deny: u64,
+    pub send_errors: u64,
+    /// By reason: truncated, oversized, malformed, bad_version, not_client_mode, no_view,
+    /// rate_limited.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SpreadStatus {
+    pub name: String,
+    pub clients: u64,
+    pub moved: u64,
+    pub forgotten: u64,
+    pub hashed_while_full: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClientLogStatus {
+    pub logged: u64,
+    pub capacity: u64,
+    /// Requests from new clients that found the log full (a flood of addresses).
+    pub not_logged: u64,
+}
+
+/// One client, as `ntp-offset clients` lists it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClientEntry {
+    pub address: String,
+    pub view: Option<String>,
+    /// How the view was chosen: "rule", "pin" (a rule for this one address), "balancer",
+    /// "hash", "default" or "none".
+    pub chosen_by: String,
+    /// Which rule, as the config names it: "spread `vms` (line 40)".
+    pub rule: Option<String>,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub requests: u64,
+    pub rate_limited: u64,
+}
+
+/// `pulse listen`'s status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListenStatus {
+    pub state: String,
+    pub transmitter: Option<String>,
+    /// What the transmitter says of its own clock, from the latest sample: synchronized,
+    /// holdover or unsynchronized (whose samples the NTP daemons ignore).
+    pub transmitter_state: Option<String>,
+    pub session: Option<String>,
+    pub datagrams: u64,
+    pub ticks: u64,
+    pub samples: u64,
+    pub follow_ups: u64,
+    pub follow_ups_missing: u64,
+    /// Seconds without a tick while following a transmitter.
+    pub missed: u64,
+    pub restarts: u64,
+    /// Inserted leap seconds seen (their ticks make no sample).
+    pub leap_seconds: u64,
+    pub rejected: BTreeMap<String, u64>,
+    /// Reference (tick time + offset + delay) minus local clock, latest sample.
+    pub offset_ns: Option<i64>,
+    pub mean_offset_ns: Option<i64>,
+    pub jitter_ns: Option<i64>,
+    pub seconds_since_sample: Option<f64>,
+    pub sock_sent: Option<u64>,
+    pub sock_failed: Option<u64>,
+    pub shm_written: Option<u64>,
+}
+
+/// `pulse send`'s status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SendStatus {
+    /// "system" or "dcf77".
+    pub source: String,
+    /// The source clock: "synchronized", "holdover", "unsynchronized" or "not read yet".
+    pub clock: String,
+    pub transmitter: String,
+    pub session: String,
+    pub sequence: u64,
+    pub ticks_sent: u64,
+    pub send_errors: u64,
+    pub destinations: Vec<String>,
+    pub authenticated: bool,
+    pub follow_ups: bool,
+}
+
+impl ListenStatus {
+    /// One human line, e.g. `locked to 0x0a0b0c0d: offset +15.000012s, jitter 8us, ...`.
+    pub fn line(&self) -> String {
+        let who = match &self.transmitter {
+            Some(t) => format!(" to {t}"),
+            None if self.samples > 0 || self.ticks > 0 => " to legacy pulses".into(),
+            None => String::new(),
+        };
+        let mut s = format!("{}{who}", self.state);
+        match self.transmitter_state.as_deref() {
+            Some(t) if t != "synchronized" => s += &format!(" (transmitter {t})"),
+            _ => {}
+        }
+        if let (Some(o), Some(j)) = (self.offset_ns, self.jitter_ns) {
+            s += &format!(": offset {}, jitter {:.1}us", exact_ns(o), j as f64 / 1e3);
+        }
+        s += &format!(
+            "; {} samples from {} ticks, {} missed, {} restarts, {} follow-ups ({} missing)",
+            self.samples,
+            self.ticks,
+            self.missed,
+            self.restarts,
+            self.follow_ups,
+            self.follow_ups_missing
+        );
+        if self.leap_seconds > 0 {
+            s += &format!(", {} leap seconds", self.leap_seconds);
+        }
+        if let Some(age) = self.seconds_since_sample {
+            s += &format!(", last sample {age:.1}s ago");
+        }
+        if !self.rejected.is_empty() {
+            let r: Vec<String> = self
+                .rejected
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            s += &format!("; rejected: {}", r.join(", "));
+        }
+        s
+    }
+}
+
+/// Nanoseconds as exact seconds: offsets may be seconds or decades, and an integer stays exact.
+pub fn exact_ns(o: i64) -> String {
+    let (sign, abs) = if o < 0 {
+        ('-', -(o as i128))
+    } else {
+        ('+', o as i128)
+    };
+    format!("{sign}{}.{:09}s", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_offsets_keep_every_nanosecond() {
+        assert_eq!(exact_ns(15_000_012_000), "+15.000012000s");
+        assert_eq!(exact_ns(-1), "-0.000000001s");
+        assert_eq!(exact_ns(i64::MIN), "-9223372036.854775808s");
+    }
+}

@@ -1,0 +1,320 @@
+//! Watching a running daemon from outside: the control socket (`ntp-offset status`,
+//! `clients`), Prometheus metrics and the status page. All read one [`Source`] (the daemon's
+//! status, built on demand from its counters) through a [`Monitor`], which also keeps the last
+//! hour of it ([`history`]) and the host's CPU load by second of the minute ([`cpu`]). Every
+//! thread here is apart from the NTP path: a slow reader slows only itself.
+
+pub mod control_socket;
+pub mod cpu;
+pub mod history;
+pub mod http;
+pub mod metrics;
+pub mod page;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::control::protocol::{Command, Reply};
+use crate::control::status::{ClientEntry, Status};
+use cpu::MinuteProfile;
+use history::History;
+
+/// What a daemon shows of itself.
+pub trait Source: Send + Sync {
+    fn status(&self) -> Status;
+    fn clients(&self, _view: Option<&str>) -> Result<Vec<ClientEntry>, String> {
+        Err("only `ntp-offset serve` keeps a client log".into())
+    }
+}
+
+/// `pulse listen` and `pulse send` publish their status into one of these after each event.
+impl Source for Mutex<Status> {
+    fn status(&self) -> Status {
+        self.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// How often /proc/stat is read for the minute profile.
+const CPU_EVERY: Duration = Duration::from_millis(200);
+
+pub struct Monitor {
+    source: Arc<dyn Source>,
+    history: Mutex<History>,
+    cpu: Mutex<MinuteProfile>,
+    started: Instant,
+}
+
+impl Monitor {
+    pub fn new(source: Arc<dyn Source>) -> Arc<Monitor> {
+        Arc::new(Monitor {
+            source,
+            history: Mutex::new(History::default()),
+            cpu: Mutex::new(MinuteProfile::default()),
+            started: Instant::now(),
+        })
+    }
+
+    /// The source's status, with the rates only the history knows.
+    pub fn status(&self) -> Status {
+        let mut st = self.source.status();
+        if let Status::Serve(s) = &mut st {
+            s.uptime_s = self.started.elapsed().as_secs_f64();
+            let h = self.history();
+            for v in &mut s.views {
+                let key = format!("requests/{}", v.name);
+                v.requests_per_s_1m = h.rate(&key, 60);
+                v.requests_per_s_5m = h.rate(&key, 300);
+            }
+        }
+        st
+    }
+
+    pub fn reply(&self, command: &Command) -> Reply {
+        match command {
+            Command::Status => Reply::Status(Box::new(self.status())),
+            Command::Clients { view } => match self.source.clients(view.as_deref()) {
+                Ok(c) => Reply::Clients(c),
+                Err(e) => Reply::Error(e),
+            },
+        }
+    }
+
+    pub fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn cpu(&self) -> MutexGuard<'_, MinuteProfile> {
+        self.cpu.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one second of the status into the history.
+    fn record(&self, t: u64) {
+        let st = self.source.status();
+        let mut h = self.history();
+        let mut gauge = |k: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                h.push(k, t, v)
+            }
+        };
+        match &st {
+            Status::Serve(s) => {
+                for v in &s.views {
+                    gauge(&format!("requests/{}", v.name), Some(v.requests as f64));
+                    gauge(
+                        &format!("clients/{}", v.name),
+                        Some(v.clients_last_hour as f64),
+                    );
+                }
+                for (reason, n) in &s.totals.dropped {
+                    gauge(&format!("dropped/{reason}"), Some(*n as f64));
+                }
+                let r = &s.reference;
+                gauge("reference/offset", r.offset_s);
+                gauge("reference/error", r.max_error_s);
+                gauge("reference/jitter", r.jitter_s);
+                gauge("ticks/received", r.ticks.map(|n| n as f64));
+                gauge("ticks/missed", r.missed.map(|n| n as f64));
+                let rejected = r.rejected.values().sum::<u64>() as f64;
+                gauge("ticks/rejected", r.ticks.map(|_| rejected));
+            }
+            Status::Listen(l) => {
+                gauge("reference/offset", l.offset_ns.map(|n| n as f64 / 1e9));
+                gauge("reference/jitter", l.jitter_ns.map(|n| n as f64 / 1e9));
+                gauge("ticks/received", Some(l.ticks as f64));
+                gauge("ticks/missed", Some(l.missed as f64));
+                gauge(
+                    "ticks/rejected",
+                    Some(l.rejected.values().sum::<u64>() as f64),
+                );
+            }
+            Status::Send(s) => {
+                gauge("ticks/sent", Some(s.ticks_sent as f64));
+                gauge("ticks/send_errors", Some(s.send_errors as f64));
+            }
+        }
+    }
+}
+
+/// Where a daemon's control socket and web listener are, once checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub control_socket: Option<ControlPath>,
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlPath {
+    pub path: PathBuf,
+    /// Given in the config or on the command line: failing to bind it is an error. The
+    /// default only warns, so `serve` still runs for a user who may not write to /run.
+    pub explicit: bool,
+}
+
+impl ControlPath {
+    /// The control socket `role` (serve, pulse-listen, pulse-send) uses unless told otherwise:
+    /// in systemd's RuntimeDirectory= when set; else /run/ntp-offset/ for root and
+    /// $XDG_RUNTIME_DIR/ntp-offset/ for other users (who may not write to /run).
+    pub fn default_for(role: &str) -> ControlPath {
+        let env_dir = |name: &str| {
+            std::env::var_os(name)
+                .and_then(|d| {
+                    d.to_str()
+                        .and_then(|s| s.split(':').next().map(PathBuf::from))
+                })
+                .filter(|d| !d.as_os_str().is_empty())
+        };
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let dir = env_dir("RUNTIME_DIRECTORY")
+            .or_else(|| {
+                if root {
+                    None
+                } else {
+                    env_dir("XDG_RUNTIME_DIR").map(|d| d.join("ntp-offset"))
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("/run/ntp-offset"));
+        ControlPath {
+            path: dir.join(format!("{role}.sock")),
+            explicit: false,
+        }
+    }
+
+    /// `--control-socket`: a path, or "none".
+    pub fn from_flag(flag: Option<&str>, role: &str) -> Option<ControlPath> {
+        match flag {
+            None => Some(ControlPath::default_for(role)),
+            Some("none") | Some("") => None,
+            Some(p) => Some(ControlPath {
+                path: PathBuf::from(p),
+                explicit: true,
+            }),
+        }
+    }
+}
+
+/// `--control-socket` and `--metrics` of `pulse listen` and `pulse send`.
+#[derive(clap::Args, Debug, Default)]
+pub struct MonitorFlags {
+    /// The control socket for `ntp-offset status`, or `none` (default:
+    /// /run/ntp-offset/ROLE.sock, or in $RUNTIME_DIRECTORY).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<String>,
+    /// Serve /metrics (Prometheus) and a status page on IP:PORT, e.g. 127.0.0.1:9124.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<SocketAddr>,
+}
+
+impl MonitorFlags {
+    pub fn endpoints(&self, role: &str) -> Endpoints {
+        if let Some(m) = self.metrics.filter(|m| !m.ip().is_loopback()) {
+            warn!(
+                "--metrics {m} is not loopback: the metrics and status page have no authentication"
+            );
+        }
+        Endpoints {
+            control_socket: ControlPath::from_flag(self.control_socket.as_deref(), role),
+            metrics: self.metrics,
+        }
+    }
+}
+
+/// The monitor's threads: the sampler, and the control socket and web listener if asked.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    sampler: Option<JoinHandle<()>>,
+    control: Option<control_socket::ControlSocket>,
+    http: Option<http::WebServer>,
+    pub monitor: Arc<Monitor>,
+}
+
+impl Running {
+    /// Binds what `endpoints` ask for (an explicit path or address that cannot be bound is an
+    /// error; so is a control socket a live process holds) and starts the threads.
+    pub fn start(
+        source: Arc<dyn Source>,
+        endpoints: &Endpoints,
+        page_title: &str,
+    ) -> Result<Running, String> {
+        let monitor = Monitor::new(source);
+        let control = match &endpoints.control_socket {
+            None => None,
+            Some(c) => match control_socket::ControlSocket::start(&c.path, monitor.clone()) {
+                Ok(s) => Some(s),
+                Err(control_socket::BindError::InUse(e)) => return Err(e),
+                Err(control_socket::BindError::Other(e)) if c.explicit => return Err(e),
+                Err(control_socket::BindError::Other(e)) => {
+                    warn!("{e}; running without a control socket (give --control-socket PATH, or `none`)");
+                    None
+                }
+            },
+        };
+        let http = match endpoints.metrics {
+            None => None,
+            Some(addr) => Some(http::WebServer::start(addr, monitor.clone(), page_title)?),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (m, stop) = (monitor.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("monitor".into())
+                .spawn(move || sample(&m, &stop))
+                .map_err(|e| format!("cannot start the monitor thread: {e}"))?
+        };
+        Ok(Running {
+            stop,
+            sampler: Some(sampler),
+            control,
+            http,
+            monitor,
+        })
+    }
+
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.sampler.take() {
+            let _ = t.join();
+        }
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
+        if let Some(h) = self.http.take() {
+            h.stop();
+        }
+    }
+}
+
+/// Reads /proc/stat every [`CPU_EVERY`] and the status once a second, until stopped.
+fn sample(m: &Monitor, stop: &AtomicBool) {
+    let mut last_second = 0;
+    let mut cpu_failing = false;
+    while !stop.load(Ordering::Relaxed) {
+        let now_ms = (ntp_offset_sys::clock::realtime_ns() / 1_000_000).max(0) as u64;
+        match std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| cpu::parse_proc_stat(&t))
+        {
+            Some(times) => m.cpu().sample(times, now_ms),
+            None if !cpu_failing => {
+                cpu_failing = true;
+                warn!("cannot read /proc/stat: the status page shows no CPU profile");
+            }
+            None => {}
+        }
+        if now_ms / 1000 != last_second {
+            last_second = now_ms / 1000;
+            m.record(last_second);
+        }
+        std::thread::sleep(CPU_EVERY);
+    }
+}

@@ -1,0 +1,512 @@
+//! `/`: the status page. Server-rendered SVG, no script library and nothing from a CDN (hosts
+//! may be isolated); a few lines of inline script fetch `/plots` every few seconds and swap the
+//! plots in, so the page is live. Each plot is a `<figure class="plot">` whose `data-points`
+//! says how many values it draws (the browser test checks them).
+
+use std::fmt::Write;
+
+use super::cpu::MinuteProfile;
+use super::history::History;
+use crate::control::status::Status;
+
+/// Seconds per point of the hour-long plots.
+const BIN_S: u64 = 10;
+const PALETTE: [&str; 8] = [
+    "#2b6cb0", "#c05621", "#2f855a", "#9b2c2c", "#6b46c1", "#b7791f", "#2c7a7b", "#97266d",
+];
+const W: f64 = 640.0;
+const H: f64 = 220.0;
+const LEFT: f64 = 56.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 12.0;
+const BOTTOM: f64 = 28.0;
+
+/// The whole page.
+pub fn page(title: &str, status: &Status, history: &History, cpu: &MinuteProfile) -> String {
+    let mut s = String::with_capacity(64 * 1024);
+    let _ = write!(
+        s,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 0 auto; padding: 12px; max-width: 1400px; color: #1a202c; background: #f7fafc; }}
+h1 {{ font-size: 1.3rem; margin: 4px 0 8px; }}
+#summary {{ font-size: .95rem; margin-bottom: 12px; }}
+#plots {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 560px), 1fr)); gap: 12px; }}
+figure.plot {{ margin: 0; background: #fff; border: 1px solid #e2e8f0; border-radius: 6px; padding: 8px; }}
+figcaption {{ font-weight: 600; font-size: .95rem; margin-bottom: 4px; }}
+figure.plot svg {{ width: 100%; height: auto; display: block; }}
+.legend {{ font-size: .8rem; }} .legend span {{ margin-right: 10px; white-space: nowrap; }}
+.legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; border-radius: 2px; }}
+.empty {{ color: #718096; font-size: .85rem; }}
+svg text {{ font-size: 11px; fill: #4a5568; }}
+</style></head>
+<body data-updates="0"><h1>{title}</h1>
+<div id="live">{}</div>
+<script>
+// Live: the plots are re-rendered by the server; swap them in every 5 s.
+let updates = 0;
+async function refresh() {{
+  try {{
+    const r = await fetch('plots', {{ cache: 'no-store' }});
+    if (r.ok) {{ document.getElementById('live').innerHTML = await r.text(); document.body.dataset.updates = ++updates; }}
+  }} catch (e) {{}}
+}}
+setInterval(refresh, 5000);
+setTimeout(refresh, 1000);
+</script>
+</body></html>
+"#,
+        plots(status, history, cpu)
+    );
+    s
+}
+
+/// The summary line and every plot: what `/plots` returns.
+pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<div id="summary">{}</div><div id="plots">"#,
+        escape(&summary(status))
+    );
+    if let Status::Serve(st) = status {
+        let views: Vec<(String, Vec<(f64, f64)>)> = st
+            .views
+            .iter()
+            .map(|v| {
+                let pts = history
+                    .binned_rate(&format!("requests/{}", v.name), BIN_S)
+                    .into_iter()
+                    .map(|(t, r)| (t as f64, r))
+                    .collect();
+                (v.name.clone(), pts)
+            })
+            .collect();
+        s += &line_plot(
+            "requests",
+            "Requests per second by view (last hour)",
+            &views,
+            "/s",
+            true,
+        );
+        let bars: Vec<(String, f64)> = st
+            .views
+            .iter()
+            .map(|v| (v.name.clone(), v.clients_last_hour as f64))
+            .collect();
+        s += &bar_plot("clients", "Clients per view (seen in the last hour)", &bars);
+        let mut drops = Vec::new();
+        for reason in history
+            .keys_under("dropped/")
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+        {
+            let pts: Vec<(f64, f64)> = history
+                .binned_rate(&format!("dropped/{reason}"), BIN_S)
+                .into_iter()
+                .map(|(t, r)| (t as f64, r))
+                .collect();
+            if pts.iter().any(|p| p.1 > 0.0) {
+                drops.push((reason, pts));
+            }
+        }
+        s += &line_plot(
+            "drops",
+            "Dropped requests per second by reason",
+            &drops,
+            "/s",
+            true,
+        );
+    }
+    let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
+        history
+            .get(key)
+            .map(|v| v.iter().map(|&(t, y)| (t as f64, y * scale)).collect())
+            .unwrap_or_default()
+    };
+    let mut reference = Vec::new();
+    for (name, key) in [
+        ("offset", "reference/offset"),
+        ("error bound", "reference/error"),
+    ] {
+        let pts = series(key, 1e3);
+        if !pts.is_empty() {
+            reference.push((name.to_string(), pts));
+        }
+    }
+    let has_ticks = history.get("ticks/received").is_some();
+    if matches!(status, Status::Serve(_) | Status::Listen(_)) {
+        s += &line_plot(
+            "reference",
+            "Reference: offset and error bound (ms)",
+            &reference,
+            " ms",
+            false,
+        );
+    }
+    if has_ticks {
+        let mut ticks = vec![("jitter (ms)".to_string(), series("reference/jitter", 1e3))];
+        for (name, key) in [
+            ("missed per min", "ticks/missed"),
+            ("rejected per min", "ticks/rejected"),
+        ] {
+            let pts: Vec<(f64, f64)> = history
+                .binned_rate(key, 60)
+                .into_iter()
+                .map(|(t, r)| (t as f64, r * 60.0))
+                .collect();
+            ticks.push((name.to_string(), pts));
+        }
+        ticks.retain(|(_, p)| !p.is_empty());
+        s += &line_plot("ticks", "Ticks: jitter and loss", &ticks, "", true);
+    }
+    if let Status::Send(_) = status {
+        let sent: Vec<(f64, f64)> = history
+            .binned_rate("ticks/sent", BIN_S)
+            .into_iter()
+            .map(|(t, r)| (t as f64, r))
+            .collect();
+        s += &line_plot(
+            "sent",
+            "Ticks sent per second",
+            &[("ticks".into(), sent)],
+            "/s",
+            true,
+        );
+    }
+    s += &cpu_plot(cpu);
+    s += "</div>";
+    s
+}
+
+fn summary(status: &Status) -> String {
+    match status {
+        Status::Serve(s) => format!(
+            "serve: reference {} ({}), stratum {}; {} views; {} received, {} answered; up {:.0} s",
+            s.reference.source,
+            s.reference.state,
+            s.reference.stratum,
+            s.views.len(),
+            s.totals.received,
+            s.totals.answered,
+            s.uptime_s
+        ),
+        Status::Listen(l) => format!("pulse listen: {}", l.line()),
+        Status::Send(s) => format!(
+            "pulse send: transmitter {}, {} ticks sent, {} send errors; clock {}",
+            s.transmitter, s.ticks_sent, s.send_errors, s.clock
+        ),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn figure(id: &str, title: &str, points: usize, body: &str, legend: &str) -> String {
+    format!(
+        r#"<figure class="plot" id="plot-{id}" data-points="{points}"><figcaption>{}</figcaption>{body}{legend}</figure>"#,
+        escape(title)
+    )
+}
+
+fn empty(id: &str, title: &str, why: &str) -> String {
+    figure(
+        id,
+        title,
+        0,
+        &format!(r#"<p class="empty">{}</p>"#, escape(why)),
+        "",
+    )
+}
+
+fn legend(names: &[&str]) -> String {
+    let mut s = String::from(r#"<div class="legend">"#);
+    for (i, n) in names.iter().enumerate() {
+        let _ = write!(
+            s,
+            r#"<span><i style="background:{}"></i>{}</span>"#,
+            PALETTE[i % PALETTE.len()],
+            escape(n)
+        );
+    }
+    s + "</div>"
+}
+
+/// A round number near `v` for an axis' top.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|&m| m >= v)
+        .unwrap_or(10.0 * p)
+}
+
+/// `v` with as many decimals as a step of `step` between neighbours needs.
+fn fmt_num(v: f64, step: f64) -> String {
+    let decimals = if !(step > 0.0 && step.is_finite()) || (step >= 1.0 && step.fract() == 0.0) {
+        0
+    } else {
+        ((-step.log10()).ceil() + 1.0).clamp(0.0, 9.0) as usize
+    };
+    format!("{v:.decimals$}")
+}
+
+/// Lines over time (x: Unix seconds). `from_zero`: the y axis starts at 0.
+fn line_plot(
+    id: &str,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    unit: &str,
+    from_zero: bool,
+) -> String {
+    let points: usize = series.iter().map(|(_, p)| p.len()).sum();
+    if points == 0 {
+        return empty(id, title, "no data yet (a point every 10 s)");
+    }
+    let all = || series.iter().flat_map(|(_, p)| p.iter());
+    let (x0, x1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut y0, mut y1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    if from_zero {
+        y0 = y0.min(0.0);
+        y1 = nice_max(y1);
+    } else if y1 - y0 < 1e-9 {
+        (y0, y1) = (y0 - 1.0, y1 + 1.0);
+    }
+    let xspan = (x1 - x0).max(1.0);
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let x = |t: f64| LEFT + (t - x0) / xspan * pw;
+    let y = |v: f64| TOP + ph - (v - y0) / (y1 - y0) * ph;
+    let mut svg = format!(
+        r#"<svg viewBox="0 0 {W} {H}" role="img" aria-label="{}">"#,
+        escape(title)
+    );
+    axes(&mut svg, y0, y1, unit);
+    let span = if x1 - x0 >= 120.0 {
+        format!("-{:.0} min", (x1 - x0) / 60.0)
+    } else {
+        format!("-{:.0} s", x1 - x0)
+    };
+    let _ = write!(
+        svg,
+        r#"<text x="{LEFT}" y="{}">{span}</text><text x="{}" y="{}" text-anchor="end">now</text>"#,
+        H - 8.0,
+        W - RIGHT,
+        H - 8.0
+    );
+    for (i, (_, pts)) in series.iter().enumerate() {
+        if pts.is_empty() {
+            continue;
+        }
+        let mut d = String::new();
+        for (j, &(t, v)) in pts.iter().enumerate() {
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if j == 0 { "M" } else { " L" },
+                x(t),
+                y(v)
+            );
+        }
+        let colour = PALETTE[i % PALETTE.len()];
+        let _ = write!(
+            svg,
+            r#"<path d="{d}" fill="none" stroke="{colour}" stroke-width="1.8"/>"#
+        );
+        if pts.len() == 1 {
+            let (t, v) = pts[0];
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                x(t),
+                y(v)
+            );
+        }
+    }
+    svg += "</svg>";
+    let names: Vec<&str> = series.iter().map(|(n, _)| n.as_str()).collect();
+    figure(id, title, points, &svg, &legend(&names))
+}
+
+fn axes(svg: &mut String, y0: f64, y1: f64, unit: &str) {
+    let ph = H - TOP - BOTTOM;
+    for k in 0..=4 {
+        let v = y0 + (y1 - y0) * f64::from(k) / 4.0;
+        let yy = TOP + ph - ph * f64::from(k) / 4.0;
+        let _ = write!(
+            svg,
+            r##"<line x1="{LEFT}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e2e8f0"/><text x="{}" y="{:.1}" text-anchor="end">{}{}</text>"##,
+            W - RIGHT,
+            LEFT - 4.0,
+            yy + 4.0,
+            fmt_num(v, (y1 - y0) / 4.0),
+            if k == 4 { unit } else { "" }
+        );
+    }
+}
+
+/// Horizontal bars: one per label.
+fn bar_plot(id: &str, title: &str, bars: &[(String, f64)]) -> String {
+    if bars.is_empty() {
+        return empty(id, title, "no views");
+    }
+    let max = nice_max(bars.iter().map(|b| b.1).fold(0.0, f64::max));
+    let row = 22.0;
+    let h = TOP + row * bars.len() as f64 + 8.0;
+    let pw = W - 120.0 - RIGHT - 50.0;
+    let mut svg = format!(
+        r#"<svg viewBox="0 0 {W} {h}" role="img" aria-label="{}">"#,
+        escape(title)
+    );
+    for (i, (name, v)) in bars.iter().enumerate() {
+        let yy = TOP + row * i as f64;
+        let _ = write!(
+            svg,
+            r#"<text x="114" y="{:.1}" text-anchor="end">{}</text><rect x="120" y="{yy:.1}" width="{:.1}" height="{}" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            yy + 14.0,
+            escape(name),
+            (v / max * pw).max(1.0),
+            row - 6.0,
+            PALETTE[i % PALETTE.len()],
+            124.0 + (v / max * pw).max(1.0),
+            yy + 14.0,
+            fmt_num(*v, 1.0)
+        );
+    }
+    svg += "</svg>";
+    figure(id, title, bars.len(), &svg, "")
+}
+
+/// The host's CPU load by second of the minute: this hour as bars, earlier hours as lines.
+fn cpu_plot(cpu: &MinuteProfile) -> String {
+    let id = "cpu";
+    let title = "Host CPU load by second of the minute (this hour: bars; earlier hours: lines)";
+    let Some(now) = cpu.current() else {
+        return empty(id, title, "no samples of /proc/stat yet");
+    };
+    let bins = now.bins();
+    let points = bins.iter().flatten().count();
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let y = |v: f64| TOP + ph - v * ph;
+    let mut svg = format!(r#"<svg viewBox="0 0 {W} {H}" role="img" aria-label="{title}">"#);
+    axes(&mut svg, 0.0, 100.0, " %");
+    let bw = pw / 60.0;
+    for (i, b) in bins.iter().enumerate() {
+        if let Some(v) = b {
+            let _ = write!(
+                svg,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
+                LEFT + bw * i as f64 + 0.5,
+                y(*v),
+                bw - 1.0,
+                (v * ph).max(0.5),
+                PALETTE[0]
+            );
+        }
+    }
+    let earlier: Vec<_> = cpu.hours().rev().skip(1).take(3).collect();
+    for (k, h) in earlier.iter().enumerate() {
+        let mut d = String::new();
+        for (i, b) in h.bins().iter().enumerate() {
+            if let Some(v) = b {
+                let _ = write!(
+                    d,
+                    "{}{:.1},{:.1}",
+                    if d.is_empty() { "M" } else { " L" },
+                    LEFT + bw * (i as f64 + 0.5),
+                    y(*v)
+                );
+            }
+        }
+        let _ = write!(
+            svg,
+            r#"<path d="{d}" fill="none" stroke="{}" stroke-opacity="{:.2}" stroke-width="1.5"/>"#,
+            PALETTE[1 + k],
+            0.9 - 0.2 * k as f64
+        );
+    }
+    for s in [0, 15, 30, 45] {
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">:{s:02}</text>"#,
+            LEFT + bw * (s as f64 + 0.5),
+            H - 8.0
+        );
+    }
+    svg += "</svg>";
+    let peak = now
+        .peak_to_mean()
+        .map_or(String::new(), |p| format!("peak/mean this hour: {p:.2}"));
+    let mut names = vec!["this hour".to_string()];
+    names.extend((1..=earlier.len()).map(|k| format!("{k} h ago")));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    figure(
+        id,
+        title,
+        points,
+        &svg,
+        &format!("{}<div class=\"legend\">{peak}</div>", legend(&names)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::status::{ServeStatus, ViewStatus};
+
+    #[test]
+    fn every_plot_shows_what_the_history_holds() {
+        let mut h = History::default();
+        let mut cpu = MinuteProfile::default();
+        for t in 0..120u64 {
+            h.push("requests/a", 1000 + t, (t * 5) as f64);
+            h.push("dropped/rate_limited", 1000 + t, t as f64);
+            h.push("reference/error", 1000 + t, 0.001);
+            cpu.add(1000 + t, 0.2);
+        }
+        let mut st = ServeStatus::default();
+        st.views.push(ViewStatus {
+            name: "a<b".into(),
+            clients_last_hour: 3,
+            ..ViewStatus::default()
+        });
+        st.views[0].name = "a".into();
+        let html = page("t", &Status::Serve(st), &h, &cpu);
+        for id in ["requests", "clients", "drops", "reference", "cpu"] {
+            let at = html
+                .find(&format!("id=\"plot-{id}\" data-points=\""))
+                .expect(id);
+            let n: usize = html[at..]
+                .split('"')
+                .nth(3)
+                .and_then(|n| n.parse().ok())
+                .expect(id);
+            assert!(n > 0, "plot {id} is empty");
+        }
+        assert!(
+            !html.contains("http"),
+            "self-contained: nothing fetched from elsewhere"
+        );
+    }
+
+    #[test]
+    fn empty_history_says_so_rather_than_drawing_nothing() {
+        let html = plots(
+            &Status::Serve(ServeStatus::default()),
+            &History::default(),
+            &MinuteProfile::default(),
+        );
+        assert!(html.contains("id=\"plot-cpu\" data-points=\"0\""));
+        assert!(html.contains("no samples of /proc/stat yet"));
+    }
+}

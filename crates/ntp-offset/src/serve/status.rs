@@ -1,0 +1,303 @@
+//! `serve`'s side of the monitor: its status and client list, read from the workers'
+//! counters and client logs, the reference and the spread groups, on demand.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use ntp_offset_proto::packet::LeapIndicator;
+use ntp_offset_proto::responder::DropReason;
+use ntp_offset_proto::view::{Target, ViewTable};
+
+use super::client_log::{self, Client};
+use super::pulse_reference::PulseStatus;
+use super::Shared;
+use crate::control::status::{
+    ClientEntry, ClientLogStatus, ReferenceStatus, ServeStatus, SocketStatus, SpreadStatus, Status,
+    Totals, ViewStatus,
+};
+use crate::monitor::Source;
+
+pub struct ServeSource {
+    pub shared: Arc<Shared>,
+    /// The pulse reference's state; None for the system clock (the kernel is asked).
+    pub pulse: Option<Arc<Mutex<PulseStatus>>>,
+}
+
+fn unix_now() -> u64 {
+    super::unix_seconds()
+}
+
+/// Every worker's client log merged by address (a client may ask on several sockets): the
+/// latest view, the sums, and the socket it last asked on.
+fn merged_clients(shared: &Shared) -> HashMap<IpAddr, (Client, SocketAddr)> {
+    let mut all: HashMap<IpAddr, (Client, SocketAddr)> = HashMap::new();
+    for w in shared.stats.workers() {
+        let c = w.lock();
+        for (ip, e) in c.clients.iter() {
+            match all.get_mut(ip) {
+                None => {
+                    all.insert(*ip, (e.clone(), w.local));
+                }
+                Some((m, local)) => {
+                    m.requests += e.requests;
+                    m.rate_limited += e.rate_limited;
+                    m.first_s = m.first_s.min(e.first_s);
+                    if e.last_s > m.last_s {
+                        m.last_s = e.last_s;
+                        m.view = e.view.clone();
+                        *local = w.local;
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+/// How a request from `client` on `local` finds its view, read from the rules now.
+fn chosen_by(
+    views: &ViewTable,
+    rule_names: &[String],
+    local: SocketAddr,
+    client: IpAddr,
+) -> (String, Option<String>) {
+    match views.rule_for(local, client) {
+        Some((i, rule)) => {
+            let how = match &rule.target {
+                Target::View(_)
+                    if rule.clients.len() == 1 && rule.clients[0].is_single_address() =>
+                {
+                    "pin"
+                }
+                Target::View(_) => "rule",
+                Target::Spread(s) if s.balanced().is_some() => "balancer",
+                Target::Spread(_) => "hash",
+            };
+            (how.into(), rule_names.get(i).cloned())
+        }
+        None if views.default_view().is_some() => ("default".into(), None),
+        None => ("none".into(), None),
+    }
+}
+
+fn entry(ip: &IpAddr, c: &Client, how: (String, Option<String>)) -> ClientEntry {
+    ClientEntry {
+        address: ip.to_string(),
+        view: c.view.as_deref().map(str::to_string),
+        chosen_by: how.0,
+        rule: how.1,
+        first_seen: c.first_s,
+        last_seen: c.last_s,
+        requests: c.requests,
+        rate_limited: c.rate_limited,
+    }
+}
+
+fn leap_name(l: LeapIndicator) -> &'static str {
+    match l {
+        LeapIndicator::NoWarning => "none",
+        LeapIndicator::InsertSecond => "insert",
+        LeapIndicator::DeleteSecond => "delete",
+        LeapIndicator::Unsynchronized => "unsynchronized",
+    }
+}
+
+impl ServeSource {
+    fn reference(&self) -> ReferenceStatus {
+        let snap = self.shared.clock.snapshot();
+        let st = &snap.state;
+        let mut r = ReferenceStatus {
+            stratum: if st.stratum == 0 { 16 } else { st.stratum },
+            reference_id: crate::text::refid(st.stratum, st.reference_id),
+            leap: leap_name(st.leap).into(),
+            root_delay_s: f64::from(st.root_delay.to_bits()) / 65536.0,
+            root_dispersion_s: f64::from(st.root_dispersion.to_bits()) / 65536.0,
+            ..ReferenceStatus::default()
+        };
+        match &self.pulse {
+            None => {
+                r.source = "system".into();
+                match ntp_offset_sys::clock::kernel_ntp_status() {
+                    Ok(k) => {
+                        // What answers say: with local_stratum, synchronized whatever the kernel.
+                        r.state = if st.leap == LeapIndicator::Unsynchronized {
+                            "unsynchronized"
+                        } else if k.unsynchronized() {
+                            "local"
+                        } else {
+                            "synchronized"
+                        }
+                        .into();
+                        r.max_error_s = Some(k.max_error_us as f64 / 1e6);
+                        r.estimated_error_s = Some(k.est_error_us as f64 / 1e6);
+                    }
+                    Err(_) => r.state = "unknown".into(),
+                }
+            }
+            Some(p) => {
+                let p = p.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                r.source = "pulse".into();
+                r.state = if p.state.is_empty() {
+                    "unsynchronized"
+                } else {
+                    p.state
+                }
+                .into();
+                r.max_error_s = p.error_s;
+                r.offset_s = p.offset_s;
+                r.jitter_s = p.jitter_s;
+                r.frequency_ppm = p.frequency_ppm;
+                r.ticks = Some(p.ticks);
+                r.missed = Some(p.missed);
+                r.restarts = Some(p.restarts);
+                r.rejected = p.rejected.clone();
+                r.transmitter = p.transmitter.clone();
+                r.seconds_since_tick = p
+                    .last_sample_mono_ns
+                    .map(|t| (ntp_offset_sys::clock::monotonic_raw_ns() - t) as f64 / 1e9);
+            }
+        }
+        r
+    }
+}
+
+impl Source for ServeSource {
+    fn status(&self) -> Status {
+        let runtime = self.shared.runtime.load();
+        let totals = self.shared.stats.totals();
+        let clients = merged_clients(&self.shared);
+        let now = unix_now();
+        let mut recent: HashMap<&str, u64> = HashMap::new();
+        for (c, _) in clients.values() {
+            if now.saturating_sub(c.last_s) < client_log::IDLE_S {
+                if let Some(v) = &c.view {
+                    *recent.entry(v).or_default() += 1;
+                }
+            }
+        }
+        let mut assigned: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut spread = Vec::new();
+        for g in runtime.groups.iter() {
+            let b = g.balancer.read().unwrap_or_else(|p| p.into_inner());
+            for m in b.members() {
+                let name = runtime.views.view(m.view).name.clone();
+                assigned.insert(name, (b.count(m.view), b.active(m.view)));
+            }
+            spread.push(SpreadStatus {
+                name: g.name.clone(),
+                clients: b.len() as u64,
+                moved: b.counters.moved,
+                forgotten: b.counters.forgotten,
+                hashed_while_full: g.table_full.load(std::sync::atomic::Ordering::Relaxed),
+            });
+        }
+        let views = runtime
+            .views
+            .views()
+            .iter()
+            .map(|v| {
+                let c = totals.views.get(&v.name).copied().unwrap_or_default();
+                let a = assigned.get(&v.name);
+                ViewStatus {
+                    name: v.name.clone(),
+                    offset_s: v.offset.nanos() as f64 / 1e9,
+                    offset: crate::duration::format(v.offset),
+                    requests: c.requests,
+                    answered: c.answered,
+                    kod_rate: c.kod_rate,
+                    rate_limited: c.rate_limited,
+                    requests_per_s_1m: None,
+                    requests_per_s_5m: None,
+                    clients_last_hour: recent.get(v.name.as_str()).copied().unwrap_or(0),
+                    assigned: a.map(|a| a.0),
+                    assigned_active: a.map(|a| a.1),
+                }
+            })
+            .collect();
+        let sockets = totals
+            .sockets
+            .iter()
+            .map(|(addr, c)| SocketStatus {
+                address: addr.to_string(),
+                received: c.received,
+                answered: c.answered,
+                kod: c.kod_rate + c.kod_deny,
+                dropped: c.drops.iter().sum(),
+                send_errors: c.send_errors,
+            })
+            .collect();
+        let mut limited: Vec<(&IpAddr, &(Client, SocketAddr))> = clients
+            .iter()
+            .filter(|(_, (c, _))| c.rate_limited > 0)
+            .collect();
+        limited.sort_by_key(|(_, (c, _))| std::cmp::Reverse(c.rate_limited));
+        let most_rate_limited = limited
+            .iter()
+            .take(10)
+            .map(|(ip, (c, local))| {
+                entry(
+                    ip,
+                    c,
+                    chosen_by(&runtime.views, &runtime.rule_names, *local, **ip),
+                )
+            })
+            .collect();
+        let workers = self.shared.stats.workers();
+        let not_logged = workers.iter().map(|w| w.lock().clients.not_logged).sum();
+        let all = totals.all;
+        Status::Serve(ServeStatus {
+            program_version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: 0.0,
+            reference: self.reference(),
+            views,
+            sockets,
+            totals: Totals {
+                received: all.received,
+                answered: all.answered,
+                kod_rate: all.kod_rate,
+                kod_deny: all.kod_deny,
+                send_errors: all.send_errors,
+                dropped: DropReason::ALL
+                    .iter()
+                    .map(|r| (r.name().to_string(), all.dropped(*r)))
+                    .collect(),
+            },
+            spread,
+            most_rate_limited,
+            client_log: ClientLogStatus {
+                logged: clients.len() as u64,
+                capacity: client_log::DEFAULT_CAPACITY as u64,
+                not_logged,
+            },
+        })
+    }
+
+    fn clients(&self, view: Option<&str>) -> Result<Vec<ClientEntry>, String> {
+        let runtime = self.shared.runtime.load();
+        if let Some(v) = view {
+            if !runtime.views.views().iter().any(|x| x.name == v) {
+                let names: Vec<&str> = runtime
+                    .views
+                    .views()
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect();
+                return Err(format!("no view `{v}` (views: {})", names.join(", ")));
+            }
+        }
+        let mut list: Vec<ClientEntry> = merged_clients(&self.shared)
+            .iter()
+            .filter(|(_, (c, _))| view.is_none() || c.view.as_deref() == view)
+            .map(|(ip, (c, local))| {
+                entry(
+                    ip,
+                    c,
+                    chosen_by(&runtime.views, &runtime.rule_names, *local, *ip),
+                )
+            })
+            .collect();
+        list.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.address.cmp(&b.address)));
+        Ok(list)
+    }
+}
