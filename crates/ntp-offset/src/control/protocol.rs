@@ -170,6 +170,55 @@ mod tests {
         );
     }
 
+    /// The shared vectors (testvectors/control-v1.txt): each request as the daemon reads
+    /// it, each answer as a client reads it and writes it back unchanged.
+    #[test]
+    fn the_shared_vectors_read_as_they_say() {
+        let text = include_str!("../../../../testvectors/control-v1.txt");
+        let mut seen = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut parts = line.splitn(3, ' ');
+            let (kind, want, body) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            match kind {
+                "request" => {
+                    let got = parse_request(body.as_bytes());
+                    let name = match &got {
+                        Ok(Command::Status) => "status".to_string(),
+                        Ok(Command::Clients { view: None }) => "clients".into(),
+                        Ok(Command::Clients { view: Some(v) }) => format!("clients:{v}"),
+                        Err(RequestError::UnsupportedVersion(_)) => "error:version".into(),
+                        Err(RequestError::UnknownCommand(_)) => "error:command".into(),
+                        Err(RequestError::NotJson(_)) => "error:json".into(),
+                        Err(RequestError::TooLong) => "error:length".into(),
+                    };
+                    assert_eq!(name, want, "{line}");
+                }
+                "reply" => {
+                    let env: Envelope =
+                        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {line}"));
+                    let kind = match &env.reply {
+                        Reply::Status(_) => "status",
+                        Reply::Clients(_) => "clients",
+                        Reply::Error(_) => "error",
+                    };
+                    assert_eq!(kind, want, "{line}");
+                    assert_eq!(
+                        reply_line(env.reply).trim_end(),
+                        body,
+                        "written back as read"
+                    );
+                }
+                other => panic!("unknown vector kind {other}"),
+            }
+            seen += 1;
+        }
+        assert!(seen >= 10);
+    }
+
     #[test]
     fn an_error_reply_reads_back() {
         let line = reply_line(Reply::Error("no".into()));

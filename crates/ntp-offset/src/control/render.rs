@@ -42,13 +42,14 @@ fn reference(out: &mut String, r: &ReferenceStatus) {
     if r.source == "pulse" {
         let _ = writeln!(
             out,
-            "Ticks           : {} used, {} missed, {} restarts; last {} ago; transmitter {}",
+            "Ticks           : {} used, {} missed, {} restarts; last {} ago; transmitter {} ({})",
             r.ticks.unwrap_or(0),
             r.missed.unwrap_or(0),
             r.restarts.unwrap_or(0),
             r.seconds_since_tick
                 .map_or("-".into(), |a| format!("{a:.1} s")),
-            r.transmitter.as_deref().unwrap_or("-")
+            r.transmitter.as_deref().unwrap_or("-"),
+            r.transmitter_state.as_deref().unwrap_or("-")
         );
         let _ = writeln!(
             out,
@@ -126,8 +127,12 @@ fn serve(s: &ServeStatus) -> String {
     for g in &s.spread {
         let _ = writeln!(
             out,
-            "Spread `{}`     : {} clients; moved {}, forgotten {}, hashed while full {}",
-            g.name, g.clients, g.moved, g.forgotten, g.hashed_while_full
+            "{:<16}: {} clients; moved {}, forgotten {}, hashed while full {}",
+            format!("Spread `{}`", g.name),
+            g.clients,
+            g.moved,
+            g.forgotten,
+            g.hashed_while_full
         );
     }
     let _ = writeln!(

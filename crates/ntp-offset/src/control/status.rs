@@ -60,6 +60,9 @@ pub struct ReferenceStatus {
     pub restarts: Option<u64>,
     pub rejected: BTreeMap<String, u64>,
     pub transmitter: Option<String>,
+    /// pulse: what the latest tick says of the transmitter's clock (synchronized, holdover,
+    /// unsynchronized).
+    pub transmitter_state: Option<String>,
     pub seconds_since_tick: Option<f64>,
 }
 

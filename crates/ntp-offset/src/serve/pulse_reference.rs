@@ -64,6 +64,7 @@ impl PulseReferenceTask {
             source: None,
             last_tick: None,
             ignored_unsynchronized: 0,
+            transmitter_state: None,
             clock,
             status: status.clone(),
         };
@@ -147,6 +148,8 @@ struct PulseState {
     /// When the latest tick was taken, in base time.
     last_tick: Option<Time>,
     ignored_unsynchronized: u64,
+    /// What the latest tick said of the transmitter's own clock.
+    transmitter_state: Option<SourceState>,
     clock: Arc<ReferenceClock>,
     status: Arc<Mutex<PulseStatus>>,
 }
@@ -169,6 +172,7 @@ pub struct PulseStatus {
     /// Monotonic raw ns of the latest sample.
     pub last_sample_mono_ns: Option<i64>,
     pub unsynchronized_ticks: u64,
+    pub transmitter_state: Option<&'static str>,
 }
 
 impl PulseStatus {
@@ -230,6 +234,7 @@ impl PulseState {
     }
 
     fn on_sample(&mut self, s: &TickSample) {
+        self.transmitter_state = Some(s.state);
         if s.state == SourceState::Unsynchronized {
             // The transmitter says its clock is not to be trusted: as if no tick came.
             if self.ignored_unsynchronized == 0 {
@@ -332,6 +337,11 @@ impl PulseState {
             transmitter: stats.transmitter.map(|t| format!("{t:#010x}")),
             last_sample_mono_ns: stats.last_sample_mono_ns,
             unsynchronized_ticks: self.ignored_unsynchronized,
+            transmitter_state: self.transmitter_state.map(|s| match s {
+                SourceState::Synchronized => "synchronized",
+                SourceState::Holdover => "holdover",
+                SourceState::Unsynchronized => "unsynchronized",
+            }),
         };
         if let Ok(mut s) = self.status.lock() {
             *s = status;

@@ -153,6 +153,7 @@ impl ServeSource {
                 r.restarts = Some(p.restarts);
                 r.rejected = p.rejected.clone();
                 r.transmitter = p.transmitter.clone();
+                r.transmitter_state = p.transmitter_state.map(str::to_string);
                 r.seconds_since_tick = p
                     .last_sample_mono_ns
                     .map(|t| (ntp_offset_sys::clock::monotonic_raw_ns() - t) as f64 / 1e9);
