@@ -625,7 +625,10 @@ fn the_status_page_shows_every_plot_with_data_in_a_real_browser() {
     let _ = chromium(&[&format!("--screenshot={}", shot.display())]);
     // And as a phone shows it (one column), for review beside it.
     let phone = shot.with_file_name("status-page-phone.png");
-    let _ = chromium(&["--window-size=390,2600", &format!("--screenshot={}", phone.display())]);
+    let _ = chromium(&[
+        "--window-size=390,2600",
+        &format!("--screenshot={}", phone.display()),
+    ]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in loaders {
         l.join().unwrap();

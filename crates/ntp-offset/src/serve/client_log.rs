@@ -5,7 +5,7 @@
 //! every request scan the table.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use ntp_offset_proto::view::ViewId;
@@ -36,7 +36,8 @@ pub struct Client {
 #[derive(Default)]
 pub struct ClientLog {
     capacity: usize,
-    clients: HashMap<IpAddr, Client>,
+    /// Keyed by the address as 128 bits (IPv4 mapped): one hash input, not an enum's parts.
+    clients: HashMap<u128, Client>,
     /// Requests from clients that found the log full.
     pub not_logged: u64,
     last_sweep_s: u64,
@@ -52,17 +53,24 @@ impl ClientLog {
 
     pub fn record(&mut self, s: &Seen, names: &[Arc<str>], now_s: u64) {
         let view = s.view.and_then(|v| names.get(v.0 as usize));
-        if !self.clients.contains_key(&s.ip) && !self.make_room(now_s) {
-            self.not_logged += 1;
-            return;
-        }
-        let c = self.clients.entry(s.ip).or_insert_with(|| Client {
-            view: None,
-            first_s: now_s,
-            last_s: now_s,
-            requests: 0,
-            rate_limited: 0,
-        });
+        // One hash for a known client (the common case); a new one costs a second.
+        let key = key(s.ip);
+        let c = match self.clients.get_mut(&key) {
+            Some(c) => c,
+            None => {
+                if !self.make_room(now_s) {
+                    self.not_logged += 1;
+                    return;
+                }
+                self.clients.entry(key).or_insert(Client {
+                    view: None,
+                    first_s: now_s,
+                    last_s: now_s,
+                    requests: 0,
+                    rate_limited: 0,
+                })
+            }
+        };
         c.last_s = now_s;
         c.requests += 1;
         c.rate_limited += u64::from(s.limited);
@@ -85,8 +93,8 @@ impl ClientLog {
         self.clients.len() < self.capacity
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Client)> {
-        self.clients.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &Client)> {
+        self.clients.iter().map(|(k, c)| (address(*k), c))
     }
 
     pub fn len(&self) -> usize {
@@ -96,6 +104,18 @@ impl ClientLog {
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
+}
+
+fn key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
+}
+
+fn address(key: u128) -> IpAddr {
+    let v6 = Ipv6Addr::from_bits(key);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -116,7 +136,12 @@ mod tests {
         let mut log = ClientLog::new(4);
         log.record(&seen(2), &names, 100);
         log.record(&seen(2), &names, 105);
-        let c = &log.clients[&seen(2).ip];
+        let c = &log.clients[&key(seen(2).ip)];
+        assert_eq!(
+            log.iter().next().unwrap().0,
+            seen(2).ip,
+            "the address reads back"
+        );
         assert_eq!(
             (c.first_s, c.last_s, c.requests, c.rate_limited),
             (100, 105, 2, 2)

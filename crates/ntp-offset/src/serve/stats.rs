@@ -145,9 +145,37 @@ pub struct WorkerStats {
 #[derive(Default)]
 pub struct WorkerCounts {
     pub totals: Counts,
-    /// By view name, so counts stay with a view across reloads that renumber it.
-    pub views: BTreeMap<String, ViewCounts>,
+    /// By view id of the configuration named by `names` (the batch's, usually).
+    by_id: Vec<ViewCounts>,
+    names: Vec<Arc<str>>,
+    /// Counts of earlier configurations, by view name: they stay with a view across reloads
+    /// that renumber it.
+    by_name: BTreeMap<String, ViewCounts>,
     pub clients: ClientLog,
+}
+
+impl WorkerCounts {
+    /// Per view name, everything counted.
+    pub fn views(&self) -> BTreeMap<String, ViewCounts> {
+        let mut out = self.by_name.clone();
+        for (name, c) in self.names.iter().zip(&self.by_id) {
+            if c.requests > 0 {
+                out.entry(name.to_string()).or_default().add(c);
+            }
+        }
+        out
+    }
+
+    /// A batch from another configuration (a reload): fold the counts by name, start anew.
+    fn switch_to(&mut self, names: &[Arc<str>]) {
+        for (name, c) in self.names.iter().zip(&self.by_id) {
+            if c.requests > 0 {
+                self.by_name.entry(name.to_string()).or_default().add(c);
+            }
+        }
+        self.names = names.to_vec();
+        self.by_id = vec![ViewCounts::default(); names.len()];
+    }
 }
 
 impl WorkerStats {
@@ -165,17 +193,14 @@ impl WorkerStats {
     pub fn add(&self, b: &Batch, names: &[Arc<str>], now_s: u64) {
         let mut w = self.lock();
         w.totals.add(&b.totals);
-        for (i, v) in b.views.iter().enumerate() {
-            if v.requests == 0 {
-                continue;
-            }
-            let name = names.get(i).map_or("?", |n| n);
-            match w.views.get_mut(name) {
-                Some(c) => c.add(v),
-                None => {
-                    w.views.insert(name.to_string(), *v);
-                }
-            }
+        // The same configuration as the last batch: the same shared names (pointers compared).
+        let same = w.names.len() == names.len()
+            && w.names.iter().zip(names).all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            w.switch_to(names);
+        }
+        for (c, v) in w.by_id.iter_mut().zip(&b.views) {
+            c.add(v);
         }
         for s in &b.seen {
             w.clients.record(s, names, now_s);
@@ -220,8 +245,8 @@ impl Stats {
             }
             let c = w.lock();
             retired.0.add(&c.totals);
-            for (name, v) in &c.views {
-                retired.1.entry(name.clone()).or_default().add(v);
+            for (name, v) in c.views() {
+                retired.1.entry(name).or_default().add(&v);
             }
             false
         });
@@ -245,8 +270,8 @@ impl Stats {
             let c = w.lock();
             t.all.add(&c.totals);
             t.sockets.push((w.local, c.totals));
-            for (name, v) in &c.views {
-                t.views.entry(name.clone()).or_default().add(v);
+            for (name, v) in c.views() {
+                t.views.entry(name).or_default().add(&v);
             }
         }
         t
@@ -301,11 +326,18 @@ mod tests {
         assert_eq!(t.sockets.len(), 2);
         assert_eq!(t.views["b"].requests, 2);
         assert!(!t.views.contains_key("a"));
+        // A reload renumbers the views: `b` is now id 0, and its counts carry on by name.
+        let reloaded: Vec<Arc<str>> = vec!["b".into()];
+        let mut b2 = Batch::default();
+        b2.reset(1);
+        b2.view(ViewId(0)).answered += 1;
+        w2.add(&b2, &reloaded, 101);
+        assert_eq!(stats.totals().views["b"].requests, 3);
         stats.retire(sa("127.0.0.1:1"));
         let t = stats.totals();
         assert_eq!(
             (t.all.received, t.sockets.len(), t.views["b"].answered),
-            (6, 1, 2)
+            (6, 1, 3)
         );
     }
 

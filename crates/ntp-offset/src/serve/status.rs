@@ -35,9 +35,9 @@ fn merged_clients(shared: &Shared) -> HashMap<IpAddr, (Client, SocketAddr)> {
     for w in shared.stats.workers() {
         let c = w.lock();
         for (ip, e) in c.clients.iter() {
-            match all.get_mut(ip) {
+            match all.get_mut(&ip) {
                 None => {
-                    all.insert(*ip, (e.clone(), w.local));
+                    all.insert(ip, (e.clone(), w.local));
                 }
                 Some((m, local)) => {
                     m.requests += e.requests;
