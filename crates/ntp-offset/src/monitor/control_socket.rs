@@ -130,7 +130,7 @@ fn accept(listener: UnixListener, monitor: Arc<Monitor>, stop: &AtomicBool) {
                 continue;
             }
         };
-        if active.load(Ordering::Relaxed) >= MAX_CLIENTS {
+        if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
             let _ = conn.set_write_timeout(Some(REPLY_TIMEOUT));
             let _ = conn.write_all(
                 reply_line(Reply::Error(format!(
@@ -140,13 +140,15 @@ fn accept(listener: UnixListener, monitor: Arc<Monitor>, stop: &AtomicBool) {
             );
             continue;
         }
-        active.fetch_add(1, Ordering::Relaxed);
+        active.fetch_add(1, Ordering::SeqCst);
         let (monitor, active) = (monitor.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("control client".into())
             .spawn(move || {
-                serve_client(conn, &monitor);
-                active.fetch_sub(1, Ordering::Relaxed);
+                serve_client(&mut conn, &monitor);
+                // Before the close: a client that saw its answer end may count on the slot.
+                active.fetch_sub(1, Ordering::SeqCst);
+                drop(conn);
             });
         if spawned.is_err() {
             warn!("control socket: cannot start a thread for a client");
@@ -155,8 +157,8 @@ fn accept(listener: UnixListener, monitor: Arc<Monitor>, stop: &AtomicBool) {
 }
 
 /// One exchange: the request line within its deadline, then the answer.
-fn serve_client(mut conn: UnixStream, monitor: &Monitor) {
-    let reply = match read_request(&mut conn) {
+fn serve_client(conn: &mut UnixStream, monitor: &Monitor) {
+    let reply = match read_request(conn) {
         Ok(line) => match parse_request(&line) {
             Ok(cmd) => monitor.reply(&cmd),
             Err(e) => Reply::Error(e.to_string()),

@@ -2,6 +2,9 @@
 //! `promtool check metrics` read), through the prometheus crate. Built per scrape from one
 //! status reading (the workers' counters summed then), so the NTP path keeps no metric
 //! objects of its own. Names: `ntp_offset_` prefix, `_total` counters, seconds as the unit.
+//! Each daemon's metrics are a table below: name, help, value.
+
+use std::collections::BTreeMap;
 
 use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
@@ -9,26 +12,35 @@ use crate::control::status::{ListenStatus, ReferenceStatus, SendStatus, ServeSta
 
 pub use prometheus::TEXT_FORMAT as CONTENT_TYPE;
 
-type Labels = Vec<(&'static str, String)>;
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+use Kind::{Counter, Gauge};
+
+/// One family's samples: label values (for the family's one label) and values.
+type Rows = Vec<(String, f64)>;
 
 /// The exposition text for one status reading.
 pub fn render(status: &Status, minute_peak_to_mean: Option<f64>) -> String {
-    let mut f = Family {
+    let mut f = Families {
         registry: Registry::new_custom(Some("ntp_offset".into()), None).expect("a valid prefix"),
     };
-    f.gauge(
+    let version = vec![(env!("CARGO_PKG_VERSION").to_string(), 1.0)];
+    f.labelled(
+        Gauge,
         "build_info",
         "Always 1; the version is a label.",
-        &[(
-            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
-            1.0,
-        )],
+        "version",
+        version,
     );
-    f.gauge(
+    f.scalars(&[(
+        Gauge,
         "host_cpu_minute_peak_to_mean_ratio",
         "This hour's busiest second of the minute over the mean (1: flat; 60: all load in one second).",
-        &some(minute_peak_to_mean),
-    );
+        minute_peak_to_mean,
+    )]);
     match status {
         Status::Serve(s) => serve(&mut f, s),
         Status::Listen(l) => listen(&mut f, l),
@@ -41,333 +53,178 @@ pub fn render(status: &Status, minute_peak_to_mean: Option<f64>) -> String {
     String::from_utf8(out).expect("the text format is UTF-8")
 }
 
-/// Registers one metric family per call; families without samples are left out.
-struct Family {
+/// Registers metric families; those without samples are left out.
+struct Families {
     registry: Registry,
 }
 
-impl Family {
-    fn counter(&mut self, name: &str, help: &str, samples: &[(Labels, f64)]) {
-        let Some(names) = label_names(samples) else {
-            return;
-        };
-        let v = CounterVec::new(Opts::new(name, help), &names).expect("a valid metric");
-        for (labels, x) in samples {
-            v.with_label_values(&values(labels)).inc_by(x.max(0.0));
+impl Families {
+    /// Metrics without labels; None leaves one out.
+    fn scalars(&mut self, rows: &[(Kind, &str, &str, Option<f64>)]) {
+        for &(kind, name, help, value) in rows {
+            if let Some(v) = value {
+                self.family(kind, name, help, &[], &[(Vec::new(), v)]);
+            }
         }
-        self.registry
-            .register(Box::new(v))
-            .expect("each family registered once");
     }
 
-    fn gauge(&mut self, name: &str, help: &str, samples: &[(Labels, f64)]) {
-        let Some(names) = label_names(samples) else {
+    /// A family with one label.
+    fn labelled(&mut self, kind: Kind, name: &str, help: &str, label: &str, rows: Rows) {
+        let samples: Vec<(Vec<String>, f64)> =
+            rows.into_iter().map(|(l, v)| (vec![l], v)).collect();
+        self.family(kind, name, help, &[label], &samples);
+    }
+
+    fn family(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        samples: &[(Vec<String>, f64)],
+    ) {
+        if samples.is_empty() {
             return;
-        };
-        let v = GaugeVec::new(Opts::new(name, help), &names).expect("a valid metric");
-        for (labels, x) in samples {
-            v.with_label_values(&values(labels)).set(*x);
         }
+        let opts = Opts::new(name, help);
+        let metric: Box<dyn prometheus::core::Collector> = match kind {
+            Counter => {
+                let v = CounterVec::new(opts, labels).expect("a valid metric");
+                for (l, x) in samples {
+                    v.with_label_values(&label_values(l)).inc_by(x.max(0.0));
+                }
+                Box::new(v)
+            }
+            Gauge => {
+                let v = GaugeVec::new(opts, labels).expect("a valid metric");
+                for (l, x) in samples {
+                    v.with_label_values(&label_values(l)).set(*x);
+                }
+                Box::new(v)
+            }
+        };
         self.registry
-            .register(Box::new(v))
+            .register(metric)
             .expect("each family registered once");
     }
 }
 
-fn label_names(samples: &[(Labels, f64)]) -> Option<Vec<&'static str>> {
-    samples
-        .first()
-        .map(|(l, _)| l.iter().map(|(k, _)| *k).collect())
+fn label_values(l: &[String]) -> Vec<&str> {
+    l.iter().map(String::as_str).collect()
 }
 
-fn values(labels: &Labels) -> Vec<&str> {
-    labels.iter().map(|(_, v)| v.as_str()).collect()
+fn count(n: u64) -> Option<f64> {
+    Some(n as f64)
 }
 
-fn one(v: f64) -> Vec<(Labels, f64)> {
-    vec![(Vec::new(), v)]
-}
-
-fn some(v: Option<f64>) -> Vec<(Labels, f64)> {
-    v.map(one).unwrap_or_default()
-}
-
-fn by_view(
-    s: &ServeStatus,
-    v: impl Fn(&crate::control::status::ViewStatus) -> f64,
-) -> Vec<(Labels, f64)> {
-    s.views
-        .iter()
-        .map(|view| (vec![("view", view.name.clone())], v(view)))
-        .collect()
-}
-
-fn serve(f: &mut Family, s: &ServeStatus) {
-    f.counter(
-        "requests_total",
-        "Requests that chose each view (answered, KoD or rate-limited).",
-        &by_view(s, |v| v.requests as f64),
-    );
-    f.counter(
-        "answers_total",
-        "Time answers sent, per view.",
-        &by_view(s, |v| v.answered as f64),
-    );
-    f.counter(
-        "kod_rate_total",
-        "KoD RATE answers, per view.",
-        &by_view(s, |v| v.kod_rate as f64),
-    );
-    f.counter(
-        "rate_limited_total",
-        "Requests dropped by the rate limiter, per view.",
-        &by_view(s, |v| v.rate_limited as f64),
-    );
-    f.gauge(
-        "view_offset_seconds",
-        "Each view's offset from the reference.",
-        &by_view(s, |v| v.offset_s),
-    );
-    f.gauge(
-        "view_clients",
-        "Clients whose last request in the hour chose each view (from the client log).",
-        &by_view(s, |v| v.clients_last_hour as f64),
-    );
-    let assigned: Vec<(Labels, f64)> = s
-        .views
-        .iter()
-        .filter_map(|v| {
-            v.assigned
-                .map(|n| (vec![("view", v.name.clone())], n as f64))
-        })
-        .collect();
-    f.gauge(
-        "view_assigned_clients",
-        "Clients a balanced spread group has assigned to each view.",
-        &assigned,
-    );
-    f.counter(
-        "kod_deny_total",
-        "KoD DENY answers (requests matching no view, with unmatched = \"deny\").",
-        &one(s.totals.kod_deny as f64),
-    );
-    let dropped: Vec<(Labels, f64)> = s
-        .totals
-        .dropped
-        .iter()
-        .map(|(r, n)| (vec![("reason", r.clone())], *n as f64))
-        .collect();
-    f.counter(
-        "dropped_total",
-        "Requests dropped without an answer, by reason.",
-        &dropped,
-    );
-    let socket = |v: &dyn Fn(&crate::control::status::SocketStatus) -> u64| -> Vec<(Labels, f64)> {
-        s.sockets
-            .iter()
-            .map(|k| (vec![("socket", k.address.clone())], v(k) as f64))
-            .collect()
+#[rustfmt::skip] // a table: one metric a line
+fn serve(f: &mut Families, s: &ServeStatus) {
+    let per_view = |v: &dyn Fn(&crate::control::status::ViewStatus) -> f64| -> Rows {
+        s.views.iter().map(|view| (view.name.clone(), v(view))).collect()
     };
-    f.counter(
-        "received_total",
-        "Datagrams received, per listening socket.",
-        &socket(&|k| k.received),
-    );
-    f.counter(
-        "send_errors_total",
-        "Answers the kernel did not take, per listening socket.",
-        &socket(&|k| k.send_errors),
-    );
-    f.gauge(
-        "client_log_entries",
-        "Clients in the client log.",
-        &one(s.client_log.logged as f64),
-    );
-    f.counter(
-        "client_log_not_logged_total",
-        "Requests from new clients that found the client log full.",
-        &one(s.client_log.not_logged as f64),
-    );
+    let views: [(Kind, &str, &str, Rows); 6] = [
+        (Counter, "requests_total", "Requests that chose each view (answered, KoD or rate-limited).", per_view(&|v| v.requests as f64)),
+        (Counter, "answers_total", "Time answers sent, per view.", per_view(&|v| v.answered as f64)),
+        (Counter, "kod_rate_total", "KoD RATE answers, per view.", per_view(&|v| v.kod_rate as f64)),
+        (Counter, "rate_limited_total", "Requests dropped by the rate limiter, per view.", per_view(&|v| v.rate_limited as f64)),
+        (Gauge, "view_offset_seconds", "Each view's offset from the reference.", per_view(&|v| v.offset_s)),
+        (Gauge, "view_clients", "Clients whose last request in the hour chose each view (from the client log).", per_view(&|v| v.clients_last_hour as f64)),
+    ];
+    for (kind, name, help, rows) in views {
+        f.labelled(kind, name, help, "view", rows);
+    }
+    let assigned = s.views.iter().filter_map(|v| v.assigned.map(|n| (v.name.clone(), n as f64))).collect();
+    f.labelled(Gauge, "view_assigned_clients", "Clients a balanced spread group has assigned to each view.", "view", assigned);
+    let dropped = s.totals.dropped.iter().map(|(r, n)| (r.clone(), *n as f64)).collect();
+    f.labelled(Counter, "dropped_total", "Requests dropped without an answer, by reason.", "reason", dropped);
+    let received = s.sockets.iter().map(|k| (k.address.clone(), k.received as f64)).collect();
+    f.labelled(Counter, "received_total", "Datagrams received, per listening socket.", "socket", received);
+    let errors = s.sockets.iter().map(|k| (k.address.clone(), k.send_errors as f64)).collect();
+    f.labelled(Counter, "send_errors_total", "Answers the kernel did not take, per listening socket.", "socket", errors);
+    f.scalars(&[
+        (Counter, "kod_deny_total", "KoD DENY answers (requests matching no view, with unmatched = \"deny\").", count(s.totals.kod_deny)),
+        (Gauge, "client_log_entries", "Clients in the client log.", count(s.client_log.logged)),
+        (Counter, "client_log_not_logged_total", "Requests from new clients that found the client log full.", count(s.client_log.not_logged)),
+    ]);
     reference(f, &s.reference)
 }
 
-fn reference(f: &mut Family, r: &ReferenceStatus) {
+/// 1 for the state among `states` that is `now`, 0 for the others.
+fn one_of(states: &[&str], now: &str) -> Rows {
+    states
+        .iter()
+        .map(|st| (st.to_string(), f64::from(u8::from(now == *st))))
+        .collect()
+}
+
+fn rejected(f: &mut Families, r: &BTreeMap<String, u64>) {
+    let rows = r.iter().map(|(k, n)| (k.clone(), *n as f64)).collect();
+    f.labelled(
+        Counter,
+        "ticks_rejected_total",
+        "Tick datagrams rejected, by reason.",
+        "reason",
+        rows,
+    );
+}
+
+#[rustfmt::skip] // a table: one metric a line
+fn reference(f: &mut Families, r: &ReferenceStatus) {
     let states: &[&str] = if r.source == "pulse" {
         &["locked", "holdover", "unsynchronized"]
     } else {
         &["synchronized", "local", "unsynchronized"]
     };
-    let state: Vec<(Labels, f64)> = states
-        .iter()
-        .map(|st| {
-            (
-                vec![("source", r.source.clone()), ("state", st.to_string())],
-                f64::from(u8::from(r.state == *st)),
-            )
-        })
+    // Two labels: the source, then the state.
+    let samples: Vec<(Vec<String>, f64)> = one_of(states, &r.state)
+        .into_iter()
+        .map(|(st, v)| (vec![r.source.clone(), st], v))
         .collect();
-    f.gauge(
-        "reference_state",
-        "1 for the reference's current state.",
-        &state,
-    );
-    f.gauge(
-        "reference_stratum",
-        "The stratum answers carry (16: unsynchronized).",
-        &one(f64::from(r.stratum)),
-    );
-    f.gauge(
-        "reference_root_dispersion_seconds",
-        "The root dispersion answers carry.",
-        &one(r.root_dispersion_s),
-    );
-    f.gauge(
-        "reference_error_bound_seconds",
-        "Maximum error: the kernel's (system) or the pulse model's.",
-        &some(r.max_error_s),
-    );
-    f.gauge(
-        "reference_offset_seconds",
-        "Tick time (+ offset) minus the host clock, latest tick.",
-        &some(r.offset_s),
-    );
-    f.gauge(
-        "reference_jitter_seconds",
-        "Standard deviation of the recent ticks' offsets.",
-        &some(r.jitter_s),
-    );
-    f.gauge(
-        "reference_frequency_ppm",
-        "The pulse model's frequency against the host's monotonic clock.",
-        &some(r.frequency_ppm),
-    );
-    f.counter(
-        "ticks_total",
-        "Ticks used.",
-        &some(r.ticks.map(|n| n as f64)),
-    );
-    f.counter(
-        "ticks_missed_total",
-        "Seconds without a tick while following a transmitter.",
-        &some(r.missed.map(|n| n as f64)),
-    );
-    f.counter(
-        "tick_restarts_total",
-        "Times the tick receiver had to lock again.",
-        &some(r.restarts.map(|n| n as f64)),
-    );
-    rejected(f, &r.rejected)
+    f.family(Gauge, "reference_state", "1 for the reference's current state.", &["source", "state"], &samples);
+    f.scalars(&[
+        (Gauge, "reference_stratum", "The stratum answers carry (16: unsynchronized).", Some(f64::from(r.stratum))),
+        (Gauge, "reference_root_dispersion_seconds", "The root dispersion answers carry.", Some(r.root_dispersion_s)),
+        (Gauge, "reference_error_bound_seconds", "Maximum error: the kernel's (system) or the pulse model's.", r.max_error_s),
+        (Gauge, "reference_offset_seconds", "Tick time (+ offset) minus the host clock, latest tick.", r.offset_s),
+        (Gauge, "reference_jitter_seconds", "Standard deviation of the recent ticks' offsets.", r.jitter_s),
+        (Gauge, "reference_frequency_ppm", "The pulse model's frequency against the host's monotonic clock.", r.frequency_ppm),
+        (Counter, "ticks_total", "Ticks used.", r.ticks.and_then(count)),
+        (Counter, "ticks_missed_total", "Seconds without a tick while following a transmitter.", r.missed.and_then(count)),
+        (Counter, "tick_restarts_total", "Times the tick receiver had to lock again.", r.restarts.and_then(count)),
+    ]);
+    rejected(f, &r.rejected);
 }
 
-fn rejected(f: &mut Family, r: &std::collections::BTreeMap<String, u64>) {
-    let rows: Vec<(Labels, f64)> = r
-        .iter()
-        .map(|(k, n)| (vec![("reason", k.clone())], *n as f64))
-        .collect();
-    f.counter(
-        "ticks_rejected_total",
-        "Tick datagrams rejected, by reason.",
-        &rows,
-    );
+#[rustfmt::skip] // a table: one metric a line
+fn listen(f: &mut Families, l: &ListenStatus) {
+    f.labelled(Gauge, "listen_state", "1 for the receiver's current state.", "state", one_of(&["searching", "locked", "lost"], &l.state));
+    f.scalars(&[
+        (Counter, "tick_datagrams_total", "Tick datagrams received.", count(l.datagrams)),
+        (Counter, "ticks_total", "Ticks accepted.", count(l.ticks)),
+        (Counter, "samples_total", "Samples made from ticks (fed to chrony or ntpd).", count(l.samples)),
+        (Counter, "ticks_missed_total", "Seconds without a tick while following a transmitter.", count(l.missed)),
+        (Counter, "tick_restarts_total", "Times the receiver had to lock again.", count(l.restarts)),
+        (Counter, "follow_ups_missing_total", "Ticks whose announced follow-up never came.", count(l.follow_ups_missing)),
+        (Gauge, "reference_offset_seconds", "Tick time (+ offset + delay) minus the local clock, latest sample.", l.offset_ns.map(|n| n as f64 / 1e9)),
+        (Gauge, "reference_jitter_seconds", "Standard deviation of the recent samples' offsets.", l.jitter_ns.map(|n| n as f64 / 1e9)),
+        (Gauge, "last_sample_age_seconds", "Age of the latest sample.", l.seconds_since_sample),
+        (Counter, "sock_samples_total", "Samples sent to chrony's SOCK refclock.", l.sock_sent.and_then(count)),
+        (Counter, "shm_samples_total", "Samples written to the SHM refclock segment.", l.shm_written.and_then(count)),
+    ]);
+    rejected(f, &l.rejected);
 }
 
-fn listen(f: &mut Family, l: &ListenStatus) {
-    let state: Vec<(Labels, f64)> = ["searching", "locked", "lost"]
-        .iter()
-        .map(|st| {
-            (
-                vec![("state", st.to_string())],
-                f64::from(u8::from(l.state == *st)),
-            )
-        })
-        .collect();
-    f.gauge(
-        "listen_state",
-        "1 for the receiver's current state.",
-        &state,
-    );
-    f.counter(
-        "tick_datagrams_total",
-        "Tick datagrams received.",
-        &one(l.datagrams as f64),
-    );
-    f.counter("ticks_total", "Ticks accepted.", &one(l.ticks as f64));
-    f.counter(
-        "samples_total",
-        "Samples made from ticks (fed to chrony or ntpd).",
-        &one(l.samples as f64),
-    );
-    f.counter(
-        "ticks_missed_total",
-        "Seconds without a tick while following a transmitter.",
-        &one(l.missed as f64),
-    );
-    f.counter(
-        "tick_restarts_total",
-        "Times the receiver had to lock again.",
-        &one(l.restarts as f64),
-    );
-    f.counter(
-        "follow_ups_missing_total",
-        "Ticks whose announced follow-up never came.",
-        &one(l.follow_ups_missing as f64),
-    );
-    f.gauge(
-        "reference_offset_seconds",
-        "Tick time (+ offset + delay) minus the local clock, latest sample.",
-        &some(l.offset_ns.map(|n| n as f64 / 1e9)),
-    );
-    f.gauge(
-        "reference_jitter_seconds",
-        "Standard deviation of the recent samples' offsets.",
-        &some(l.jitter_ns.map(|n| n as f64 / 1e9)),
-    );
-    f.gauge(
-        "last_sample_age_seconds",
-        "Age of the latest sample.",
-        &some(l.seconds_since_sample),
-    );
-    f.counter(
-        "sock_samples_total",
-        "Samples sent to chrony's SOCK refclock.",
-        &some(l.sock_sent.map(|n| n as f64)),
-    );
-    f.counter(
-        "shm_samples_total",
-        "Samples written to the SHM refclock segment.",
-        &some(l.shm_written.map(|n| n as f64)),
-    );
-    rejected(f, &l.rejected)
+#[rustfmt::skip] // a table: one metric a line
+fn send(f: &mut Families, s: &SendStatus) {
+    f.scalars(&[
+        (Counter, "ticks_sent_total", "Ticks sent (to every destination).", count(s.ticks_sent)),
+        (Counter, "tick_send_errors_total", "Tick datagrams the kernel did not take.", count(s.send_errors)),
+    ]);
+    let states = one_of(&["synchronized", "holdover", "unsynchronized"], &s.clock);
+    f.labelled(Gauge, "source_clock_state", "1 for the state of the clock the ticks mark.", "state", states);
 }
 
-fn send(f: &mut Family, s: &SendStatus) {
-    f.counter(
-        "ticks_sent_total",
-        "Ticks sent (to every destination).",
-        &one(s.ticks_sent as f64),
-    );
-    f.counter(
-        "tick_send_errors_total",
-        "Tick datagrams the kernel did not take.",
-        &one(s.send_errors as f64),
-    );
-    let state: Vec<(Labels, f64)> = ["synchronized", "holdover", "unsynchronized"]
-        .iter()
-        .map(|st| {
-            (
-                vec![("state", st.to_string())],
-                f64::from(u8::from(s.clock == *st)),
-            )
-        })
-        .collect();
-    f.gauge(
-        "source_clock_state",
-        "1 for the state of the clock the ticks mark.",
-        &state,
-    )
-}
-
-/// A check that the text is what a scraper expects, used by tests (promtool is the real one).
+/// The sample lines (not comments) of an exposition.
 pub fn sample_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().filter(|l| !l.starts_with('#'))
 }

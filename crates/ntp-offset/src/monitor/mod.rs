@@ -245,15 +245,25 @@ impl Running {
         let monitor = Monitor::new(source);
         let control = match &endpoints.control_socket {
             None => None,
-            Some(c) => match control_socket::ControlSocket::start(&c.path, monitor.clone()) {
-                Ok(s) => Some(s),
-                Err(control_socket::BindError::InUse(e)) => return Err(e),
-                Err(control_socket::BindError::Other(e)) if c.explicit => return Err(e),
-                Err(control_socket::BindError::Other(e)) => {
-                    warn!("{e}; running without a control socket (give --control-socket PATH, or `none`)");
-                    None
+            Some(c) => {
+                match control_socket::ControlSocket::start(&c.path, monitor.clone()) {
+                    Ok(s) => Some(s),
+                    // A path asked for: it must be this daemon's.
+                    Err(
+                        control_socket::BindError::InUse(e) | control_socket::BindError::Other(e),
+                    ) if c.explicit => return Err(e),
+                    // The default: never taken from another daemon (several `pulse send`, one per
+                    // line, are normal), and not worth refusing to serve for.
+                    Err(control_socket::BindError::InUse(_)) => {
+                        warn!(socket = %c.path.display(), "the default control socket belongs to another running daemon: this one has none (give each its own --control-socket PATH)");
+                        None
+                    }
+                    Err(control_socket::BindError::Other(e)) => {
+                        warn!("{e}; running without a control socket (give --control-socket PATH, or `none`)");
+                        None
+                    }
                 }
-            },
+            }
         };
         let http = match endpoints.metrics {
             None => None,
