@@ -229,12 +229,16 @@ def within(s, r):
 
 
 def wait_settled(hosts, s, a, b, timeout=90):
-    """Three readings in a row within the bounds; returns the last, or fails with the last."""
+    """Three readings in a row within the bounds, and within the median's bound beyond half the
+    round trips: a daemon that has just selected its source may still be converging for a
+    while (a cold CI run once measured the guests 2.8 ms apart right after selection, under the
+    VM host test's load). Returns the last reading, or fails with it."""
     deadline = time.monotonic() + timeout
     good, last = 0, None
     while time.monotonic() < deadline:
         last = hosts.apart(a, b)
-        good = good + 1 if last and within(s, last) else 0
+        settled = last and within(s, last) and abs(last[0] - 15) - last[1] <= s.apart_median
+        good = good + 1 if settled else 0
         if good == 3:
             return last
         time.sleep(2)
