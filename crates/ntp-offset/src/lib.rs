@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod pulse;
 pub mod query;
 pub mod serve;
+pub mod service;
 pub mod text;
 pub mod ticks;
 pub mod udp;

@@ -45,6 +45,17 @@ enum Command {
     Status(StatusArgs),
     /// List the clients `serve` has seen: address, view, how it was chosen, requests.
     Clients(ClientsArgs),
+    /// For packaging: write the man pages or the shell completions into DIR.
+    #[command(hide = true)]
+    Generate { what: Generated, dir: PathBuf },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    /// ntp-offset.1 and one page per subcommand (ntp-offset-pulse-send.1, ...).
+    Man,
+    /// bash, zsh and fish.
+    Completions,
 }
 
 #[derive(clap::Args)]
@@ -137,6 +148,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Pulse(cmd) => pulse::run(cmd),
+        Command::Generate { what, dir } => match generate(what, &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                logging::err(format_args!("error: {}: {e}", dir.display()));
+                ExitCode::FAILURE
+            }
+        },
         Command::Status(a) => ask(
             a.socket.as_deref(),
             control::protocol::Command::Status,
@@ -156,6 +174,44 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Man pages and completions come from the command line's own definition, so they cannot
+/// go stale.
+fn generate(what: Generated, dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    match what {
+        Generated::Completions => {
+            for shell in [
+                clap_complete::Shell::Bash,
+                clap_complete::Shell::Zsh,
+                clap_complete::Shell::Fish,
+            ] {
+                clap_complete::generate_to(shell, &mut cmd, "ntp-offset", dir)?;
+            }
+            Ok(())
+        }
+        Generated::Man => {
+            cmd.build();
+            man_pages(&cmd, "ntp-offset", dir)
+        }
+    }
+}
+
+/// `name`.1 for `cmd`, then one page per visible subcommand (`name-sub`.1), recursively.
+fn man_pages(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> std::io::Result<()> {
+    let page = cmd.clone().display_name(name.to_string());
+    let mut out = std::fs::File::create(dir.join(format!("{name}.1")))?;
+    clap_mangen::Man::new(page).render(&mut out)?;
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        man_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(())
 }
 
 fn ask(socket: Option<&std::path::Path>, cmd: control::protocol::Command, json: bool) -> ExitCode {
@@ -234,7 +290,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let watch = match monitor::Running::start(server.source(), &endpoints, "ntp-offset serve") {
+    let watch = match monitor::Running::start(server.source(), &endpoints, "ntp-offset serve", true)
+    {
         Ok(w) => w,
         Err(e) => {
             error!("{e}");
@@ -243,6 +300,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     server.log_serving();
+    ntp_offset::service::ready();
     for signal in signals.forever() {
         match signal {
             SIGHUP => match &args.config {

@@ -237,10 +237,15 @@ pub struct Running {
 impl Running {
     /// Binds what `endpoints` ask for (an explicit path or address that cannot be bound is an
     /// error; so is a control socket a live process holds) and starts the threads.
+    ///
+    /// The sampler runs only when something reads what it keeps: the web listener (plots,
+    /// the CPU profile) or, with `rates`, the control socket's requests per second. Otherwise
+    /// watching costs a blocked thread and nothing else (`pulse send` on a small board).
     pub fn start(
         source: Arc<dyn Source>,
         endpoints: &Endpoints,
         page_title: &str,
+        rates: bool,
     ) -> Result<Running, String> {
         let monitor = Monitor::new(source);
         let control = match &endpoints.control_socket {
@@ -270,16 +275,21 @@ impl Running {
             Some(addr) => Some(http::WebServer::start(addr, monitor.clone(), page_title)?),
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let sampler = {
+        let web = endpoints.metrics.is_some();
+        let sampler = if web || (rates && endpoints.control_socket.is_some()) {
             let (m, stop) = (monitor.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("monitor".into())
-                .spawn(move || sample(&m, &stop))
-                .map_err(|e| format!("cannot start the monitor thread: {e}"))?
+            Some(
+                std::thread::Builder::new()
+                    .name("monitor".into())
+                    .spawn(move || sample(&m, &stop, web))
+                    .map_err(|e| format!("cannot start the monitor thread: {e}"))?,
+            )
+        } else {
+            None
         };
         Ok(Running {
             stop,
-            sampler: Some(sampler),
+            sampler,
             control,
             http,
             monitor,
@@ -304,27 +314,34 @@ impl Running {
     }
 }
 
-/// Reads /proc/stat every [`CPU_EVERY`] and the status once a second, until stopped.
-fn sample(m: &Monitor, stop: &AtomicBool) {
+/// Records the status once a second and, with `cpu` (for the page), reads /proc/stat every
+/// [`CPU_EVERY`], until stopped.
+fn sample(m: &Monitor, stop: &AtomicBool, cpu: bool) {
     let mut last_second = 0;
     let mut cpu_failing = false;
     while !stop.load(Ordering::Relaxed) {
         let now_ms = (ntp_offset_sys::clock::realtime_ns() / 1_000_000).max(0) as u64;
-        match std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|t| cpu::parse_proc_stat(&t))
-        {
-            Some(times) => m.cpu().sample(times, now_ms),
-            None if !cpu_failing => {
-                cpu_failing = true;
-                warn!("cannot read /proc/stat: the status page shows no CPU profile");
+        if cpu {
+            match std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|t| cpu::parse_proc_stat(&t))
+            {
+                Some(times) => m.cpu().sample(times, now_ms),
+                None if !cpu_failing => {
+                    cpu_failing = true;
+                    warn!("cannot read /proc/stat: the status page shows no CPU profile");
+                }
+                None => {}
             }
-            None => {}
         }
         if now_ms / 1000 != last_second {
             last_second = now_ms / 1000;
             m.record(last_second);
         }
-        std::thread::sleep(CPU_EVERY);
+        std::thread::sleep(if cpu {
+            CPU_EVERY
+        } else {
+            Duration::from_secs(1)
+        });
     }
 }

@@ -137,7 +137,9 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
         published.clone(),
         &opts.endpoints,
         "ntp-offset pulse listen",
+        false,
     )?;
+    crate::service::ready();
     let mut out = Report::new(opts.report);
     let mut events = Vec::with_capacity(16);
     let mut next_status = clock::monotonic_raw_ns();

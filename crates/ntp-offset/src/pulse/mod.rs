@@ -298,6 +298,7 @@ fn send(a: SendArgs) -> Result<(), String> {
         published.clone(),
         &a.monitor.endpoints("pulse-send"),
         "ntp-offset pulse send",
+        false,
     )?;
     let result = send_with(a, key, published, &signals);
     watch.stop();

@@ -148,6 +148,7 @@ fn log_clock_state(last: &mut Option<SourceState>, now: SourceState) {
 
 pub fn run(opts: SendOptions, signals: &Signals) -> Result<(), String> {
     let mut tx = Transmitter::open(opts.transmit)?;
+    crate::service::ready();
     let mut second = clock::realtime().0 + 1;
     let ticks = TickClock {
         epoch_ns: second * NANOS_PER_SEC,

@@ -80,6 +80,7 @@ fn report_mark(tx: &mut Transmitter, m: &Mark, t: &TickPacket) {
 pub fn run(transmit: TransmitOptions, o: Dcf77Options, signals: &Signals) -> Result<(), String> {
     let mut edges = Edges::open(&o.input, o.active_low)?;
     let mut tx = Transmitter::open(transmit)?;
+    crate::service::ready();
     let mut decoder = Decoder::new(DecoderConfig {
         calibration_ns: o.calibration.nanos(),
         ..Default::default()
