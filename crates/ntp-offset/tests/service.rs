@@ -72,9 +72,10 @@ fn each_daemon_tells_systemd_it_is_ready_once_its_sockets_are_bound() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `ntp-offset generate man|completions DIR` (what scripts/package runs).
-fn generate(what: &str) -> PathBuf {
-    let dir = tempdir(&format!("service-{what}"));
+/// `ntp-offset generate man|completions DIR` (what scripts/package runs), into a folder of
+/// `test`'s own (tests run side by side in one process, and each removes its folder).
+fn generate(what: &str, test: &str) -> PathBuf {
+    let dir = tempdir(&format!("service-{test}-{what}"));
     let (ok, out) = run_cli(&["generate", what, dir.to_str().unwrap()]);
     assert!(ok, "{out}");
     dir
@@ -82,7 +83,7 @@ fn generate(what: &str) -> PathBuf {
 
 #[test]
 fn man_pages_come_from_the_command_line_one_per_subcommand() {
-    let dir = generate("man");
+    let dir = generate("man", "pages");
     for (page, says) in [
         ("ntp-offset.1", "serve"),
         ("ntp-offset-serve.1", "\\-\\-control\\-socket"),
@@ -114,7 +115,7 @@ fn man_pages_come_from_the_command_line_one_per_subcommand() {
 
 #[test]
 fn completions_come_from_the_command_line_for_bash_zsh_and_fish() {
-    let dir = generate("completions");
+    let dir = generate("completions", "completions");
     let bash = dir.join("ntp-offset.bash");
     let text = std::fs::read_to_string(&bash).unwrap();
     assert!(text.contains("clients") && text.contains("--control-socket"));
@@ -139,7 +140,7 @@ fn completions_come_from_the_command_line_for_bash_zsh_and_fish() {
 #[test]
 fn the_units_verify_clean() {
     let root = tempdir("service-units");
-    let man = generate("man");
+    let man = generate("man", "units");
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist");
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     std::fs::copy(*BIN, root.join("usr/bin/ntp-offset")).unwrap();
