@@ -262,6 +262,14 @@ impl Stats {
         self.rejected[r.index()]
     }
 
+    /// The reasons that rejected anything, with their counts, as status reports list them.
+    pub fn rejected_by_name(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Reject::ALL
+            .iter()
+            .map(|&r| (r.name(), self.rejected(r)))
+            .filter(|&(_, n)| n > 0)
+    }
+
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().sum()
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ntp_offset_proto::tick_receiver::{Reject, Stats};
+use ntp_offset_proto::tick_receiver::Stats;
 use ntp_offset_proto::time::Offset;
 
 use crate::control::status::ListenStatus;
@@ -23,10 +23,9 @@ pub fn from_stats(st: &Stats, now_mono_ns: i64) -> ListenStatus {
         missed: st.missed,
         restarts: st.restarts,
         leap_seconds: st.leap_seconds,
-        rejected: Reject::ALL
-            .iter()
-            .map(|&r| (r.name().to_string(), st.rejected(r)))
-            .filter(|&(_, n)| n > 0)
+        rejected: st
+            .rejected_by_name()
+            .map(|(k, n)| (k.to_string(), n))
             .collect(),
         offset_ns: st.last_offset().map(Offset::nanos),
         mean_offset_ns: mean_jitter.map(|(m, _)| m.nanos()),

@@ -13,7 +13,7 @@ use ntp_offset_proto::clock_model::{ClockModel, ModelState, Reading, Update};
 use ntp_offset_proto::leap::{LeapDirection, LeapPolicy, LeapTracker};
 use ntp_offset_proto::system::{pulse_refid, PulseClock, ServerState};
 use ntp_offset_proto::tick::{Leap, SourceState};
-use ntp_offset_proto::tick_receiver::{Event, Reject, TickSample};
+use ntp_offset_proto::tick_receiver::{Event, TickSample};
 use ntp_offset_proto::time::{Offset, Time};
 use ntp_offset_sys::clock::monotonic_raw_ns;
 use tracing::{info, warn};
@@ -329,10 +329,9 @@ impl PulseState {
             ticks: stats.samples,
             missed: stats.missed,
             restarts: stats.restarts,
-            rejected: Reject::ALL
-                .iter()
-                .map(|&r| (r.name().to_string(), stats.rejected(r)))
-                .filter(|&(_, n)| n > 0)
+            rejected: stats
+                .rejected_by_name()
+                .map(|(k, n)| (k.to_string(), n))
                 .collect(),
             transmitter: stats.transmitter.map(|t| format!("{t:#010x}")),
             last_sample_mono_ns: stats.last_sample_mono_ns,
