@@ -8,22 +8,37 @@ use std::time::Duration;
 
 use super::protocol::{request_line, Command, Envelope, Reply};
 use super::render;
-use crate::monitor::ControlPath;
+use crate::monitor::{ControlPath, SYSTEM_DIR};
 
 /// The whole answer must arrive within this.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger answers are refused (a client log of 100,000 entries is about 20 MB).
 const MAX_REPLY: u64 = 256 << 20;
 
-/// Without --socket: the first of the daemons' default sockets that exists.
+/// Without --socket: the first of the daemons' default sockets that exists, this user's
+/// own (a daemon run by hand, in `$XDG_RUNTIME_DIR`) before the system's (`/run/ntp-offset/`,
+/// where the packaged services keep theirs), so an admin in group ntp-offset needs no flag.
 pub fn default_socket() -> PathBuf {
-    let candidates: Vec<PathBuf> = ["serve", "pulse-listen", "pulse-send"]
+    let roles = ["serve", "pulse-listen", "pulse-send"];
+    let mut candidates: Vec<PathBuf> = roles
         .iter()
         .map(|r| ControlPath::default_for(r).path)
         .collect();
+    for role in roles {
+        let system = Path::new(SYSTEM_DIR).join(format!("{role}.sock"));
+        if !candidates.contains(&system) {
+            candidates.push(system);
+        }
+    }
+    // One this user may not even look at (/run/ntp-offset/ is 0750) counts as there, so the
+    // error says "permission denied" rather than "no control socket".
+    let there = |p: &&PathBuf| match std::fs::symlink_metadata(p) {
+        Ok(_) => true,
+        Err(e) => e.kind() == ErrorKind::PermissionDenied,
+    };
     candidates
         .iter()
-        .find(|p| p.exists())
+        .find(there)
         .unwrap_or(&candidates[0])
         .clone()
 }

@@ -157,6 +157,10 @@ pub struct ControlPath {
     pub explicit: bool,
 }
 
+/// Where root's daemons, and the packaged services (RuntimeDirectory=ntp-offset), keep their
+/// control sockets.
+pub const SYSTEM_DIR: &str = "/run/ntp-offset";
+
 impl ControlPath {
     /// The control socket `role` (serve, pulse-listen, pulse-send) uses unless told otherwise:
     /// in systemd's RuntimeDirectory= when set; else /run/ntp-offset/ for root and
@@ -179,7 +183,7 @@ impl ControlPath {
                     env_dir("XDG_RUNTIME_DIR").map(|d| d.join("ntp-offset"))
                 }
             })
-            .unwrap_or_else(|| PathBuf::from("/run/ntp-offset"));
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_DIR));
         ControlPath {
             path: dir.join(format!("{role}.sock")),
             explicit: false,
