@@ -36,7 +36,7 @@ pub enum PulseCommand {
     Send(SendArgs),
     /// Receive ticks and feed chronyd (SOCK) or ntpd/ntpsec/chronyd (SHM) with tick time + offset.
     Listen(ListenArgs),
-    /// Print a new key file line (`ID HEX`, 32 random bytes); save it with mode 600.
+    /// Print a new key file line (`ID HEX`, 32 random bytes); save it with mode 600, or 640 with group ntp-offset for the packaged services.
     Keygen {
         /// Key id, 1-65535.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -79,7 +79,7 @@ pub struct SendArgs {
     /// [ff15::123]:8123) or unicast, IPv4 or IPv6.
     #[arg(long, required = true, value_name = "IP:PORT")]
     to: Vec<SocketAddr>,
-    /// Key file (`ID HEX` lines, mode 600); ticks are signed with --key-id.
+    /// Key file (`ID HEX` lines, mode 600 or 640); ticks are signed with --key-id.
     #[arg(long, value_name = "FILE", required_unless_present_any = ["unauthenticated", "legacy"])]
     key_file: Option<PathBuf>,
     /// Which key of the key file signs (default: the first).
@@ -141,7 +141,7 @@ pub struct ListenArgs {
     /// one of them; a unicast tick reaches one. Without it, a port in use is an error.
     #[arg(long)]
     share_port: bool,
-    /// Key file (`ID HEX` lines, mode 600).
+    /// Key file (`ID HEX` lines, mode 600 or 640).
     #[arg(long, value_name = "FILE", required_unless_present_any = ["allow_unauthenticated", "legacy"])]
     key_file: Option<PathBuf>,
     /// Accept unsigned ticks.

@@ -18,7 +18,9 @@ pub fn load(path: &Path) -> Result<KeyRing, String> {
     if mode & UNSAFE_BITS != 0 {
         return Err(format!(
             "key file {} has mode {mode:04o}: others can read or change it, so anyone could forge \
-             ticks. Fix it with: chmod 600 {}",
+             ticks. Fix it with: chmod 600 {} (or 640, group-readable by the services' group: chgrp \
+             ntp-offset {})",
+            path.display(),
             path.display(),
             path.display()
         ));
