@@ -113,11 +113,12 @@ class Guest:
             raise AssertionError(f"guest: `{cmd}` exited {rc}: {out}")
         return out
 
-    def clock_offset(self):
+    def clock_offset(self, command="now"):
         """The guest's clock minus the host's, in seconds, and the bound on that reading (half
-        the round trip of the console exchange that reads it with scripts/lib/guest-bin/now)."""
+        the round trip of the console exchange that reads it with `command`, which prints
+        seconds.nanoseconds: scripts/lib/guest-bin/now, or `date +%s.%N` on a full system)."""
         t1 = time.time()
-        _, out = self.run("now")
+        _, out = self.run(command)
         value = next((l.strip() for l in out if NUMBER.match(l.strip())), None)
         if value is None:
             raise AssertionError(f"guest: `now` printed {out}")
