@@ -83,21 +83,23 @@ def main():
     p15, p30 = 10123, 11123
     ns = Namespace(f"ntpo-boot-{os.getpid()}", "198.18.9.1/24", 0)
     host_query = ns.cmd(args.sender)
-    guest = Guest(args, [
-        "-drive", f"file={overlay},if=virtio,format=qcow2",
-        "-drive", f"file={work / 'debs.img'},if=virtio,format=raw,readonly=on",
-        "-netdev", f"user,id=n0,hostfwd=udp:127.0.0.1:{p15}-10.0.2.15:123,"
-                   f"hostfwd=udp:127.0.0.1:{p30}-10.0.2.15:1123",
-        "-device", "virtio-net-pci,netdev=n0,romfile=",
-    ], append="root=/dev/vda rw", memory_mb=1024, prefix=ns.cmd())
+    guest = None
     try:
+        guest = Guest(args, [
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-drive", f"file={work / 'debs.img'},if=virtio,format=raw,readonly=on",
+            "-netdev", f"user,id=n0,hostfwd=udp:127.0.0.1:{p15}-10.0.2.15:123,"
+                       f"hostfwd=udp:127.0.0.1:{p30}-10.0.2.15:1123",
+            "-device", "virtio-net-pci,netdev=n0,romfile=",
+        ], append="root=/dev/vda rw", memory_mb=1024, prefix=ns.cmd())
         run_test(guest, check, host_query, debs, p15, p30)
     except AssertionError as e:
         check("the test ran to its end", False, e)
     finally:
-        if check.failures:
-            print("  guest console, last lines:\n    " + "\n    ".join(guest.log[-60:]), flush=True)
-        guest.stop()
+        if guest is not None:
+            if check.failures:
+                print("  guest console, last lines:\n    " + "\n    ".join(guest.log[-60:]), flush=True)
+            guest.stop()
         ns.delete()
         subprocess.run(["rm", "-rf", str(work)])
     return check.verdict("the Debian packages on a booted Debian 12", started)
