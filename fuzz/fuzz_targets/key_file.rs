@@ -1,8 +1,10 @@
-//! The tick key file parser on arbitrary text: never panics, and a ring it accepts has
-//! distinct, nonzero ids.
+//! The key file parsers on arbitrary text, the tick key file's and chrony's (NTP symmetric
+//! keys): never panic, and what they accept has distinct, nonzero ids (and every NTP key
+//! verifies its own MAC).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ntp_offset_proto::symmetric::{parse_key_file, MAX_DIGEST_LEN};
 use ntp_offset_proto::tick_auth::KeyRing;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,5 +17,15 @@ fuzz_target!(|data: &[u8]| {
             .take(ring.len() + 1)
             .collect();
         assert_eq!(ids.len(), ring.len(), "ids must be distinct and nonzero");
+    }
+    if let Ok(keys) = parse_key_file(text, true) {
+        let mut last = 0;
+        for key in keys.iter() {
+            assert!(key.id() > last, "ids must be distinct, nonzero and sorted");
+            last = key.id();
+            let mut digest = [0u8; MAX_DIGEST_LEN];
+            let n = key.digest(&data[..data.len().min(48)], &mut digest);
+            assert!(key.verify(&data[..data.len().min(48)], &digest[..n]));
+        }
     }
 });

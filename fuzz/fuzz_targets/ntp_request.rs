@@ -1,5 +1,6 @@
 //! `responder::decide` on arbitrary datagrams: never panics, and an answer is never longer
-//! than its request (no amplification), whatever the bytes, addresses and rate limiter say.
+//! than its request (no amplification), whatever the bytes, addresses, rate limiter and keys
+//! say (MACs by known and unknown keys, crypto-NAKs, views that need a key).
 #![no_main]
 
 use std::net::{IpAddr, SocketAddr};
@@ -8,6 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use ntp_offset_proto::packet::LeapIndicator;
 use ntp_offset_proto::ratelimit::{RateLimitParams, RateLimiter};
 use ntp_offset_proto::responder::{decide, Decision, Request, Unmatched};
+use ntp_offset_proto::symmetric::{Auth, Key, KeyType, SymmetricKeys, UnknownKey};
 use ntp_offset_proto::system::ServerState;
 use ntp_offset_proto::time::{NtpShort, Offset, Time};
 use ntp_offset_proto::view::{HashOnly, ViewTable};
@@ -44,10 +46,20 @@ fuzz_target!(|data: &[u8]| {
         receive: Time::from_unix_nanos(1_767_225_600_000_000_000),
         now_mono_ns: 1_000_000_000,
     };
+    let keys = SymmetricKeys::new(vec![
+        Key::new(1, KeyType::Aes128, vec![7; 16]).unwrap(),
+        Key::new(2, KeyType::Sha1, b"secret".to_vec()).unwrap(),
+        Key::new(3, KeyType::Md5, b"old".to_vec()).unwrap(),
+    ])
+    .unwrap();
+    let unknown_key = if h[1] & 2 == 0 { UnknownKey::Nak } else { UnknownKey::Drop };
+    let auth = Auth { keys, unknown_key };
     for unmatched in [Unmatched::Ignore, Unmatched::Deny] {
-        for limiter in [None, Some(&mut limiter)] {
-            if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, unmatched, limiter) {
-                let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000));
+        let mut limiter = Some(&mut limiter);
+        for limited in [false, true] {
+            let l = if limited { limiter.take() } else { None };
+            if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, unmatched, &auth, l) {
+                let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000), &auth.keys);
                 assert!(
                     answer.len() <= packet.len(),
                     "{} bytes answer {}",

@@ -4,6 +4,7 @@
 use ntp_offset::{
     args, config, control, demo, duration, logging, monitor, pulse, query, serve, text,
 };
+use ntp_offset_proto::view::AuthRequirement;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -252,10 +253,26 @@ fn serve(args: ServeArgs) -> ExitCode {
             .views
             .views()
             .iter()
-            .map(|v| format!("{} {}", v.name, duration::format(v.offset)))
+            .map(|v| match v.auth {
+                AuthRequirement::None => format!("{} {}", v.name, duration::format(v.offset)),
+                a => format!(
+                    "{} {} auth {}",
+                    v.name,
+                    duration::format(v.offset),
+                    a.name()
+                ),
+            })
             .collect();
+        let keys = match cfg.auth.keys.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} key{} (unknown keys: {})",
+                if n == 1 { "" } else { "s" },
+                cfg.auth.unknown_key.name()
+            ),
+        };
         logging::out(format_args!(
-            "{name}: OK: {} views ({}), listening on {}{}",
+            "{name}: OK: {} views ({}), listening on {}{keys}{}",
             views.len(),
             views.join(", "),
             text::join_addrs(&cfg.listen),

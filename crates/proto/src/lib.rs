@@ -26,6 +26,7 @@ pub mod packet;
 pub mod ratelimit;
 pub mod refclock;
 pub mod responder;
+pub mod symmetric;
 pub mod system;
 pub mod tick;
 pub mod tick_auth;

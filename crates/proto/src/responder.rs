@@ -2,16 +2,19 @@
 //! is decided here, from plain values, so it is tested without sockets.
 //!
 //! Order of checks: size, version, mode (only client requests, mode 3, are ever answered; mode
-//! 6/7 and everything else are dropped), view, rate. The answer is always exactly 48 bytes and
-//! every request that gets one has at least 48, so an answer is never larger than its request.
+//! 6/7 and everything else are dropped), view, rate, then the MAC, if the request has one, and
+//! the view's `auth`. The answer is 48 bytes, plus a MAC exactly as long as the request's (or a
+//! 4-byte crypto-NAK) when the request has one; every request that gets an answer has at least
+//! 48 bytes, so an answer is never larger than its request.
 
 use core::net::{IpAddr, SocketAddr};
 
 use crate::packet::{set_transmit_timestamp, Header, LeapIndicator, Mode, HEADER_LEN};
 use crate::ratelimit::{RateLimiter, RateVerdict};
+use crate::symmetric::{self, Auth, SymmetricKeys, UnknownKey, MAX_MAC_LEN};
 use crate::system::ServerState;
 use crate::time::{NtpShort, NtpTimestamp, Offset, Time};
-use crate::view::{Assigner, ViewId, ViewTable};
+use crate::view::{Assigner, AuthRequirement, ViewId, ViewTable};
 
 /// The largest request considered. NTP requests are 48 bytes, plus extension fields or a legacy
 /// MAC; nothing a client sends for time comes near this.
@@ -51,10 +54,16 @@ pub enum DropReason {
     NotClientMode,
     NoView,
     RateLimited,
+    /// A MAC that does not verify with its key.
+    BadMac,
+    /// A MAC with a key this server does not have, under `unknown_key = "drop"`.
+    UnknownKey,
+    /// No valid MAC, for a view whose `auth` needs one.
+    Unauthenticated,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::Malformed,
@@ -62,6 +71,9 @@ impl DropReason {
         DropReason::NotClientMode,
         DropReason::NoView,
         DropReason::RateLimited,
+        DropReason::BadMac,
+        DropReason::UnknownKey,
+        DropReason::Unauthenticated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +85,9 @@ impl DropReason {
             DropReason::NotClientMode => "not_client_mode",
             DropReason::NoView => "no_view",
             DropReason::RateLimited => "rate_limited",
+            DropReason::BadMac => "bad_mac",
+            DropReason::UnknownKey => "unknown_key",
+            DropReason::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -82,16 +97,36 @@ pub enum ResponseKind {
     Time,
     KodRate,
     KodDeny,
+    /// A KoD `CRYP` with a zero key id: the request's key is not known here.
+    CryptoNak,
+}
+
+/// The longest answer: a header and the longest MAC.
+pub const MAX_RESPONSE_LEN: usize = HEADER_LEN + MAX_MAC_LEN;
+
+/// What follows an answer's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trailer {
+    None,
+    /// A zero key id.
+    CryptoNak,
+    /// A MAC by this key, computed once the transmit timestamp is in, with a digest of this
+    /// many bytes (the request's).
+    Mac(u32, usize),
 }
 
 /// An answer, complete but for its transmit timestamp, which [`Response::finish`] writes as
-/// late as possible.
+/// late as possible (and then its MAC).
 #[derive(Clone, Copy, Debug)]
 pub struct Response {
-    packet: [u8; HEADER_LEN],
+    packet: [u8; MAX_RESPONSE_LEN],
+    len: usize,
+    trailer: Trailer,
     offset: Offset,
     pub view: Option<ViewId>,
     pub kind: ResponseKind,
+    /// The key id of the request's valid MAC (the answer carries one by the same key).
+    pub authenticated: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -104,13 +139,32 @@ pub enum Decision {
 }
 
 impl Response {
-    /// The finished packet, transmit time `transmit` (base time) shifted into the view.
-    /// KoD packets keep the request's own timestamp and tell no time.
-    pub fn finish(&mut self, transmit: Time) -> &[u8; HEADER_LEN] {
+    /// The answer's length: its header and MAC (never empty).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The finished packet, transmit time `transmit` (base time) shifted into the view, then
+    /// its MAC by `keys` (the keys `decide` saw). KoD packets keep the request's own timestamp
+    /// and tell no time.
+    pub fn finish(&mut self, transmit: Time, keys: &SymmetricKeys) -> &[u8] {
+        let (header, mac) = self.packet.split_at_mut(HEADER_LEN);
+        let header: &mut [u8; HEADER_LEN] = header.try_into().expect("split at HEADER_LEN");
         if self.kind == ResponseKind::Time {
-            set_transmit_timestamp(&mut self.packet, transmit.add(self.offset).to_ntp());
+            set_transmit_timestamp(header, transmit.add(self.offset).to_ntp());
         }
-        &self.packet
+        if let Trailer::Mac(id, n) = self.trailer {
+            let key = keys
+                .get(id)
+                .expect("decide found this key in the same table");
+            mac[symmetric::field::KEY_ID].copy_from_slice(&id.to_be_bytes());
+            let mut digest = [0u8; symmetric::MAX_DIGEST_LEN];
+            key.digest(header, &mut digest);
+            mac[symmetric::field::DIGEST..symmetric::field::DIGEST + n]
+                .copy_from_slice(&digest[..n]);
+        }
+        &self.packet[..self.len]
     }
 }
 
@@ -121,6 +175,7 @@ pub fn decide(
     assigner: &dyn Assigner,
     state: &ServerState,
     unmatched: Unmatched,
+    auth: &Auth,
     limiter: Option<&mut RateLimiter>,
 ) -> Decision {
     let len = req.packet.len();
@@ -161,19 +216,57 @@ pub fn decide(
         }
     }
 
+    // Verified after the cheap checks, so a flood of forged MACs costs a table lookup each
+    // once rate-limited. A request with a MAC is answered with one by the same key.
+    let mut trailer = Trailer::None;
+    let mut mac_len = 0;
+    let mut authenticated = None;
+    if let Some(mac) = symmetric::find_mac(req.packet) {
+        match auth.keys.get(mac.key_id) {
+            Some(key) if key.verify(mac.data, mac.digest) => {
+                trailer = Trailer::Mac(key.id(), mac.digest.len());
+                mac_len = 4 + mac.digest.len();
+                authenticated = Some(key.id());
+            }
+            Some(_) => return Decision::Ignore(DropReason::BadMac),
+            None if auth.unknown_key == UnknownKey::Drop => {
+                return Decision::Ignore(DropReason::UnknownKey)
+            }
+            None => {
+                trailer = Trailer::CryptoNak;
+                mac_len = symmetric::CRYPTO_NAK_LEN;
+                kind = ResponseKind::CryptoNak;
+            }
+        }
+    }
+    if let Some(id) = view {
+        if views.view(id).auth == AuthRequirement::Key
+            && authenticated.is_none()
+            && kind != ResponseKind::CryptoNak
+        {
+            return Decision::Ignore(DropReason::Unauthenticated);
+        }
+    }
+
     let header = match (kind, view) {
         (ResponseKind::Time, Some(id)) => {
             time_header(&request, state, views.view(id).offset, req.receive)
         }
         (ResponseKind::KodRate, _) => kod_header(&request, state, *b"RATE"),
+        (ResponseKind::CryptoNak, _) => kod_header(&request, state, *b"CRYP"),
         _ => kod_header(&request, state, *b"DENY"),
     };
     let offset = view.map_or(Offset::ZERO, |id| views.view(id).offset);
+    let mut packet = [0u8; MAX_RESPONSE_LEN];
+    packet[..HEADER_LEN].copy_from_slice(&header.encode());
     Decision::Respond(Response {
-        packet: header.encode(),
+        packet,
+        len: HEADER_LEN + mac_len,
+        trailer,
         offset,
         view,
         kind,
+        authenticated,
     })
 }
 
@@ -220,6 +313,7 @@ fn kod_header(request: &Header, state: &ServerState, code: [u8; 4]) -> Header {
 mod tests {
     use super::*;
     use crate::ratelimit::RateLimitParams;
+    use crate::symmetric::{Key, KeyType};
     use crate::system::REFID_LOCAL;
     use crate::view::{HashOnly, LocalAddr, Rule, Target, View};
     use proptest::prelude::*;
@@ -259,6 +353,7 @@ mod tests {
             .map(|(n, o)| View {
                 name: n.to_string(),
                 offset: *o,
+                auth: AuthRequirement::None,
             })
             .collect();
         ViewTable::new(views, rules, None)
@@ -285,6 +380,7 @@ mod tests {
             &HashOnly,
             &state(),
             Unmatched::Ignore,
+            &Auth::default(),
             None,
         )
     }
@@ -300,7 +396,7 @@ mod tests {
             let Decision::Respond(mut r) = answer(&client_packet(4), port) else {
                 panic!("no answer")
             };
-            let h = Header::parse(r.finish(tx)).unwrap();
+            let h = Header::parse(r.finish(tx, &SymmetricKeys::default())).unwrap();
             assert_eq!(
                 (h.leap, h.version, h.mode, h.stratum),
                 (LeapIndicator::NoWarning, 4, Mode::Server, 10)
@@ -326,12 +422,18 @@ mod tests {
         let table = ViewTable::single("decade", ten_years);
         let packet = client_packet(4);
         let req = request(&packet, 123);
-        let Decision::Respond(mut r) =
-            decide(&req, &table, &HashOnly, &state(), Unmatched::Ignore, None)
-        else {
+        let Decision::Respond(mut r) = decide(
+            &req,
+            &table,
+            &HashOnly,
+            &state(),
+            Unmatched::Ignore,
+            &Auth::default(),
+            None,
+        ) else {
             panic!()
         };
-        let h = Header::parse(r.finish(RX)).unwrap();
+        let h = Header::parse(r.finish(RX, &SymmetricKeys::default())).unwrap();
         // 2026-11 + 10 years is past 2036-02-07: era 1, and the client resolves it correctly.
         assert_eq!(h.transmit_timestamp.to_time_near(RX), RX.add(ten_years));
         assert!(
@@ -346,7 +448,12 @@ mod tests {
             let Decision::Respond(mut r) = answer(&client_packet(v), 11123) else {
                 panic!("v{v}")
             };
-            assert_eq!(Header::parse(r.finish(RX)).unwrap().version, v);
+            assert_eq!(
+                Header::parse(r.finish(RX, &SymmetricKeys::default()))
+                    .unwrap()
+                    .version,
+                v
+            );
         }
         for v in [0, 1, 5, 7] {
             assert!(
@@ -414,12 +521,13 @@ mod tests {
             &HashOnly,
             &state(),
             Unmatched::Deny,
+            &Auth::default(),
             None,
         ) else {
             panic!()
         };
         assert_eq!(r.kind, ResponseKind::KodDeny);
-        let h = Header::parse(r.finish(RX)).unwrap();
+        let h = Header::parse(r.finish(RX, &SymmetricKeys::default())).unwrap();
         assert_eq!(
             (h.leap, h.stratum, h.reference_id),
             (LeapIndicator::Unsynchronized, 0, *b"DENY")
@@ -449,6 +557,7 @@ mod tests {
                 &HashOnly,
                 &state(),
                 Unmatched::Ignore,
+                &Auth::default(),
                 Some(&mut rl),
             ) {
                 Decision::Respond(r) => kinds.push(format!("{:?}", r.kind)),
@@ -464,13 +573,167 @@ mod tests {
         let unsync = ServerState::unsynchronized(-24);
         let packet = client_packet(4);
         let req = request(&packet, 11123);
-        let Decision::Respond(mut r) =
-            decide(&req, &views(), &HashOnly, &unsync, Unmatched::Ignore, None)
-        else {
+        let Decision::Respond(mut r) = decide(
+            &req,
+            &views(),
+            &HashOnly,
+            &unsync,
+            Unmatched::Ignore,
+            &Auth::default(),
+            None,
+        ) else {
             panic!()
         };
-        let h = Header::parse(r.finish(RX)).unwrap();
+        let h = Header::parse(r.finish(RX, &SymmetricKeys::default())).unwrap();
         assert_eq!((h.leap, h.stratum), (LeapIndicator::Unsynchronized, 0));
+    }
+
+    fn keyed(unknown_key: UnknownKey) -> Auth {
+        let keys = SymmetricKeys::new(vec![
+            Key::new(1, KeyType::Aes128, vec![0x11; 16]).unwrap(),
+            Key::new(2, KeyType::Sha256, b"pass".to_vec()).unwrap(),
+        ])
+        .unwrap();
+        Auth { keys, unknown_key }
+    }
+
+    /// `packet` with a MAC by `key` (or, with `id`, claiming that key id).
+    fn signed(packet: &[u8; 48], key: &Key, id: u32) -> Vec<u8> {
+        let mut digest = [0u8; symmetric::MAX_DIGEST_LEN];
+        let n = key.digest(packet, &mut digest);
+        [packet.as_slice(), &id.to_be_bytes(), &digest[..n]].concat()
+    }
+
+    fn decide_with(bytes: &[u8], port: u16, views: &ViewTable, auth: &Auth) -> Decision {
+        decide(
+            &request(bytes, port),
+            views,
+            &HashOnly,
+            &state(),
+            Unmatched::Ignore,
+            auth,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_request_with_a_mac_gets_an_answer_with_one_by_the_same_key() {
+        let auth = keyed(UnknownKey::Nak);
+        for id in [1, 2] {
+            let key = auth.keys.get(id).unwrap();
+            let req = signed(&client_packet(4), key, id);
+            let Decision::Respond(mut r) = decide_with(&req, 11124, &views(), &auth) else {
+                panic!("key {id}")
+            };
+            assert_eq!((r.kind, r.authenticated), (ResponseKind::Time, Some(id)));
+            let out = r.finish(RX, &auth.keys).to_vec();
+            assert_eq!(out.len(), req.len(), "as long as the request, never longer");
+            let mac = symmetric::find_mac(&out).unwrap();
+            assert_eq!(mac.key_id, id);
+            assert!(
+                key.verify(mac.data, mac.digest),
+                "the answer verifies with the key"
+            );
+            let h = Header::parse(&out).unwrap();
+            assert_eq!(h.origin_timestamp.to_bits(), CLIENT_TX);
+            assert_eq!(h.transmit_timestamp, RX.add(Offset::from_secs(15)).to_ntp());
+        }
+    }
+
+    #[test]
+    fn a_bad_mac_is_dropped_and_an_unknown_key_gets_a_crypto_nak_or_nothing() {
+        let auth = keyed(UnknownKey::Nak);
+        let key = auth.keys.get(1).unwrap();
+        let mut req = signed(&client_packet(4), key, 1);
+        *req.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            decide_with(&req, 11123, &views(), &auth),
+            Decision::Ignore(DropReason::BadMac)
+        ));
+        // A MAC on a changed header does not verify either.
+        let mut req = signed(&client_packet(4), key, 1);
+        req[2] ^= 1;
+        assert!(matches!(
+            decide_with(&req, 11123, &views(), &auth),
+            Decision::Ignore(DropReason::BadMac)
+        ));
+
+        let unknown = signed(&client_packet(4), key, 7);
+        let Decision::Respond(mut r) = decide_with(&unknown, 11123, &views(), &auth) else {
+            panic!()
+        };
+        assert_eq!((r.kind, r.authenticated), (ResponseKind::CryptoNak, None));
+        let out = r.finish(RX, &auth.keys).to_vec();
+        assert_eq!(out.len(), 52, "a header and a zero key id");
+        assert_eq!(out[48..], [0, 0, 0, 0]);
+        let h = Header::parse(&out).unwrap();
+        assert_eq!(
+            (h.stratum, h.reference_id),
+            (0, *b"CRYP"),
+            "a KoD CRYP: no time"
+        );
+        assert_eq!(h.transmit_timestamp.to_bits(), CLIENT_TX);
+
+        let drop = keyed(UnknownKey::Drop);
+        assert!(matches!(
+            decide_with(&unknown, 11123, &views(), &drop),
+            Decision::Ignore(DropReason::UnknownKey)
+        ));
+        // Without keys at all, a MAC is an unknown key.
+        assert!(matches!(
+            decide_with(&unknown, 11123, &views(), &Auth::default()),
+            Decision::Respond(Response {
+                kind: ResponseKind::CryptoNak,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_view_that_needs_a_key_answers_only_valid_macs() {
+        let auth = keyed(UnknownKey::Nak);
+        let mut table = views();
+        let mut v = table.views().to_vec();
+        v[0].auth = AuthRequirement::Key;
+        let rules = (0..3)
+            .map(|i| Rule {
+                listen: vec![LocalAddr::Socket(
+                    format!("127.0.0.1:{}", 11123 + i).parse().unwrap(),
+                )],
+                clients: vec![],
+                target: Target::View(ViewId(i)),
+            })
+            .collect();
+        table = ViewTable::new(v, rules, None);
+        let plain = client_packet(4);
+        assert!(matches!(
+            decide_with(&plain, 11123, &table, &auth),
+            Decision::Ignore(DropReason::Unauthenticated)
+        ));
+        assert!(
+            matches!(
+                decide_with(&plain, 11124, &table, &auth),
+                Decision::Respond(_)
+            ),
+            "other views"
+        );
+        let key = auth.keys.get(2).unwrap();
+        assert!(matches!(
+            decide_with(&signed(&plain, key, 2), 11123, &table, &auth),
+            Decision::Respond(Response {
+                kind: ResponseKind::Time,
+                authenticated: Some(2),
+                ..
+            })
+        ));
+        // A client with a key this server lacks still learns so.
+        assert!(matches!(
+            decide_with(&signed(&plain, key, 9), 11123, &table, &auth),
+            Decision::Respond(Response {
+                kind: ResponseKind::CryptoNak,
+                ..
+            })
+        ));
     }
 
     proptest! {
@@ -480,7 +743,7 @@ mod tests {
             port in 11120u16..11128,
         ) {
             if let Decision::Respond(mut r) = answer(&bytes, port) {
-                prop_assert!(r.finish(RX).len() <= bytes.len());
+                prop_assert!(r.finish(RX, &SymmetricKeys::default()).len() <= bytes.len());
                 prop_assert_eq!(bytes[0] & 7, 3, "only mode 3 is answered");
             }
         }

@@ -31,6 +31,27 @@ pub struct ViewId(pub u16);
 pub struct View {
     pub name: String,
     pub offset: Offset,
+    /// Which requests this view answers with time.
+    pub auth: AuthRequirement,
+}
+
+/// A view's `auth`: what a request must carry to get time from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum AuthRequirement {
+    /// Anything is answered (an authenticated request still gets an authenticated answer).
+    #[default]
+    None,
+    /// Only requests with a valid symmetric-key MAC; the others are dropped and counted.
+    Key,
+}
+
+impl AuthRequirement {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthRequirement::None => "none",
+            AuthRequirement::Key => "key",
+        }
+    }
 }
 
 /// An address prefix, `198.18.0.0/15` or `2001:db8::/32`. IPv4 is held as IPv4-mapped IPv6 so
@@ -326,6 +347,7 @@ impl ViewTable {
         let views = vec![View {
             name: name.to_string(),
             offset,
+            auth: AuthRequirement::None,
         }];
         ViewTable {
             views,
@@ -452,6 +474,7 @@ mod tests {
             .map(|(i, n)| View {
                 name: n.to_string(),
                 offset: Offset::from_secs(15 * i as i64),
+                auth: AuthRequirement::None,
             })
             .collect()
     }

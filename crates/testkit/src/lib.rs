@@ -419,8 +419,25 @@ pub fn chrony_offset(stderr_and_stdout: &str) -> Option<f64> {
 /// `chronyd -Q` against `server port`: measures once (4 iburst samples), never sets the clock.
 /// chrony reports "system clock wrong by X": X is the server's time minus ours.
 pub fn chrony_measure(prefix: &[&str], server: &str, port: u16) -> f64 {
+    chrony_query(prefix, server, port, "", &[], 15)
+        .unwrap_or_else(|text| panic!("chronyd -Q measured nothing from {server}:{port}:\n{text}"))
+}
+
+/// `chronyd -Q` with `server SERVER port PORT iburst OPTIONS` (e.g. `key 1`) and more
+/// directives (e.g. `keyfile PATH`), waiting at most `timeout_s`: the offset it measured, or
+/// all it printed when it measured nothing.
+pub fn chrony_query(
+    prefix: &[&str],
+    server: &str,
+    port: u16,
+    options: &str,
+    directives: &[String],
+    timeout_s: u32,
+) -> Result<f64, String> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let chronyd = peer("chronyd");
-    let dir = tempdir(&format!("chrony-{server}-{port}"));
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempdir(&format!("chrony-{server}-{port}-{run}"));
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
@@ -429,17 +446,17 @@ pub fn chrony_measure(prefix: &[&str], server: &str, port: u16) -> f64 {
         }
         None => Command::new(&chronyd),
     };
-    cmd.args(["-Q", "-u", "root", "-t", "15"])
-        .arg(format!("server {server} port {port} iburst"))
-        .arg(format!("pidfile {}/chronyd.pid", dir.display()));
-    let out = run_bounded(&mut cmd, Duration::from_secs(25));
+    cmd.args(["-Q", "-u", "root", "-t", &timeout_s.to_string()])
+        .arg(format!("server {server} port {port} iburst {options}"))
+        .arg(format!("pidfile {}/chronyd.pid", dir.display()))
+        .args(directives);
+    let out = run_bounded(&mut cmd, Duration::from_secs(u64::from(timeout_s) + 10));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    chrony_offset(&text)
-        .unwrap_or_else(|| panic!("chronyd -Q measured nothing from {server}:{port}:\n{text}"))
+    chrony_offset(&text).ok_or(text)
 }
 
 pub fn tempdir(tag: &str) -> PathBuf {

@@ -134,6 +134,7 @@ impl ServeFlags {
                 weight: None,
                 listen: Vec::new(),
                 clients: Vec::new(),
+                auth: None,
             })],
             spread: Vec::new(),
             control: self.control_socket.clone().map(|s| {
@@ -145,6 +146,8 @@ impl ServeFlags {
                 .metrics
                 .clone()
                 .map(|m| flag(RawMetrics { listen: flag(m) })),
+            // Symmetric keys only from a config file ([keys]).
+            keys: None,
         }
     }
 }

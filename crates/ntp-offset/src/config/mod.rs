@@ -24,6 +24,7 @@ use ntp_offset_proto::system::ClockPolicy;
 use ntp_offset_proto::view::ViewTable;
 
 mod flags;
+mod keys;
 mod monitor;
 mod raw;
 pub mod receiver;
@@ -51,6 +52,8 @@ pub struct ServeConfig {
     pub rule_names: Vec<String>,
     /// The control socket and the web listener (metrics, status page).
     pub endpoints: crate::monitor::Endpoints,
+    /// Symmetric keys (`[keys]`): requests with a MAC get answers with one.
+    pub auth: ntp_offset_proto::symmetric::Auth,
     /// What may be intended but looks like a mistake (`serve --check` prints them, `serve`
     /// logs them): a rule that never matches, a listening address that selects no view.
     pub warnings: Vec<ConfigError>,
@@ -187,6 +190,16 @@ impl<'a> Context<'a> {
         let listen = self.listen(server)?;
         let mut warnings = Vec::new();
         let (views, rule_names) = self.view_table(&raw, &listen, &mut warnings)?;
+        let auth = self.auth(raw.keys.as_ref(), &mut warnings)?;
+        if auth.keys.is_empty() {
+            if let Some((v, span)) = self.views_needing_keys(&raw).into_iter().next() {
+                return self.err(
+                    span,
+                    "view.auth",
+                    format!("view `{v}` needs a key, but there is no [keys] file"),
+                );
+            }
+        }
         Ok(ServeConfig {
             listen,
             views,
@@ -197,6 +210,7 @@ impl<'a> Context<'a> {
             reference: self.reference(raw.reference.as_ref(), server)?,
             state_dir: self.state_dir(server)?,
             endpoints: self.endpoints(raw.control.as_ref(), raw.metrics.as_ref(), &mut warnings)?,
+            auth,
             rule_names,
             warnings,
         })

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::keys::RawKeys;
 use super::monitor::{RawControl, RawMetrics};
 use super::reference::RawReference;
 
@@ -19,6 +20,7 @@ pub(super) struct RawFile {
     pub spread: Vec<Spanned<RawSpread>>,
     pub control: Option<Spanned<RawControl>>,
     pub metrics: Option<Spanned<RawMetrics>>,
+    pub keys: Option<Spanned<RawKeys>>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +57,7 @@ pub(super) struct RawView {
     pub listen: Vec<Spanned<String>>,
     #[serde(default)]
     pub clients: Vec<Spanned<String>>,
+    pub auth: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -4,11 +4,12 @@
 use std::collections::HashSet;
 use std::hash::Hasher;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 use ntp_offset_proto::balancer::Rebalance;
 use ntp_offset_proto::time::{Offset, MAX_OFFSET};
 use ntp_offset_proto::view::{
-    Balanced, Cidr, LocalAddr, Rule, Spread, Target, View, ViewId, ViewTable,
+    AuthRequirement, Balanced, Cidr, LocalAddr, Rule, Spread, Target, View, ViewId, ViewTable,
 };
 use siphasher::sip::SipHasher13;
 use toml::Spanned;
@@ -301,6 +302,38 @@ impl Context<'_> {
         }
     }
 
+    /// A view's `auth`: "none" (the default) or "key".
+    fn view_auth(&self, v: &RawView) -> Result<AuthRequirement, ConfigError> {
+        let Some(a) = &v.auth else {
+            return Ok(AuthRequirement::None);
+        };
+        match a.get_ref().as_str() {
+            "none" => Ok(AuthRequirement::None),
+            "key" => Ok(AuthRequirement::Key),
+            "nts" | "any" => self.err(
+                a.span(),
+                "view.auth",
+                format!("`{}`: NTS is not available yet; \"key\" (a symmetric key from [keys]) or \"none\"", a.get_ref()),
+            ),
+            other => self.err(
+                a.span(),
+                "view.auth",
+                format!("`{other}`: \"none\" (answer anything) or \"key\" (only requests with a valid MAC)"),
+            ),
+        }
+    }
+
+    /// Views whose `auth` needs a key, by name, where it is said.
+    pub(super) fn views_needing_keys(&self, raw: &RawFile) -> Vec<(String, Range<usize>)> {
+        raw.view
+            .iter()
+            .filter_map(|v| {
+                let a = v.get_ref().auth.as_ref()?;
+                (a.get_ref() == "key").then(|| (v.get_ref().name.get_ref().clone(), a.span()))
+            })
+            .collect()
+    }
+
     fn views(&self, raw: &[Spanned<RawView>]) -> Result<(Vec<View>, ViewNames), ConfigError> {
         let mut views = Vec::new();
         let mut names: Vec<(String, ViewId)> = Vec::new();
@@ -325,10 +358,12 @@ impl Context<'_> {
                 );
             }
             let offset = self.offset(&v.offset, &format!("view `{name}`.offset"))?;
+            let auth = self.view_auth(v)?;
             names.push((name.clone(), ViewId(i as u16)));
             views.push(View {
                 name: name.clone(),
                 offset,
+                auth,
             });
         }
         Ok((views, names))

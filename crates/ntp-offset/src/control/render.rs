@@ -124,6 +124,9 @@ fn serve(s: &ServeStatus) -> String {
         .collect();
     let _ = writeln!(out, "\nDropped         : {}", drops.join(", "));
     let _ = writeln!(out, "KoD DENY        : {}", s.totals.kod_deny);
+    if s.totals.crypto_nak > 0 {
+        let _ = writeln!(out, "Crypto-NAK      : {}", s.totals.crypto_nak);
+    }
     for g in &s.spread {
         let _ = writeln!(
             out,

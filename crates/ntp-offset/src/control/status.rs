@@ -101,9 +101,12 @@ pub struct Totals {
     pub answered: u64,
     pub kod_rate: u64,
     pub kod_deny: u64,
+    /// Crypto-NAKs: requests with a key the server does not have (`[keys] unknown_key`).
+    #[serde(default)]
+    pub crypto_nak: u64,
     pub send_errors: u64,
     /// By reason: truncated, oversized, malformed, bad_version, not_client_mode, no_view,
-    /// rate_limited.
+    /// rate_limited, bad_mac, unknown_key, unauthenticated.
     pub dropped: BTreeMap<String, u64>,
 }
 

@@ -143,6 +143,7 @@ fn serve(f: &mut Families, s: &ServeStatus) {
     f.labelled(Counter, "send_errors_total", "Answers the kernel did not take, per listening socket.", "socket", errors);
     f.scalars(&[
         (Counter, "kod_deny_total", "KoD DENY answers (requests matching no view, with unmatched = \"deny\").", count(s.totals.kod_deny)),
+        (Counter, "crypto_nak_total", "Crypto-NAK answers (requests with a key the server does not have).", count(s.totals.crypto_nak)),
         (Gauge, "client_log_entries", "Clients in the client log.", count(s.client_log.logged)),
         (Counter, "client_log_not_logged_total", "Requests from new clients that found the client log full.", count(s.client_log.not_logged)),
     ]);

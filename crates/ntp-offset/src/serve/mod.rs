@@ -48,6 +48,8 @@ pub struct Runtime {
     pub state_dir: PathBuf,
     pub unmatched: Unmatched,
     pub rate_limit: Option<RateLimitParams>,
+    /// Symmetric keys: requests with a MAC are answered with one.
+    pub auth: ntp_offset_proto::symmetric::Auth,
     /// `views`' names by id, shared so counters and the client log need not copy them.
     pub view_names: Vec<Arc<str>>,
     /// How each of `views`' rules reads: "spread `vms` (line 40)".
@@ -159,6 +161,7 @@ fn runtime_of(cfg: &ServeConfig, before: Option<&Runtime>) -> Runtime {
         state_dir: cfg.state_dir.clone(),
         unmatched: cfg.unmatched,
         rate_limit: cfg.rate_limit,
+        auth: cfg.auth.clone(),
         view_names: cfg
             .views
             .views()

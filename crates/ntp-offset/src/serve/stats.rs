@@ -20,6 +20,9 @@ pub struct Counts {
     pub answered: u64,
     pub kod_rate: u64,
     pub kod_deny: u64,
+    /// Crypto-NAKs: requests with a key this server does not have.
+    #[serde(default)]
+    pub crypto_nak: u64,
     pub send_errors: u64,
     #[serde(with = "drops_by_name")]
     pub drops: [u64; DropReason::ALL.len()],
@@ -40,6 +43,7 @@ impl Counts {
         self.answered += o.answered;
         self.kod_rate += o.kod_rate;
         self.kod_deny += o.kod_deny;
+        self.crypto_nak += o.crypto_nak;
         self.send_errors += o.send_errors;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
@@ -55,6 +59,7 @@ impl Counts {
             ResponseKind::Time => self.answered += 1,
             ResponseKind::KodRate => self.kod_rate += 1,
             ResponseKind::KodDeny => self.kod_deny += 1,
+            ResponseKind::CryptoNak => self.crypto_nak += 1,
         }
     }
 

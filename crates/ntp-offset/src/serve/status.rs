@@ -258,6 +258,7 @@ impl Source for ServeSource {
                 answered: all.answered,
                 kod_rate: all.kod_rate,
                 kod_deny: all.kod_deny,
+                crypto_nak: all.crypto_nak,
                 send_errors: all.send_errors,
                 dropped: DropReason::ALL
                     .iter()

@@ -7,10 +7,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ntp_offset_proto::packet::HEADER_LEN;
 use ntp_offset_proto::ratelimit::RateLimiter;
 use ntp_offset_proto::responder::{
     decide, Decision, DropReason, Request, Response, ResponseKind, MAX_REQUEST_LEN,
+    MAX_RESPONSE_LEN,
 };
 use ntp_offset_sys::batch::{is_retryable, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::monotonic_ns;
@@ -36,7 +36,7 @@ impl Worker {
     pub fn run(self) {
         // One byte more than the largest request, so anything larger shows as truncated.
         let mut rx = RecvBatch::new(BATCH, MAX_REQUEST_LEN + 1);
-        let mut tx = SendBatch::new(BATCH, HEADER_LEN);
+        let mut tx = SendBatch::new(BATCH, MAX_RESPONSE_LEN);
         let mut pending: Vec<(Response, SocketAddr)> = Vec::with_capacity(BATCH);
         let mut limiter: Option<RateLimiter> = None;
         let keys = RandomState::new();
@@ -92,6 +92,7 @@ impl Worker {
                     &assigner,
                     &snapshot.state,
                     runtime.unmatched,
+                    &runtime.auth,
                     limiter.as_mut(),
                 ) {
                     Decision::Respond(resp) => {
@@ -117,11 +118,12 @@ impl Worker {
                         let c = counts.view(v);
                         match resp.kind {
                             ResponseKind::KodRate => c.kod_rate += 1,
+                            ResponseKind::CryptoNak => {}
                             _ => c.answered += 1,
                         }
                     }
-                    if let Some(buf) = tx.push(HEADER_LEN, *peer) {
-                        buf.copy_from_slice(resp.finish(transmit));
+                    if let Some(buf) = tx.push(resp.len(), *peer) {
+                        buf.copy_from_slice(resp.finish(transmit, &runtime.auth.keys));
                     }
                 }
                 let queued = tx.len();

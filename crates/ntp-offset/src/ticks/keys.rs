@@ -1,32 +1,13 @@
-//! Loading the tick key file: refused when others can read it (as ssh refuses an unprotected
-//! private key), since anyone holding the key can forge ticks.
+//! Loading the tick key file: refused when others can read it (`files::read_secret`), since
+//! anyone holding the key can forge ticks.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use ntp_offset_proto::tick_auth::{format_key_line, KeyRing};
 
-/// Permission bits that make a key file unsafe: anything for "other", or group write.
-const UNSAFE_BITS: u32 = 0o027;
-
 pub fn load(path: &Path) -> Result<KeyRing, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("key file {}: not a file", path.display()));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & UNSAFE_BITS != 0 {
-        return Err(format!(
-            "key file {} has mode {mode:04o}: others can read or change it, so anyone could forge \
-             ticks. Fix it with: chmod 600 {} (or 640, group-readable by the services' group: chgrp \
-             ntp-offset {})",
-            path.display(),
-            path.display(),
-            path.display()
-        ));
-    }
     // Far more than 65535 keys' lines: a bigger file is not a key file.
-    let text = crate::files::read_capped(path, 1 << 20)
+    let text = crate::files::read_secret(path, 1 << 20)
         .map_err(|e| format!("key file {}: {e}", path.display()))?;
     KeyRing::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))
 }
