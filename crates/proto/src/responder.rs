@@ -115,11 +115,11 @@ enum Trailer {
     Mac(u32, usize),
 }
 
-/// An answer, complete but for its transmit timestamp, which [`Response::finish`] writes as
-/// late as possible (and then its MAC).
+/// An answer, complete but for its transmit timestamp, which [`Response::finish_into`] writes
+/// as late as possible (and then its MAC).
 #[derive(Clone, Copy, Debug)]
 pub struct Response {
-    packet: [u8; MAX_RESPONSE_LEN],
+    header: [u8; HEADER_LEN],
     len: usize,
     trailer: Trailer,
     offset: Offset,
@@ -145,26 +145,36 @@ impl Response {
         self.len
     }
 
-    /// The finished packet, transmit time `transmit` (base time) shifted into the view, then
-    /// its MAC by `keys` (the keys `decide` saw). KoD packets keep the request's own timestamp
-    /// and tell no time.
-    pub fn finish(&mut self, transmit: Time, keys: &SymmetricKeys) -> &[u8] {
-        let (header, mac) = self.packet.split_at_mut(HEADER_LEN);
-        let header: &mut [u8; HEADER_LEN] = header.try_into().expect("split at HEADER_LEN");
+    /// Writes the finished answer into `out` (exactly [`len`](Self::len) bytes): transmit
+    /// time `transmit` (base time) shifted into the view, then its MAC by `keys` (the keys
+    /// `decide` saw). KoD packets keep the request's own timestamp and tell no time.
+    pub fn finish_into(&mut self, transmit: Time, keys: &SymmetricKeys, out: &mut [u8]) {
         if self.kind == ResponseKind::Time {
-            set_transmit_timestamp(header, transmit.add(self.offset).to_ntp());
+            set_transmit_timestamp(&mut self.header, transmit.add(self.offset).to_ntp());
         }
-        if let Trailer::Mac(id, n) = self.trailer {
-            let key = keys
-                .get(id)
-                .expect("decide found this key in the same table");
-            mac[symmetric::field::KEY_ID].copy_from_slice(&id.to_be_bytes());
-            let mut digest = [0u8; symmetric::MAX_DIGEST_LEN];
-            key.digest(header, &mut digest);
-            mac[symmetric::field::DIGEST..symmetric::field::DIGEST + n]
-                .copy_from_slice(&digest[..n]);
+        let (header, mac) = out.split_at_mut(HEADER_LEN);
+        header.copy_from_slice(&self.header);
+        match self.trailer {
+            Trailer::None => {}
+            Trailer::CryptoNak => mac[symmetric::field::KEY_ID].fill(0),
+            Trailer::Mac(id, n) => {
+                let key = keys
+                    .get(id)
+                    .expect("decide found this key in the same table");
+                mac[symmetric::field::KEY_ID].copy_from_slice(&id.to_be_bytes());
+                let mut digest = [0u8; symmetric::MAX_DIGEST_LEN];
+                key.digest(&self.header, &mut digest);
+                mac[symmetric::field::DIGEST..symmetric::field::DIGEST + n]
+                    .copy_from_slice(&digest[..n]);
+            }
         }
-        &self.packet[..self.len]
+    }
+
+    /// The finished answer as bytes (tests and tools; the server writes into its send buffer).
+    pub fn finish(&mut self, transmit: Time, keys: &SymmetricKeys) -> Vec<u8> {
+        let mut out = vec![0u8; self.len];
+        self.finish_into(transmit, keys, &mut out);
+        out
     }
 }
 
@@ -257,10 +267,8 @@ pub fn decide(
         _ => kod_header(&request, state, *b"DENY"),
     };
     let offset = view.map_or(Offset::ZERO, |id| views.view(id).offset);
-    let mut packet = [0u8; MAX_RESPONSE_LEN];
-    packet[..HEADER_LEN].copy_from_slice(&header.encode());
     Decision::Respond(Response {
-        packet,
+        header: header.encode(),
         len: HEADER_LEN + mac_len,
         trailer,
         offset,
@@ -396,7 +404,7 @@ mod tests {
             let Decision::Respond(mut r) = answer(&client_packet(4), port) else {
                 panic!("no answer")
             };
-            let h = Header::parse(r.finish(tx, &SymmetricKeys::default())).unwrap();
+            let h = Header::parse(&r.finish(tx, &SymmetricKeys::default())).unwrap();
             assert_eq!(
                 (h.leap, h.version, h.mode, h.stratum),
                 (LeapIndicator::NoWarning, 4, Mode::Server, 10)
@@ -433,7 +441,7 @@ mod tests {
         ) else {
             panic!()
         };
-        let h = Header::parse(r.finish(RX, &SymmetricKeys::default())).unwrap();
+        let h = Header::parse(&r.finish(RX, &SymmetricKeys::default())).unwrap();
         // 2026-11 + 10 years is past 2036-02-07: era 1, and the client resolves it correctly.
         assert_eq!(h.transmit_timestamp.to_time_near(RX), RX.add(ten_years));
         assert!(
@@ -449,7 +457,7 @@ mod tests {
                 panic!("v{v}")
             };
             assert_eq!(
-                Header::parse(r.finish(RX, &SymmetricKeys::default()))
+                Header::parse(&r.finish(RX, &SymmetricKeys::default()))
                     .unwrap()
                     .version,
                 v
@@ -527,7 +535,7 @@ mod tests {
             panic!()
         };
         assert_eq!(r.kind, ResponseKind::KodDeny);
-        let h = Header::parse(r.finish(RX, &SymmetricKeys::default())).unwrap();
+        let h = Header::parse(&r.finish(RX, &SymmetricKeys::default())).unwrap();
         assert_eq!(
             (h.leap, h.stratum, h.reference_id),
             (LeapIndicator::Unsynchronized, 0, *b"DENY")
@@ -584,7 +592,7 @@ mod tests {
         ) else {
             panic!()
         };
-        let h = Header::parse(r.finish(RX, &SymmetricKeys::default())).unwrap();
+        let h = Header::parse(&r.finish(RX, &SymmetricKeys::default())).unwrap();
         assert_eq!((h.leap, h.stratum), (LeapIndicator::Unsynchronized, 0));
     }
 

@@ -123,7 +123,7 @@ impl Worker {
                         }
                     }
                     if let Some(buf) = tx.push(resp.len(), *peer) {
-                        buf.copy_from_slice(resp.finish(transmit, &runtime.auth.keys));
+                        resp.finish_into(transmit, &runtime.auth.keys, buf);
                     }
                 }
                 let queued = tx.len();
