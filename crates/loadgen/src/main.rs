@@ -1,7 +1,8 @@
 //! `ntp-offset-loadgen`: a bounded NTP load generator for benchmarks.
 //!
 //! Sends client requests from many source ports in batches (sendmmsg/recvmmsg) and counts only
-//! valid replies: server mode, 48 bytes, origin timestamp equal to a request still in flight.
+//! valid replies: server mode, 48 bytes, origin timestamp equal to a request still in flight
+//! (with `--key`: requests carry a MAC, and a valid reply must carry one that verifies).
 //! Two modes: saturate (`--rate 0`: keep a window of requests in flight per socket) and fixed
 //! rate (open loop, evenly paced). Always stops after `--duration` or `--max-requests`.
 //! Prints one line of `key=value` pairs for scripts.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ntp_offset_proto::packet::{Header, Mode, HEADER_LEN};
+use ntp_offset_proto::symmetric::{self, Key, KeyType, MAX_DIGEST_LEN};
 use ntp_offset_proto::time::NtpTimestamp;
 use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::{monotonic_ns, realtime_ns};
@@ -43,6 +45,28 @@ struct Args {
     bind_base: Option<std::net::Ipv4Addr>,
     #[arg(long, default_value_t = 1)]
     bind_step: u32,
+    /// Sign every request with this symmetric key, ID:TYPE:HEX (e.g. 1:AES128:00..0f), as a
+    /// chrony client with `key ID` would; replies must carry a MAC by it.
+    #[arg(long, value_parser = parse_key)]
+    key: Option<Key>,
+}
+
+fn parse_key(s: &str) -> Result<Key, String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(id), Some(kind), Some(hex)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected ID:TYPE:HEX".into());
+    };
+    let id: u32 = id.parse().map_err(|_| format!("`{id}` is not a key id"))?;
+    let kind = KeyType::parse(kind).ok_or_else(|| format!("`{kind}` is not a key type"))?;
+    let secret = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or("HEX must be hex digits")?;
+    Key::new(id, kind, secret).map_err(|e| e.to_string())
 }
 
 /// A request not answered within this time is counted lost and leaves the window.
@@ -84,7 +108,7 @@ fn main() {
             }
         })
         .collect();
-    let mut out = SendBatch::new(32, HEADER_LEN);
+    let mut out = SendBatch::new(32, HEADER_LEN + symmetric::MAX_MAC_LEN);
     let mut rx = RecvBatch::new(32, 256);
     let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
     let (mut sent, mut valid, mut invalid, mut lost) = (0u64, 0u64, 0u64, 0u64);
@@ -127,9 +151,20 @@ fn main() {
             for _ in 0..n {
                 next_cookie = next_cookie.wrapping_add(1);
                 let req = Header::client_request(4, NtpTimestamp::from_bits(next_cookie)).encode();
-                out.push(HEADER_LEN, args.server)
-                    .unwrap()
-                    .copy_from_slice(&req);
+                match &args.key {
+                    None => out
+                        .push(HEADER_LEN, args.server)
+                        .unwrap()
+                        .copy_from_slice(&req),
+                    Some(key) => {
+                        let mut digest = [0u8; MAX_DIGEST_LEN];
+                        let d = key.digest(&req, &mut digest);
+                        let buf = out.push(HEADER_LEN + 4 + d, args.server).unwrap();
+                        buf[..HEADER_LEN].copy_from_slice(&req);
+                        buf[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&key.id().to_be_bytes());
+                        buf[HEADER_LEN + 4..].copy_from_slice(&digest[..d]);
+                    }
+                }
                 src.in_flight.insert(next_cookie, t);
             }
             let accepted = out.send(&src.socket).unwrap_or(0);
@@ -145,7 +180,12 @@ fn main() {
                     let t = r
                         .rx_time
                         .map_or_else(realtime_ns, |(s, ns)| s * 1_000_000_000 + ns);
-                    let ok = r.data.len() == HEADER_LEN
+                    let signed = match &args.key {
+                        None => r.data.len() == HEADER_LEN,
+                        Some(key) => symmetric::find_mac(r.data)
+                            .is_some_and(|m| m.key_id == key.id() && key.verify(m.data, m.digest)),
+                    };
+                    let ok = signed
                         && Header::parse(r.data)
                             .is_ok_and(|h| h.mode == Mode::Server && h.stratum != 0)
                         && match Header::parse(r.data).map(|h| h.origin_timestamp.to_bits()) {
