@@ -342,6 +342,11 @@ mod tests {
     }
 
     fn views() -> ViewTable {
+        views_needing(None)
+    }
+
+    /// Three views, one per port from 11123; `keyed` needs a key.
+    fn views_needing(keyed: Option<usize>) -> ViewTable {
         let offsets = [
             ("zero", Offset::ZERO),
             ("plus15", Offset::from_secs(15)),
@@ -358,10 +363,15 @@ mod tests {
             .collect();
         let views = offsets
             .iter()
-            .map(|(n, o)| View {
+            .enumerate()
+            .map(|(i, (n, o))| View {
                 name: n.to_string(),
                 offset: *o,
-                auth: AuthRequirement::None,
+                auth: if keyed == Some(i) {
+                    AuthRequirement::Key
+                } else {
+                    AuthRequirement::None
+                },
             })
             .collect();
         ViewTable::new(views, rules, None)
@@ -700,19 +710,7 @@ mod tests {
     #[test]
     fn a_view_that_needs_a_key_answers_only_valid_macs() {
         let auth = keyed(UnknownKey::Nak);
-        let mut table = views();
-        let mut v = table.views().to_vec();
-        v[0].auth = AuthRequirement::Key;
-        let rules = (0..3)
-            .map(|i| Rule {
-                listen: vec![LocalAddr::Socket(
-                    format!("127.0.0.1:{}", 11123 + i).parse().unwrap(),
-                )],
-                clients: vec![],
-                target: Target::View(ViewId(i)),
-            })
-            .collect();
-        table = ViewTable::new(v, rules, None);
+        let table = views_needing(Some(0));
         let plain = client_packet(4);
         assert!(matches!(
             decide_with(&plain, 11123, &table, &auth),
