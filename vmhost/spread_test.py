@@ -301,11 +301,14 @@ def main():
     except AssertionError as e:
         check("guest interaction", False, e)
         for i, g in enumerate(guests):
+            # A guest whose QEMU has exited (one never booted in a cold run) raises a broken
+            # pipe here: show its boot instead of losing every guest's diagnostics.
+            dead = g.proc.poll() is not None
             try:
-                _, client_log = g.run("tail -n 12 /tmp/client.log")
-            except AssertionError:
+                _, client_log = g.run("tail -n 12 /tmp/client.log") if not dead else (0, ["(QEMU exited)"])
+            except (AssertionError, OSError):
                 client_log = ["(no answer)"]
-            print(f"--- g{i} ({clients[i]}) console, last lines:\n" + "\n".join(g.log[-6:]) +
+            print(f"--- g{i} ({clients[i]}) console, last lines:\n" + "\n".join(g.log[-40 if dead else -6:]) +
                   f"\n--- g{i} client log, last lines:\n" + "\n".join(client_log), file=sys.stderr)
         if server:
             print("--- serve log:\n" + server.log.read_text()[-3000:], file=sys.stderr)
