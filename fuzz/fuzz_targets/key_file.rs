@@ -1,9 +1,10 @@
-//! The key file parsers on arbitrary text, the tick key file's and chrony's (NTP symmetric
-//! keys): never panic, and what they accept has distinct, nonzero ids (and every NTP key
-//! verifies its own MAC).
+//! The key file parsers on arbitrary text, the tick key file's, chrony's (NTP symmetric
+//! keys) and NTS's master key state: never panic, and what they accept has distinct, nonzero
+//! ids (every NTP key verifies its own MAC; NTS state writes back as it was read).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ntp_offset_proto::nts::cookie::MasterKeys;
 use ntp_offset_proto::symmetric::{parse_key_file, MAX_DIGEST_LEN};
 use ntp_offset_proto::tick_auth::KeyRing;
 
@@ -17,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
             .take(ring.len() + 1)
             .collect();
         assert_eq!(ids.len(), ring.len(), "ids must be distinct and nonzero");
+    }
+    if let Ok(master) = MasterKeys::parse(text) {
+        assert_eq!(MasterKeys::parse(&master.to_text()), Ok(master));
     }
     if let Ok(keys) = parse_key_file(text, true) {
         let mut last = 0;

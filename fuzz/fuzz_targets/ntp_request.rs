@@ -1,6 +1,7 @@
 //! `responder::decide` on arbitrary datagrams: never panics, and an answer is never longer
 //! than its request (no amplification), whatever the bytes, addresses, rate limiter and keys
-//! say (MACs by known and unknown keys, crypto-NAKs, views that need a key).
+//! say (MACs by known and unknown keys, crypto-NAKs, NTS fields, NTS-NAKs, views that need a
+//! key). `nts_exchange` fuzzes NTS requests that start out valid.
 #![no_main]
 
 use std::net::{IpAddr, SocketAddr};
@@ -8,11 +9,20 @@ use std::net::{IpAddr, SocketAddr};
 use libfuzzer_sys::fuzz_target;
 use ntp_offset_proto::packet::LeapIndicator;
 use ntp_offset_proto::ratelimit::{RateLimitParams, RateLimiter};
-use ntp_offset_proto::responder::{decide, Decision, Request, Unmatched};
+use ntp_offset_proto::nts::cookie::MasterKeys;
+use ntp_offset_proto::nts::Entropy;
+use ntp_offset_proto::responder::{decide, Credentials, Decision, Request, Unmatched};
 use ntp_offset_proto::symmetric::{Auth, Key, KeyType, SymmetricKeys, UnknownKey};
 use ntp_offset_proto::system::ServerState;
 use ntp_offset_proto::time::{NtpShort, Offset, Time};
 use ntp_offset_proto::view::{HashOnly, ViewTable};
+
+struct Zeros;
+impl Entropy for Zeros {
+    fn fill(&mut self, out: &mut [u8]) {
+        out.fill(0);
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     // The first 4 bytes choose the client's address and the limiter's state; the rest is
@@ -54,12 +64,14 @@ fuzz_target!(|data: &[u8]| {
     .unwrap();
     let unknown_key = if h[1] & 2 == 0 { UnknownKey::Nak } else { UnknownKey::Drop };
     let auth = Auth { keys, unknown_key };
+    let master = MasterKeys::generate(1_767_225_600, &mut Zeros);
+    let creds = Credentials { symmetric: &auth, nts: Some(&master) };
     for unmatched in [Unmatched::Ignore, Unmatched::Deny] {
         let mut limiter = Some(&mut limiter);
         for limited in [false, true] {
             let l = if limited { limiter.take() } else { None };
-            if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, unmatched, &auth, l) {
-                let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000), &auth.keys);
+            if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, unmatched, &creds, l) {
+                let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000), &creds, &mut Zeros);
                 assert!(
                     answer.len() <= packet.len(),
                     "{} bytes answer {}",

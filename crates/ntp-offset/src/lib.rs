@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod duration;
+pub mod entropy;
 pub mod files;
 pub mod logging;
 pub mod monitor;

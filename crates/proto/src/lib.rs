@@ -9,6 +9,7 @@
 //! - [`ratelimit`]: per-client rate limiting in a fixed-size table.
 //! - [`leap`]: leap-second handling shared by all views (smear or step).
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
+//! - [`nts`]: Network Time Security: key establishment records, cookies, extension fields.
 //! - [`responder`]: [`responder::decide`], the server's decision for one request.
 //! - [`client`]: the client side of one exchange (offset, delay), for `query`.
 //! - [`clock_model`]: the pulse-disciplined clock (phase, frequency, error bound, holdover).
@@ -22,6 +23,7 @@ pub mod client;
 pub mod clock_model;
 pub mod dcf77;
 pub mod leap;
+pub mod nts;
 pub mod packet;
 pub mod ratelimit;
 pub mod refclock;

@@ -2,16 +2,20 @@
 //! is decided here, from plain values, so it is tested without sockets.
 //!
 //! Order of checks: size, version, mode (only client requests, mode 3, are ever answered; mode
-//! 6/7 and everything else are dropped), view, rate, then the MAC, if the request has one, and
-//! the view's `auth`. The answer is 48 bytes, plus a MAC exactly as long as the request's (or a
-//! 4-byte crypto-NAK) when the request has one; every request that gets an answer has at least
-//! 48 bytes, so an answer is never larger than its request.
+//! 6/7 and everything else are dropped), view, rate, then authentication: NTS extension fields
+//! if the request has them, else a legacy MAC if it has one, and the view's `auth`. The answer
+//! is 48 bytes, plus a MAC exactly as long as the request's (or a 4-byte crypto-NAK), or NTS
+//! fields no longer than the request's; every request that gets an answer has at least 48
+//! bytes, so an answer is never larger than its request.
 
 use core::net::{IpAddr, SocketAddr};
 
+use crate::nts::cookie::{MasterKeys, COOKIE_LEN};
+use crate::nts::extension::{self as nts_ef, NtsRequest};
+use crate::nts::{self, Entropy, SessionKeys, NONCE_LEN};
 use crate::packet::{set_transmit_timestamp, Header, LeapIndicator, Mode, HEADER_LEN};
 use crate::ratelimit::{RateLimiter, RateVerdict};
-use crate::symmetric::{self, Auth, SymmetricKeys, UnknownKey, MAX_MAC_LEN};
+use crate::symmetric::{self, Auth, UnknownKey};
 use crate::system::ServerState;
 use crate::time::{NtpShort, NtpTimestamp, Offset, Time};
 use crate::view::{Assigner, AuthRequirement, ViewId, ViewTable};
@@ -58,12 +62,14 @@ pub enum DropReason {
     BadMac,
     /// A MAC with a key this server does not have, under `unknown_key = "drop"`.
     UnknownKey,
-    /// No valid MAC, for a view whose `auth` needs one.
+    /// Neither a valid MAC nor NTS, for a view whose `auth` needs one.
     Unauthenticated,
+    /// NTS fields that are malformed, or whose authenticator does not verify.
+    BadNts,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::Malformed,
@@ -74,6 +80,7 @@ impl DropReason {
         DropReason::BadMac,
         DropReason::UnknownKey,
         DropReason::Unauthenticated,
+        DropReason::BadNts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +95,7 @@ impl DropReason {
             DropReason::BadMac => "bad_mac",
             DropReason::UnknownKey => "unknown_key",
             DropReason::Unauthenticated => "unauthenticated",
+            DropReason::BadNts => "bad_nts",
         }
     }
 }
@@ -99,13 +107,25 @@ pub enum ResponseKind {
     KodDeny,
     /// A KoD `CRYP` with a zero key id: the request's key is not known here.
     CryptoNak,
+    /// A KoD `NTSN` with the request's Unique Identifier: its cookie does not open here, so
+    /// the client goes back to key establishment.
+    NtsNak,
 }
 
-/// The longest answer: a header and the longest MAC.
-pub const MAX_RESPONSE_LEN: usize = HEADER_LEN + MAX_MAC_LEN;
+/// The longest answer: no longer than the longest request.
+pub const MAX_RESPONSE_LEN: usize = MAX_REQUEST_LEN;
+
+/// How a request was authenticated; its answer is authenticated the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authenticated {
+    No,
+    /// A valid MAC by this key.
+    Key(u32),
+    Nts,
+}
 
 /// What follows an answer's header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Trailer {
     None,
     /// A zero key id.
@@ -113,11 +133,39 @@ enum Trailer {
     /// A MAC by this key, computed once the transmit timestamp is in, with a digest of this
     /// many bytes (the request's).
     Mac(u32, usize),
+    /// The request's Unique Identifier, alone.
+    NtsNak(Box<[u8]>),
+    /// NTS fields: the identifier, and this many fresh cookies for the session's keys, all
+    /// authenticated once the transmit timestamp is in.
+    Nts(Box<NtsReply>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NtsReply {
+    unique_id: Box<[u8]>,
+    keys: SessionKeys,
+    cookies: usize,
+}
+
+/// What authenticates requests: the symmetric keys, and NTS's master keys when NTS is on.
+#[derive(Clone, Copy, Debug)]
+pub struct Credentials<'a> {
+    pub symmetric: &'a Auth,
+    pub nts: Option<&'a MasterKeys>,
+}
+
+impl<'a> Credentials<'a> {
+    pub fn keys_only(symmetric: &'a Auth) -> Credentials<'a> {
+        Credentials {
+            symmetric,
+            nts: None,
+        }
+    }
 }
 
 /// An answer, complete but for its transmit timestamp, which [`Response::finish_into`] writes
-/// as late as possible (and then its MAC).
-#[derive(Clone, Copy, Debug)]
+/// as late as possible (and then its MAC or NTS fields).
+#[derive(Clone, Debug)]
 pub struct Response {
     header: [u8; HEADER_LEN],
     len: usize,
@@ -125,11 +173,10 @@ pub struct Response {
     offset: Offset,
     pub view: Option<ViewId>,
     pub kind: ResponseKind,
-    /// The key id of the request's valid MAC (the answer carries one by the same key).
-    pub authenticated: Option<u32>,
+    pub authenticated: Authenticated,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Decision {
     Respond(Response),
     Ignore(DropReason),
@@ -146,19 +193,47 @@ impl Response {
     }
 
     /// Writes the finished answer into `out` (exactly [`len`](Self::len) bytes): transmit
-    /// time `transmit` (base time) shifted into the view, then its MAC by `keys` (the keys
-    /// `decide` saw). KoD packets keep the request's own timestamp and tell no time.
-    pub fn finish_into(&mut self, transmit: Time, keys: &SymmetricKeys, out: &mut [u8]) {
+    /// time `transmit` (base time) shifted into the view, then its MAC or NTS fields with
+    /// `creds` (those `decide` saw) and nonces from `rng`. KoD packets keep the request's own
+    /// timestamp and tell no time.
+    pub fn finish_into(
+        &mut self,
+        transmit: Time,
+        creds: &Credentials<'_>,
+        rng: &mut dyn Entropy,
+        out: &mut [u8],
+    ) {
         if self.kind == ResponseKind::Time {
             set_transmit_timestamp(&mut self.header, transmit.add(self.offset).to_ntp());
         }
-        let (header, mac) = out.split_at_mut(HEADER_LEN);
-        header.copy_from_slice(&self.header);
-        match self.trailer {
+        out[..HEADER_LEN].copy_from_slice(&self.header);
+        let mac = &mut out[HEADER_LEN..];
+        match &self.trailer {
             Trailer::None => {}
             Trailer::CryptoNak => mac[symmetric::field::KEY_ID].fill(0),
-            Trailer::Mac(id, n) => {
-                let key = keys
+            Trailer::NtsNak(uid) => {
+                nts_ef::write_unique_id(mac, uid);
+            }
+            Trailer::Nts(reply) => {
+                let master = creds.nts.expect("decide opened the cookie with these keys");
+                let mut cookies = [[0u8; COOKIE_LEN]; MAX_COOKIES];
+                for c in &mut cookies[..reply.cookies] {
+                    *c = master.seal(&reply.keys, rng);
+                }
+                let mut nonce = [0u8; NONCE_LEN];
+                rng.fill(&mut nonce);
+                nts_ef::write_response(
+                    out,
+                    &reply.unique_id,
+                    &reply.keys.s2c,
+                    &nonce,
+                    &cookies[..reply.cookies],
+                );
+            }
+            &Trailer::Mac(id, n) => {
+                let key = creds
+                    .symmetric
+                    .keys
                     .get(id)
                     .expect("decide found this key in the same table");
                 mac[symmetric::field::KEY_ID].copy_from_slice(&id.to_be_bytes());
@@ -171,11 +246,54 @@ impl Response {
     }
 
     /// The finished answer as bytes (tests and tools; the server writes into its send buffer).
-    pub fn finish(&mut self, transmit: Time, keys: &SymmetricKeys) -> Vec<u8> {
+    pub fn finish(
+        &mut self,
+        transmit: Time,
+        creds: &Credentials<'_>,
+        rng: &mut dyn Entropy,
+    ) -> Vec<u8> {
         let mut out = vec![0u8; self.len];
-        self.finish_into(transmit, keys, &mut out);
+        self.finish_into(transmit, creds, rng, &mut out);
         out
     }
+}
+
+/// The most cookies one answer carries: as many as fit in the largest request.
+const MAX_COOKIES: usize = (MAX_REQUEST_LEN - HEADER_LEN) / nts_ef::COOKIE_FIELD_LEN;
+
+/// What NTS fields make of a request: a trailer and its length, how it was authenticated, or
+/// why it is dropped.
+fn nts_trailer(
+    nts: &NtsRequest<'_>,
+    packet_len: usize,
+    master: Option<&MasterKeys>,
+) -> Result<(Trailer, usize, ResponseKind), DropReason> {
+    let nak = || {
+        let t = Trailer::NtsNak(nts.unique_id.into());
+        (
+            t,
+            nts_ef::unique_id_len(nts.unique_id.len()),
+            ResponseKind::NtsNak,
+        )
+    };
+    // Without NTS configured, no cookie opens: the client learns to go back to KE.
+    let Some(keys) = master.and_then(|m| m.open(nts.cookie).ok()) else {
+        return Ok(nak());
+    };
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    let ct = &mut buf[..nts.ciphertext.len()];
+    ct.copy_from_slice(nts.ciphertext);
+    if !nts::open(&keys.c2s, nts.aad, nts.nonce, ct) {
+        return Err(DropReason::BadNts);
+    }
+    let cookies = nts_ef::cookies_for(nts, packet_len).min(MAX_COOKIES);
+    let len = nts_ef::response_len(nts.unique_id.len(), cookies) - HEADER_LEN;
+    let reply = NtsReply {
+        unique_id: nts.unique_id.into(),
+        keys,
+        cookies,
+    };
+    Ok((Trailer::Nts(Box::new(reply)), len, ResponseKind::Time))
 }
 
 /// Decides what to answer to one request. `limiter` is None when rate limiting is off.
@@ -185,7 +303,7 @@ pub fn decide(
     assigner: &dyn Assigner,
     state: &ServerState,
     unmatched: Unmatched,
-    auth: &Auth,
+    creds: &Credentials<'_>,
     limiter: Option<&mut RateLimiter>,
 ) -> Decision {
     let len = req.packet.len();
@@ -227,16 +345,31 @@ pub fn decide(
     }
 
     // Verified after the cheap checks, so a flood of forged MACs costs a table lookup each
-    // once rate-limited. A request with a MAC is answered with one by the same key.
+    // once rate-limited. A request with a MAC is answered with one by the same key; an NTS
+    // request with NTS fields.
     let mut trailer = Trailer::None;
-    let mut mac_len = 0;
-    let mut authenticated = None;
-    if let Some(mac) = symmetric::find_mac(req.packet) {
+    let mut trailer_len = 0;
+    let mut authenticated = Authenticated::No;
+    let ef = nts_ef::parse_request(req.packet);
+    if let Ok(Some(request)) = &ef {
+        match nts_trailer(request, len, creds.nts) {
+            Ok((t, n, k)) => {
+                if k == ResponseKind::Time {
+                    authenticated = Authenticated::Nts;
+                } else {
+                    kind = k;
+                }
+                (trailer, trailer_len) = (t, n);
+            }
+            Err(reason) => return Decision::Ignore(reason),
+        }
+    } else if let Some(mac) = symmetric::find_mac(req.packet) {
+        let auth = creds.symmetric;
         match auth.keys.get(mac.key_id) {
             Some(key) if key.verify(mac.data, mac.digest) => {
                 trailer = Trailer::Mac(key.id(), mac.digest.len());
-                mac_len = 4 + mac.digest.len();
-                authenticated = Some(key.id());
+                trailer_len = 4 + mac.digest.len();
+                authenticated = Authenticated::Key(key.id());
             }
             Some(_) => return Decision::Ignore(DropReason::BadMac),
             None if auth.unknown_key == UnknownKey::Drop => {
@@ -244,16 +377,23 @@ pub fn decide(
             }
             None => {
                 trailer = Trailer::CryptoNak;
-                mac_len = symmetric::CRYPTO_NAK_LEN;
+                trailer_len = symmetric::CRYPTO_NAK_LEN;
                 kind = ResponseKind::CryptoNak;
             }
         }
+    } else if ef.is_err() {
+        return Decision::Ignore(DropReason::BadNts);
     }
     if let Some(id) = view {
-        if views.view(id).auth == AuthRequirement::Key
-            && authenticated.is_none()
-            && kind != ResponseKind::CryptoNak
-        {
+        let satisfied = match views.view(id).auth {
+            AuthRequirement::None => true,
+            AuthRequirement::Key => matches!(authenticated, Authenticated::Key(_)),
+            AuthRequirement::Nts => authenticated == Authenticated::Nts,
+            AuthRequirement::Any => authenticated != Authenticated::No,
+        };
+        // A NAK still tells a client with stale credentials what to fix.
+        let nak = matches!(kind, ResponseKind::CryptoNak | ResponseKind::NtsNak);
+        if !satisfied && !nak {
             return Decision::Ignore(DropReason::Unauthenticated);
         }
     }
@@ -264,12 +404,13 @@ pub fn decide(
         }
         (ResponseKind::KodRate, _) => kod_header(&request, state, *b"RATE"),
         (ResponseKind::CryptoNak, _) => kod_header(&request, state, *b"CRYP"),
+        (ResponseKind::NtsNak, _) => kod_header(&request, state, *b"NTSN"),
         _ => kod_header(&request, state, *b"DENY"),
     };
     let offset = view.map_or(Offset::ZERO, |id| views.view(id).offset);
     Decision::Respond(Response {
         header: header.encode(),
-        len: HEADER_LEN + mac_len,
+        len: HEADER_LEN + trailer_len,
         trailer,
         offset,
         view,
@@ -321,10 +462,21 @@ fn kod_header(request: &Header, state: &ServerState, code: [u8; 4]) -> Header {
 mod tests {
     use super::*;
     use crate::ratelimit::RateLimitParams;
-    use crate::symmetric::{Key, KeyType};
+    use crate::symmetric::{Key, KeyType, SymmetricKeys};
     use crate::system::REFID_LOCAL;
     use crate::view::{HashOnly, LocalAddr, Rule, Target, View};
     use proptest::prelude::*;
+
+    /// Deterministic "randomness" for tests: a counter's bytes.
+    struct Counter(u8);
+    impl Entropy for Counter {
+        fn fill(&mut self, out: &mut [u8]) {
+            for b in out {
+                self.0 = self.0.wrapping_add(1);
+                *b = self.0;
+            }
+        }
+    }
 
     const RX: Time = Time::from_unix_nanos(1_795_000_000_123_456_789);
     const CLIENT_TX: u64 = 0xecd4_1c39_8000_0000;
@@ -398,7 +550,7 @@ mod tests {
             &HashOnly,
             &state(),
             Unmatched::Ignore,
-            &Auth::default(),
+            &Credentials::keys_only(&Auth::default()),
             None,
         )
     }
@@ -414,7 +566,12 @@ mod tests {
             let Decision::Respond(mut r) = answer(&client_packet(4), port) else {
                 panic!("no answer")
             };
-            let h = Header::parse(&r.finish(tx, &SymmetricKeys::default())).unwrap();
+            let h = Header::parse(&r.finish(
+                tx,
+                &Credentials::keys_only(&Auth::default()),
+                &mut Counter(0),
+            ))
+            .unwrap();
             assert_eq!(
                 (h.leap, h.version, h.mode, h.stratum),
                 (LeapIndicator::NoWarning, 4, Mode::Server, 10)
@@ -446,12 +603,17 @@ mod tests {
             &HashOnly,
             &state(),
             Unmatched::Ignore,
-            &Auth::default(),
+            &Credentials::keys_only(&Auth::default()),
             None,
         ) else {
             panic!()
         };
-        let h = Header::parse(&r.finish(RX, &SymmetricKeys::default())).unwrap();
+        let h = Header::parse(&r.finish(
+            RX,
+            &Credentials::keys_only(&Auth::default()),
+            &mut Counter(0),
+        ))
+        .unwrap();
         // 2026-11 + 10 years is past 2036-02-07: era 1, and the client resolves it correctly.
         assert_eq!(h.transmit_timestamp.to_time_near(RX), RX.add(ten_years));
         assert!(
@@ -467,9 +629,13 @@ mod tests {
                 panic!("v{v}")
             };
             assert_eq!(
-                Header::parse(&r.finish(RX, &SymmetricKeys::default()))
-                    .unwrap()
-                    .version,
+                Header::parse(&r.finish(
+                    RX,
+                    &Credentials::keys_only(&Auth::default()),
+                    &mut Counter(0)
+                ))
+                .unwrap()
+                .version,
                 v
             );
         }
@@ -539,13 +705,18 @@ mod tests {
             &HashOnly,
             &state(),
             Unmatched::Deny,
-            &Auth::default(),
+            &Credentials::keys_only(&Auth::default()),
             None,
         ) else {
             panic!()
         };
         assert_eq!(r.kind, ResponseKind::KodDeny);
-        let h = Header::parse(&r.finish(RX, &SymmetricKeys::default())).unwrap();
+        let h = Header::parse(&r.finish(
+            RX,
+            &Credentials::keys_only(&Auth::default()),
+            &mut Counter(0),
+        ))
+        .unwrap();
         assert_eq!(
             (h.leap, h.stratum, h.reference_id),
             (LeapIndicator::Unsynchronized, 0, *b"DENY")
@@ -575,7 +746,7 @@ mod tests {
                 &HashOnly,
                 &state(),
                 Unmatched::Ignore,
-                &Auth::default(),
+                &Credentials::keys_only(&Auth::default()),
                 Some(&mut rl),
             ) {
                 Decision::Respond(r) => kinds.push(format!("{:?}", r.kind)),
@@ -597,12 +768,17 @@ mod tests {
             &HashOnly,
             &unsync,
             Unmatched::Ignore,
-            &Auth::default(),
+            &Credentials::keys_only(&Auth::default()),
             None,
         ) else {
             panic!()
         };
-        let h = Header::parse(&r.finish(RX, &SymmetricKeys::default())).unwrap();
+        let h = Header::parse(&r.finish(
+            RX,
+            &Credentials::keys_only(&Auth::default()),
+            &mut Counter(0),
+        ))
+        .unwrap();
         assert_eq!((h.leap, h.stratum), (LeapIndicator::Unsynchronized, 0));
     }
 
@@ -629,7 +805,7 @@ mod tests {
             &HashOnly,
             &state(),
             Unmatched::Ignore,
-            auth,
+            &Credentials::keys_only(auth),
             None,
         )
     }
@@ -643,8 +819,13 @@ mod tests {
             let Decision::Respond(mut r) = decide_with(&req, 11124, &views(), &auth) else {
                 panic!("key {id}")
             };
-            assert_eq!((r.kind, r.authenticated), (ResponseKind::Time, Some(id)));
-            let out = r.finish(RX, &auth.keys).to_vec();
+            assert_eq!(
+                (r.kind, r.authenticated),
+                (ResponseKind::Time, Authenticated::Key(id))
+            );
+            let out = r
+                .finish(RX, &Credentials::keys_only(&auth), &mut Counter(0))
+                .to_vec();
             assert_eq!(out.len(), req.len(), "as long as the request, never longer");
             let mac = symmetric::find_mac(&out).unwrap();
             assert_eq!(mac.key_id, id);
@@ -680,8 +861,13 @@ mod tests {
         let Decision::Respond(mut r) = decide_with(&unknown, 11123, &views(), &auth) else {
             panic!()
         };
-        assert_eq!((r.kind, r.authenticated), (ResponseKind::CryptoNak, None));
-        let out = r.finish(RX, &auth.keys).to_vec();
+        assert_eq!(
+            (r.kind, r.authenticated),
+            (ResponseKind::CryptoNak, Authenticated::No)
+        );
+        let out = r
+            .finish(RX, &Credentials::keys_only(&auth), &mut Counter(0))
+            .to_vec();
         assert_eq!(out.len(), 52, "a header and a zero key id");
         assert_eq!(out[48..], [0, 0, 0, 0]);
         let h = Header::parse(&out).unwrap();
@@ -728,7 +914,7 @@ mod tests {
             decide_with(&signed(&plain, key, 2), 11123, &table, &auth),
             Decision::Respond(Response {
                 kind: ResponseKind::Time,
-                authenticated: Some(2),
+                authenticated: Authenticated::Key(2),
                 ..
             })
         ));
@@ -749,7 +935,7 @@ mod tests {
             port in 11120u16..11128,
         ) {
             if let Decision::Respond(mut r) = answer(&bytes, port) {
-                prop_assert!(r.finish(RX, &SymmetricKeys::default()).len() <= bytes.len());
+                prop_assert!(r.finish(RX, &Credentials::keys_only(&Auth::default()), &mut Counter(0)).len() <= bytes.len());
                 prop_assert_eq!(bytes[0] & 7, 3, "only mode 3 is answered");
             }
         }

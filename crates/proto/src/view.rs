@@ -43,6 +43,10 @@ pub enum AuthRequirement {
     None,
     /// Only requests with a valid symmetric-key MAC; the others are dropped and counted.
     Key,
+    /// Only NTS-authenticated requests.
+    Nts,
+    /// Either a valid MAC or NTS.
+    Any,
 }
 
 impl AuthRequirement {
@@ -50,6 +54,8 @@ impl AuthRequirement {
         match self {
             AuthRequirement::None => "none",
             AuthRequirement::Key => "key",
+            AuthRequirement::Nts => "nts",
+            AuthRequirement::Any => "any",
         }
     }
 }

@@ -15,6 +15,7 @@ use ntp_offset_proto::packet::Header;
 use ntp_offset_proto::time::{NtpTimestamp, Time};
 
 pub mod lan;
+pub mod nts;
 
 /// The `ntp-offset` binary cargo built for the running integration test: beside the test's
 /// own `deps/` folder.

@@ -93,6 +93,7 @@ impl ServeFlags {
         };
         let strings = |v: &[String]| v.iter().cloned().map(flag).collect::<Vec<_>>();
         RawFile {
+            nts: None,
             server: flag(RawServer {
                 listen: flag(strings(&self.listen)),
                 unmatched: None,

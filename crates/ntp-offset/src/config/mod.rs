@@ -10,6 +10,7 @@
 //! - `views.rs`: `[[view]]`, `[[spread]]`, and which of them can answer
 //! - `reference.rs`: `[reference]`, where time comes from
 //! - `receiver.rs`: tick receiver limits, shared with `pulse listen`'s flags
+//! - `keys.rs`: `[keys]`, symmetric keys; `nts.rs`: `[nts]`, the NTS-KE server
 //! - `flags.rs`: `serve --listen ...` as a config
 
 use std::fmt;
@@ -26,6 +27,7 @@ use ntp_offset_proto::view::ViewTable;
 mod flags;
 mod keys;
 mod monitor;
+pub mod nts;
 mod raw;
 pub mod receiver;
 mod reference;
@@ -54,6 +56,8 @@ pub struct ServeConfig {
     pub endpoints: crate::monitor::Endpoints,
     /// Symmetric keys (`[keys]`): requests with a MAC get answers with one.
     pub auth: ntp_offset_proto::symmetric::Auth,
+    /// `[nts]`: the NTS-KE server, and NTS requests answered.
+    pub nts: Option<nts::NtsConfig>,
     /// What may be intended but looks like a mistake (`serve --check` prints them, `serve`
     /// logs them): a rule that never matches, a listening address that selects no view.
     pub warnings: Vec<ConfigError>,
@@ -191,13 +195,21 @@ impl<'a> Context<'a> {
         let mut warnings = Vec::new();
         let (views, rule_names) = self.view_table(&raw, &listen, &mut warnings)?;
         let auth = self.auth(raw.keys.as_ref(), &mut warnings)?;
-        if auth.keys.is_empty() {
-            if let Some((v, span)) = self.views_needing_keys(&raw).into_iter().next() {
-                return self.err(
-                    span,
-                    "view.auth",
-                    format!("view `{v}` needs a key, but there is no [keys] file"),
-                );
+        let nts = self.nts(raw.nts.as_ref(), &listen)?;
+        for (v, needs, span) in self.views_needing(&raw) {
+            let missing = match needs {
+                "key" => auth
+                    .keys
+                    .is_empty()
+                    .then_some("a key, but there is no [keys] file"),
+                "nts" => nts
+                    .is_none()
+                    .then_some("NTS, but there is no [nts] section"),
+                _ => (auth.keys.is_empty() && nts.is_none())
+                    .then_some("a key or NTS, but there is neither [keys] nor [nts]"),
+            };
+            if let Some(m) = missing {
+                return self.err(span, "view.auth", format!("view `{v}` needs {m}"));
             }
         }
         Ok(ServeConfig {
@@ -211,6 +223,7 @@ impl<'a> Context<'a> {
             state_dir: self.state_dir(server)?,
             endpoints: self.endpoints(raw.control.as_ref(), raw.metrics.as_ref(), &mut warnings)?,
             auth,
+            nts,
             rule_names,
             warnings,
         })

@@ -6,6 +6,7 @@ use toml::Spanned;
 
 use super::keys::RawKeys;
 use super::monitor::{RawControl, RawMetrics};
+use super::nts::RawNts;
 use super::reference::RawReference;
 
 #[derive(Deserialize)]
@@ -21,6 +22,7 @@ pub(super) struct RawFile {
     pub control: Option<Spanned<RawControl>>,
     pub metrics: Option<Spanned<RawMetrics>>,
     pub keys: Option<Spanned<RawKeys>>,
+    pub nts: Option<Spanned<RawNts>>,
 }
 
 #[derive(Deserialize)]

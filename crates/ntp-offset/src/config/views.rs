@@ -302,7 +302,7 @@ impl Context<'_> {
         }
     }
 
-    /// A view's `auth`: "none" (the default) or "key".
+    /// A view's `auth`: "none" (the default), "key", "nts" or "any".
     fn view_auth(&self, v: &RawView) -> Result<AuthRequirement, ConfigError> {
         let Some(a) = &v.auth else {
             return Ok(AuthRequirement::None);
@@ -310,26 +310,30 @@ impl Context<'_> {
         match a.get_ref().as_str() {
             "none" => Ok(AuthRequirement::None),
             "key" => Ok(AuthRequirement::Key),
-            "nts" | "any" => self.err(
-                a.span(),
-                "view.auth",
-                format!("`{}`: NTS is not available yet; \"key\" (a symmetric key from [keys]) or \"none\"", a.get_ref()),
-            ),
+            "nts" => Ok(AuthRequirement::Nts),
+            "any" => Ok(AuthRequirement::Any),
             other => self.err(
                 a.span(),
                 "view.auth",
-                format!("`{other}`: \"none\" (answer anything) or \"key\" (only requests with a valid MAC)"),
+                format!("`{other}`: \"none\" (answer anything), \"key\" (only requests with a valid MAC), \"nts\" (only NTS) or \"any\" (a MAC or NTS)"),
             ),
         }
     }
 
-    /// Views whose `auth` needs a key, by name, where it is said.
-    pub(super) fn views_needing_keys(&self, raw: &RawFile) -> Vec<(String, Range<usize>)> {
+    /// Views whose `auth` needs credentials, by name: what they need ("key", "nts" or
+    /// "any") and where it is said.
+    pub(super) fn views_needing(&self, raw: &RawFile) -> Vec<(String, &'static str, Range<usize>)> {
         raw.view
             .iter()
             .filter_map(|v| {
                 let a = v.get_ref().auth.as_ref()?;
-                (a.get_ref() == "key").then(|| (v.get_ref().name.get_ref().clone(), a.span()))
+                let needs = match a.get_ref().as_str() {
+                    "key" => "key",
+                    "nts" => "nts",
+                    "any" => "any",
+                    _ => return None,
+                };
+                Some((v.get_ref().name.get_ref().clone(), needs, a.span()))
             })
             .collect()
     }

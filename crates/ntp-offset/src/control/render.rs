@@ -127,6 +127,29 @@ fn serve(s: &ServeStatus) -> String {
     if s.totals.crypto_nak > 0 {
         let _ = writeln!(out, "Crypto-NAK      : {}", s.totals.crypto_nak);
     }
+    if s.totals.nts_nak > 0 {
+        let _ = writeln!(out, "NTS-NAK         : {}", s.totals.nts_nak);
+    }
+    if let Some(n) = &s.nts {
+        let _ = writeln!(
+            out,
+            "NTS-KE          : {}; {} sessions, {} refused, {} failed, {} timed out, {} busy, {} now",
+            n.ke_listen.join(", "),
+            n.ke_sessions,
+            n.ke_refused,
+            n.ke_failed,
+            n.ke_timeouts,
+            n.ke_busy,
+            n.ke_active
+        );
+        let _ = writeln!(
+            out,
+            "NTS master key  : id {}, {} old; {} kept (older cookies still open)",
+            n.master_key_id,
+            ago(n.master_key_age_s, 0),
+            n.master_keys
+        );
+    }
     for g in &s.spread {
         let _ = writeln!(
             out,

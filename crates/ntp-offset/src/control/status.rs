@@ -28,6 +28,28 @@ pub struct ServeStatus {
     /// The clients with the most rate-limited requests (at most 10).
     pub most_rate_limited: Vec<ClientEntry>,
     pub client_log: ClientLogStatus,
+    /// The NTS-KE server and the cookie master key; absent without `[nts]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nts: Option<NtsStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NtsStatus {
+    pub ke_listen: Vec<String>,
+    /// KE sessions that ended with cookies.
+    pub ke_sessions: u64,
+    /// KE requests answered with an error record (or no protocol in common).
+    pub ke_refused: u64,
+    /// Handshakes and sessions that failed: TLS errors, no ALPN, clients that closed early.
+    pub ke_failed: u64,
+    pub ke_timeouts: u64,
+    /// Connections closed at once because `max_connections` sessions were running.
+    pub ke_busy: u64,
+    pub ke_active: u64,
+    /// The current cookie master key's id and age; how many keys still open cookies.
+    pub master_key_id: u32,
+    pub master_key_age_s: u64,
+    pub master_keys: usize,
 }
 
 /// Where the served time comes from, and its state.
@@ -104,9 +126,12 @@ pub struct Totals {
     /// Crypto-NAKs: requests with a key the server does not have (`[keys] unknown_key`).
     #[serde(default)]
     pub crypto_nak: u64,
+    /// NTS-NAKs: NTS requests whose cookie does not open here (sent back to key establishment).
+    #[serde(default)]
+    pub nts_nak: u64,
     pub send_errors: u64,
     /// By reason: truncated, oversized, malformed, bad_version, not_client_mode, no_view,
-    /// rate_limited, bad_mac, unknown_key, unauthenticated.
+    /// rate_limited, bad_mac, unknown_key, unauthenticated, bad_nts.
     pub dropped: BTreeMap<String, u64>,
 }
 

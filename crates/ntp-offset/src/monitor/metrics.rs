@@ -144,9 +144,19 @@ fn serve(f: &mut Families, s: &ServeStatus) {
     f.scalars(&[
         (Counter, "kod_deny_total", "KoD DENY answers (requests matching no view, with unmatched = \"deny\").", count(s.totals.kod_deny)),
         (Counter, "crypto_nak_total", "Crypto-NAK answers (requests with a key the server does not have).", count(s.totals.crypto_nak)),
+        (Counter, "nts_nak_total", "NTS-NAK answers (NTS requests whose cookie does not open here).", count(s.totals.nts_nak)),
         (Gauge, "client_log_entries", "Clients in the client log.", count(s.client_log.logged)),
         (Counter, "client_log_not_logged_total", "Requests from new clients that found the client log full.", count(s.client_log.not_logged)),
     ]);
+    if let Some(n) = &s.nts {
+        let outcomes = [("cookies", n.ke_sessions), ("refused", n.ke_refused), ("failed", n.ke_failed), ("timeout", n.ke_timeouts), ("busy", n.ke_busy)];
+        let rows = outcomes.iter().map(|(o, c)| (o.to_string(), *c as f64)).collect();
+        f.labelled(Counter, "nts_ke_sessions_total", "NTS-KE connections, by outcome: cookies given, refused with an error record, failed (TLS, ALPN, closed early), timed out, or closed at once while max_connections were busy.", "outcome", rows);
+        f.scalars(&[
+            (Gauge, "nts_ke_active_sessions", "NTS-KE sessions running now.", count(n.ke_active)),
+            (Gauge, "nts_master_key_age_seconds", "Age of the current NTS cookie master key.", count(n.master_key_age_s)),
+        ]);
+    }
     reference(f, &s.reference)
 }
 

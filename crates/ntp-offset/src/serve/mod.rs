@@ -7,6 +7,7 @@ pub mod assignments;
 pub mod client_log;
 pub mod clock;
 pub mod explain;
+pub mod nts;
 mod pulse_reference;
 pub mod stats;
 pub mod status;
@@ -21,8 +22,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use ntp_offset_proto::leap::LeapPolicy;
+use ntp_offset_proto::nts::cookie::MasterKeys;
 use ntp_offset_proto::ratelimit::RateLimitParams;
 use ntp_offset_proto::responder::Unmatched;
 use ntp_offset_proto::system::ClockPolicy;
@@ -58,6 +60,11 @@ pub struct Runtime {
 
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
+    /// NTS's master keys (None while NTS is off); rotated apart from reloads.
+    pub nts_keys: ArcSwapOption<MasterKeys>,
+    /// The NTS-KE server's counters (kept across reloads) and its bound addresses.
+    pub ke_stats: nts::ke_server::KeStats,
+    pub ke_addrs: ArcSwap<Vec<SocketAddr>>,
     pub clock: Arc<ReferenceClock>,
     pub stats: Stats,
 }
@@ -147,6 +154,7 @@ impl ReferenceTask {
 pub struct Server {
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
+    nts: Option<nts::NtsService>,
     reference: Option<ReferenceTask>,
     tables: Option<TableWriter>,
 }
@@ -205,14 +213,22 @@ impl Server {
         let reference = ReferenceTask::start(&clock, &cfg)?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime_of(&cfg, None)),
+            nts_keys: ArcSwapOption::empty(),
+            ke_stats: Default::default(),
+            ke_addrs: Default::default(),
             clock,
             stats: Stats::default(),
         });
         let tables = TableWriter::start(shared.clone())
             .map_err(|e| format!("cannot start the table thread: {e}"))?;
+        let nts = match &cfg.nts {
+            Some(n) => Some(nts::NtsService::start(n, &shared, &cfg.state_dir)?),
+            None => None,
+        };
         let mut server = Server {
             shared,
             workers: Vec::new(),
+            nts,
             reference: Some(reference),
             tables: Some(tables),
         };
@@ -256,7 +272,12 @@ impl Server {
     /// socket too). Tests and scripts wait for this line.
     pub fn log_serving(&self) {
         let views = self.shared.runtime.load().views.views().len();
-        info!(listen = %crate::text::join_addrs(&self.local_addrs()), views, "serving");
+        match &self.nts {
+            Some(n) => {
+                info!(listen = %crate::text::join_addrs(&self.local_addrs()), views, nts_ke = %crate::text::join_addrs(n.ke_addrs()), "serving")
+            }
+            None => info!(listen = %crate::text::join_addrs(&self.local_addrs()), views, "serving"),
+        }
     }
 
     /// The addresses actually bound (a configured port 0 becomes the kernel's choice).
@@ -303,6 +324,20 @@ impl Server {
         if let Some(r) = self.reference.as_mut() {
             r.reload(&cfg)?;
         }
+        match (self.nts.as_mut(), &cfg.nts) {
+            (Some(n), Some(c)) => n.reload(c)?,
+            (None, Some(c)) => {
+                self.nts = Some(nts::NtsService::start(c, &self.shared, &cfg.state_dir)?)
+            }
+            (Some(_), None) => {
+                if let Some(n) = self.nts.take() {
+                    n.stop();
+                }
+                self.shared.nts_keys.store(None);
+                self.shared.ke_addrs.store(Default::default());
+            }
+            (None, None) => {}
+        }
         let runtime = runtime_of(&cfg, Some(&self.shared.runtime.load()));
         self.shared.runtime.store(Arc::new(runtime));
         for (addr, socket) in fresh {
@@ -325,7 +360,17 @@ impl Server {
         runtime.groups.status(&runtime.views)
     }
 
+    /// The NTS-KE addresses actually bound (empty without `[nts]`).
+    pub fn nts_ke_addrs(&self) -> Vec<SocketAddr> {
+        self.nts
+            .as_ref()
+            .map_or(Vec::new(), |n| n.ke_addrs().to_vec())
+    }
+
     pub fn stop(mut self) {
+        if let Some(n) = self.nts.take() {
+            n.stop();
+        }
         stop_workers(std::mem::take(&mut self.workers));
         if let Some(t) = self.tables.take() {
             t.stop();

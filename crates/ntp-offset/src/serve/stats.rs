@@ -23,6 +23,9 @@ pub struct Counts {
     /// Crypto-NAKs: requests with a key this server does not have.
     #[serde(default)]
     pub crypto_nak: u64,
+    /// NTS-NAKs: NTS requests with a cookie this server cannot open.
+    #[serde(default)]
+    pub nts_nak: u64,
     pub send_errors: u64,
     #[serde(with = "drops_by_name")]
     pub drops: [u64; DropReason::ALL.len()],
@@ -44,6 +47,7 @@ impl Counts {
         self.kod_rate += o.kod_rate;
         self.kod_deny += o.kod_deny;
         self.crypto_nak += o.crypto_nak;
+        self.nts_nak += o.nts_nak;
         self.send_errors += o.send_errors;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
@@ -60,6 +64,7 @@ impl Counts {
             ResponseKind::KodRate => self.kod_rate += 1,
             ResponseKind::KodDeny => self.kod_deny += 1,
             ResponseKind::CryptoNak => self.crypto_nak += 1,
+            ResponseKind::NtsNak => self.nts_nak += 1,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use ntp_offset_proto::packet::LeapIndicator;
@@ -13,8 +14,8 @@ use super::client_log::{self, Client};
 use super::pulse_reference::PulseStatus;
 use super::Shared;
 use crate::control::status::{
-    ClientEntry, ClientLogStatus, ReferenceStatus, ServeStatus, SocketStatus, SpreadStatus, Status,
-    Totals, ViewStatus,
+    ClientEntry, ClientLogStatus, NtsStatus, ReferenceStatus, ServeStatus, SocketStatus,
+    SpreadStatus, Status, Totals, ViewStatus,
 };
 use crate::monitor::Source;
 
@@ -22,6 +23,33 @@ pub struct ServeSource {
     pub shared: Arc<Shared>,
     /// The pulse reference's state; None for the system clock (the kernel is asked).
     pub pulse: Option<Arc<Mutex<PulseStatus>>>,
+}
+
+impl ServeSource {
+    /// The NTS-KE server's counters and the master key, when NTS is on.
+    fn nts(&self) -> Option<NtsStatus> {
+        let keys = self.shared.nts_keys.load_full()?;
+        let ke = &self.shared.ke_stats;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Some(NtsStatus {
+            ke_listen: self
+                .shared
+                .ke_addrs
+                .load()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            ke_sessions: n(&ke.sessions),
+            ke_refused: n(&ke.refused),
+            ke_failed: n(&ke.tls_errors),
+            ke_timeouts: n(&ke.timeouts),
+            ke_busy: n(&ke.busy),
+            ke_active: ke.active.load(Ordering::Relaxed) as u64,
+            master_key_id: keys.current().id,
+            master_key_age_s: unix_now().saturating_sub(keys.current().created),
+            master_keys: keys.keys().len(),
+        })
+    }
 }
 
 fn unix_now() -> u64 {
@@ -259,6 +287,7 @@ impl Source for ServeSource {
                 kod_rate: all.kod_rate,
                 kod_deny: all.kod_deny,
                 crypto_nak: all.crypto_nak,
+                nts_nak: all.nts_nak,
                 send_errors: all.send_errors,
                 dropped: DropReason::ALL
                     .iter()
@@ -272,6 +301,7 @@ impl Source for ServeSource {
                 capacity: client_log::DEFAULT_CAPACITY as u64,
                 not_logged,
             },
+            nts: self.nts(),
         })
     }
 

@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use ntp_offset_proto::ratelimit::RateLimiter;
 use ntp_offset_proto::responder::{
-    decide, Decision, DropReason, Request, Response, ResponseKind, MAX_REQUEST_LEN,
+    decide, Credentials, Decision, DropReason, Request, Response, ResponseKind, MAX_REQUEST_LEN,
     MAX_RESPONSE_LEN,
 };
 use ntp_offset_sys::batch::{is_retryable, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::monotonic_ns;
 use tracing::warn;
+
+use crate::entropy::OsEntropy;
 
 use super::assignments::BatchAssigner;
 use super::stats::{Batch, WorkerStats};
@@ -42,6 +44,7 @@ impl Worker {
         let keys = RandomState::new();
         let key = (keys.hash_one(1u8), keys.hash_one(2u8));
         let mut counts = Batch::default();
+        let mut rng = OsEntropy::default();
 
         while !self.stop.load(Ordering::Relaxed) {
             let n = match rx.recv(&self.socket) {
@@ -54,6 +57,11 @@ impl Worker {
                 }
             };
             let runtime = self.shared.runtime.load();
+            let master_keys = self.shared.nts_keys.load();
+            let creds = Credentials {
+                symmetric: &runtime.auth,
+                nts: master_keys.as_deref(),
+            };
             let snapshot = self.shared.clock.snapshot();
             let clock = snapshot.batch();
             // A reload that changes the rate-limit parameters starts a fresh table.
@@ -92,7 +100,7 @@ impl Worker {
                     &assigner,
                     &snapshot.state,
                     runtime.unmatched,
-                    &runtime.auth,
+                    &creds,
                     limiter.as_mut(),
                 ) {
                     Decision::Respond(resp) => {
@@ -118,12 +126,12 @@ impl Worker {
                         let c = counts.view(v);
                         match resp.kind {
                             ResponseKind::KodRate => c.kod_rate += 1,
-                            ResponseKind::CryptoNak => {}
+                            ResponseKind::CryptoNak | ResponseKind::NtsNak => {}
                             _ => c.answered += 1,
                         }
                     }
                     if let Some(buf) = tx.push(resp.len(), *peer) {
-                        resp.finish_into(transmit, &runtime.auth.keys, buf);
+                        resp.finish_into(transmit, &creds, &mut rng, buf);
                     }
                 }
                 let queued = tx.len();

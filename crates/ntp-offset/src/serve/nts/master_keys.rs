@@ -1,0 +1,138 @@
+//! The cookie master keys' life: read from `state_dir/nts-master-keys` at start (or made
+//! fresh), rotated by a thread when the current key has served `key_rotation`, written back
+//! (mode 0600, replaced atomically) after each rotation, and published to the workers and
+//! the KE server through `Shared::nts_keys`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ntp_offset_proto::nts::cookie::MasterKeys;
+use tracing::{info, warn};
+
+use crate::entropy::OsEntropy;
+use crate::serve::{unix_seconds, Shared};
+
+pub const FILE_NAME: &str = "nts-master-keys";
+
+/// How often the thread looks at the clock; a rotation is due at most this late.
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Rotator {
+    period_s: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// The keys in `dir`, or fresh ones (then written there). A file that cannot be read or
+/// written is logged, not fatal: NTS still works, but a restart sends clients back to KE.
+pub fn load_or_create(dir: &Path, period_s: u64) -> MasterKeys {
+    let path = dir.join(FILE_NAME);
+    let mut rng = OsEntropy::default();
+    let now = unix_seconds();
+    let mut keys = match crate::files::read_secret(&path, 64 * 1024) {
+        Ok(text) => match MasterKeys::parse(&text) {
+            Ok(k) => {
+                info!(file = %path.display(), key = k.current().id, "NTS master keys read: cookies issued before the restart still open");
+                k
+            }
+            Err(e) => {
+                warn!(file = %path.display(), "NTS master keys unreadable ({e}): new keys, so clients will go back to key establishment");
+                fresh(&path, now, &mut rng)
+            }
+        },
+        Err(e) if path.exists() => {
+            warn!(file = %path.display(), "NTS master keys not used: {e}; new keys, so clients will go back to key establishment");
+            fresh(&path, now, &mut rng)
+        }
+        Err(_) => fresh(&path, now, &mut rng),
+    };
+    if keys.rotation_due(now, period_s) {
+        keys.rotate(now, &mut rng);
+        save(&path, &keys);
+    }
+    keys
+}
+
+fn fresh(path: &Path, now: u64, rng: &mut OsEntropy) -> MasterKeys {
+    let keys = MasterKeys::generate(now, rng);
+    save(path, &keys);
+    keys
+}
+
+/// Writes the keys beside their file and renames over it, so a crash leaves the old or
+/// the new keys, never half of them.
+fn save(path: &Path, keys: &MasterKeys) {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(keys.to_text().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        warn!(file = %path.display(), "cannot keep the NTS master keys ({e}): cookies will not survive a restart");
+    }
+}
+
+impl Rotator {
+    pub fn start(
+        shared: Arc<Shared>,
+        state_dir: PathBuf,
+        period: Duration,
+    ) -> std::io::Result<Rotator> {
+        let period_s = Arc::new(AtomicU64::new(period.as_secs()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (period_s.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("nts keys".into())
+            .spawn(move || {
+                let mut rng = OsEntropy::default();
+                let path = state_dir.join(FILE_NAME);
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let Some(current) = shared.nts_keys.load_full() else {
+                        continue;
+                    };
+                    let now = unix_seconds();
+                    if current.rotation_due(now, p.load(Ordering::Relaxed)) {
+                        let mut next = (*current).clone();
+                        next.rotate(now, &mut rng);
+                        save(&path, &next);
+                        info!(key = next.current().id, "NTS master key rotated");
+                        shared.nts_keys.store(Some(Arc::new(next)));
+                    }
+                    // Sleep the rest of CHECK_EVERY in short steps, so stop is prompt.
+                    for _ in 0..(CHECK_EVERY.as_millis() / 200) {
+                        if s.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            })?;
+        Ok(Rotator {
+            period_s,
+            stop,
+            thread,
+        })
+    }
+
+    pub fn set_period(&self, period: Duration) {
+        self.period_s.store(period.as_secs(), Ordering::Relaxed);
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}

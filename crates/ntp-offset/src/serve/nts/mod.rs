@@ -1,0 +1,77 @@
+//! NTS for `serve` (RFC 8915): the key establishment server ([`ke_server`], over [`tls`]) and
+//! the cookie master keys ([`master_keys`]). NTP requests with NTS fields are answered by the
+//! workers, through `proto::responder`, with the keys published in `Shared::nts_keys`.
+
+pub mod ke_server;
+pub mod master_keys;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::nts::NtsConfig;
+use crate::serve::Shared;
+use ke_server::{KeServer, Params};
+use master_keys::Rotator;
+
+/// The running NTS parts.
+pub struct NtsService {
+    ke: KeServer,
+    rotator: Rotator,
+    config: NtsConfig,
+}
+
+fn params(cfg: &NtsConfig) -> Result<Params, String> {
+    let tls = tls::load(&cfg.certificate, &cfg.private_key).map_err(|e| e.message)?;
+    Ok(Params {
+        tls,
+        ntp_server: cfg.ntp_server.clone(),
+        ntp_port: cfg.ntp_port,
+        timeout: cfg.timeout,
+        max_connections: cfg.max_connections,
+    })
+}
+
+impl NtsService {
+    pub fn start(
+        cfg: &NtsConfig,
+        shared: &Arc<Shared>,
+        state_dir: &std::path::Path,
+    ) -> Result<NtsService, String> {
+        let period = cfg.key_rotation.as_secs();
+        let keys = master_keys::load_or_create(state_dir, period);
+        shared.nts_keys.store(Some(Arc::new(keys)));
+        let ke = KeServer::start(&cfg.listen, params(cfg)?, shared.clone())?;
+        let rotator = Rotator::start(shared.clone(), state_dir.to_path_buf(), cfg.key_rotation)
+            .map_err(|e| format!("cannot start the NTS key thread: {e}"))?;
+        Ok(NtsService {
+            ke,
+            rotator,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Takes a reloaded `[nts]`: the certificate and key are read again (a renewal), and
+    /// the limits and names apply to new sessions. The KE addresses need a restart.
+    pub fn reload(&mut self, cfg: &NtsConfig) -> Result<(), String> {
+        if cfg.listen != self.config.listen {
+            return Err(
+                "[nts] listen changed: restart the server to move the NTS-KE listener".into(),
+            );
+        }
+        let p = params(cfg)?;
+        self.ke.params.store(Arc::new(p));
+        self.rotator.set_period(cfg.key_rotation);
+        self.config = cfg.clone();
+        Ok(())
+    }
+
+    pub fn ke_addrs(&self) -> &[SocketAddr] {
+        &self.ke.bound
+    }
+
+    pub fn stop(self) {
+        self.ke.stop();
+        self.rotator.stop();
+    }
+}

@@ -1,0 +1,302 @@
+//! NTS (RFC 8915) as real clients see it: `chronyd -Q` (it measures, never sets the clock)
+//! with `server ... nts` and `ntstrustedcerts` pointing at a CA the test makes; its cookies
+//! kept across a server restart (`ntsdumpdir`); and the test's own NTS client
+//! (`testkit::nts`) for what chronyd will not do: a tampered cookie, slow and excess KE
+//! clients, a certificate swapped under a running server.
+
+use ntp_offset_testkit as common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::nts::{key_exchange, make_pki, Pki};
+use common::*;
+use ntp_offset_proto::nts::extension as ef;
+use ntp_offset_proto::packet::{Header, HEADER_LEN};
+use ntp_offset_proto::time::NtpTimestamp;
+
+/// A server with three views, one per port: `open` (no auth), `locked` (+15 s, NTS only) and
+/// `either` (-250 ms, a key or NTS), and an NTS-KE listener.
+struct Setup {
+    dir: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    open: u16,
+    locked: u16,
+    either: u16,
+    ke: u16,
+}
+
+fn setup(tag: &str, pki: &Pki, extra_nts: &str) -> Setup {
+    let dir = tempdir(tag);
+    let [open, locked, either, ke]: [u16; 4] = free_ports(4).try_into().unwrap();
+    let cfg = dir.join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{open}\", \"127.0.0.1:{locked}\", \"127.0.0.1:{either}\"]\n\
+             local_stratum = 10\nstate_dir = \"state\"\n\
+             [control]\nsocket = \"serve.sock\"\n\
+             [nts]\nlisten = [\"127.0.0.1:{ke}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n{extra_nts}\n\
+             [[view]]\nname = \"open\"\noffset = \"0s\"\nlisten = [\"127.0.0.1:{open}\"]\n\
+             [[view]]\nname = \"locked\"\noffset = \"15s\"\nlisten = [\"127.0.0.1:{locked}\"]\nauth = \"nts\"\n\
+             [[view]]\nname = \"either\"\noffset = \"-250ms\"\nlisten = [\"127.0.0.1:{either}\"]\nauth = \"any\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    Setup {
+        dir,
+        cfg,
+        open,
+        locked,
+        either,
+        ke,
+    }
+}
+
+impl Setup {
+    fn start(&self) -> ServerProcess {
+        ServerProcess::start(&["--config", self.cfg.to_str().unwrap()])
+    }
+
+    fn status(&self) -> serde_json::Value {
+        control_json("status", &self.dir.join("serve.sock"), &[])
+    }
+
+    fn ke_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ke))
+    }
+
+    /// chronyd -Q over NTS against the view on `port`: the offset it measures.
+    fn chrony(&self, port: u16, ca: &Path, dump: Option<&Path>) -> Result<f64, String> {
+        let mut directives = vec![format!("ntstrustedcerts {}", ca.display())];
+        if let Some(d) = dump {
+            std::fs::create_dir_all(d).unwrap();
+            directives.push(format!("ntsdumpdir {}", d.display()));
+        }
+        chrony_query(
+            &[],
+            "127.0.0.1",
+            port,
+            &format!("nts ntsport {}", self.ke),
+            &directives,
+            15,
+        )
+    }
+}
+
+fn assert_near(measured: f64, want: f64, what: &str) {
+    assert!(
+        (measured - want).abs() < 0.001,
+        "{what}: chronyd measured {measured:+.6} s, the view is {want:+} s (allowed 1 ms)"
+    );
+}
+
+#[test]
+fn chrony_measures_each_nts_view_and_a_plain_client_gets_no_time_from_them() {
+    let dir = tempdir("nts-chrony");
+    let pki = make_pki(&dir, "a");
+    let s = setup("nts-chrony-views", &pki, "");
+    let _server = s.start();
+    // Side by side: each chronyd takes a few seconds, a refused one its whole timeout.
+    let other_ca = make_pki(&dir, "other");
+    let (s, pki) = (&s, &pki);
+    let locked = std::thread::scope(|sc| {
+        let l = sc.spawn(|| s.chrony(s.locked, &pki.ca, None));
+        let e = sc.spawn(|| s.chrony(s.either, &pki.ca, None));
+        let plain = sc.spawn(|| chrony_query(&[], "127.0.0.1", s.locked, "", &[], 8));
+        let wrong = sc.spawn(|| s.chrony(s.locked, &other_ca.ca, None));
+        assert_near(
+            e.join().unwrap().expect("NTS on the `any` view"),
+            -0.25,
+            "either",
+        );
+        assert!(
+            plain.join().unwrap().is_err(),
+            "a client without NTS got time from the NTS-only view"
+        );
+        assert!(
+            wrong.join().unwrap().is_err(),
+            "chronyd trusted a certificate its CA did not sign"
+        );
+        l.join().unwrap()
+    });
+    assert_near(locked.expect("NTS on the `nts` view"), 15.0, "locked");
+    // The open view answers NTS too: an NTS client gets authenticated time everywhere.
+    assert_near(s.chrony(s.open, &pki.ca, None).unwrap(), 0.0, "open");
+
+    let st = &s.status()["serve"];
+    let nts = &st["nts"];
+    assert!(nts["ke_sessions"].as_u64() >= Some(3), "{nts}");
+    assert_eq!(nts["master_keys"], 1, "{nts}");
+    assert!(
+        st["totals"]["dropped"]["unauthenticated"].as_u64() > Some(0),
+        "the plain client's requests were counted: {st}"
+    );
+}
+
+#[test]
+fn cookies_survive_a_restart_and_a_tampered_cookie_gets_an_nts_nak() {
+    let dir = tempdir("nts-restart");
+    let pki = make_pki(&dir, "a");
+    let s = setup("nts-restart-views", &pki, "");
+    let dump = dir.join("chrony-dump");
+    {
+        let _server = s.start();
+        assert_near(
+            s.chrony(s.locked, &pki.ca, Some(&dump)).unwrap(),
+            15.0,
+            "first",
+        );
+        assert!(
+            std::fs::read_dir(&dump).unwrap().next().is_some(),
+            "chronyd dumped its cookies"
+        );
+    }
+    let keys = s.dir.join("state/nts-master-keys");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the master keys are secret");
+
+    let _server = s.start();
+    assert_near(
+        s.chrony(s.locked, &pki.ca, Some(&dump)).unwrap(),
+        15.0,
+        "after the restart",
+    );
+    let nts = &s.status()["serve"]["nts"];
+    assert_eq!(
+        nts["ke_sessions"], 0,
+        "chronyd went back to key establishment after the restart: {nts}"
+    );
+
+    // The test's own client: a good cookie gets authenticated time and fresh cookies; the
+    // same cookie with one bit changed gets an NTS-NAK that echoes the identifier.
+    let session = key_exchange(s.ke_addr(), &pki.ca).unwrap();
+    assert_eq!(session.cookies.len(), 8);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let server: SocketAddr = ([127, 0, 0, 1], s.locked).into();
+    let ask = |packet: &[u8]| -> Vec<u8> {
+        sock.send_to(packet, server).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+        buf[..n].to_vec()
+    };
+    let uid = [0x42; 32];
+    let tx = NtpTimestamp::from_bits(0xe9a0_0000_0000_0001);
+    let request = session.request(&session.cookies[0], &uid, tx);
+    let answer = ask(&request);
+    assert!(answer.len() <= request.len());
+    let fresh = ef::read_response(&answer, &uid, &session.s2c).expect("an authenticated answer");
+    assert_eq!(fresh.len(), 1, "one cookie for the one spent");
+    let h = Header::parse(&answer).unwrap();
+    assert_eq!((h.stratum, h.origin_timestamp), (10, tx));
+
+    let mut tampered = session.cookies[1].clone();
+    tampered[40] ^= 0x01;
+    let answer = ask(&session.request(&tampered, &uid, tx));
+    let h = Header::parse(&answer).unwrap();
+    assert_eq!((h.stratum, &h.reference_id), (0, b"NTSN"), "an NTS-NAK");
+    assert_eq!(
+        &answer[HEADER_LEN + 4..HEADER_LEN + 36],
+        &uid,
+        "with the identifier"
+    );
+    let totals = &s.status()["serve"]["totals"];
+    assert_eq!(totals["nts_nak"], 1, "{totals}");
+}
+
+/// Whether the server closes a KE connection within `limit` (whatever it sends first, such
+/// as a TLS alert).
+fn closed_within(mut c: &TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 256];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        c.set_read_timeout(Some(left)).unwrap();
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn slow_and_excess_ke_clients_are_cut_off_and_a_new_certificate_takes_without_a_restart() {
+    let dir = tempdir("nts-limits");
+    let a = make_pki(&dir, "a");
+    let s = setup(
+        "nts-limits-views",
+        &a,
+        "max_connections = 2\ntimeout = \"1s\"",
+    );
+    let mut server = s.start();
+    let open: SocketAddr = ([127, 0, 0, 1], s.open).into();
+
+    // Two silent clients take both sessions; two more are closed at once.
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.ke_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    for _ in 0..2 {
+        let extra = TcpStream::connect(s.ke_addr()).unwrap();
+        assert!(
+            closed_within(&extra, Duration::from_millis(500)),
+            "an excess client was kept"
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_millis(900));
+    // The silent ones are cut off by the 1 s timeout, and the server takes new clients.
+    for c in &idle {
+        assert!(
+            closed_within(c, Duration::from_secs(3)),
+            "a silent client was kept past the timeout"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    key_exchange(s.ke_addr(), &a.ca).expect("KE after the slow clients");
+    // Not TLS at all.
+    {
+        use std::io::Write;
+        let mut junk = TcpStream::connect(s.ke_addr()).unwrap();
+        junk.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(closed_within(&junk, Duration::from_secs(3)));
+    }
+    let nts = &s.status()["serve"]["nts"];
+    assert!(nts["ke_busy"].as_u64() >= Some(2), "{nts}");
+    assert!(nts["ke_timeouts"].as_u64() >= Some(2), "{nts}");
+    assert!(nts["ke_failed"].as_u64() >= Some(1), "{nts}");
+    assert_eq!(nts["ke_sessions"], 1, "{nts}");
+
+    // A renewal: new certificate and key from another CA, in place, then SIGHUP. NTP
+    // answers go on throughout, and KE now presents the new certificate.
+    let b = make_pki(&dir, "b");
+    let answered_before = ntp_exchange(open, Duration::from_secs(2)).is_some();
+    std::fs::copy(&b.cert, &a.cert).unwrap();
+    std::fs::copy(&b.key, &a.key).unwrap();
+    let mark = server.mark();
+    server.signal("HUP");
+    server.log_since(mark, "reloaded", Duration::from_secs(5));
+    assert!(answered_before && ntp_exchange(open, Duration::from_secs(2)).is_some());
+    key_exchange(s.ke_addr(), &b.ca).expect("KE with the new certificate");
+    assert!(
+        key_exchange(s.ke_addr(), &a.ca).is_err(),
+        "the old certificate is still presented"
+    );
+    assert_near(
+        s.chrony(s.locked, &b.ca, None).unwrap(),
+        15.0,
+        "after the renewal",
+    );
+}

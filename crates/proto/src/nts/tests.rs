@@ -1,0 +1,484 @@
+//! NTS: KE records, cookies, extension fields, and whole exchanges through the responder, as
+//! a client would check them. chrony is the real peer (crates/ntp-offset/tests/nts.rs).
+
+use proptest::prelude::*;
+
+use super::cookie::{CookieError, MasterKeys, COOKIE_LEN, KEEP};
+use super::extension::{self as ef, EfError, ResponseError};
+use super::ke::{self, KeError, Negotiated, RequestRead};
+use super::{Aead, Entropy, SessionKeys, NONCE_LEN};
+use crate::packet::{Header, HEADER_LEN};
+use crate::responder::{
+    decide, Authenticated, Credentials, Decision, DropReason, Request, ResponseKind, Unmatched,
+};
+use crate::symmetric::Auth;
+use crate::system::{ServerState, REFID_LOCAL};
+use crate::time::{NtpShort, NtpTimestamp, Offset, Time};
+use crate::view::{AuthRequirement, HashOnly, View, ViewTable};
+
+/// Deterministic bytes (a counter), so failures reproduce.
+struct Counter(u8);
+impl Entropy for Counter {
+    fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            self.0 = self.0.wrapping_add(1);
+            *b = self.0;
+        }
+    }
+}
+
+/// chrony 4.3's KE request, as it goes over TLS: next protocol NTPv4, AEAD AES-SIV-CMAC-256,
+/// end of message.
+const CHRONY_KE_REQUEST: [u8; 16] = [
+    0x80, 0x01, 0x00, 0x02, 0x00, 0x00, // next protocol: NTPv4
+    0x80, 0x04, 0x00, 0x02, 0x00, 0x0f, // AEAD: 15
+    0x80, 0x00, 0x00, 0x00, // end of message
+];
+
+#[test]
+fn reads_chronys_ke_request_and_only_once_it_has_ended() {
+    for cut in 0..CHRONY_KE_REQUEST.len() {
+        assert_eq!(
+            ke::read_request(&CHRONY_KE_REQUEST[..cut]),
+            RequestRead::Incomplete,
+            "{cut} bytes"
+        );
+    }
+    let RequestRead::Complete(req) = ke::read_request(&CHRONY_KE_REQUEST) else {
+        panic!()
+    };
+    assert_eq!(req.negotiate(), Ok(Negotiated::Ntpv4(Aead::AesSivCmac256)));
+    assert_eq!(ke::client_request(&[15]), CHRONY_KE_REQUEST);
+}
+
+#[test]
+fn ke_negotiation_follows_rfc_8915() {
+    let complete = |bytes: &[u8]| match ke::read_request(bytes) {
+        RequestRead::Complete(r) => r.negotiate(),
+        other => panic!("{other:?}"),
+    };
+    // AES-128-GCM-SIV (30) first, as newer chrony offers: the first this server has.
+    assert_eq!(
+        complete(&ke::client_request(&[30, 15])),
+        Ok(Negotiated::Ntpv4(Aead::AesSivCmac256))
+    );
+    assert_eq!(
+        complete(&ke::client_request(&[30])),
+        Err(KeError::BadRequest(
+            "no AEAD algorithm this server supports"
+        ))
+    );
+    let mut w = ke::Writer::default();
+    w.record(true, ke::record::NEXT_PROTOCOL, &[0x80, 0x01]);
+    assert_eq!(
+        complete(&w.finish()),
+        Ok(Negotiated::NoCommonProtocol),
+        "an unknown protocol only"
+    );
+
+    let refused = |bytes: &[u8]| match ke::read_request(bytes) {
+        RequestRead::Refused(e) => e,
+        other => panic!("{other:?}"),
+    };
+    let mut w = ke::Writer::default();
+    w.record(true, ke::record::NEXT_PROTOCOL, &[0, 0]);
+    w.record(true, 0x4242, &[]);
+    assert_eq!(refused(&w.finish()), KeError::UnrecognizedCritical(0x4242));
+    assert_eq!(
+        KeError::UnrecognizedCritical(1).code(),
+        ke::ErrorCode::UnrecognizedCriticalRecord
+    );
+    // An unknown record that is not critical is ignored.
+    let mut w = ke::Writer::default();
+    w.record(true, ke::record::NEXT_PROTOCOL, &[0, 0]);
+    w.record(false, 0x4242, b"whatever");
+    w.record(true, ke::record::AEAD_ALGORITHM, &[0, 15]);
+    assert!(complete(&w.finish()).is_ok());
+    // No next protocol; two of them; data after the end.
+    assert!(matches!(
+        refused(&ke::Writer::default().finish()),
+        KeError::BadRequest(_)
+    ));
+    let twice = [&CHRONY_KE_REQUEST[..6], &CHRONY_KE_REQUEST[..]].concat();
+    assert!(matches!(refused(&twice), KeError::BadRequest(_)));
+    let after = [&CHRONY_KE_REQUEST[..], &[0]].concat();
+    assert!(matches!(refused(&after), KeError::BadRequest(_)));
+    // A client that never ends its message is cut off at 1024 bytes.
+    let mut endless = Vec::new();
+    while endless.len() < ke::MAX_REQUEST_LEN {
+        endless.extend_from_slice(&[0x00, 0x63, 0x00, 0x04, 1, 2, 3, 4]);
+    }
+    assert!(matches!(refused(&endless), KeError::BadRequest(_)));
+}
+
+#[test]
+fn ke_responses_read_back() {
+    let cookies = vec![vec![7u8; COOKIE_LEN]; ke::COOKIES_PER_SESSION];
+    let bytes = ke::ntp_response(
+        Aead::AesSivCmac256,
+        &cookies,
+        Some("ntp.example"),
+        Some(1123),
+    );
+    let r = ke::read_server_response(&bytes).unwrap();
+    assert_eq!(
+        (
+            r.protocols,
+            r.aead,
+            r.cookies.len(),
+            r.server.as_deref(),
+            r.port,
+            r.error
+        ),
+        (vec![0], Some(15), 8, Some("ntp.example"), Some(1123), None)
+    );
+    let r = ke::read_server_response(&ke::error_response(ke::ErrorCode::BadRequest)).unwrap();
+    assert_eq!(r.error, Some(1));
+    let r = ke::read_server_response(&ke::no_protocol_response()).unwrap();
+    assert_eq!((r.protocols.len(), r.aead), (0, None));
+    assert_eq!(
+        ke::exporter_context(Aead::AesSivCmac256, true),
+        [0, 0, 0, 15, 1]
+    );
+}
+
+fn session() -> SessionKeys {
+    SessionKeys {
+        c2s: [0xc2; 32],
+        s2c: [0x52; 32],
+    }
+}
+
+#[test]
+fn a_cookie_opens_to_its_keys_and_any_change_spoils_it() {
+    let mut rng = Counter(0);
+    let master = MasterKeys::generate(1_000, &mut rng);
+    let cookie = master.seal(&session(), &mut rng);
+    assert_eq!(master.open(&cookie), Ok(session()));
+    assert_ne!(
+        master.seal(&session(), &mut rng),
+        cookie,
+        "a fresh nonce each time: cookies cannot be linked"
+    );
+    for i in 0..COOKIE_LEN {
+        let mut bad = cookie;
+        bad[i] ^= 0x01;
+        let e = master.open(&bad).unwrap_err();
+        if i < 4 {
+            assert_eq!(e, CookieError::UnknownKey, "byte {i}");
+        } else {
+            assert_eq!(e, CookieError::Forged, "byte {i}");
+        }
+    }
+    assert_eq!(master.open(&cookie[1..]), Err(CookieError::Length));
+    let other = MasterKeys::generate(1_000, &mut Counter(99));
+    assert!(other.open(&cookie).is_err(), "another server's cookie");
+}
+
+#[test]
+fn master_keys_rotate_and_keep_the_last_three() {
+    let mut rng = Counter(0);
+    let day = 86_400;
+    let t0 = 1_000_000;
+    let mut master = MasterKeys::generate(t0, &mut rng);
+    let first = master.seal(&session(), &mut rng);
+    assert!(!master.rotation_due(t0 + day - 1, day));
+    assert!(master.rotation_due(t0 + day, day));
+    assert!(
+        master.rotation_due(t0 - 2 * day, day),
+        "a key dated after a step back"
+    );
+    for n in 1..=KEEP {
+        master.rotate(t0 + n as u64 * day, &mut rng);
+        assert_eq!(master.keys().len(), (n + 1).min(KEEP));
+        let opens = master.open(&first).is_ok();
+        assert_eq!(opens, n < KEEP, "after {n} rotations");
+        assert_eq!(
+            master.open(&master.seal(&session(), &mut rng)),
+            Ok(session())
+        );
+    }
+    let text = master.to_text();
+    assert_eq!(MasterKeys::parse(&text), Ok(master.clone()));
+    assert!(!text.contains("c2c2"), "no session key in the state");
+}
+
+#[test]
+fn the_state_file_is_read_strictly() {
+    let good = MasterKeys::generate(5, &mut Counter(3)).to_text();
+    let line = good.lines().last().unwrap().to_string();
+    for (text, what) in [
+        ("", "no keys"),
+        ("# only a comment\n", "no keys"),
+        ("1 2\n", "not `ID CREATED KEY`"),
+        ("x 2 00\n", "the key id is not a 32-bit number"),
+        ("1 -2 00\n", "the creation time is not a number"),
+        ("1 2 00ff\n", "the key is not 64 hex digits"),
+    ] {
+        assert_eq!(MasterKeys::parse(text).unwrap_err().what, what, "{text:?}");
+    }
+    assert_eq!(
+        MasterKeys::parse(&format!("{line}\n{line}\n"))
+            .unwrap_err()
+            .what,
+        "a key id twice"
+    );
+    let four: String = (1..=4)
+        .map(|i| format!("{i} {i} {}\n", "ab".repeat(32)))
+        .collect();
+    assert!(MasterKeys::parse(&four).is_err());
+    let nonascii = format!("1 2 {}é\n", "a".repeat(62));
+    assert!(MasterKeys::parse(&nonascii).is_err());
+}
+
+const RX: Time = Time::from_unix_nanos(1_795_000_000_123_456_789);
+const CLIENT_TX: u64 = 0xecd4_1c39_8000_0000;
+
+fn state() -> ServerState {
+    ServerState {
+        leap: crate::packet::LeapIndicator::NoWarning,
+        stratum: 10,
+        reference_id: REFID_LOCAL,
+        root_delay: NtpShort::from_bits(0),
+        root_dispersion: NtpShort::from_bits(7),
+        precision: -24,
+        reference_time: Some(RX),
+    }
+}
+
+fn table(auth: AuthRequirement) -> ViewTable {
+    let mut t = ViewTable::single("plus15", Offset::from_secs(15));
+    let views = vec![View {
+        name: "plus15".into(),
+        offset: Offset::from_secs(15),
+        auth,
+    }];
+    t = ViewTable::new(views, t.rules().to_vec(), t.default_view());
+    t
+}
+
+struct Client {
+    keys: SessionKeys,
+    cookie: Vec<u8>,
+    uid: [u8; 32],
+}
+
+fn client(master: &MasterKeys) -> Client {
+    Client {
+        keys: session(),
+        cookie: master.seal(&session(), &mut Counter(40)).to_vec(),
+        uid: [0x11; 32],
+    }
+}
+
+fn request(c: &Client, placeholders: usize) -> Vec<u8> {
+    let header = Header::client_request(4, NtpTimestamp::from_bits(CLIENT_TX)).encode();
+    ef::client_request(
+        &header,
+        &c.uid,
+        &c.cookie,
+        placeholders,
+        &c.keys.c2s,
+        &[0x77; NONCE_LEN],
+    )
+}
+
+fn decide_nts(packet: &[u8], views: &ViewTable, master: Option<&MasterKeys>) -> Decision {
+    let auth = Auth::default();
+    let creds = Credentials {
+        symmetric: &auth,
+        nts: master,
+    };
+    decide(
+        &Request {
+            packet,
+            local: "127.0.0.1:123".parse().unwrap(),
+            client: "127.0.0.1".parse().unwrap(),
+            receive: RX,
+            now_mono_ns: 1,
+        },
+        views,
+        &HashOnly,
+        &state(),
+        Unmatched::Ignore,
+        &creds,
+        None,
+    )
+}
+
+fn finish(d: Decision, master: &MasterKeys) -> (ResponseKind, Authenticated, Vec<u8>) {
+    let Decision::Respond(mut r) = d else {
+        panic!("no answer: {d:?}")
+    };
+    let auth = Auth::default();
+    let creds = Credentials {
+        symmetric: &auth,
+        nts: Some(master),
+    };
+    let out = r.finish(RX, &creds, &mut Counter(200));
+    assert_eq!(out.len(), r.len());
+    (r.kind, r.authenticated, out)
+}
+
+#[test]
+fn an_nts_request_gets_an_authenticated_answer_with_fresh_cookies() {
+    let master = MasterKeys::generate(1, &mut Counter(9));
+    let c = client(&master);
+    for placeholders in [0, 1, 7] {
+        let req = request(&c, placeholders);
+        let (kind, auth, out) = finish(
+            decide_nts(&req, &table(AuthRequirement::Nts), Some(&master)),
+            &master,
+        );
+        assert_eq!((kind, auth), (ResponseKind::Time, Authenticated::Nts));
+        assert_eq!(out.len(), req.len(), "exactly as long as the request");
+        let cookies = ef::read_response(&out, &c.uid, &c.keys.s2c).unwrap();
+        assert_eq!(cookies.len(), 1 + placeholders);
+        for k in &cookies {
+            assert_eq!(master.open(k), Ok(session()), "each fresh cookie opens");
+        }
+        let h = Header::parse(&out).unwrap();
+        assert_eq!(h.origin_timestamp.to_bits(), CLIENT_TX);
+        assert_eq!(h.transmit_timestamp, RX.add(Offset::from_secs(15)).to_ntp());
+        // The client rejects the answer under another key, or for another request.
+        assert_eq!(
+            ef::read_response(&out, &c.uid, &[0; 32]),
+            Err(ResponseError::Forged)
+        );
+        assert_eq!(
+            ef::read_response(&out, &[0x22; 32], &c.keys.s2c),
+            Err(ResponseError::UniqueId)
+        );
+        let mut altered = out.clone();
+        altered[40] ^= 1; // the transmit timestamp
+        assert_eq!(
+            ef::read_response(&altered, &c.uid, &c.keys.s2c),
+            Err(ResponseError::Forged)
+        );
+    }
+}
+
+#[test]
+fn a_bad_cookie_gets_an_nts_nak_and_a_bad_authenticator_nothing() {
+    let master = MasterKeys::generate(1, &mut Counter(9));
+    let mut c = client(&master);
+    c.cookie[30] ^= 0x80;
+    let req = request(&c, 0);
+    let (kind, _, out) = finish(
+        decide_nts(&req, &table(AuthRequirement::Nts), Some(&master)),
+        &master,
+    );
+    assert_eq!(kind, ResponseKind::NtsNak);
+    let h = Header::parse(&out).unwrap();
+    assert_eq!((h.stratum, h.reference_id), (0, *b"NTSN"));
+    assert_eq!(h.transmit_timestamp.to_bits(), CLIENT_TX, "no time");
+    assert_eq!(
+        &out[HEADER_LEN + 4..HEADER_LEN + 36],
+        &c.uid,
+        "the identifier, echoed"
+    );
+    assert_eq!(out.len(), HEADER_LEN + 36);
+    // Without NTS on, no cookie opens.
+    let good = request(&client(&master), 0);
+    assert!(matches!(
+        decide_nts(&good, &table(AuthRequirement::None), None),
+        Decision::Respond(r) if r.kind == ResponseKind::NtsNak
+    ));
+
+    let mut forged = request(&client(&master), 0);
+    let n = forged.len();
+    forged[n - 1] ^= 1; // the SIV's last byte
+    assert!(matches!(
+        decide_nts(&forged, &table(AuthRequirement::None), Some(&master)),
+        Decision::Ignore(DropReason::BadNts)
+    ));
+    let mut moved = request(&client(&master), 0);
+    moved[2] ^= 1; // a header byte the authenticator covers
+    assert!(matches!(
+        decide_nts(&moved, &table(AuthRequirement::None), Some(&master)),
+        Decision::Ignore(DropReason::BadNts)
+    ));
+}
+
+#[test]
+fn views_require_what_they_say() {
+    let master = MasterKeys::generate(1, &mut Counter(9));
+    let nts = request(&client(&master), 0);
+    let plain = Header::client_request(4, NtpTimestamp::from_bits(CLIENT_TX)).encode();
+    for (auth, plain_ok, nts_ok) in [
+        (AuthRequirement::None, true, true),
+        (AuthRequirement::Key, false, false),
+        (AuthRequirement::Nts, false, true),
+        (AuthRequirement::Any, false, true),
+    ] {
+        let t = table(auth);
+        let answered = |p: &[u8]| matches!(decide_nts(p, &t, Some(&master)), Decision::Respond(_));
+        assert_eq!(answered(&plain), plain_ok, "{auth:?} plain");
+        assert_eq!(answered(&nts), nts_ok, "{auth:?} nts");
+    }
+}
+
+#[test]
+fn malformed_nts_fields_are_dropped() {
+    let master = MasterKeys::generate(1, &mut Counter(9));
+    let good = request(&client(&master), 1);
+    assert!(ef::parse_request(&good).unwrap().is_some());
+    // Two cookies.
+    let cookie_field = &good[HEADER_LEN + 36..HEADER_LEN + 36 + 104];
+    let two = [
+        &good[..HEADER_LEN + 36],
+        cookie_field,
+        &good[HEADER_LEN + 36..],
+    ]
+    .concat();
+    assert_eq!(ef::parse_request(&two), Err(EfError::Cookie));
+    // A field after the authenticator.
+    let after = [&good[..], &[0x01, 0x04, 0x00, 0x04]].concat();
+    assert_eq!(ef::parse_request(&after), Err(EfError::AfterAuthenticator));
+    // No authenticator.
+    let n = good.len() - 40;
+    assert_eq!(ef::parse_request(&good[..n]), Err(EfError::NoAuthenticator));
+    // A short identifier.
+    let mut short = good.clone();
+    short[HEADER_LEN + 3] = 8;
+    assert!(ef::parse_request(&short).is_err());
+    assert!(matches!(
+        decide_nts(&two, &table(AuthRequirement::None), Some(&master)),
+        Decision::Ignore(DropReason::BadNts)
+    ));
+    // A legacy MAC reads as no NTS fields.
+    let plain = Header::client_request(4, NtpTimestamp::from_bits(CLIENT_TX)).encode();
+    let mac = [&plain[..], &[0, 0, 0, 1], &[0xaa; 16]].concat();
+    assert_eq!(ef::parse_request(&mac), Ok(None));
+    assert_eq!(ef::parse_request(&plain), Ok(None));
+}
+
+proptest! {
+    #[test]
+    fn any_ke_bytes_are_read_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
+        if let RequestRead::Complete(r) = ke::read_request(&bytes) {
+            let _ = r.negotiate();
+        }
+        let _ = ke::read_server_response(&bytes);
+    }
+
+    #[test]
+    fn any_mutation_of_an_nts_request_is_answered_smaller_or_dropped(
+        at in 0usize..292, xor in 1u8..=255, placeholders in 0usize..3, cut in 0usize..300,
+    ) {
+        let master = MasterKeys::generate(1, &mut Counter(9));
+        let mut req = request(&client(&master), placeholders);
+        let at = at % req.len();
+        req[at] ^= xor;
+        req.truncate(req.len() - (cut % 5) * 4);
+        match decide_nts(&req, &table(AuthRequirement::None), Some(&master)) {
+            Decision::Respond(mut r) => {
+                let auth = Auth::default();
+                let creds = Credentials { symmetric: &auth, nts: Some(&master) };
+                let out = r.finish(RX, &creds, &mut Counter(1));
+                prop_assert!(out.len() <= req.len());
+            }
+            Decision::Ignore(_) | Decision::Limited(_) => {}
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! NTS helpers for tests and the load generator: a throwaway PKI made with `openssl` (a CA and
+//! a server certificate for 127.0.0.1 and localhost), and a minimal NTS client (key
+//! establishment over rustls, then requests built with `proto::nts`), so tests can do what
+//! chronyd will not, such as send a tampered cookie.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ntp_offset_proto::nts::extension as ef;
+use ntp_offset_proto::nts::ke;
+use ntp_offset_proto::nts::{Aead, KEY_LEN, NONCE_LEN};
+use ntp_offset_proto::packet::{Header, HEADER_LEN};
+use ntp_offset_proto::time::NtpTimestamp;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// A CA and a server certificate it signed, in PEM; the key is mode 0600.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "openssl is needed for the NTS tests' certificates ({e}): apt-get install openssl"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh CA named `tag` and a certificate for 127.0.0.1 and localhost, in `dir`.
+pub fn make_pki(dir: &Path, tag: &str) -> Pki {
+    let p = |s: &str| dir.join(format!("{tag}-{s}"));
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("server.key"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext.cnf"),
+    );
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    let (ca_key_s, ca_s) = (s(&ca_key), s(&ca));
+    let subj = format!("/CN=ntp-offset test CA {tag}");
+    a.extend([
+        "-keyout",
+        &ca_key_s,
+        "-out",
+        &ca_s,
+        "-days",
+        "2",
+        "-subj",
+        &subj,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(dir, &a);
+    let (key_s, csr_s, cert_s, ext_s) = (s(&key), s(&csr), s(&cert), s(&ext));
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend(["-keyout", &key_s, "-out", &csr_s, "-subj", "/CN=127.0.0.1"]);
+    openssl(dir, &a);
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr_s,
+            "-CA",
+            &ca_s,
+            "-CAkey",
+            &ca_key_s,
+            "-CAcreateserial",
+            "-out",
+            &cert_s,
+            "-days",
+            "2",
+            "-extfile",
+            &ext_s,
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Pki { ca, cert, key }
+}
+
+/// What a KE session gave.
+#[derive(Clone, Debug)]
+pub struct NtsSession {
+    pub c2s: [u8; KEY_LEN],
+    pub s2c: [u8; KEY_LEN],
+    pub cookies: Vec<Vec<u8>>,
+    pub server: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// Key establishment with the server at `addr`, trusting only the CA in `ca`.
+pub fn key_exchange(addr: SocketAddr, ca: &Path) -> Result<NtsSession, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ke::ALPN.to_vec()];
+    let name = ServerName::from(addr.ip());
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(&ke::client_request(&[Aead::AesSivCmac256.id()]))
+        .map_err(|e| format!("KE request: {e}"))?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let r = loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if let Some(r) = ke::read_server_response(&answer) {
+                    break Some(r);
+                }
+            }
+            Err(e) => return Err(format!("KE answer: {e}")),
+        }
+    };
+    let r = r.ok_or("the KE answer ended early")?;
+    if let Some(e) = r.error {
+        return Err(format!("KE error record {e}"));
+    }
+    let aead = r
+        .aead
+        .and_then(Aead::from_id)
+        .ok_or("no AEAD in the KE answer")?;
+    let mut keys = [[0u8; KEY_LEN]; 2];
+    for (k, s2c) in keys.iter_mut().zip([false, true]) {
+        tls.conn
+            .export_keying_material(
+                &mut k[..],
+                ke::EXPORTER_LABEL,
+                Some(&ke::exporter_context(aead, s2c)[..]),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(NtsSession {
+        c2s: keys[0],
+        s2c: keys[1],
+        cookies: r.cookies,
+        server: r.server,
+        port: r.port,
+    })
+}
+
+impl NtsSession {
+    /// A client request with `cookie` (and enough placeholders to keep 8 cookies in hand),
+    /// identified by `uid`.
+    pub fn request(&self, cookie: &[u8], uid: &[u8; 32], transmit: NtpTimestamp) -> Vec<u8> {
+        let header: [u8; HEADER_LEN] = Header::client_request(4, transmit).encode();
+        let placeholders = 8usize.saturating_sub(self.cookies.len() + 1);
+        ef::client_request(
+            &header,
+            uid,
+            cookie,
+            placeholders,
+            &self.c2s,
+            &[0x5a; NONCE_LEN],
+        )
+    }
+}
