@@ -1,6 +1,7 @@
 //! NTS (RFC 8915) as real clients see it: `chronyd -Q` (it measures, never sets the clock)
 //! with `server ... nts` and `ntstrustedcerts` pointing at a CA the test makes; its cookies
-//! kept across a server restart (`ntsdumpdir`); and the test's own NTS client
+//! kept across a server restart (`ntsdumpdir`); ntpsec's ntpd as a second NTS client; and
+//! the test's own NTS client
 //! (`testkit::nts`) for what chronyd will not do: a tampered cookie, slow and excess KE
 //! clients, a certificate swapped under a running server.
 
@@ -162,6 +163,21 @@ fn cookies_survive_a_restart_and_a_tampered_cookie_gets_an_nts_nak() {
     let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the master keys are secret");
 
+    // Age the key by two days, as if the server had been down that long: it rotates at
+    // start (key_rotation is 1 day), and the old key still opens chronyd's cookies.
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let aged: String = text
+        .lines()
+        .map(|l| match l.split(' ').collect::<Vec<_>>()[..] {
+            [id, created, key] if !l.starts_with('#') => {
+                let created: u64 = created.parse().unwrap();
+                format!("{id} {} {key}\n", created - 2 * 86_400)
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&keys, aged).unwrap();
+
     let _server = s.start();
     assert_near(
         s.chrony(s.locked, &pki.ca, Some(&dump)).unwrap(),
@@ -173,6 +189,11 @@ fn cookies_survive_a_restart_and_a_tampered_cookie_gets_an_nts_nak() {
         nts["ke_sessions"], 0,
         "chronyd went back to key establishment after the restart: {nts}"
     );
+    assert_eq!(
+        nts["master_keys"], 2,
+        "rotated at start, the old key kept: {nts}"
+    );
+    assert!(nts["master_key_age_s"].as_u64() < Some(60), "{nts}");
 
     // The test's own client: a good cookie gets authenticated time and fresh cookies; the
     // same cookie with one bit changed gets an NTS-NAK that echoes the identifier.
@@ -298,5 +319,105 @@ fn slow_and_excess_ke_clients_are_cut_off_and_a_new_certificate_takes_without_a_
         s.chrony(s.locked, &b.ca, None).unwrap(),
         15.0,
         "after the renewal",
+    );
+}
+
+/// ntpsec's ntpd, a second NTS client (OpenSSL where chronyd uses GnuTLS): the discipline off
+/// and no CAP_SYS_TIME, so it cannot touch the clock; in a namespace of its own, as it binds
+/// port 123. The view needs NTS, so any time it measures came over NTS.
+#[test]
+fn ntpsec_measures_an_nts_view_from_another_namespace() {
+    let net = NetnsPair::new("nts", 1);
+    let dir = tempdir("nts-ntpsec");
+    let pki = make_pki(&dir, "a");
+    let cfg = dir.join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"198.18.0.1:123\"]\nlocal_stratum = 10\nstate_dir = \".\"\n\
+             [control]\nsocket = \"serve.sock\"\n\
+             [nts]\nlisten = [\"198.18.0.1:4460\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+             [[view]]\nname = \"locked\"\noffset = \"15s\"\nlisten = [\"198.18.0.1:123\"]\nauth = \"nts\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    )
+    .unwrap();
+    let _server =
+        ServerProcess::start_with(&net.exec(&net.server), &["--config", cfg.to_str().unwrap()]);
+
+    let conf = dir.join("ntp.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server 198.18.0.1 nts ca {} iburst minpoll 3 maxpoll 3\ndisable ntp\ndisable kernel\n\
+             restrict default kod nomodify nopeer noquery limited\nrestrict 127.0.0.1\n",
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let argv: Vec<String> = [
+        "ip",
+        "netns",
+        "exec",
+        &net.client,
+        "setpriv",
+        "--bounding-set=-sys_time",
+        "--inh-caps=-sys_time",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([
+        peer("ntpd").display().to_string(),
+        s("-n"),
+        s("-c"),
+        conf.display().to_string(),
+    ])
+    .collect();
+    // Killed on drop, also when an assertion fails.
+    let ntpd = common::lan::Background::start(&dir, "ntpd", &argv);
+    let ntpq = peer("ntpq").display().to_string();
+    let peers = || {
+        let out = run_bounded(
+            std::process::Command::new("ip").args([
+                "netns",
+                "exec",
+                &net.client,
+                &ntpq,
+                "-n",
+                "-c",
+                "peers",
+                "127.0.0.1",
+            ]),
+            Duration::from_secs(10),
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // remote, refid, st, t, when, poll, reach, delay, offset (ms), jitter
+    let measured = wait_until(Duration::from_secs(60), || {
+        let text = peers();
+        let line = text.lines().find(|l| l.contains("198.18.0.1"))?;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let reach = u32::from_str_radix(f.get(6)?, 8).ok()?;
+        (reach.count_ones() >= 3)
+            .then(|| f.get(8)?.parse::<f64>().ok())
+            .flatten()
+    });
+    let Some(ms) = measured else {
+        panic!(
+            "ntpd measured nothing in 60 s:\n{}\n{}",
+            peers(),
+            ntpd.log_text()
+        )
+    };
+    assert!(
+        (ms - 15_000.0).abs() < 1.0,
+        "ntpd measured {ms} ms, the view is +15 s (allowed 1 ms)"
+    );
+    let st = control_json("status", &dir.join("serve.sock"), &[]);
+    assert_eq!(st["serve"]["nts"]["ke_sessions"], 1, "{st}");
+    assert_eq!(
+        st["serve"]["totals"]["dropped"]["unauthenticated"], 0,
+        "{st}"
     );
 }

@@ -42,7 +42,8 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A fresh CA named `tag` and a certificate for 127.0.0.1 and localhost, in `dir`.
+/// A fresh CA named `tag` and a certificate for 127.0.0.1, 198.18.0.1 (the server side of a
+/// `NetnsPair`) and localhost, in `dir`.
 pub fn make_pki(dir: &Path, tag: &str) -> Pki {
     let p = |s: &str| dir.join(format!("{tag}-{s}"));
     let (ca_key, ca, key, csr, cert, ext) = (
@@ -87,7 +88,7 @@ pub fn make_pki(dir: &Path, tag: &str) -> Pki {
     openssl(dir, &a);
     std::fs::write(
         &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,IP:198.18.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     openssl(
