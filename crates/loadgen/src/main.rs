@@ -2,7 +2,9 @@
 //!
 //! Sends client requests from many source ports in batches (sendmmsg/recvmmsg) and counts only
 //! valid replies: server mode, 48 bytes, origin timestamp equal to a request still in flight
-//! (with `--key`: requests carry a MAC, and a valid reply must carry one that verifies).
+//! (with `--key`: requests carry a MAC, and a valid reply must carry one that verifies; with
+//! `--nts-ke`: requests are NTS requests after one key establishment, and a valid reply must
+//! be authenticated by the session's key and echo the request's identifier).
 //! Two modes: saturate (`--rate 0`: keep a window of requests in flight per socket) and fixed
 //! rate (open loop, evenly paced). Always stops after `--duration` or `--max-requests`.
 //! Prints one line of `key=value` pairs for scripts.
@@ -12,11 +14,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use clap::Parser;
+use ntp_offset_proto::nts::extension as nts_ef;
 use ntp_offset_proto::packet::{Header, Mode, HEADER_LEN};
 use ntp_offset_proto::symmetric::{self, Key, KeyType, MAX_DIGEST_LEN};
 use ntp_offset_proto::time::NtpTimestamp;
 use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::{monotonic_ns, realtime_ns};
+use ntp_offset_testkit::nts::{key_exchange, NtsSession};
 
 #[derive(Parser)]
 #[command(about = "Bounded NTP load generator (loopback or test namespaces only)")]
@@ -49,6 +53,13 @@ struct Args {
     /// chrony client with `key ID` would; replies must carry a MAC by it.
     #[arg(long, value_parser = parse_key)]
     key: Option<Key>,
+    /// NTS: establish keys with this NTS-KE server (IP:PORT) first, then send every request
+    /// with its first cookie (a server keeps no per-cookie state, so one serves for a load).
+    #[arg(long, requires = "nts_ca")]
+    nts_ke: Option<SocketAddr>,
+    /// The CA certificate (PEM) that signed the NTS-KE server's certificate.
+    #[arg(long)]
+    nts_ca: Option<std::path::PathBuf>,
 }
 
 fn parse_key(s: &str) -> Result<Key, String> {
@@ -108,8 +119,12 @@ fn main() {
             }
         })
         .collect();
-    let mut out = SendBatch::new(32, HEADER_LEN + symmetric::MAX_MAC_LEN);
-    let mut rx = RecvBatch::new(32, 256);
+    let nts: Option<NtsSession> = args.nts_ke.map(|ke| {
+        let ca = args.nts_ca.as_deref().expect("clap requires --nts-ca");
+        key_exchange(ke, ca).unwrap_or_else(|e| panic!("NTS-KE with {ke}: {e}"))
+    });
+    let mut out = SendBatch::new(32, 1024);
+    let mut rx = RecvBatch::new(32, 1024);
     let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
     let (mut sent, mut valid, mut invalid, mut lost) = (0u64, 0u64, 0u64, 0u64);
     let mut next_cookie: u64 = 0x6c6f_6164_0000_0000 ^ monotonic_ns().rotate_left(32);
@@ -152,6 +167,20 @@ fn main() {
                 next_cookie = next_cookie.wrapping_add(1);
                 let req = Header::client_request(4, NtpTimestamp::from_bits(next_cookie)).encode();
                 match &args.key {
+                    None if nts.is_some() => {
+                        let session = nts.as_ref().unwrap();
+                        let packet = nts_ef::client_request(
+                            &req,
+                            &uid_of(next_cookie),
+                            &session.cookies[0],
+                            0,
+                            &session.c2s,
+                            &[0x5a; 16],
+                        );
+                        out.push(packet.len(), args.server)
+                            .unwrap()
+                            .copy_from_slice(&packet);
+                    }
                     None => out
                         .push(HEADER_LEN, args.server)
                         .unwrap()
@@ -181,6 +210,11 @@ fn main() {
                         .rx_time
                         .map_or_else(realtime_ns, |(s, ns)| s * 1_000_000_000 + ns);
                     let signed = match &args.key {
+                        None if nts.is_some() => Header::parse(r.data).is_ok_and(|h| {
+                            let uid = uid_of(h.origin_timestamp.to_bits());
+                            let s2c = &nts.as_ref().unwrap().s2c;
+                            nts_ef::read_response(r.data, &uid, s2c).is_ok_and(|c| c.len() == 1)
+                        }),
                         None => r.data.len() == HEADER_LEN,
                         Some(key) => symmetric::find_mac(r.data)
                             .is_some_and(|m| m.key_id == key.id() && key.verify(m.data, m.digest)),
@@ -239,6 +273,14 @@ fn main() {
         pct(0.50),
         pct(0.99)
     );
+}
+
+/// An NTS request's 32-byte identifier, from the request's own cookie (its transmit
+/// timestamp), so a reply can be checked against it without keeping it.
+fn uid_of(cookie: u64) -> [u8; 32] {
+    let mut uid = [0x75u8; 32];
+    uid[..8].copy_from_slice(&cookie.to_be_bytes());
+    uid
 }
 
 fn is_test_net(addr: SocketAddr) -> bool {
