@@ -271,8 +271,20 @@ fn serve(args: ServeArgs) -> ExitCode {
                 cfg.auth.unknown_key.name()
             ),
         };
+        let nts = match &cfg.nts {
+            None => String::new(),
+            Some(n) => format!(
+                "; NTS-KE on {} ({} loaded, key rotation {})",
+                text::join_addrs(&n.listen),
+                n.certificate.display(),
+                duration::format(ntp_offset_proto::time::Offset::from_nanos(
+                    n.key_rotation.as_nanos() as i64
+                ))
+                .trim_start_matches('+')
+            ),
+        };
         logging::out(format_args!(
-            "{name}: OK: {} views ({}), listening on {}{keys}{}",
+            "{name}: OK: {} views ({}), listening on {}{keys}{nts}{}",
             views.len(),
             views.join(", "),
             text::join_addrs(&cfg.listen),

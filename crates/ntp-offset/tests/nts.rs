@@ -324,7 +324,8 @@ fn slow_and_excess_ke_clients_are_cut_off_and_a_new_certificate_takes_without_a_
 
 /// ntpsec's ntpd, a second NTS client (OpenSSL where chronyd uses GnuTLS): the discipline off
 /// and no CAP_SYS_TIME, so it cannot touch the clock; in a namespace of its own, as it binds
-/// port 123. The view needs NTS, so any time it measures came over NTS.
+/// port 123. The view needs NTS, so any time it measures came over NTS; and it is on port
+/// 1123, which ntpd learns only from the KE answer's Port record.
 #[test]
 fn ntpsec_measures_an_nts_view_from_another_namespace() {
     let net = NetnsPair::new("nts", 1);
@@ -334,10 +335,10 @@ fn ntpsec_measures_an_nts_view_from_another_namespace() {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = [\"198.18.0.1:123\"]\nlocal_stratum = 10\nstate_dir = \".\"\n\
+            "[server]\nlisten = [\"198.18.0.1:1123\"]\nlocal_stratum = 10\nstate_dir = \".\"\n\
              [control]\nsocket = \"serve.sock\"\n\
              [nts]\nlisten = [\"198.18.0.1:4460\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
-             [[view]]\nname = \"locked\"\noffset = \"15s\"\nlisten = [\"198.18.0.1:123\"]\nauth = \"nts\"\n",
+             [[view]]\nname = \"locked\"\noffset = \"15s\"\nlisten = [\"198.18.0.1:1123\"]\nauth = \"nts\"\n",
             pki.cert.display(),
             pki.key.display()
         ),
@@ -419,5 +420,64 @@ fn ntpsec_measures_an_nts_view_from_another_namespace() {
     assert_eq!(
         st["serve"]["totals"]["dropped"]["unauthenticated"], 0,
         "{st}"
+    );
+}
+
+/// `serve --check` says what is wrong with an `[nts]` section, and what a good one does.
+#[test]
+fn check_explains_nts_mistakes() {
+    let dir = tempdir("nts-check");
+    let pki = make_pki(&dir, "a");
+    let check = |nts: &str, auth: &str| {
+        let cfg = dir.join("check.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:1123\"]\nstate_dir = \".\"\n{nts}\n\
+                 [[view]]\nname = \"v\"\noffset = \"15s\"\nlisten = [\"127.0.0.1:1123\"]\nauth = \"{auth}\"\n"
+            ),
+        )
+        .unwrap();
+        run_cli(&["serve", "--check", "--config", cfg.to_str().unwrap()])
+    };
+    let section = |cert: &Path, key: &Path| {
+        format!(
+            "[nts]\nlisten = [\"127.0.0.1:4460\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"",
+            cert.display(),
+            key.display()
+        )
+    };
+    let (ok, out) = check(&section(&pki.cert, &pki.key), "nts");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("auth nts") && out.contains("NTS-KE on 127.0.0.1:4460"),
+        "{out}"
+    );
+
+    let (ok, out) = check("", "nts");
+    assert!(
+        !ok && out.contains("needs NTS, but there is no [nts] section"),
+        "{out}"
+    );
+    let (ok, out) = check("", "any");
+    assert!(!ok && out.contains("neither [keys] nor [nts]"), "{out}");
+
+    // A private key others can read; a certificate that is not one; a key of another pair.
+    use std::os::unix::fs::PermissionsExt;
+    let loose = dir.join("loose.key");
+    std::fs::copy(&pki.key, &loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out) = check(&section(&pki.cert, &loose), "nts");
+    assert!(
+        !ok && out.contains("nts.private_key") && out.contains("chmod 600"),
+        "{out}"
+    );
+    let (ok, out) = check(&section(&pki.ca.with_extension("srl"), &pki.key), "nts");
+    assert!(!ok && out.contains("nts.certificate"), "{out}");
+    let other = make_pki(&dir, "b");
+    let (ok, out) = check(&section(&pki.cert, &other.key), "nts");
+    assert!(
+        !ok && out.contains("does not go with the certificate"),
+        "{out}"
     );
 }
