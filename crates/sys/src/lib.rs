@@ -4,6 +4,7 @@
 //! - [`txstamp`]: kernel transmit timestamps from the socket error queue;
 //! - [`shm`]: the NTP shared-memory refclock segment;
 //! - [`poll`]: waiting on several sockets;
+//! - [`steer`]: a SO_REUSEPORT group steered by the client's address (classic BPF);
 //! - [`gpio`]: a GPIO input line's kernel-timestamped edges (a DCF77 module).
 //! - [`serial`]: a serial port's DCD line as edges (a DCF77 module on a serial port).
 
@@ -13,4 +14,5 @@ pub mod gpio;
 pub mod poll;
 pub mod serial;
 pub mod shm;
+pub mod steer;
 pub mod txstamp;

@@ -62,6 +62,9 @@ pub struct ServeFlags {
     /// Without a config file: serve /metrics (Prometheus) and the status page on IP:PORT.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics: Option<String>,
+    /// Without a config file: worker threads per address, a number or `auto` (one per CPU).
+    #[arg(long, value_name = "N|auto", requires = "listen")]
+    pub workers: Option<String>,
 }
 
 /// How the checks' field names read as flags.
@@ -75,6 +78,7 @@ pub(super) const FLAG_NAMES: &[(&str, &str)] = &[
     ("reference.holdover", "--holdover"),
     ("control.socket", "--control-socket"),
     ("metrics.listen", "--metrics"),
+    ("server.workers", "--workers"),
 ];
 
 impl ServeFlags {
@@ -104,6 +108,12 @@ impl ServeFlags {
                 leap: None,
                 leap_smear_window: None,
                 state_dir: None,
+                workers: self.workers.clone().map(|w| {
+                    flag(match w.parse::<i64>() {
+                        Ok(n) => super::raw::RawWorkers::Count(n),
+                        Err(_) => super::raw::RawWorkers::Word(w),
+                    })
+                }),
             }),
             reference: source.map(|source| {
                 flag(RawReference {

@@ -41,6 +41,8 @@ pub use reference::{PulseReference, Reference};
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServeConfig {
     pub listen: Vec<SocketAddr>,
+    /// Worker threads (each with its own socket) per listen address.
+    pub workers: usize,
     pub views: ViewTable,
     pub unmatched: Unmatched,
     pub clock: ClockPolicy,
@@ -213,6 +215,7 @@ impl<'a> Context<'a> {
             }
         }
         Ok(ServeConfig {
+            workers: self.workers(server)?,
             listen,
             views,
             unmatched: self.unmatched(server)?,

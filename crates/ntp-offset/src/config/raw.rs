@@ -37,6 +37,15 @@ pub(super) struct RawServer {
     pub leap: Option<Spanned<String>>,
     pub leap_smear_window: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
+    pub workers: Option<Spanned<RawWorkers>>,
+}
+
+/// `workers = 2` or `workers = "auto"`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum RawWorkers {
+    Count(i64),
+    Word(String),
 }
 
 #[derive(Deserialize, Default)]

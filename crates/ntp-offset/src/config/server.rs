@@ -23,7 +23,30 @@ pub const DEFAULT_RATE_LIMIT: RateLimitParams = RateLimitParams {
     table_size: 16_384,
 };
 
+/// More workers than this per address gain nothing (and a reuseport group's steering takes
+/// indexes below it).
+pub const MAX_WORKERS: usize = 64;
+
 impl Context<'_> {
+    /// `server.workers`: threads (and sockets) per listening address; 1 by default.
+    pub(super) fn workers(&self, server: &RawServer) -> Result<usize, ConfigError> {
+        use super::raw::RawWorkers;
+        let Some(w) = &server.workers else {
+            return Ok(1);
+        };
+        match w.get_ref() {
+            RawWorkers::Count(n) if (1..=MAX_WORKERS as i64).contains(n) => Ok(*n as usize),
+            RawWorkers::Word(s) if s == "auto" => Ok(std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS)),
+            _ => self.err(
+                w.span(),
+                "server.workers",
+                format!("1 to {MAX_WORKERS}, or \"auto\" (one per CPU this process may use)"),
+            ),
+        }
+    }
+
     pub(super) fn listen(&self, server: &RawServer) -> Result<Vec<SocketAddr>, ConfigError> {
         let mut out = Vec::new();
         if server.listen.get_ref().is_empty() {

@@ -115,6 +115,9 @@ pub struct SocketStatus {
     pub kod: u64,
     pub dropped: u64,
     pub send_errors: u64,
+    /// With `workers = N`: what each worker received (how evenly clients spread).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub received_by_worker: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! `ntp-offset serve`: the NTP server's IO edge. One thread per listening socket runs a
-//! [`worker`]; a reference thread ([`system_reference`] or [`pulse_reference`]) publishes the
+//! [`worker`]; with `workers = N`, each address has N sockets in a SO_REUSEPORT group, steered
+//! by the client's address so that a client always meets the same worker (and rate limiter); a reference thread ([`system_reference`] or [`pulse_reference`]) publishes the
 //! [`clock`] snapshot; the configuration is swapped atomically on reload, so requests in
 //! flight are never dropped.
 
@@ -154,6 +155,7 @@ impl ReferenceTask {
 pub struct Server {
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
+    workers_per_address: usize,
     nts: Option<nts::NtsService>,
     reference: Option<ReferenceTask>,
     tables: Option<TableWriter>,
@@ -187,24 +189,51 @@ pub fn unix_seconds() -> u64 {
 
 /// Binds one UDP socket with kernel receive timestamps.
 pub fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
+    bind_one(addr, false)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, String> {
     let in_use = " (another NTP server, e.g. chronyd or ntpd, may be listening there)";
     crate::udp::bind_timestamped(addr, in_use, |socket| {
         // A deeper queue absorbs bursts; the kernel caps it at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(1 << 20);
+        if reuse_port {
+            socket
+                .set_reuse_port(true)
+                .map_err(|e| ("set SO_REUSEPORT on".to_string(), e))?;
+        }
         socket
             .set_read_timeout(Some(RECV_TIMEOUT))
             .map_err(|e| ("set a timeout on".to_string(), e))
     })
 }
 
+/// `n` sockets on `addr`: one plain socket for one worker; else a SO_REUSEPORT group whose
+/// datagrams are steered by source address (`sys::steer`), so one client always reaches the
+/// same worker and its rate limit is not multiplied by the number of workers.
+pub fn bind_group(addr: SocketAddr, n: usize) -> Result<Vec<UdpSocket>, String> {
+    if n <= 1 {
+        return Ok(vec![bind(addr)?]);
+    }
+    let first = bind_one(addr, true)?;
+    // A port 0 becomes the kernel's choice; the others join that port.
+    let at = first.local_addr().map_err(|e| format!("{addr}: {e}"))?;
+    let mut group = vec![first];
+    for _ in 1..n {
+        group.push(bind_one(at, true)?);
+    }
+    ntp_offset_sys::steer::steer_by_source_ip(&group[0], n as u32, addr.is_ipv6())
+        .map_err(|e| format!("cannot steer {addr}'s {n} sockets by client address: {e}"))?;
+    Ok(group)
+}
+
 impl Server {
     /// Binds every listen address and starts serving. Nothing is served unless all bind.
     pub fn start(cfg: ServeConfig) -> Result<Server, String> {
-        let sockets = cfg
-            .listen
-            .iter()
-            .map(|&a| bind(a).map(|s| (a, s)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut sockets = Vec::new();
+        for &a in &cfg.listen {
+            sockets.extend(bind_group(a, cfg.workers)?.into_iter().map(|s| (a, s)));
+        }
         let timeline = match cfg.reference {
             Reference::System => Timeline::System,
             Reference::Pulse(_) => Timeline::Pulse(None),
@@ -228,6 +257,7 @@ impl Server {
         let mut server = Server {
             shared,
             workers: Vec::new(),
+            workers_per_address: cfg.workers,
             nts,
             reference: Some(reference),
             tables: Some(tables),
@@ -272,17 +302,27 @@ impl Server {
     /// socket too). Tests and scripts wait for this line.
     pub fn log_serving(&self) {
         let views = self.shared.runtime.load().views.views().len();
+        let listen = crate::text::join_addrs(&self.local_addrs());
+        let workers = self.workers_per_address;
         match &self.nts {
             Some(n) => {
-                info!(listen = %crate::text::join_addrs(&self.local_addrs()), views, nts_ke = %crate::text::join_addrs(n.ke_addrs()), "serving")
+                let nts_ke = crate::text::join_addrs(n.ke_addrs());
+                info!(%listen, views, workers, %nts_ke, "serving")
             }
-            None => info!(listen = %crate::text::join_addrs(&self.local_addrs()), views, "serving"),
+            None => info!(%listen, views, workers, "serving"),
         }
     }
 
-    /// The addresses actually bound (a configured port 0 becomes the kernel's choice).
+    /// The addresses actually bound (a configured port 0 becomes the kernel's choice), once
+    /// each however many workers share one.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.workers.iter().map(|w| w.bound).collect()
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for w in &self.workers {
+            if !out.contains(&w.bound) {
+                out.push(w.bound);
+            }
+        }
+        out
     }
 
     /// Every socket's counts, summed now.
@@ -315,10 +355,20 @@ impl Server {
     /// dropped), new addresses are bound first, removed ones are closed last. If a new address
     /// cannot be bound, nothing changes and the error says why.
     pub fn reload(&mut self, cfg: ServeConfig) -> Result<(), String> {
+        if cfg.workers != self.workers_per_address {
+            return Err(format!(
+                "server.workers changed ({} to {}): restart the server to change it",
+                self.workers_per_address, cfg.workers
+            ));
+        }
         let mut fresh = Vec::new();
         for &addr in &cfg.listen {
             if !self.workers.iter().any(|w| w.addr == addr) {
-                fresh.push((addr, bind(addr)?));
+                fresh.extend(
+                    bind_group(addr, cfg.workers)?
+                        .into_iter()
+                        .map(|s| (addr, s)),
+                );
             }
         }
         if let Some(r) = self.reference.as_mut() {

@@ -234,6 +234,8 @@ pub struct Stats {
 pub struct Totals {
     pub all: Counts,
     pub sockets: Vec<(SocketAddr, Counts)>,
+    /// Per socket address, what each of its workers received (one entry per worker).
+    pub received_by_worker: Vec<Vec<u64>>,
     pub views: BTreeMap<String, ViewCounts>,
 }
 
@@ -279,7 +281,17 @@ impl Stats {
         for w in self.workers() {
             let c = w.lock();
             t.all.add(&c.totals);
-            t.sockets.push((w.local, c.totals));
+            // Workers sharing an address (`workers = N`) show as one socket.
+            match t.sockets.iter().position(|(a, _)| *a == w.local) {
+                Some(i) => {
+                    t.sockets[i].1.add(&c.totals);
+                    t.received_by_worker[i].push(c.totals.received);
+                }
+                None => {
+                    t.sockets.push((w.local, c.totals));
+                    t.received_by_worker.push(vec![c.totals.received]);
+                }
+            }
             for (name, v) in c.views() {
                 t.views.entry(name).or_default().add(&v);
             }

@@ -247,13 +247,19 @@ impl Source for ServeSource {
         let sockets = totals
             .sockets
             .iter()
-            .map(|(addr, c)| SocketStatus {
+            .zip(&totals.received_by_worker)
+            .map(|((addr, c), by_worker)| SocketStatus {
                 address: addr.to_string(),
                 received: c.received,
                 answered: c.answered,
                 kod: c.kod_rate + c.kod_deny,
                 dropped: c.drops.iter().sum(),
                 send_errors: c.send_errors,
+                received_by_worker: if by_worker.len() > 1 {
+                    by_worker.clone()
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         let mut limited: Vec<(&IpAddr, &(Client, SocketAddr))> = clients
