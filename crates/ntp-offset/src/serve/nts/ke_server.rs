@@ -224,7 +224,7 @@ fn session(
                         RequestRead::Complete(req) => {
                             break answer_for(req.negotiate(), &conn, shared, params)
                         }
-                        RequestRead::Refused(e) => break Some(ke::error_response(e.code())),
+                        RequestRead::Refused(e) => break refusal(ke::error_response(e.code())),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -240,9 +240,8 @@ fn session(
             return Err(Failure::Tls(e));
         }
     };
-    let answer = answer.unwrap_or_else(|| ke::error_response(ke::ErrorCode::InternalServerError));
-    let refused = ke::read_server_response(&answer).is_none_or(|r| r.cookies.is_empty());
-    conn.writer().write_all(&answer).map_err(Failure::Io)?;
+    let Answer { records, cookies } = answer;
+    conn.writer().write_all(&records).map_err(Failure::Io)?;
     conn.send_close_notify();
     while conn.wants_write() {
         if Instant::now() >= deadline {
@@ -252,10 +251,10 @@ fn session(
     }
     let _ = stream.flush();
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    if refused {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
-    } else {
+    if cookies {
         stats.sessions.fetch_add(1, Ordering::Relaxed);
+    } else {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -267,18 +266,47 @@ fn io_failure(e: io::Error) -> Failure {
     }
 }
 
-/// The records that answer a complete request; None when the keys cannot be had.
+/// A session's answer: its records, and whether they hand out cookies (counted as a session)
+/// or refuse (counted as refused).
+struct Answer {
+    records: Vec<u8>,
+    cookies: bool,
+}
+
+fn refusal(records: Vec<u8>) -> Answer {
+    Answer {
+        records,
+        cookies: false,
+    }
+}
+
+/// The answer to a complete request: cookies, or the record that says why not.
 fn answer_for(
     negotiated: Result<Negotiated, ke::KeError>,
     conn: &ServerConnection,
     shared: &Shared,
     params: &Params,
-) -> Option<Vec<u8>> {
+) -> Answer {
     let aead = match negotiated {
         Ok(Negotiated::Ntpv4(aead)) => aead,
-        Ok(Negotiated::NoCommonProtocol) => return Some(ke::no_protocol_response()),
-        Err(e) => return Some(ke::error_response(e.code())),
+        Ok(Negotiated::NoCommonProtocol) => return refusal(ke::no_protocol_response()),
+        Err(e) => return refusal(ke::error_response(e.code())),
     };
+    cookies_for(aead, conn, shared, params)
+        .map(|records| Answer {
+            records,
+            cookies: true,
+        })
+        .unwrap_or_else(|| refusal(ke::error_response(ke::ErrorCode::InternalServerError)))
+}
+
+/// The NTPv4 answer with eight cookies; None when the keys cannot be had.
+fn cookies_for(
+    aead: ntp_offset_proto::nts::Aead,
+    conn: &ServerConnection,
+    shared: &Shared,
+    params: &Params,
+) -> Option<Vec<u8>> {
     let master = shared.nts_keys.load_full()?;
     let mut keys = SessionKeys {
         c2s: [0; KEY_LEN],

@@ -98,20 +98,18 @@ impl Rotator {
             .spawn(move || {
                 let mut rng = OsEntropy::default();
                 let path = state_dir.join(FILE_NAME);
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    let Some(current) = shared.nts_keys.load_full() else {
-                        continue;
-                    };
-                    let now = unix_seconds();
-                    if current.rotation_due(now, p.load(Ordering::Relaxed)) {
-                        let mut next = (*current).clone();
-                        next.rotate(now, &mut rng);
-                        save(&path, &next);
-                        info!(key = next.current().id, "NTS master key rotated");
-                        shared.nts_keys.store(Some(Arc::new(next)));
+                loop {
+                    if let Some(current) = shared.nts_keys.load_full() {
+                        let now = unix_seconds();
+                        if current.rotation_due(now, p.load(Ordering::Relaxed)) {
+                            let mut next = (*current).clone();
+                            next.rotate(now, &mut rng);
+                            save(&path, &next);
+                            info!(key = next.current().id, "NTS master key rotated");
+                            shared.nts_keys.store(Some(Arc::new(next)));
+                        }
                     }
-                    // Sleep the rest of CHECK_EVERY in short steps, so stop is prompt.
+                    // CHECK_EVERY in short steps, so a stop is prompt.
                     for _ in 0..(CHECK_EVERY.as_millis() / 200) {
                         if s.load(Ordering::Relaxed) {
                             return;
