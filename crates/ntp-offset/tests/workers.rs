@@ -37,6 +37,16 @@ fn answered(socket: &UdpSocket, server: SocketAddr, wait: Duration) -> bool {
     socket.recv_from(&mut buf).is_ok()
 }
 
+/// One request from each of `ports` sockets bound to `bind` (one address, many ports): how
+/// many were answered.
+fn answered_from_ports(bind: &str, ports: usize, server: SocketAddr) -> usize {
+    let sockets: Vec<UdpSocket> = (0..ports).map(|_| UdpSocket::bind(bind).unwrap()).collect();
+    sockets
+        .iter()
+        .filter(|s| answered(s, server, Duration::from_millis(200)))
+        .count()
+}
+
 #[test]
 fn a_client_on_many_ports_gets_one_budget_however_many_workers() {
     let dir = tempdir("workers-budget");
@@ -48,13 +58,7 @@ fn a_client_on_many_ports_gets_one_budget_however_many_workers() {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
 
     // 32 source ports of one address, one request each: the burst is 4.
-    let sockets: Vec<UdpSocket> = (0..32)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let got = sockets
-        .iter()
-        .filter(|s| answered(s, addr, Duration::from_millis(200)))
-        .count();
+    let got = answered_from_ports("127.0.0.1:0", 32, addr);
     assert_eq!(
         got, 4,
         "one client's budget (burst 4) across 32 source ports and 4 workers"
@@ -154,13 +158,7 @@ fn ipv6_clients_on_many_ports_get_one_budget_too() {
     let cfg = config(&dir, &format!("[::1]:{port}"), 3);
     let _server = ServerProcess::start(&["--config", cfg.to_str().unwrap()]);
     let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    let sockets: Vec<UdpSocket> = (0..24)
-        .map(|_| UdpSocket::bind("[::1]:0").unwrap())
-        .collect();
-    let got = sockets
-        .iter()
-        .filter(|s| answered(s, addr, Duration::from_millis(200)))
-        .count();
+    let got = answered_from_ports("[::1]:0", 24, addr);
     assert_eq!(
         got, 4,
         "one IPv6 client's budget (burst 4) across 24 source ports and 3 workers"

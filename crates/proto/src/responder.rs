@@ -458,8 +458,10 @@ fn kod_header(request: &Header, state: &ServerState, code: [u8; 4]) -> Header {
     }
 }
 
+/// The responder's tests; their fixtures (a server state, a receive time, deterministic
+/// "randomness") serve the NTS tests too.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ratelimit::RateLimitParams;
     use crate::symmetric::{Key, KeyType, SymmetricKeys};
@@ -467,8 +469,8 @@ mod tests {
     use crate::view::{HashOnly, LocalAddr, Rule, Target, View};
     use proptest::prelude::*;
 
-    /// Deterministic "randomness" for tests: a counter's bytes.
-    struct Counter(u8);
+    /// Deterministic "randomness" for tests: a counter's bytes, so failures reproduce.
+    pub(crate) struct Counter(pub u8);
     impl Entropy for Counter {
         fn fill(&mut self, out: &mut [u8]) {
             for b in out {
@@ -478,10 +480,11 @@ mod tests {
         }
     }
 
-    const RX: Time = Time::from_unix_nanos(1_795_000_000_123_456_789);
-    const CLIENT_TX: u64 = 0xecd4_1c39_8000_0000;
+    pub(crate) const RX: Time = Time::from_unix_nanos(1_795_000_000_123_456_789);
+    pub(crate) const CLIENT_TX: u64 = 0xecd4_1c39_8000_0000;
 
-    fn state() -> ServerState {
+    /// Synchronized at stratum 10 (`LOCL`), last reference reading at `RX`.
+    pub(crate) fn state() -> ServerState {
         ServerState {
             leap: LeapIndicator::NoWarning,
             stratum: 10,

@@ -6,26 +6,15 @@ use proptest::prelude::*;
 use super::cookie::{CookieError, MasterKeys, COOKIE_LEN, KEEP};
 use super::extension::{self as ef, EfError, ResponseError};
 use super::ke::{self, KeError, Negotiated, RequestRead};
-use super::{Aead, Entropy, SessionKeys, NONCE_LEN};
+use super::{Aead, SessionKeys, NONCE_LEN};
 use crate::packet::{Header, HEADER_LEN};
+use crate::responder::tests::{state, Counter, CLIENT_TX, RX};
 use crate::responder::{
     decide, Authenticated, Credentials, Decision, DropReason, Request, ResponseKind, Unmatched,
 };
 use crate::symmetric::Auth;
-use crate::system::{ServerState, REFID_LOCAL};
-use crate::time::{NtpShort, NtpTimestamp, Offset, Time};
+use crate::time::{NtpTimestamp, Offset};
 use crate::view::{AuthRequirement, HashOnly, View, ViewTable};
-
-/// Deterministic bytes (a counter), so failures reproduce.
-struct Counter(u8);
-impl Entropy for Counter {
-    fn fill(&mut self, out: &mut [u8]) {
-        for b in out {
-            self.0 = self.0.wrapping_add(1);
-            *b = self.0;
-        }
-    }
-}
 
 /// chrony 4.3's KE request, as it goes over TLS: next protocol NTPv4, AEAD AES-SIV-CMAC-256,
 /// end of message.
@@ -229,21 +218,6 @@ fn the_state_file_is_read_strictly() {
     assert!(MasterKeys::parse(&four).is_err());
     let nonascii = format!("1 2 {}é\n", "a".repeat(62));
     assert!(MasterKeys::parse(&nonascii).is_err());
-}
-
-const RX: Time = Time::from_unix_nanos(1_795_000_000_123_456_789);
-const CLIENT_TX: u64 = 0xecd4_1c39_8000_0000;
-
-fn state() -> ServerState {
-    ServerState {
-        leap: crate::packet::LeapIndicator::NoWarning,
-        stratum: 10,
-        reference_id: REFID_LOCAL,
-        root_delay: NtpShort::from_bits(0),
-        root_dispersion: NtpShort::from_bits(7),
-        precision: -24,
-        reference_time: Some(RX),
-    }
 }
 
 fn table(auth: AuthRequirement) -> ViewTable {
