@@ -1,20 +1,22 @@
 //! `responder::decide` on arbitrary datagrams: never panics, and an answer is never longer
 //! than its request (no amplification), whatever the bytes, addresses, rate limiter and keys
 //! say (MACs by known and unknown keys, crypto-NAKs, NTS fields, NTS-NAKs, views that need a
-//! key). `nts_exchange` fuzzes NTS requests that start out valid.
+//! key, interleaved mode). An interleaved answer carries the logged transmit time and echoes
+//! the request's receive field. `nts_exchange` fuzzes NTS requests that start out valid.
 #![no_main]
 
 use std::net::{IpAddr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
-use ntp_offset_proto::packet::LeapIndicator;
+use ntp_offset_proto::interleaved::TransmitLog;
+use ntp_offset_proto::packet::{Header, LeapIndicator};
 use ntp_offset_proto::ratelimit::{RateLimitParams, RateLimiter};
 use ntp_offset_proto::nts::cookie::MasterKeys;
 use ntp_offset_proto::nts::Entropy;
 use ntp_offset_proto::responder::{decide, Credentials, Decision, Request, Unmatched};
 use ntp_offset_proto::symmetric::{Auth, Key, KeyType, SymmetricKeys, UnknownKey};
 use ntp_offset_proto::system::ServerState;
-use ntp_offset_proto::time::{NtpShort, Offset, Time};
+use ntp_offset_proto::time::{NtpShort, NtpTimestamp, Offset, Time};
 use ntp_offset_proto::view::{HashOnly, ViewTable};
 
 struct Zeros;
@@ -49,12 +51,21 @@ fuzz_target!(|data: &[u8]| {
         },
         (1, 2),
     );
+    // Bit 2 of the second byte: the log holds the request's origin, so a request that asks
+    // for interleaved mode gets it.
+    let logged = NtpTimestamp::from_bits(0x0123_4567_89ab_cdef);
+    let mut log = TransmitLog::new(16);
+    let request = Header::parse(packet).ok();
+    if let Some(r) = request.filter(|_| h[1] & 4 != 0) {
+        log.sent(r.origin_timestamp, logged, Offset::ZERO);
+    }
     let req = Request {
         packet,
         local: SocketAddr::from(([127, 0, 0, 1], 123)),
         client: IpAddr::from([198, 18, h[2], h[3]]),
         receive: Time::from_unix_nanos(1_767_225_600_000_000_000),
         now_mono_ns: 1_000_000_000,
+        sent: Some(&log),
     };
     let keys = SymmetricKeys::new(vec![
         Key::new(1, KeyType::Aes128, vec![7; 16]).unwrap(),
@@ -78,6 +89,12 @@ fuzz_target!(|data: &[u8]| {
                     answer.len(),
                     packet.len()
                 );
+                if r.is_interleaved() {
+                    let (q, a) = (request.expect("answered, so parsed"), Header::parse(&answer).unwrap());
+                    assert_eq!(a.transmit_timestamp, logged);
+                    assert_eq!(a.origin_timestamp, q.receive_timestamp);
+                    assert_ne!(q.receive_timestamp, q.transmit_timestamp);
+                }
             }
         }
     }

@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         client: IpAddr::from([198, 18, 0, 1]),
         receive: Time::from_unix_nanos(1_767_225_600_000_000_000),
         now_mono_ns: 1,
+        sent: None,
     };
     if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, Unmatched::Ignore, &creds, None) {
         let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000), &creds, &mut Counter(7));

@@ -11,6 +11,8 @@
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
 //! - [`nts`]: Network Time Security: key establishment records, cookies, extension fields.
 //! - [`responder`]: [`responder::decide`], the server's decision for one request.
+//! - [`interleaved`]: interleaved mode: which answers to log, and the log of their real
+//!   transmit times.
 //! - [`client`]: the client side of one exchange (offset, delay), for `query`.
 //! - [`clock_model`]: the pulse-disciplined clock (phase, frequency, error bound, holdover).
 //! - [`tick`]: the tick protocol's wire format; [`tick_auth`]: its MAC and key file.
@@ -22,6 +24,7 @@ pub mod balancer;
 pub mod client;
 pub mod clock_model;
 pub mod dcf77;
+pub mod interleaved;
 pub mod leap;
 pub mod nts;
 pub mod packet;

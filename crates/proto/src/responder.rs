@@ -10,6 +10,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
+use crate::interleaved::{self, TransmitLog};
 use crate::nts::cookie::{MasterKeys, COOKIE_LEN};
 use crate::nts::extension::{self as nts_ef, NtsRequest};
 use crate::nts::{self, Entropy, SessionKeys, NONCE_LEN};
@@ -45,6 +46,8 @@ pub struct Request<'a> {
     pub receive: Time,
     /// Monotonic clock, for rate limiting.
     pub now_mono_ns: u64,
+    /// What this socket sent when, for interleaved answers (None: basic mode only).
+    pub sent: Option<&'a TransmitLog>,
 }
 
 /// Why a request gets no answer. The IO edge counts these.
@@ -171,6 +174,11 @@ pub struct Response {
     len: usize,
     trailer: Trailer,
     offset: Offset,
+    /// The header already holds the transmit time of an earlier answer (interleaved mode).
+    interleaved: bool,
+    /// The answer's receive field, when its transmit time is to be logged: its client may
+    /// ask for interleaved mode next.
+    pub log_as: Option<NtpTimestamp>,
     pub view: Option<ViewId>,
     pub kind: ResponseKind,
     pub authenticated: Authenticated,
@@ -192,19 +200,31 @@ impl Response {
         self.len
     }
 
+    /// True when the answer is in interleaved mode.
+    pub fn is_interleaved(&self) -> bool {
+        self.interleaved
+    }
+
+    /// The view's offset (zero for KoD answers).
+    pub fn offset(&self) -> Offset {
+        self.offset
+    }
+
     /// Writes the finished answer into `out` (exactly [`len`](Self::len) bytes): transmit
-    /// time `transmit` (base time) shifted into the view, then its MAC or NTS fields with
-    /// `creds` (those `decide` saw) and nonces from `rng`. KoD packets keep the request's own
-    /// timestamp and tell no time.
+    /// time `transmit` (base time) shifted into the view, unless interleaved, then its MAC or
+    /// NTS fields with `creds` (those `decide` saw) and nonces from `rng`. KoD packets keep
+    /// the request's own timestamp and tell no time. Returns `transmit` in the view: what a
+    /// [`TransmitLog`] keeps for this answer until the kernel's stamp comes.
     pub fn finish_into(
         &mut self,
         transmit: Time,
         creds: &Credentials<'_>,
         rng: &mut dyn Entropy,
         out: &mut [u8],
-    ) {
-        if self.kind == ResponseKind::Time {
-            set_transmit_timestamp(&mut self.header, transmit.add(self.offset).to_ntp());
+    ) -> NtpTimestamp {
+        let in_view = transmit.add(self.offset).to_ntp();
+        if self.kind == ResponseKind::Time && !self.interleaved {
+            set_transmit_timestamp(&mut self.header, in_view);
         }
         out[..HEADER_LEN].copy_from_slice(&self.header);
         let mac = &mut out[HEADER_LEN..];
@@ -243,6 +263,7 @@ impl Response {
                     .copy_from_slice(&digest[..n]);
             }
         }
+        in_view
     }
 
     /// The finished answer as bytes (tests and tools; the server writes into its send buffer).
@@ -398,9 +419,22 @@ pub fn decide(
         }
     }
 
+    let mut interleaved = false;
+    let mut log_as = None;
     let header = match (kind, view) {
         (ResponseKind::Time, Some(id)) => {
-            time_header(&request, state, views.view(id).offset, req.receive)
+            let mut h = time_header(&request, state, views.view(id).offset, req.receive);
+            if let Some(log) = req.sent {
+                if let Some(earlier) = interleaved::interleaved_transmit(&request, log) {
+                    h.origin_timestamp = request.receive_timestamp;
+                    h.transmit_timestamp = earlier;
+                    interleaved = true;
+                }
+                if interleaved::may_interleave(&request) {
+                    log_as = Some(h.receive_timestamp);
+                }
+            }
+            h
         }
         (ResponseKind::KodRate, _) => kod_header(&request, state, *b"RATE"),
         (ResponseKind::CryptoNak, _) => kod_header(&request, state, *b"CRYP"),
@@ -413,6 +447,8 @@ pub fn decide(
         len: HEADER_LEN + trailer_len,
         trailer,
         offset,
+        interleaved,
+        log_as,
         view,
         kind,
         authenticated,
@@ -496,7 +532,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn views() -> ViewTable {
+    pub(crate) fn views() -> ViewTable {
         views_needing(None)
     }
 
@@ -532,13 +568,14 @@ pub(crate) mod tests {
         ViewTable::new(views, rules, None)
     }
 
-    fn request(bytes: &[u8], port: u16) -> Request<'_> {
+    pub(crate) fn request(bytes: &[u8], port: u16) -> Request<'_> {
         Request {
             packet: bytes,
             local: format!("127.0.0.1:{port}").parse().unwrap(),
             client: "127.0.0.1".parse().unwrap(),
             receive: RX,
             now_mono_ns: 5_000_000_000,
+            sent: None,
         }
     }
 

@@ -9,8 +9,13 @@ use std::os::fd::AsRawFd;
 
 use socket2::SockAddr;
 
-/// Room for one SCM_TIMESTAMPNS control message (CMSG_SPACE of a timespec), with margin.
-const CMSG_LEN: usize = 64;
+/// Room for an SCM_TIMESTAMPNS control message (CMSG_SPACE of a timespec: 32 bytes) and, on
+/// a socket that also reports transmit stamps (SO_TIMESTAMPING, which then stamps received
+/// datagrams too), an SCM_TIMESTAMPING one (three timespecs: 64 bytes).
+const CMSG_LEN: usize = 128;
+
+/// Room for the SO_TIMESTAMPING control message that asks for one datagram's transmit stamp.
+const TX_CMSG_LEN: usize = 32;
 
 /// One received datagram.
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +175,9 @@ pub struct SendBatch {
     bufs: Vec<u8>,
     buf_len: usize,
     lens: Vec<usize>,
+    /// Ask the kernel for this datagram's transmit stamp (see `txstamp`).
+    stamp: Vec<bool>,
+    tx_cmsg: [u64; TX_CMSG_LEN / 8], // u64 for cmsghdr alignment
     addrs: Vec<SockAddr>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
@@ -186,6 +194,8 @@ impl SendBatch {
             bufs: vec![0; n * buf_len],
             buf_len,
             lens: vec![0; n],
+            stamp: vec![false; n],
+            tx_cmsg: tx_stamp_cmsg(),
             addrs: vec![any; n],
             iovs: vec![
                 libc::iovec {
@@ -219,12 +229,19 @@ impl SendBatch {
     /// Queues a datagram for `to`; returns its buffer to fill (of `len` bytes), or None when
     /// the batch is full or `len` exceeds the buffer size.
     pub fn push(&mut self, len: usize, to: SocketAddr) -> Option<&mut [u8]> {
+        self.push_with(len, to, false)
+    }
+
+    /// [`push`](Self::push), asking for the datagram's transmit stamp when `tx_stamp` is set
+    /// (the socket must report them: `txstamp::enable_tx_stamp_reports`).
+    pub fn push_with(&mut self, len: usize, to: SocketAddr, tx_stamp: bool) -> Option<&mut [u8]> {
         if self.is_full() || len > self.buf_len {
             return None;
         }
         let i = self.count;
         self.count += 1;
         self.lens[i] = len;
+        self.stamp[i] = tx_stamp;
         self.addrs[i] = SockAddr::from(to);
         Some(&mut self.bufs[i * self.buf_len..i * self.buf_len + len])
     }
@@ -250,8 +267,15 @@ impl SendBatch {
                 h.msg_namelen = self.addrs[i].len();
                 h.msg_iov = &mut self.iovs[i];
                 h.msg_iovlen = 1;
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
+                if self.stamp[i] {
+                    // The kernel only reads it: one shared copy serves every stamped datagram.
+                    h.msg_control = self.tx_cmsg.as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE is a pure size computation.
+                    h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u32>() as _) } as _;
+                } else {
+                    h.msg_control = std::ptr::null_mut();
+                    h.msg_controllen = 0;
+                }
                 h.msg_flags = 0;
             }
             // SAFETY: headers sent..count point at buffers and addresses owned by self.
@@ -285,6 +309,26 @@ impl SendBatch {
         self.count = 0;
         Ok(sent)
     }
+}
+
+/// The control message asking for a software transmit stamp of one datagram (SO_TIMESTAMPING
+/// with a recording flag, Linux 4.13 and later).
+fn tx_stamp_cmsg() -> [u64; TX_CMSG_LEN / 8] {
+    let mut buf = [0u64; TX_CMSG_LEN / 8];
+    // SAFETY: a msghdr pointing at `buf`, which is large enough for one u32 control message
+    // (checked by CMSG_FIRSTHDR against msg_controllen); the payload is written unaligned.
+    unsafe {
+        let mut msg: libc::msghdr = zeroed();
+        msg.msg_control = buf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(size_of::<u32>() as _) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SO_TIMESTAMPING;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u32>() as _) as _;
+        let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), flags);
+    }
+    buf
 }
 
 /// True for receive errors that only mean "nothing yet": a receive timeout (SO_RCVTIMEO), an

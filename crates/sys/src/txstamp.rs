@@ -1,6 +1,8 @@
 //! Kernel transmit timestamps (SO_TIMESTAMPING): the instant a datagram left the network stack
 //! for the device, read back from the socket's error queue. Used by `pulse send` to tell
-//! receivers, in a follow-up, when each tick really left.
+//! receivers, in a follow-up, when each tick really left (numbered, every datagram stamped),
+//! and by `serve` for interleaved answers (only the datagrams it asks for, each echoed back so
+//! its own bytes say which answer it was).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -27,6 +29,43 @@ pub fn enable_tx_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
     crate::batch::set_socket_option(socket, libc::SO_TIMESTAMPING, flags as libc::c_int)
 }
 
+/// Lets `socket` report the transmit stamps that single datagrams ask for
+/// (`SendBatch::push_with`), each with the datagram echoed back as the device got it.
+/// (Received datagrams then carry an SCM_TIMESTAMPING message besides SCM_TIMESTAMPNS.)
+pub fn enable_tx_stamp_reports(socket: &impl AsRawFd) -> io::Result<()> {
+    let flags = libc::SOF_TIMESTAMPING_SOFTWARE;
+    crate::batch::set_socket_option(socket, libc::SO_TIMESTAMPING, flags as libc::c_int)
+}
+
+/// A transmit stamp with the datagram it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxEcho {
+    /// Bytes of the echoed frame in the caller's buffer (link-layer header included, if the
+    /// device has one).
+    pub len: usize,
+    /// The frame was longer than the buffer.
+    pub truncated: bool,
+    /// CLOCK_REALTIME (seconds, nanoseconds).
+    pub time: (i64, i64),
+}
+
+/// The next transmit stamp waiting on `socket`'s error queue, its frame in `frame`, without
+/// blocking. Ok(None): the queue is empty. Messages without a stamp are skipped.
+pub fn next_tx_echo(socket: &impl AsRawFd, frame: &mut [u8]) -> io::Result<Option<TxEcho>> {
+    loop {
+        let Some(m) = read_error_queue(socket.as_raw_fd(), frame)? else {
+            return Ok(None);
+        };
+        if let Some(time) = m.time {
+            return Ok(Some(TxEcho {
+                len: m.len.min(frame.len()),
+                truncated: m.truncated,
+                time,
+            }));
+        }
+    }
+}
+
 /// Waits up to `timeout` for the next transmit timestamp on `socket`'s error queue.
 /// Ok(None): none came in time. Other error-queue messages (e.g. ICMP errors) are skipped.
 pub fn recv_tx_timestamp(
@@ -35,9 +74,12 @@ pub fn recv_tx_timestamp(
 ) -> io::Result<Option<TxTimestamp>> {
     let fd = socket.as_raw_fd();
     let deadline = std::time::Instant::now() + timeout;
+    let mut data = [0u8; 64];
     loop {
-        if let Some(ts) = read_error_queue(fd)? {
-            return Ok(Some(ts));
+        while let Some(m) = read_error_queue(fd, &mut data)? {
+            if let (Some(time), Some(id)) = (m.time, m.id) {
+                return Ok(Some(TxTimestamp { id, time }));
+            }
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
@@ -61,10 +103,17 @@ pub fn recv_tx_timestamp(
     }
 }
 
-/// Reads one message from the error queue without blocking. Ok(None) when it is empty or the
-/// message carried no transmit timestamp.
-fn read_error_queue(fd: libc::c_int) -> io::Result<Option<TxTimestamp>> {
-    let mut data = [0u8; 64];
+/// One error-queue message: what it said of a transmit stamp.
+struct ErrorMessage {
+    len: usize,
+    truncated: bool,
+    time: Option<(i64, i64)>,
+    id: Option<u32>,
+}
+
+/// Reads one message from the error queue into `data` without blocking. Ok(None) when the
+/// queue is empty.
+fn read_error_queue(fd: libc::c_int, data: &mut [u8]) -> io::Result<Option<ErrorMessage>> {
     let mut control = [0u64; 64]; // u64 for cmsghdr alignment
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
@@ -113,10 +162,12 @@ fn read_error_queue(fd: libc::c_int) -> io::Result<Option<TxTimestamp>> {
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok(match (time, id) {
-        (Some(time), Some(id)) => Some(TxTimestamp { id, time }),
-        _ => None,
-    })
+    Ok(Some(ErrorMessage {
+        len: n as usize,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        time,
+        id,
+    }))
 }
 
 #[cfg(test)]
@@ -147,5 +198,41 @@ mod tests {
             recv_tx_timestamp(&tx, Duration::from_millis(20)).unwrap(),
             None
         );
+    }
+
+    /// The server's way: only the datagrams that ask are stamped, each echoed with its bytes;
+    /// and a socket that reports transmit stamps still reads its receive stamps.
+    #[test]
+    fn a_batch_gets_stamps_for_the_datagrams_that_ask_echoed_with_their_bytes() {
+        use crate::batch::{enable_rx_timestamps, RecvBatch, SendBatch};
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_rx_timestamps(&server).unwrap();
+        enable_tx_stamp_reports(&server).unwrap();
+        client
+            .send_to(b"request", server.local_addr().unwrap())
+            .unwrap();
+        let mut rx = RecvBatch::new(4, 64);
+        assert_eq!(rx.recv(&server).unwrap(), 1);
+        assert!(rx.get(0).unwrap().rx_time.is_some(), "receive stamp kept");
+
+        let to = client.local_addr().unwrap();
+        let mut batch = SendBatch::new(4, 64);
+        let before = crate::clock::realtime();
+        for (i, ask) in [false, true, false, true].into_iter().enumerate() {
+            let buf = batch.push_with(12, to, ask).unwrap();
+            buf.copy_from_slice(format!("answer {i:05}").as_bytes());
+        }
+        assert_eq!(batch.send(&server).unwrap(), 4);
+        let after = crate::clock::realtime();
+        let mut frame = [0u8; 256];
+        let mut echoed = Vec::new();
+        while let Some(e) = next_tx_echo(&server, &mut frame).unwrap() {
+            assert!(!e.truncated);
+            let ns = |t: (i64, i64)| t.0 as i128 * 1_000_000_000 + t.1 as i128;
+            assert!(ns(before) <= ns(e.time) && ns(e.time) <= ns(after), "{e:?}");
+            echoed.push(String::from_utf8_lossy(&frame[e.len - 12..e.len]).into_owned());
+        }
+        assert_eq!(echoed, ["answer 00001", "answer 00003"]);
     }
 }

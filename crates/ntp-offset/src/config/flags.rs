@@ -65,6 +65,9 @@ pub struct ServeFlags {
     /// Without a config file: worker threads per address, a number or `auto` (one per CPU).
     #[arg(long, value_name = "N|auto", requires = "listen")]
     pub workers: Option<String>,
+    /// Without a config file: answer every client in basic mode (no interleaved mode).
+    #[arg(long, requires = "listen")]
+    pub no_interleaved: bool,
 }
 
 /// How the checks' field names read as flags.
@@ -114,6 +117,7 @@ impl ServeFlags {
                         Err(_) => super::raw::RawWorkers::Word(w),
                     })
                 }),
+                interleaved: self.no_interleaved.then_some(false),
             }),
             reference: source.map(|source| {
                 flag(RawReference {

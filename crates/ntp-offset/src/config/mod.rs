@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub listen: Vec<SocketAddr>,
     /// Worker threads (each with its own socket) per listen address.
     pub workers: usize,
+    /// Answer clients that ask in interleaved mode (kernel transmit stamps of earlier answers).
+    pub interleaved: bool,
     pub views: ViewTable,
     pub unmatched: Unmatched,
     pub clock: ClockPolicy,
@@ -216,6 +218,7 @@ impl<'a> Context<'a> {
         }
         Ok(ServeConfig {
             workers: self.workers(server)?,
+            interleaved: server.interleaved.unwrap_or(true),
             listen,
             views,
             unmatched: self.unmatched(server)?,

@@ -38,6 +38,7 @@ pub(super) struct RawServer {
     pub leap_smear_window: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub workers: Option<Spanned<RawWorkers>>,
+    pub interleaved: Option<bool>,
 }
 
 /// `workers = 2` or `workers = "auto"`.

@@ -130,6 +130,13 @@ fn serve(s: &ServeStatus) -> String {
     if s.totals.nts_nak > 0 {
         let _ = writeln!(out, "NTS-NAK         : {}", s.totals.nts_nak);
     }
+    if s.totals.interleaved + s.totals.tx_stamps > 0 {
+        let _ = writeln!(
+            out,
+            "Interleaved     : {} answers; kernel transmit stamps {} ({} unmatched)",
+            s.totals.interleaved, s.totals.tx_stamps, s.totals.tx_stamps_unmatched
+        );
+    }
     if let Some(n) = &s.nts {
         let _ = writeln!(
             out,

@@ -132,6 +132,14 @@ pub struct Totals {
     /// NTS-NAKs: NTS requests whose cookie does not open here (sent back to key establishment).
     #[serde(default)]
     pub nts_nak: u64,
+    /// Answers in interleaved mode, and the kernel transmit stamps taken for them (those that
+    /// matched no logged answer apart).
+    #[serde(default)]
+    pub interleaved: u64,
+    #[serde(default)]
+    pub tx_stamps: u64,
+    #[serde(default)]
+    pub tx_stamps_unmatched: u64,
     pub send_errors: u64,
     /// By reason: truncated, oversized, malformed, bad_version, not_client_mode, no_view,
     /// rate_limited, bad_mac, unknown_key, unauthenticated, bad_nts.

@@ -145,6 +145,9 @@ fn serve(f: &mut Families, s: &ServeStatus) {
         (Counter, "kod_deny_total", "KoD DENY answers (requests matching no view, with unmatched = \"deny\").", count(s.totals.kod_deny)),
         (Counter, "crypto_nak_total", "Crypto-NAK answers (requests with a key the server does not have).", count(s.totals.crypto_nak)),
         (Counter, "nts_nak_total", "NTS-NAK answers (NTS requests whose cookie does not open here).", count(s.totals.nts_nak)),
+        (Counter, "interleaved_total", "Answers in interleaved mode (carrying the kernel's transmit time of the client's previous answer).", count(s.totals.interleaved)),
+        (Counter, "tx_stamps_total", "Kernel transmit stamps taken into the interleaved log.", count(s.totals.tx_stamps)),
+        (Counter, "tx_stamps_unmatched_total", "Kernel transmit stamps that matched no logged answer (evicted, or unreadable).", count(s.totals.tx_stamps_unmatched)),
         (Gauge, "client_log_entries", "Clients in the client log.", count(s.client_log.logged)),
         (Counter, "client_log_not_logged_total", "Requests from new clients that found the client log full.", count(s.client_log.not_logged)),
     ]);

@@ -76,7 +76,8 @@ pub struct BatchClock<'a> {
 }
 
 impl BatchClock<'_> {
-    /// Base time at a kernel receive stamp (CLOCK_REALTIME; None: not stamped, read now).
+    /// Base time at a kernel receive (or transmit) stamp (CLOCK_REALTIME; None: not stamped,
+    /// read now).
     pub fn receive(&self, kernel: Option<(i64, i64)>) -> Time {
         let real = timespec(kernel.unwrap_or_else(realtime));
         match self.anchor {

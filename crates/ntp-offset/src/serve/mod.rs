@@ -155,7 +155,7 @@ impl ReferenceTask {
 pub struct Server {
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
-    workers_per_address: usize,
+    plan: SocketPlan,
     nts: Option<nts::NtsService>,
     reference: Option<ReferenceTask>,
     tables: Option<TableWriter>,
@@ -187,16 +187,37 @@ pub fn unix_seconds() -> u64 {
     (ntp_offset_sys::clock::realtime_ns() / 1_000_000_000).max(0) as u64
 }
 
-/// Binds one UDP socket with kernel receive timestamps.
-pub fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
-    bind_one(addr, false)
+/// How the sockets of one address are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketPlan {
+    /// Sockets (one worker each) in a SO_REUSEPORT group.
+    pub workers: usize,
+    /// Report the kernel's transmit stamps of the answers that ask (interleaved mode).
+    pub tx_stamps: bool,
 }
 
-fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, String> {
+impl SocketPlan {
+    fn of(cfg: &ServeConfig) -> SocketPlan {
+        SocketPlan {
+            workers: cfg.workers,
+            tx_stamps: cfg.interleaved,
+        }
+    }
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool, tx_stamps: bool) -> Result<UdpSocket, String> {
     let in_use = " (another NTP server, e.g. chronyd or ntpd, may be listening there)";
     crate::udp::bind_timestamped(addr, in_use, |socket| {
         // A deeper queue absorbs bursts; the kernel caps it at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(1 << 20);
+        if tx_stamps {
+            ntp_offset_sys::txstamp::enable_tx_stamp_reports(socket).map_err(|e| {
+                (
+                    "enable transmit timestamps (interleaved mode) on".to_string(),
+                    e,
+                )
+            })?;
+        }
         if reuse_port {
             socket
                 .set_reuse_port(true)
@@ -208,19 +229,21 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, String> {
     })
 }
 
-/// `n` sockets on `addr`: one plain socket for one worker; else a SO_REUSEPORT group whose
-/// datagrams are steered by source address (`sys::steer`), so one client always reaches the
-/// same worker and its rate limit is not multiplied by the number of workers.
-pub fn bind_group(addr: SocketAddr, n: usize) -> Result<Vec<UdpSocket>, String> {
+/// `plan.workers` sockets on `addr`: one plain socket for one worker; else a SO_REUSEPORT
+/// group whose datagrams are steered by source address (`sys::steer`), so one client always
+/// reaches the same worker (and its log of transmit times), and its rate limit is not
+/// multiplied by the number of workers.
+pub fn bind_group(addr: SocketAddr, plan: SocketPlan) -> Result<Vec<UdpSocket>, String> {
+    let n = plan.workers;
     if n <= 1 {
-        return Ok(vec![bind(addr)?]);
+        return Ok(vec![bind_one(addr, false, plan.tx_stamps)?]);
     }
-    let first = bind_one(addr, true)?;
+    let first = bind_one(addr, true, plan.tx_stamps)?;
     // A port 0 becomes the kernel's choice; the others join that port.
     let at = first.local_addr().map_err(|e| format!("{addr}: {e}"))?;
     let mut group = vec![first];
     for _ in 1..n {
-        group.push(bind_one(at, true)?);
+        group.push(bind_one(at, true, plan.tx_stamps)?);
     }
     ntp_offset_sys::steer::steer_by_source_ip(&group[0], n as u32, addr.is_ipv6())
         .map_err(|e| format!("cannot steer {addr}'s {n} sockets by client address: {e}"))?;
@@ -232,7 +255,11 @@ impl Server {
     pub fn start(cfg: ServeConfig) -> Result<Server, String> {
         let mut sockets = Vec::new();
         for &a in &cfg.listen {
-            sockets.extend(bind_group(a, cfg.workers)?.into_iter().map(|s| (a, s)));
+            sockets.extend(
+                bind_group(a, SocketPlan::of(&cfg))?
+                    .into_iter()
+                    .map(|s| (a, s)),
+            );
         }
         let timeline = match cfg.reference {
             Reference::System => Timeline::System,
@@ -257,7 +284,7 @@ impl Server {
         let mut server = Server {
             shared,
             workers: Vec::new(),
-            workers_per_address: cfg.workers,
+            plan: SocketPlan::of(&cfg),
             nts,
             reference: Some(reference),
             tables: Some(tables),
@@ -284,6 +311,7 @@ impl Server {
             shared: self.shared.clone(),
             stats,
             stop: stop.clone(),
+            interleaved: self.plan.tx_stamps,
         };
         let thread = std::thread::Builder::new()
             .name(format!("serve {bound}"))
@@ -303,7 +331,7 @@ impl Server {
     pub fn log_serving(&self) {
         let views = self.shared.runtime.load().views.views().len();
         let listen = crate::text::join_addrs(&self.local_addrs());
-        let workers = self.workers_per_address;
+        let workers = self.plan.workers;
         match &self.nts {
             Some(n) => {
                 let nts_ke = crate::text::join_addrs(n.ke_addrs());
@@ -355,20 +383,23 @@ impl Server {
     /// dropped), new addresses are bound first, removed ones are closed last. If a new address
     /// cannot be bound, nothing changes and the error says why.
     pub fn reload(&mut self, cfg: ServeConfig) -> Result<(), String> {
-        if cfg.workers != self.workers_per_address {
+        let plan = SocketPlan::of(&cfg);
+        if plan.workers != self.plan.workers {
             return Err(format!(
                 "server.workers changed ({} to {}): restart the server to change it",
-                self.workers_per_address, cfg.workers
+                self.plan.workers, plan.workers
+            ));
+        }
+        if plan.tx_stamps != self.plan.tx_stamps {
+            return Err(format!(
+                "server.interleaved changed ({} to {}): restart the server to change it",
+                self.plan.tx_stamps, plan.tx_stamps
             ));
         }
         let mut fresh = Vec::new();
         for &addr in &cfg.listen {
             if !self.workers.iter().any(|w| w.addr == addr) {
-                fresh.extend(
-                    bind_group(addr, cfg.workers)?
-                        .into_iter()
-                        .map(|s| (addr, s)),
-                );
+                fresh.extend(bind_group(addr, plan)?.into_iter().map(|s| (addr, s)));
             }
         }
         if let Some(r) = self.reference.as_mut() {

@@ -26,6 +26,15 @@ pub struct Counts {
     /// NTS-NAKs: NTS requests with a cookie this server cannot open.
     #[serde(default)]
     pub nts_nak: u64,
+    /// Answers in interleaved mode.
+    #[serde(default)]
+    pub interleaved: u64,
+    /// Kernel transmit stamps taken into the interleaved log; those that matched no logged
+    /// answer (evicted, or the echoed frame unreadable).
+    #[serde(default)]
+    pub tx_stamps: u64,
+    #[serde(default)]
+    pub tx_stamps_unmatched: u64,
     pub send_errors: u64,
     #[serde(with = "drops_by_name")]
     pub drops: [u64; DropReason::ALL.len()],
@@ -48,6 +57,9 @@ impl Counts {
         self.kod_deny += o.kod_deny;
         self.crypto_nak += o.crypto_nak;
         self.nts_nak += o.nts_nak;
+        self.interleaved += o.interleaved;
+        self.tx_stamps += o.tx_stamps;
+        self.tx_stamps_unmatched += o.tx_stamps_unmatched;
         self.send_errors += o.send_errors;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;

@@ -294,6 +294,9 @@ impl Source for ServeSource {
                 kod_deny: all.kod_deny,
                 crypto_nak: all.crypto_nak,
                 nts_nak: all.nts_nak,
+                interleaved: all.interleaved,
+                tx_stamps: all.tx_stamps,
+                tx_stamps_unmatched: all.tx_stamps_unmatched,
                 send_errors: all.send_errors,
                 dropped: DropReason::ALL
                     .iter()

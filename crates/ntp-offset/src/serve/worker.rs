@@ -1,5 +1,7 @@
 //! One socket's loop: receive a batch (with kernel receive timestamps), decide each request,
-//! read the clock once, stamp every answer's transmit time, send the batch.
+//! read the clock once, stamp every answer's transmit time, send the batch. With interleaved
+//! mode on, the answers whose clients may ask for it next are logged, and the kernel's
+//! transmit stamps of those answers, echoed back on the socket's error queue, refine the log.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -7,18 +9,23 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use ntp_offset_proto::interleaved::{self, Stamped, TransmitLog};
+use ntp_offset_proto::packet::Header;
 use ntp_offset_proto::ratelimit::RateLimiter;
 use ntp_offset_proto::responder::{
     decide, Credentials, Decision, DropReason, Request, Response, ResponseKind, MAX_REQUEST_LEN,
     MAX_RESPONSE_LEN,
 };
+use ntp_offset_proto::time::{NtpTimestamp, Offset};
 use ntp_offset_sys::batch::{is_retryable, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::monotonic_ns;
+use ntp_offset_sys::txstamp::next_tx_echo;
 use tracing::warn;
 
 use crate::entropy::OsEntropy;
 
 use super::assignments::BatchAssigner;
+use super::clock::BatchClock;
 use super::stats::{Batch, WorkerStats};
 use super::Shared;
 
@@ -26,12 +33,82 @@ use super::Shared;
 /// first answer of a batch does not wait long for the last.
 const BATCH: usize = 32;
 
+/// Stamps come within microseconds of the send (milliseconds behind a busy device queue): one
+/// still missing this long after the last stamped send is lost, and no longer waited for (so
+/// it does not cost a system call per batch for ever).
+const STAMP_LOST_NS: u64 = 1_000_000_000;
+
 pub struct Worker {
     pub socket: UdpSocket,
     pub local: SocketAddr,
     pub shared: Arc<Shared>,
     pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
+    /// Serve interleaved mode: the socket reports transmit stamps (`SocketPlan`).
+    pub interleaved: bool,
+}
+
+/// The worker's log of transmit times and the stamps it still waits for.
+struct Interleave {
+    log: TransmitLog,
+    /// Stamps asked for and not yet read: the error queue is read before each batch while
+    /// there are any, however long ago they were asked for (a client polling every 64 s finds
+    /// its previous answer's stamp read just before its request is decided).
+    outstanding: u64,
+    /// Monotonic time of the last send that asked for a stamp.
+    last_sent_ns: u64,
+    /// An echoed frame: the answer's bytes behind the device's headers.
+    frame: Vec<u8>,
+}
+
+impl Interleave {
+    fn new() -> Interleave {
+        Interleave {
+            log: TransmitLog::new(interleaved::DEFAULT_LOG_SIZE),
+            outstanding: 0,
+            last_sent_ns: 0,
+            frame: vec![0; MAX_RESPONSE_LEN + 128],
+        }
+    }
+
+    /// Reads the transmit stamps waiting on the error queue into the log.
+    fn collect(
+        &mut self,
+        socket: &UdpSocket,
+        clock: &BatchClock<'_>,
+        counts: &mut Batch,
+        now: u64,
+    ) {
+        if self.outstanding == 0 {
+            return;
+        }
+        while let Ok(Some(echo)) = next_tx_echo(socket, &mut self.frame) {
+            self.outstanding = self.outstanding.saturating_sub(1);
+            let receive = interleaved::echo::udp_payload(&self.frame[..echo.len])
+                .ok()
+                .filter(|_| !echo.truncated)
+                .and_then(|p| Header::parse(p).ok())
+                .map(|h| h.receive_timestamp);
+            let Some(receive) = receive else {
+                counts.totals.tx_stamps_unmatched += 1;
+                continue;
+            };
+            match self.log.stamped(receive, clock.receive(Some(echo.time))) {
+                Stamped::Recorded => counts.totals.tx_stamps += 1,
+                Stamped::Unknown | Stamped::Implausible => counts.totals.tx_stamps_unmatched += 1,
+            }
+        }
+        if now.saturating_sub(self.last_sent_ns) > STAMP_LOST_NS {
+            self.outstanding = 0;
+        }
+    }
+
+    /// Logs an answer that asked for its transmit stamp.
+    fn sent(&mut self, receive: NtpTimestamp, transmit: NtpTimestamp, offset: Offset, now: u64) {
+        self.log.sent(receive, transmit, offset);
+        self.outstanding += 1;
+        self.last_sent_ns = now;
+    }
 }
 
 impl Worker {
@@ -45,6 +122,7 @@ impl Worker {
         let key = (keys.hash_one(1u8), keys.hash_one(2u8));
         let mut counts = Batch::default();
         let mut rng = OsEntropy::default();
+        let mut xleave = self.interleaved.then(Interleave::new);
 
         while !self.stop.load(Ordering::Relaxed) {
             let n = match rx.recv(&self.socket) {
@@ -70,11 +148,14 @@ impl Worker {
             }
             let now_mono_ns = monotonic_ns();
             let now_s = super::unix_seconds();
+            counts.reset(runtime.view_names.len());
+            if let Some(x) = xleave.as_mut() {
+                x.collect(&self.socket, &clock, &mut counts, now_mono_ns);
+            }
             let assigner = BatchAssigner {
                 groups: &runtime.groups,
                 now_s,
             };
-            counts.reset(runtime.view_names.len());
             counts.totals.received = n as u64;
             pending.clear();
             for i in 0..n {
@@ -93,6 +174,7 @@ impl Worker {
                     client: r.peer.ip(),
                     receive,
                     now_mono_ns,
+                    sent: xleave.as_ref().map(|x| &x.log),
                 };
                 match decide(
                     &req,
@@ -122,6 +204,7 @@ impl Worker {
                 let transmit = clock.now();
                 for (resp, peer) in &mut pending {
                     counts.totals.responded(resp.kind);
+                    counts.totals.interleaved += u64::from(resp.is_interleaved());
                     if let Some(v) = resp.view {
                         let c = counts.view(v);
                         match resp.kind {
@@ -130,14 +213,22 @@ impl Worker {
                             _ => c.answered += 1,
                         }
                     }
-                    if let Some(buf) = tx.push(resp.len(), *peer) {
-                        resp.finish_into(transmit, &creds, &mut rng, buf);
+                    let log_as = resp.log_as.filter(|_| xleave.is_some());
+                    if let Some(buf) = tx.push_with(resp.len(), *peer, log_as.is_some()) {
+                        let in_view = resp.finish_into(transmit, &creds, &mut rng, buf);
+                        if let (Some(x), Some(receive)) = (xleave.as_mut(), log_as) {
+                            x.sent(receive, in_view, resp.offset(), now_mono_ns);
+                        }
                     }
                 }
                 let queued = tx.len();
                 match tx.send(&self.socket) {
                     Ok(sent) => counts.totals.send_errors += (queued - sent) as u64,
                     Err(_) => counts.totals.send_errors += queued as u64,
+                }
+                // On loopback and veth the stamps are there as soon as the send returns.
+                if let Some(x) = xleave.as_mut() {
+                    x.collect(&self.socket, &clock, &mut counts, now_mono_ns);
                 }
             }
             self.stats.add(&counts, &runtime.view_names, now_s);

@@ -270,6 +270,7 @@ fn decide_nts(packet: &[u8], views: &ViewTable, master: Option<&MasterKeys>) -> 
             client: "127.0.0.1".parse().unwrap(),
             receive: RX,
             now_mono_ns: 1,
+            sent: None,
         },
         views,
         &HashOnly,
