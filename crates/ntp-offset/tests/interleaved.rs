@@ -56,15 +56,7 @@ fn xleave_client(dir: &Path, servers: &[SocketAddr]) -> (Background, PathBuf) {
         ),
     )
     .unwrap();
-    let argv = [
-        peer("chronyd").display().to_string(),
-        s("-x"),
-        s("-d"),
-        s("-u"),
-        s("root"),
-        s("-f"),
-        cdir.join("chrony.conf").display().to_string(),
-    ];
+    let argv = chronyd_without_clock(&cdir.join("chrony.conf"));
     (Background::start(dir, "chronyd", &argv), sock)
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::lan::{Background, IpcNamespace, Lan};
 use common::wait_until;
-use common::{peer, run_bounded, s, tempdir, write_key_file, BIN};
+use common::{chronyd_without_clock, peer, run_bounded, s, tempdir, write_key_file, BIN};
 
 fn status(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
@@ -112,17 +112,8 @@ fn chrony_and_ntpd_hosts_lock_to_one_transmitter_their_offsets_apart() {
         ),
     )
     .unwrap();
-    // -x: chronyd never touches the clock.
     let mut chronyd_argv = lan.enter(1, None);
-    chronyd_argv.extend([
-        peer("chronyd").display().to_string(),
-        s("-x"),
-        s("-d"),
-        s("-u"),
-        s("root"),
-        s("-f"),
-        cdir.join("chrony.conf").display().to_string(),
-    ]);
+    chronyd_argv.extend(chronyd_without_clock(&cdir.join("chrony.conf")));
     let mut chronyd = Background::start(&dir, "chronyd", &chronyd_argv);
 
     // Host b: ntpd with the clock discipline off and without the capability to set the clock,

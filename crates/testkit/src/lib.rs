@@ -47,6 +47,21 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// chronyd in the foreground with `conf`, as root, never touching the clock (-x): the argv
+/// for [`lan::Background`].
+pub fn chronyd_without_clock(conf: &Path) -> Vec<String> {
+    [
+        peer("chronyd").display().to_string(),
+        s("-x"),
+        s("-d"),
+        s("-u"),
+        s("root"),
+        s("-f"),
+        conf.display().to_string(),
+    ]
+    .into()
+}
+
 /// A peer program, found or the test fails saying how to get it: never skipped.
 pub fn peer(name: &str) -> PathBuf {
     if name == "chronyd" {
