@@ -7,10 +7,13 @@ broadcasts, fragments and bad checksums are raw Ethernet frames sent to a QEMU s
 on 127.0.0.1. Nothing leaves loopback. Every wait has a timeout; QEMU is killed on any exit.
 """
 
+import json
+import os
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,6 +109,65 @@ def delta(before, after):
     return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
 
 
+def pps_source(guest, args, check, tick_port):
+    """`pulse send --source pps` in the guest, its pulses crudepps' asserts from the host's
+    ticks, its own ticks to `pulse listen` on the host (QEMU's user-mode network: 10.0.2.2 is
+    the host's loopback). The pulses are numbered by the guest's clock, set by hand first."""
+    print("a PPS device as the reference of a transmitter in the guest (pulse send --source pps):",
+          flush=True)
+    time.sleep((0.985 - time.time() % 1) % 1)
+    target = int(time.time()) + 1
+    guest.ok(f"date -u -s '{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(target))}' > /dev/null")
+    off, bound = guest.clock_offset()
+    listen_port = free_udp_port()
+    run_dir = tempfile.mkdtemp()
+    env = {**os.environ, "RUNTIME_DIRECTORY": run_dir}
+    listener = subprocess.Popen(
+        [args.sender, "pulse", "listen", "--listen", f"127.0.0.1:{listen_port}",
+         "--allow-unauthenticated", "--report"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        # In a subshell, out of the console's job table (the stages below count on %1, %2).
+        guest.ok(f"(ntp-offset pulse send --source pps --device /dev/pps0 --unauthenticated "
+                 f"--id 0x77 --holdover 3s --to 10.0.2.2:{listen_port} > /tmp/ppssend.log 2>&1 & "
+                 f"echo $! > /tmp/ppssend.pid)")
+        time.sleep(1)
+        sent = subprocess.run([args.sender, "--log-level", "warn", "pulse", "send", "--local",
+                               "--unauthenticated", "--id", "0x1234", "--count", "8", "--report",
+                               "--to", f"127.0.0.1:{tick_port}"],
+                              capture_output=True, timeout=20, text=True, env=env)
+        host_seconds = [json.loads(l)["second"] for l in sent.stdout.splitlines() if '"second"' in l]
+        # 3 s of holdover ticks, then unsynchronized ones.
+        time.sleep(6)
+        guest.ok("kill $(cat /tmp/ppssend.pid); sleep 0.3")
+    finally:
+        listener.terminate()
+        out, err = listener.communicate(timeout=10)
+    ticks = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    by_second = {t["second"]: t for t in ticks}
+    guest_log = "\n".join(guest.ok("cat /tmp/ppssend.log"))
+    check(f"the guest's clock set by hand: {off * 1e3:+.1f} ms from the host's (±{bound * 1e3:.1f})",
+          abs(off) < 0.1, off)
+    # pulse listen samples a transmitter once its ticks have made a track (the first ones do).
+    pulsed = [s for s in sorted(by_second) if host_seconds and s <= host_seconds[-1]]
+    check(f"from the listener's first sample on, a tick from the guest for each of the host's "
+          f"pulses, numbered as the host numbered them ({len(pulsed)} of {len(host_seconds)})",
+          len(host_seconds) == 8 and len(pulsed) >= 5 and pulsed == host_seconds[-len(pulsed):],
+          (host_seconds, sorted(by_second)))
+    after = [s for s in sorted(by_second) if host_seconds and s > host_seconds[-1]]
+    check(f"then, without pulses, ticks numbered on ({len(after)} seconds)",
+          len(after) >= 3 and after[:3] == [host_seconds[-1] + k for k in (1, 2, 3)],
+          (host_seconds, sorted(by_second)))
+    late = [by_second[s]["offset_ns"] / 1e6 for s in pulsed]
+    check(f"each marks the pulse: the guest's tick minus its second {[f'{x:+.1f}' for x in late]} ms",
+          all(abs(x) < 100 for x in late), late)
+    check("the ticks carry their departure from the pulse (follow-ups)",
+          all(by_second[s]["tx_offset_ns"] is not None for s in pulsed), [by_second[s] for s in pulsed])
+    check("no pulse: holdover ticks, then unsynchronized ones",
+          "pulse missing; holdover" in guest_log and "ticks say unsynchronized" in guest_log
+          and "the transmitter is in holdover" in err, guest_log + "\n" + err[-1500:])
+
+
 def main():
     args = arguments("vectors")
     vectors = load_vectors(args.vectors)
@@ -177,6 +239,9 @@ def main():
               and len(seqs) == s2 - s0, (seqs, s0, s2))
         check("ppstest: the transmitter's asserts 1 s apart", len(gaps) == 4 and
               all(abs(g - 1.0) < 0.05 for g in gaps), gaps)
+
+        pps_source(guest, args, check, tick_port)
+        c2, (_, s2) = guest.counters(), guest.assert_seq()
 
         print("legacy `time` broadcasts with legacy=0:", flush=True)
         send_frame(frame(b"time", 8000))

@@ -17,6 +17,7 @@
 //! - [`clock_model`]: the pulse-disciplined clock (phase, frequency, error bound, holdover).
 //! - [`tick`]: the tick protocol's wire format; [`tick_auth`]: its MAC and key file.
 //! - [`tick_receiver`]: which received ticks become samples for the NTP daemon.
+//! - [`pps_pulses`]: which ticks a PPS device's pulses become (`pulse send --source pps`).
 //! - [`refclock`]: those samples as chrony's SOCK and the NTP SHM refclocks read them.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod interleaved;
 pub mod leap;
 pub mod nts;
 pub mod packet;
+pub mod pps_pulses;
 pub mod ratelimit;
 pub mod refclock;
 pub mod responder;

@@ -7,11 +7,13 @@
 //! - [`steer`]: a SO_REUSEPORT group steered by the client's address (classic BPF);
 //! - [`gpio`]: a GPIO input line's kernel-timestamped edges (a DCF77 module).
 //! - [`serial`]: a serial port's DCD line as edges (a DCF77 module on a serial port).
+//! - [`pps`]: a PPS device's pulses (RFC 2783 on Linux).
 
 pub mod batch;
 pub mod clock;
 pub mod gpio;
 pub mod poll;
+pub mod pps;
 pub mod serial;
 pub mod shm;
 pub mod steer;

@@ -5,6 +5,7 @@ mod feeds;
 mod listen;
 mod send;
 mod send_dcf77;
+mod send_pps;
 mod status;
 
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +52,16 @@ pub enum SendSource {
     System,
     /// A DCF77 receiver module on a GPIO line (--gpio, --line) or a serial port's DCD (--serial).
     Dcf77,
+    /// A PPS device's pulses (--device, e.g. a GPS receiver's), numbered by this host's
+    /// clock, which must be within 0.4 s of them.
+    Pps,
+}
+
+/// Which edge of a PPS device's pulse marks the second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PpsEdge {
+    Assert,
+    Clear,
 }
 
 #[derive(Args)]
@@ -72,9 +83,20 @@ pub struct SendArgs {
     /// reduction.
     #[arg(long)]
     active_low: bool,
-    /// With --source dcf77: the module's demodulation delay (subtracted from every edge).
+    /// With --source dcf77 or pps: the receiver's delay (DCF77: the module's demodulation;
+    /// PPS: the device's), subtracted from every edge.
     #[arg(long, default_value = "0s", value_parser = parse_offset)]
     calibration: Offset,
+    /// With --source pps: the PPS device.
+    #[arg(long, value_name = "DEVICE", default_value = "/dev/pps0")]
+    device: PathBuf,
+    /// With --source pps: the edge that marks the second.
+    #[arg(long, value_enum, default_value_t = PpsEdge::Assert)]
+    pps_edge: PpsEdge,
+    /// With --source pps: how long missing pulses are sent as holdover ticks (this host's
+    /// oscillator carrying the second on) before ticks say unsynchronized.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    holdover: Duration,
     /// Destination (repeatable): broadcast (198.18.0.255:8123), multicast (239.1.2.3:8123,
     /// [ff15::123]:8123) or unicast, IPv4 or IPv6.
     #[arg(long, required = true, value_name = "IP:PORT")]
@@ -322,6 +344,25 @@ fn send_with(
         report: a.report,
         status: Some(published),
     };
+    if a.source != SendSource::System && (a.local || a.legacy || a.rate_error_ppm != 0.0) {
+        return Err("--local, --legacy and --rate-error-ppm are for --source system".into());
+    }
+    if a.source == SendSource::Pps {
+        return send_pps::run(
+            transmit,
+            send_pps::PpsOptions {
+                device: a.device,
+                edge: match a.pps_edge {
+                    PpsEdge::Assert => ntp_offset_sys::pps::Edge::Assert,
+                    PpsEdge::Clear => ntp_offset_sys::pps::Edge::Clear,
+                },
+                calibration: a.calibration,
+                holdover: a.holdover,
+                count: a.count,
+            },
+            signals,
+        );
+    }
     if a.source == SendSource::Dcf77 {
         let input = match (a.line, a.serial) {
             (Some(line), None) => dcf77_input::Dcf77Input::Gpio { chip: a.gpio, line },
@@ -331,9 +372,6 @@ fn send_with(
                     .into(),
             ),
         };
-        if a.local || a.legacy || a.rate_error_ppm != 0.0 {
-            return Err("--local, --legacy and --rate-error-ppm are for --source system".into());
-        }
         return send_dcf77::run(
             transmit,
             send_dcf77::Dcf77Options {
