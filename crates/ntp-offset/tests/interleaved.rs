@@ -2,8 +2,8 @@
 //! with `server ... xleave` reports `Interleaved: Yes` in `chronyc ntpdata` for a view and
 //! measures the view's offset; a basic client (`chronyd -Q`) is still measured; and a server
 //! with `interleaved = false` gives the same xleave client basic answers, still measured.
-//! (chronyd tells sources apart by address alone: the two servers listen on 127.0.0.1 and
-//! 127.0.0.2.)
+//! (chronyd tells sources apart by address alone: the servers listen on 127.0.0.1, 127.0.0.2
+//! and, for the echoed IPv6 frames, ::1.)
 
 use ntp_offset_testkit as common;
 
@@ -111,12 +111,14 @@ fn system_time(sock: &Path) -> f64 {
 fn chronyd_with_xleave_gets_interleaved_answers_that_measure_the_view() {
     require_root();
     let dir = tempdir("interleaved");
-    let [on, off]: [u16; 2] = free_ports(2).try_into().unwrap();
+    let [on, off, v6]: [u16; 3] = free_ports(3).try_into().unwrap();
     let on = SocketAddr::from(([127, 0, 0, 1], on));
     let off = SocketAddr::from(([127, 0, 0, 2], off));
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6));
     let interleaving = server(&dir, "on", on, true);
     let basic_only = server(&dir, "off", off, false);
-    let (mut chronyd, sock) = xleave_client(&dir, &[on, off]);
+    let over_ipv6 = server(&dir, "v6", v6, true);
+    let (mut chronyd, sock) = xleave_client(&dir, &[on, off, v6]);
 
     // The third answer is the first that can be interleaved (the first two fill the log); a
     // few more, so that chronyd's estimate rests on interleaved measurements.
@@ -135,8 +137,12 @@ fn chronyd_with_xleave_gets_interleaved_answers_that_measure_the_view() {
     });
     let plain = ntpdata(&sock, off).expect("chronyd polls the second server too");
     assert_eq!(get(&plain, "Interleaved"), "No", "{plain:?}");
+    let ipv6 = wait_until(Duration::from_secs(10), || {
+        ntpdata(&sock, v6).filter(|d| get(d, "Interleaved") == "Yes")
+    })
+    .unwrap_or_else(|| panic!("over IPv6: {:?}", ntpdata(&sock, v6)));
     // Both agree with chronyd's estimate, which is the views' +15 s.
-    for (what, d) in [("interleaved", &data), ("basic", &plain)] {
+    for (what, d) in [("interleaved", &data), ("basic", &plain), ("IPv6", &ipv6)] {
         let o = offset(d);
         assert!(
             o.abs() < 1e-3,
@@ -159,10 +165,12 @@ fn chronyd_with_xleave_gets_interleaved_answers_that_measure_the_view() {
     let totals = |tag: &str| {
         control_json("status", &dir.join(format!("{tag}.sock")), &[])["serve"]["totals"].clone()
     };
-    let t = totals("on");
-    assert!(t["interleaved"].as_u64().unwrap() >= 1, "{t}");
-    assert!(t["tx_stamps"].as_u64().unwrap() >= 2, "{t}");
-    assert_eq!(t["tx_stamps_unmatched"].as_u64(), Some(0), "{t}");
+    for tag in ["on", "v6"] {
+        let t = totals(tag);
+        assert!(t["interleaved"].as_u64().unwrap() >= 1, "{tag}: {t}");
+        assert!(t["tx_stamps"].as_u64().unwrap() >= 2, "{tag}: {t}");
+        assert_eq!(t["tx_stamps_unmatched"].as_u64(), Some(0), "{tag}: {t}");
+    }
     let t = totals("off");
     assert_eq!(
         (t["interleaved"].as_u64(), t["tx_stamps"].as_u64()),
@@ -170,5 +178,5 @@ fn chronyd_with_xleave_gets_interleaved_answers_that_measure_the_view() {
         "{t}"
     );
     chronyd.stop();
-    drop((interleaving, basic_only));
+    drop((interleaving, basic_only, over_ipv6));
 }
