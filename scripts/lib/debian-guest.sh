@@ -20,9 +20,17 @@ qemu_deps=$(apt-cache depends --no-recommends --no-suggests qemu-system-x86 qemu
   qemu-system-data | awk '/Depends:/ { print $2 }' | grep -v '^qemu-' | grep -v '^<' | sort -u)
 # Also: gcc-12 (Debian 12's kernel is built with it), make, perl for checkpatch, xz for the
 # kernel source tarball, python3 for the guest driver.
+# Only what is missing: vmhost/run and ntphosts/run start together, after kernel/test/run has
+# installed all of it, and two apt-gets at once would fail on dpkg's lock.
+host_missing=()
 # shellcheck disable=SC2086
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-remove --no-install-recommends cpio dkms gcc-12 make perl xz-utils \
-  python3 $qemu_deps >/dev/null
+for p in cpio dkms gcc-12 make perl xz-utils python3 $qemu_deps; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || host_missing+=("$p")
+done
+if [ ${#host_missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-remove --no-install-recommends \
+    "${host_missing[@]}" >/dev/null
+fi
 need gcc-12 "apt-get install gcc-12 failed above"
 need python3 "apt-get install python3 failed above"
 
