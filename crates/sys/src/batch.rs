@@ -4,7 +4,7 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use socket2::SockAddr;
@@ -16,6 +16,10 @@ const CMSG_LEN: usize = 128;
 
 /// Room for the SO_TIMESTAMPING control message that asks for one datagram's transmit stamp.
 const TX_CMSG_LEN: usize = 32;
+
+/// Room for one datagram's own control messages: an IPV6_PKTINFO (CMSG_SPACE of 20 bytes: 40)
+/// and the SO_TIMESTAMPING request (24).
+const OWN_CMSG_LEN: usize = 64;
 
 /// One received datagram.
 #[derive(Clone, Copy, Debug)]
@@ -178,6 +182,9 @@ pub struct SendBatch {
     /// Ask the kernel for this datagram's transmit stamp (see `txstamp`).
     stamp: Vec<bool>,
     tx_cmsg: [u64; TX_CMSG_LEN / 8], // u64 for cmsghdr alignment
+    /// The source address a datagram is sent from, when not the socket's own (`push_from`).
+    from: Vec<Option<Ipv6Addr>>,
+    own_cmsgs: Vec<[u64; OWN_CMSG_LEN / 8]>,
     addrs: Vec<SockAddr>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
@@ -196,6 +203,8 @@ impl SendBatch {
             lens: vec![0; n],
             stamp: vec![false; n],
             tx_cmsg: tx_stamp_cmsg(),
+            from: vec![None; n],
+            own_cmsgs: Vec::new(),
             addrs: vec![any; n],
             iovs: vec![
                 libc::iovec {
@@ -242,7 +251,24 @@ impl SendBatch {
         self.count += 1;
         self.lens[i] = len;
         self.stamp[i] = tx_stamp;
+        self.from[i] = None;
         self.addrs[i] = SockAddr::from(to);
+        Some(&mut self.bufs[i * self.buf_len..i * self.buf_len + len])
+    }
+
+    /// [`push`](Self::push) from source address `from` (IPV6_PKTINFO), which need not be one
+    /// of the host's: the socket must be IPv6 and allow it ([`allow_any_source`]). For load
+    /// generators that play many clients from one socket.
+    pub fn push_from(&mut self, len: usize, to: SocketAddrV6, from: Ipv6Addr) -> Option<&mut [u8]> {
+        if self.is_full() || len > self.buf_len {
+            return None;
+        }
+        if self.own_cmsgs.is_empty() {
+            self.own_cmsgs = vec![[0; OWN_CMSG_LEN / 8]; self.hdrs.len()];
+        }
+        let i = self.count;
+        self.push_with(len, SocketAddr::V6(to), false)?;
+        self.from[i] = Some(from);
         Some(&mut self.bufs[i * self.buf_len..i * self.buf_len + len])
     }
 
@@ -267,7 +293,10 @@ impl SendBatch {
                 h.msg_namelen = self.addrs[i].len();
                 h.msg_iov = &mut self.iovs[i];
                 h.msg_iovlen = 1;
-                if self.stamp[i] {
+                if let Some(from) = self.from[i] {
+                    h.msg_control = self.own_cmsgs[i].as_mut_ptr().cast();
+                    h.msg_controllen = pktinfo_cmsg(&mut self.own_cmsgs[i], from) as _;
+                } else if self.stamp[i] {
                     // The kernel only reads it: one shared copy serves every stamped datagram.
                     h.msg_control = self.tx_cmsg.as_mut_ptr().cast();
                     // SAFETY: CMSG_SPACE is a pure size computation.
@@ -329,6 +358,51 @@ fn tx_stamp_cmsg() -> [u64; TX_CMSG_LEN / 8] {
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), flags);
     }
     buf
+}
+
+/// Writes an IPV6_PKTINFO control message choosing source address `from` into `buf`;
+/// returns its length.
+fn pktinfo_cmsg(buf: &mut [u64; OWN_CMSG_LEN / 8], from: Ipv6Addr) -> usize {
+    let info = libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr {
+            s6_addr: from.octets(),
+        },
+        ipi6_ifindex: 0,
+    };
+    // SAFETY: a msghdr pointing at `buf`, which is large enough for one in6_pktinfo control
+    // message (checked by CMSG_FIRSTHDR against msg_controllen); the payload is written
+    // unaligned.
+    unsafe {
+        let mut msg: libc::msghdr = zeroed();
+        msg.msg_control = buf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as _) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::IPPROTO_IPV6;
+        (*c).cmsg_type = libc::IPV6_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as _) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>(), info);
+        msg.msg_controllen as usize
+    }
+}
+
+/// Lets an IPv6 socket send from addresses that are not the host's (IPV6_FREEBIND), with
+/// [`SendBatch::push_from`]; replies reach it where a route delivers the addresses locally.
+pub fn allow_any_source(socket: &impl AsRawFd) -> io::Result<()> {
+    let value: libc::c_int = 1;
+    // SAFETY: a plain setsockopt with an int-sized value that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_FREEBIND,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// True for receive errors that only mean "nothing yet": a receive timeout (SO_RCVTIMEO), an
@@ -404,6 +478,51 @@ mod tests {
                 got += 1;
             }
         }
+    }
+
+    #[test]
+    fn push_from_sets_each_datagrams_source() {
+        let server = UdpSocket::bind("[::1]:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let client = UdpSocket::bind("[::1]:0").unwrap();
+        allow_any_source(&client).unwrap();
+        let SocketAddr::V6(dest) = server.local_addr().unwrap() else {
+            unreachable!()
+        };
+        // Benchmarking addresses (RFC 5180) that are not this host's: only FREEBIND allows
+        // them; the datagrams still travel on loopback.
+        let sources: Vec<Ipv6Addr> = (1..=3u16)
+            .map(|i| Ipv6Addr::new(0x2001, 2, 0, 0xff00, 0, 0, 0, i))
+            .chain([Ipv6Addr::LOCALHOST])
+            .collect();
+        let mut out = SendBatch::new(8, 64);
+        for (i, from) in sources.iter().enumerate() {
+            out.push_from(1, dest, *from).unwrap()[0] = i as u8;
+        }
+        // A plain datagram after them goes out from the socket's own address.
+        out.push(1, SocketAddr::V6(dest)).unwrap()[0] = 9;
+        assert_eq!(out.send(&client).unwrap(), 5);
+        let port = client.local_addr().unwrap().port();
+        let mut batch = RecvBatch::new(8, 64);
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let n = batch.recv(&server).unwrap();
+            for i in 0..n {
+                let r = batch.get(i).unwrap();
+                assert_eq!(r.peer.port(), port);
+                got.push((r.data[0], r.peer.ip()));
+            }
+        }
+        got.sort();
+        let mut want: Vec<(u8, std::net::IpAddr)> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u8, (*a).into()))
+            .collect();
+        want.push((9, Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(got, want);
     }
 
     #[test]
