@@ -48,6 +48,9 @@ fuzz_target!(|data: &[u8]| {
             burst: 1 + u32::from(h[0] & 3),
             kod: h[1] & 1 == 1,
             table_size: 16,
+            // Bit 3 of the second byte: IPv6 clients limited per /64 as well, or not.
+            ipv6_prefix: if h[1] & 8 == 8 { 64 } else { 128 },
+            prefix_factor: 256,
         },
         (1, 2),
     );

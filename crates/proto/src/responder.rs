@@ -776,6 +776,8 @@ pub(crate) mod tests {
             burst: 2,
             kod: true,
             table_size: 16,
+            ipv6_prefix: 64,
+            prefix_factor: 256,
         };
         let mut rl = RateLimiter::new(params, (1, 2));
         let mut kinds = Vec::new();

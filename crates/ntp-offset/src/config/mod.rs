@@ -312,6 +312,21 @@ clients = ["198.18.0.0/15", "::1"]
         assert_eq!(c.leap, LeapPolicy::default());
         let rl = c.rate_limit.unwrap();
         assert_eq!((rl.interval_ns, rl.burst, rl.kod), (1_000_000_000, 4, true));
+        assert_eq!(
+            (rl.ipv6_prefix, rl.prefix_factor),
+            (64, 256),
+            "the defaults"
+        );
+        let c = parse(
+            &GOOD.replace(
+                "kod = true",
+                "kod = true\nipv6_prefix = 56\nprefix_factor = 64",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let rl = c.rate_limit.unwrap();
+        assert_eq!((rl.ipv6_prefix, rl.prefix_factor), (56, 64));
         let local: SocketAddr = "127.0.0.1:11124".parse().unwrap();
         assert_eq!(
             c.views.select(local, "127.0.0.1".parse().unwrap()),
@@ -409,6 +424,14 @@ clients = ["198.18.0.0/15", "::1"]
                 "would never answer",
             ),
             (GOOD.replace("burst = 4", "burst = 0"), "must be 1-100000"),
+            (
+                GOOD.replace("burst = 4", "burst = 4\nipv6_prefix = 129"),
+                "must be a prefix length of 16-128",
+            ),
+            (
+                GOOD.replace("burst = 4", "burst = 4\nprefix_factor = 0"),
+                "must be 1-1000000",
+            ),
         ];
         for (text, expected) in cases {
             let e = error(&text);

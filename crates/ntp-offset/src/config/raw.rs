@@ -57,6 +57,8 @@ pub(super) struct RawRateLimit {
     pub burst: Option<Spanned<i64>>,
     pub kod: Option<bool>,
     pub table_size: Option<Spanned<i64>>,
+    pub ipv6_prefix: Option<Spanned<i64>>,
+    pub prefix_factor: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,8 @@ pub const DEFAULT_RATE_LIMIT: RateLimitParams = RateLimitParams {
     burst: 16,
     kod: false,
     table_size: 16_384,
+    ipv6_prefix: 64,
+    prefix_factor: 256,
 };
 
 /// More workers than this per address gain nothing (and a reuseport group's steering takes
@@ -194,7 +196,31 @@ impl Context<'_> {
                     return self.err(
                         t.span(),
                         "rate_limit.table_size",
-                        format!("{n}: must be 2-16777216 (each slot takes 32 bytes)"),
+                        format!("{n}: must be 2-16777216 (each slot takes 16 bytes)"),
+                    )
+                }
+            }
+        }
+        if let Some(l) = &r.ipv6_prefix {
+            match *l.get_ref() {
+                n @ 16..=128 => p.ipv6_prefix = n as u8,
+                n => {
+                    return self.err(
+                        l.span(),
+                        "rate_limit.ipv6_prefix",
+                        format!("{n}: must be a prefix length of 16-128 (128: per address only)"),
+                    )
+                }
+            }
+        }
+        if let Some(f) = &r.prefix_factor {
+            match *f.get_ref() {
+                n @ 1..=1_000_000 => p.prefix_factor = n as u32,
+                n => {
+                    return self.err(
+                        f.span(),
+                        "rate_limit.prefix_factor",
+                        format!("{n}: must be 1-1000000"),
                     )
                 }
             }
