@@ -57,10 +57,13 @@ fn unix_now() -> u64 {
 }
 
 /// Every worker's client log merged by address (a client may ask on several sockets): the
-/// latest view, the sums, and the socket it last asked on.
+/// latest view, the sums, and the socket it last asked on. Sized once: grown by doubling, its
+/// outgrown tables stayed resident (it was built every second, for the monitor's history).
 fn merged_clients(shared: &Shared) -> HashMap<IpAddr, (Client, SocketAddr)> {
-    let mut all: HashMap<IpAddr, (Client, SocketAddr)> = HashMap::new();
-    for w in shared.stats.workers() {
+    let workers = shared.stats.workers();
+    let logged = workers.iter().map(|w| w.lock().clients.len()).sum();
+    let mut all: HashMap<IpAddr, (Client, SocketAddr)> = HashMap::with_capacity(logged);
+    for w in workers {
         let c = w.lock();
         for (ip, e) in c.clients.iter() {
             match all.get_mut(&ip) {
@@ -81,6 +84,69 @@ fn merged_clients(shared: &Shared) -> HashMap<IpAddr, (Client, SocketAddr)> {
         }
     }
     all
+}
+
+/// What the status shows of the clients: per view those seen in the last hour, the ten most
+/// rate-limited, and how many are logged.
+struct ClientSummary {
+    recent: HashMap<String, u64>,
+    /// (address, client, the socket it asked on last), most rate-limited first.
+    most_limited: Vec<(IpAddr, Client, SocketAddr)>,
+    logged: u64,
+}
+
+impl ClientSummary {
+    fn new() -> ClientSummary {
+        ClientSummary {
+            recent: HashMap::new(),
+            most_limited: Vec::with_capacity(11),
+            logged: 0,
+        }
+    }
+
+    fn add(&mut self, ip: IpAddr, c: &Client, local: SocketAddr, now: u64) {
+        self.logged += 1;
+        if now.saturating_sub(c.last_s) < client_log::IDLE_S {
+            if let Some(v) = &c.view {
+                match self.recent.get_mut(&**v) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.recent.insert(v.to_string(), 1);
+                    }
+                }
+            }
+        }
+        let least = self
+            .most_limited
+            .last()
+            .map_or(0, |(_, l, _)| l.rate_limited);
+        if c.rate_limited > 0 && (self.most_limited.len() < 10 || c.rate_limited > least) {
+            let at = self
+                .most_limited
+                .partition_point(|(_, l, _)| l.rate_limited >= c.rate_limited);
+            self.most_limited.insert(at, (ip, c.clone(), local));
+            self.most_limited.truncate(10);
+        }
+    }
+
+    /// Every logged client once. With one socket (the default) its log is read in place,
+    /// under its lock: the monitor asks every second, and a merged copy of a full log (16,384
+    /// clients) took megabytes each time.
+    fn of(shared: &Shared, now: u64) -> ClientSummary {
+        let mut sum = ClientSummary::new();
+        let workers = shared.stats.workers();
+        if let [w] = workers.as_slice() {
+            let c = w.lock();
+            for (ip, e) in c.clients.iter() {
+                sum.add(ip, e, w.local, now);
+            }
+        } else {
+            for (ip, (c, local)) in merged_clients(shared) {
+                sum.add(ip, &c, local, now);
+            }
+        }
+        sum
+    }
 }
 
 /// How a request from `client` on `local` finds its view, read from the rules now.
@@ -195,16 +261,8 @@ impl Source for ServeSource {
     fn status(&self) -> Status {
         let runtime = self.shared.runtime.load();
         let totals = self.shared.stats.totals();
-        let clients = merged_clients(&self.shared);
-        let now = unix_now();
-        let mut recent: HashMap<&str, u64> = HashMap::new();
-        for (c, _) in clients.values() {
-            if now.saturating_sub(c.last_s) < client_log::IDLE_S {
-                if let Some(v) = &c.view {
-                    *recent.entry(v).or_default() += 1;
-                }
-            }
-        }
+        let clients = ClientSummary::of(&self.shared, unix_now());
+        let recent = &clients.recent;
         let mut assigned: HashMap<String, (u64, u64)> = HashMap::new();
         let mut spread = Vec::new();
         for g in runtime.groups.iter() {
@@ -262,19 +320,14 @@ impl Source for ServeSource {
                 },
             })
             .collect();
-        let mut limited: Vec<(&IpAddr, &(Client, SocketAddr))> = clients
+        let most_rate_limited = clients
+            .most_limited
             .iter()
-            .filter(|(_, (c, _))| c.rate_limited > 0)
-            .collect();
-        limited.sort_by_key(|(_, (c, _))| std::cmp::Reverse(c.rate_limited));
-        let most_rate_limited = limited
-            .iter()
-            .take(10)
-            .map(|(ip, (c, local))| {
+            .map(|(ip, c, local)| {
                 entry(
                     ip,
                     c,
-                    chosen_by(&runtime.views, &runtime.rule_names, *local, **ip),
+                    chosen_by(&runtime.views, &runtime.rule_names, *local, *ip),
                 )
             })
             .collect();
@@ -306,7 +359,7 @@ impl Source for ServeSource {
             spread,
             most_rate_limited,
             client_log: ClientLogStatus {
-                logged: clients.len() as u64,
+                logged: clients.logged,
                 capacity: client_log::DEFAULT_CAPACITY as u64,
                 not_logged,
             },
