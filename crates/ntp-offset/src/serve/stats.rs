@@ -176,7 +176,25 @@ pub struct WorkerCounts {
     pub clients: ClientLog,
 }
 
+/// The same configuration's view names: the same shared names (pointers compared).
+pub fn same_names(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+}
+
 impl WorkerCounts {
+    fn add(&mut self, b: &Batch, names: &[Arc<str>], now_s: u64) {
+        self.totals.add(&b.totals);
+        if !same_names(&self.names, names) {
+            self.switch_to(names);
+        }
+        for (c, v) in self.by_id.iter_mut().zip(&b.views) {
+            c.add(v);
+        }
+        for s in &b.seen {
+            self.clients.record(s, names, now_s);
+        }
+    }
+
     /// Per view name, everything counted.
     pub fn views(&self) -> BTreeMap<String, ViewCounts> {
         let mut out = self.by_name.clone();
@@ -213,20 +231,20 @@ impl WorkerStats {
 
     /// Adds a batch; `names` are the batch's view names by id, `now_s` its wall-clock second.
     pub fn add(&self, b: &Batch, names: &[Arc<str>], now_s: u64) {
-        let mut w = self.lock();
-        w.totals.add(&b.totals);
-        // The same configuration as the last batch: the same shared names (pointers compared).
-        let same = w.names.len() == names.len()
-            && w.names.iter().zip(names).all(|(a, b)| Arc::ptr_eq(a, b));
-        if !same {
-            w.switch_to(names);
-        }
-        for (c, v) in w.by_id.iter_mut().zip(&b.views) {
-            c.add(v);
-        }
-        for s in &b.seen {
-            w.clients.record(s, names, now_s);
-        }
+        self.lock().add(b, names, now_s);
+    }
+
+    /// [`add`](Self::add) unless a reader holds the lock (the monitor summarizes the client
+    /// log under it, about a millisecond a second): then false, and the worker keeps the
+    /// batch's counts to add with its next, rather than let its socket's queue overflow.
+    pub fn try_add(&self, b: &Batch, names: &[Arc<str>], now_s: u64) -> bool {
+        let mut w = match self.inner.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        w.add(b, names, now_s);
+        true
     }
 
     pub fn lock(&self) -> MutexGuard<'_, WorkerCounts> {

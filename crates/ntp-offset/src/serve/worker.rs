@@ -26,7 +26,7 @@ use crate::entropy::OsEntropy;
 
 use super::assignments::BatchAssigner;
 use super::clock::BatchClock;
-use super::stats::{Batch, WorkerStats};
+use super::stats::{same_names, Batch, WorkerStats};
 use super::Shared;
 
 /// Datagrams per system call: enough to amortize the call under load, small enough that the
@@ -37,6 +37,10 @@ const BATCH: usize = 32;
 /// still missing this long after the last stamped send is lost, and no longer waited for (so
 /// it does not cost a system call per batch for ever).
 const STAMP_LOST_NS: u64 = 1_000_000_000;
+
+/// Counts a worker could not add (a reader held the lock) are added with its next batch; with
+/// this many clients seen still held, it waits for the lock instead.
+const MAX_DEFERRED_SEEN: usize = 4096;
 
 pub struct Worker {
     pub socket: UdpSocket,
@@ -123,6 +127,8 @@ impl Worker {
         let mut counts = Batch::default();
         let mut rng = OsEntropy::default();
         let mut xleave = self.interleaved.then(Interleave::new);
+        // The view names of counts held back from a busy lock (see `MAX_DEFERRED_SEEN`).
+        let mut deferred: Option<Vec<Arc<str>>> = None;
 
         while !self.stop.load(Ordering::Relaxed) {
             let n = match rx.recv(&self.socket) {
@@ -148,7 +154,14 @@ impl Worker {
             }
             let now_mono_ns = monotonic_ns();
             let now_s = super::unix_seconds();
-            counts.reset(runtime.view_names.len());
+            match deferred.take() {
+                Some(names) if same_names(&names, &runtime.view_names) => {}
+                Some(names) => {
+                    self.stats.add(&counts, &names, now_s);
+                    counts.reset(runtime.view_names.len());
+                }
+                None => counts.reset(runtime.view_names.len()),
+            }
             if let Some(x) = xleave.as_mut() {
                 x.collect(&self.socket, &clock, &mut counts, now_mono_ns);
             }
@@ -156,7 +169,7 @@ impl Worker {
                 groups: &runtime.groups,
                 now_s,
             };
-            counts.totals.received = n as u64;
+            counts.totals.received += n as u64;
             pending.clear();
             for i in 0..n {
                 let Some(r) = rx.get(i) else {
@@ -231,7 +244,14 @@ impl Worker {
                     x.collect(&self.socket, &clock, &mut counts, now_mono_ns);
                 }
             }
-            self.stats.add(&counts, &runtime.view_names, now_s);
+            if counts.seen.len() >= MAX_DEFERRED_SEEN {
+                self.stats.add(&counts, &runtime.view_names, now_s);
+            } else if !self.stats.try_add(&counts, &runtime.view_names, now_s) {
+                deferred = Some(runtime.view_names.clone());
+            }
+        }
+        if let Some(names) = deferred {
+            self.stats.add(&counts, &names, super::unix_seconds());
         }
     }
 }
