@@ -354,6 +354,26 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_that_finds_the_lock_held_is_kept_not_waited_for() {
+        let names: Vec<Arc<str>> = vec!["a".into()];
+        let w = WorkerStats::new(sa("127.0.0.1:1"), 16);
+        let mut b = Batch::default();
+        b.reset(1);
+        b.totals.received = 2;
+        b.client("198.18.0.1".parse().unwrap(), Some(ViewId(0)), false);
+        {
+            let _reader = w.lock();
+            assert!(!w.try_add(&b, &names, 100), "a reader holds the lock");
+        }
+        // The worker adds to the batch it kept, and adds both once the lock is free.
+        b.totals.received += 1;
+        b.client("198.18.0.2".parse().unwrap(), Some(ViewId(0)), true);
+        assert!(w.try_add(&b, &names, 101));
+        let c = w.lock();
+        assert_eq!((c.totals.received, c.clients.len()), (3, 2));
+    }
+
+    #[test]
     fn workers_are_summed_on_read_and_kept_when_they_stop() {
         let stats = Stats::default();
         let names: Vec<Arc<str>> = vec!["a".into(), "b".into()];
