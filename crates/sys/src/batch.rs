@@ -156,6 +156,26 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Op
     }
 }
 
+impl RecvBatch {
+    /// Control messages the kernel attached to datagram `i` of the last call (for tests).
+    pub fn control_messages(&self, i: usize) -> usize {
+        let h = &self.hdrs[i].msg_hdr;
+        if h.msg_control.is_null() {
+            return 0;
+        }
+        let mut n = 0;
+        // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros walk within them.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                n += 1;
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        n
+    }
+}
+
 fn rx_timestamp(h: &libc::msghdr) -> Option<(i64, i64)> {
     if h.msg_control.is_null() || h.msg_flags & libc::MSG_CTRUNC != 0 {
         return None;
@@ -167,6 +187,14 @@ fn rx_timestamp(h: &libc::msghdr) -> Option<(i64, i64)> {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
                 let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
                 return Some((ts.tv_sec, ts.tv_nsec));
+            }
+            // A socket that reports transmit stamps gets its receive stamps here instead:
+            // three timespecs, the first the software one.
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPING {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                if ts.tv_sec != 0 || ts.tv_nsec != 0 {
+                    return Some((ts.tv_sec, ts.tv_nsec));
+                }
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
@@ -417,6 +445,29 @@ pub fn is_retryable(e: &io::Error) -> bool {
 /// Asks the kernel to stamp every received datagram with CLOCK_REALTIME (SO_TIMESTAMPNS).
 pub fn enable_rx_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
     set_socket_option(socket, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Sets the IPv4 Don't Fragment bit on everything `socket` sends, without path MTU discovery
+/// (IP_PMTUDISC_PROBE). A datagram with DF set needs no IP identifier, and choosing one for
+/// each unconnected datagram (a keyed hash and an atomic add in a table shared by all
+/// sockets) was 2.3 % of a saturated server's CPU (perf). For answers no longer than their
+/// requests, which arrived whole.
+pub fn set_dont_fragment(socket: &impl AsRawFd) -> io::Result<()> {
+    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: a plain setsockopt with an int-sized value that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A SOL_SOCKET option whose value is an int.

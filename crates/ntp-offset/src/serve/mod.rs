@@ -207,16 +207,12 @@ impl SocketPlan {
 
 fn bind_one(addr: SocketAddr, reuse_port: bool, tx_stamps: bool) -> Result<UdpSocket, String> {
     let in_use = " (another NTP server, e.g. chronyd or ntpd, may be listening there)";
-    crate::udp::bind_timestamped(addr, in_use, |socket| {
+    let socket = crate::udp::bind_timestamped(addr, in_use, |socket| {
         // A deeper queue absorbs bursts; the kernel caps it at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(1 << 20);
-        if tx_stamps {
-            ntp_offset_sys::txstamp::enable_tx_stamp_reports(socket).map_err(|e| {
-                (
-                    "enable transmit timestamps (interleaved mode) on".to_string(),
-                    e,
-                )
-            })?;
+        if addr.is_ipv4() {
+            ntp_offset_sys::batch::set_dont_fragment(socket)
+                .map_err(|e| ("set IP_MTU_DISCOVER on".to_string(), e))?;
         }
         if reuse_port {
             socket
@@ -226,7 +222,14 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, tx_stamps: bool) -> Result<UdpSo
         socket
             .set_read_timeout(Some(RECV_TIMEOUT))
             .map_err(|e| ("set a timeout on".to_string(), e))
-    })
+    })?;
+    // After binding, which turns on SO_TIMESTAMPNS: this replaces it.
+    if tx_stamps {
+        ntp_offset_sys::txstamp::enable_tx_stamp_reports(&socket).map_err(|e| {
+            format!("cannot enable transmit timestamps (interleaved mode) on {addr}: {e}")
+        })?;
+    }
+    Ok(socket)
 }
 
 /// `plan.workers` sockets on `addr`: one plain socket for one worker; else a SO_REUSEPORT
