@@ -416,21 +416,7 @@ fn pktinfo_cmsg(buf: &mut [u64; OWN_CMSG_LEN / 8], from: Ipv6Addr) -> usize {
 /// Lets an IPv6 socket send from addresses that are not the host's (IPV6_FREEBIND), with
 /// [`SendBatch::push_from`]; replies reach it where a route delivers the addresses locally.
 pub fn allow_any_source(socket: &impl AsRawFd) -> io::Result<()> {
-    let value: libc::c_int = 1;
-    // SAFETY: a plain setsockopt with an int-sized value that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_FREEBIND,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1)
 }
 
 /// True for receive errors that only mean "nothing yet": a receive timeout (SO_RCVTIMEO), an
@@ -453,21 +439,12 @@ pub fn enable_rx_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
 /// sockets) was 2.3 % of a saturated server's CPU (perf). For answers no longer than their
 /// requests, which arrived whole.
 pub fn set_dont_fragment(socket: &impl AsRawFd) -> io::Result<()> {
-    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: a plain setsockopt with an int-sized value that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_option(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
 }
 
 /// A SOL_SOCKET option whose value is an int.
@@ -476,11 +453,21 @@ pub(crate) fn set_socket_option(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
+    set_int_option(socket, libc::SOL_SOCKET, name, value)
+}
+
+/// A socket option at `level` whose value is an int.
+fn set_int_option(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a plain setsockopt with an int-sized value that outlives the call.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             name,
             (&value as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,

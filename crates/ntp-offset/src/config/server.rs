@@ -2,6 +2,7 @@
 //! second policy and the per-client rate limit.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 
 use ntp_offset_proto::leap::LeapPolicy;
 use ntp_offset_proto::ratelimit::RateLimitParams;
@@ -177,53 +178,37 @@ impl Context<'_> {
                 Err(e) => return self.err(i.span(), "rate_limit.interval", e),
             }
         }
-        if let Some(b) = &r.burst {
-            match *b.get_ref() {
-                n @ 1..=100_000 => p.burst = n as u32,
-                n => {
-                    return self.err(
-                        b.span(),
-                        "rate_limit.burst",
-                        format!("{n}: must be 1-100000"),
-                    )
+        let int =
+            |v: &Option<Spanned<i64>>, key: &str, range: RangeInclusive<i64>, rule: &str| match v {
+                Some(v) if !range.contains(v.get_ref()) => {
+                    self.err(v.span(), key, format!("{}: {rule}", v.get_ref()))
                 }
-            }
+                v => Ok(v.as_ref().map(|v| *v.get_ref())),
+            };
+        if let Some(n) = int(
+            &r.burst,
+            "rate_limit.burst",
+            1..=100_000,
+            "must be 1-100000",
+        )? {
+            p.burst = n as u32;
         }
-        if let Some(t) = &r.table_size {
-            match *t.get_ref() {
-                n @ 2..=16_777_216 => p.table_size = n as usize,
-                n => {
-                    return self.err(
-                        t.span(),
-                        "rate_limit.table_size",
-                        format!("{n}: must be 2-16777216 (each slot takes 16 bytes)"),
-                    )
-                }
-            }
+        let rule = "must be 2-16777216 (each slot takes 16 bytes)";
+        if let Some(n) = int(&r.table_size, "rate_limit.table_size", 2..=16_777_216, rule)? {
+            p.table_size = n as usize;
         }
-        if let Some(l) = &r.ipv6_prefix {
-            match *l.get_ref() {
-                n @ 16..=128 => p.ipv6_prefix = n as u8,
-                n => {
-                    return self.err(
-                        l.span(),
-                        "rate_limit.ipv6_prefix",
-                        format!("{n}: must be a prefix length of 16-128 (128: per address only)"),
-                    )
-                }
-            }
+        let rule = "must be a prefix length of 16-128 (128: per address only)";
+        if let Some(n) = int(&r.ipv6_prefix, "rate_limit.ipv6_prefix", 16..=128, rule)? {
+            p.ipv6_prefix = n as u8;
         }
-        if let Some(f) = &r.prefix_factor {
-            match *f.get_ref() {
-                n @ 1..=1_000_000 => p.prefix_factor = n as u32,
-                n => {
-                    return self.err(
-                        f.span(),
-                        "rate_limit.prefix_factor",
-                        format!("{n}: must be 1-1000000"),
-                    )
-                }
-            }
+        let rule = "must be 1-1000000";
+        if let Some(n) = int(
+            &r.prefix_factor,
+            "rate_limit.prefix_factor",
+            1..=1_000_000,
+            rule,
+        )? {
+            p.prefix_factor = n as u32;
         }
         p.kod = r.kod.unwrap_or(false);
         Ok(Some(p))
