@@ -149,11 +149,17 @@ def pps_source(guest, args, check, tick_port):
     check(f"the guest's clock set by hand: {off * 1e3:+.1f} ms from the host's (±{bound * 1e3:.1f})",
           abs(off) < 0.1, off)
     # pulse listen samples a transmitter once its ticks have made a track (the first ones do).
+    # A guest frozen for seconds by a busy host (steal time; seen once, beside the DCF77 guest)
+    # sends no tick for the pulses it slept through: those may be missing, but every tick
+    # there is must carry one of the host's seconds, and mark it (the check after this one: a
+    # tick numbered a second wrong would be a second off its pulse).
     pulsed = [s for s in sorted(by_second) if host_seconds and s <= host_seconds[-1]]
-    check(f"from the listener's first sample on, a tick from the guest for each of the host's "
-          f"pulses, numbered as the host numbered them ({len(pulsed)} of {len(host_seconds)})",
-          len(host_seconds) == 8 and len(pulsed) >= 5 and pulsed == host_seconds[-len(pulsed):],
-          (host_seconds, sorted(by_second)))
+    missing = [s for s in host_seconds if pulsed and s > pulsed[0] and s not in by_second]
+    check(f"from the listener's first sample on, a tick from the guest for the host's pulses, "
+          f"numbered as the host numbered them ({len(pulsed)} of {len(host_seconds)}"
+          f"{f'; none for {missing}, slept through' if missing else ''})",
+          len(host_seconds) == 8 and len(pulsed) >= 3 and set(pulsed) <= set(host_seconds)
+          and len(missing) <= 3, (host_seconds, sorted(by_second)))
     after = [s for s in sorted(by_second) if host_seconds and s > host_seconds[-1]]
     check(f"then, without pulses, ticks numbered on ({len(after)} seconds)",
           len(after) >= 3 and after[:3] == [host_seconds[-1] + k for k in (1, 2, 3)],
