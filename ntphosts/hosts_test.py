@@ -126,6 +126,11 @@ class Hosts:
                                       prefix=self.ns.cmd())
         for name, g in self.guests.items():
             g.wait_for("GUEST-READY", BOOT_TIMEOUT)
+            # Booted, each guest runs ahead of whatever else shares the machine (the suite runs
+            # the VM host test's 8 guests and the cargo tests beside this one): B - A is the
+            # difference of two guests' interrupt latencies, and a cold CI run lost its 1 ms
+            # bound to a guest starved while 8 others booted. Booting needs no such priority.
+            g.prioritize()
             g.ok(f"echo '{self.keys.read_text().strip()}' > /etc/tick.keys && chmod 600 /etc/tick.keys")
 
     def start_sender(self, legacy, name="send"):
@@ -228,13 +233,15 @@ def within(s, r):
             and abs(rb["offset"] - 15) <= rb["delay"] / 2 + s.host_tolerance)
 
 
-def wait_settled(hosts, s, a, b, timeout=90):
+def wait_settled(hosts, s, a, b, timeout=180):
     """Five readings in a row within the bounds and within the median's bound beyond half the
     round trips, spanning at most half the median's bound: a daemon that has just selected its
     source may still be converging for a while. (A cold CI run once measured the guests 2.8 ms
     apart right after selection, under the VM host test's load; another, beside the fuzzers'
     build, had B still slewing 0.1 ms/s after three good readings, and its median came out at
-    1.2 ms.) Returns the last reading, or fails with it."""
+    1.2 ms; a third, in CI, found no 5 steady readings in 90 s while the VM host test's 8
+    guests booted beside it, which took 188 s in a cold run here that day: hence 180 s, time
+    only a loaded machine spends.) Returns the last reading, or fails with it."""
     deadline = time.monotonic() + timeout
     run, last = [], None
     while time.monotonic() < deadline:
