@@ -187,7 +187,12 @@ bool dhcp_step(struct dhcp *d, const uint8_t mac[6], uint32_t now_ms)
 			memcpy(d->subnet, r.subnet, 4);
 			memcpy(d->router, r.router, 4);
 			d->lease_s = r.lease_s ? r.lease_s : 3600;
-			d->bound_ms = now_ms;
+			/*
+			 * The lease counts from the REQUEST (RFC 2131 4.4.1), not from when the
+			 * ACK is read: while ticking, that waits for the next tick, and renewals
+			 * then came 31-32 s apart for a 60-s lease.
+			 */
+			d->bound_ms = d->sent_ms;
 			d->state = DHCP_BOUND;
 			d->xid++;
 			return changed;
