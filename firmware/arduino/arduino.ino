@@ -13,6 +13,7 @@
 #pragma GCC diagnostic ignored "-Wsign-conversion"
 #include <Arduino.h>
 #include <EEPROM.h>
+#include <avr/sleep.h>
 #pragma GCC diagnostic pop
 
 #include "config.h"
@@ -313,6 +314,34 @@ static void network_step(void)
 #endif
 }
 
+/*
+ * The loop sleeps (idle mode: the timers, the pin interrupt and the UART run on) until the
+ * next interrupt, unless an edge waits or a decoder deadline is near. Timer 0 wakes the CPU
+ * every 1.024 ms, so within two of its periods of a deadline the loop stays awake as it
+ * always did, and a holdover mark leaves as promptly. Asleep, the loop stops polling the
+ * W5100 over SPI tens of thousands of times a second, and simavr skips the idle cycles
+ * (they were most of the firmware tests' simulated time).
+ */
+#define AWAKE_BEFORE_DEADLINE_US 2100
+
+static void idle(void)
+{
+	int64_t deadline;
+
+	if (dcf77_next_deadline(&decoder, &deadline) &&
+	    deadline - widen(micros()) < AWAKE_BEFORE_DEADLINE_US)
+		return;
+	cli();
+	if (edge_tail == edge_head) {
+		sleep_enable();
+		/* SEI takes effect after the next instruction: no interrupt comes between. */
+		sei();
+		sleep_cpu();
+		sleep_disable();
+	}
+	sei();
+}
+
 void setup(void)
 {
 	Serial.begin(115200);
@@ -330,6 +359,8 @@ void setup(void)
 	dcf77_init(&decoder, CONFIG_CALIBRATION_US, 3600LL * 1000000LL);
 	pinMode(CONFIG_DCF77_PIN, INPUT);
 	attachInterrupt(digitalPinToInterrupt(CONFIG_DCF77_PIN), on_edge, CHANGE);
+	/* avr-libc's macro narrows an int; idle mode is SM2..0 = 000 (the ATmega328P's SMCR). */
+	SMCR = 0;
 	Serial.println(F("dcf77: waiting for the signal"));
 }
 
@@ -360,4 +391,5 @@ void loop(void)
 	note_send(w5100_send_status(TICK_SOCKET));
 	network_step();
 	serial_command();
+	idle();
 }

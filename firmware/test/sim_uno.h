@@ -9,4 +9,7 @@
 /* The AVR with `elf` loaded, ready to run; NULL (said on stderr) if it cannot be. */
 avr_t *sim_uno_load(const char *elf);
 
+/* Cycles the AVR has spent asleep (simavr skips them). */
+extern avr_cycle_count_t sim_uno_asleep_cycles;
+
 #endif
