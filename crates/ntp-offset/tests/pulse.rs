@@ -441,12 +441,24 @@ mod single_receiver {
         })
         .unwrap_or_else(|| panic!("no legacy samples:\n{}", listener.log_text()));
         assert!(text.contains("locked to legacy `time` pulses"), "{text}");
-        // The local clock is the tick clock here: each pulse's offset is the path latency.
-        for line in text.lines().filter(|l| l.starts_with('{')) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let off = v["offset_ns"].as_i64().unwrap();
-            assert!((-5_000_000..=0).contains(&off), "{line}");
-        }
+        // The local clock is the tick clock here: each pulse's offset is the sender's lateness
+        // at the second plus the loopback path. The best pulse shows that (within 5 ms); any
+        // one may have waited for a CPU (6.8 ms in a cold run beside ten TCG guests on a VM
+        // with 7 % steal time), but never for long, and never with the other sign.
+        let offsets: Vec<i64> = text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["offset_ns"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            offsets.iter().all(|o| (-50_000_000..=0).contains(o))
+                && offsets.iter().max().is_some_and(|o| *o >= -5_000_000),
+            "{text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
