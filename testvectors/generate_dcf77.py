@@ -179,7 +179,7 @@ def cases():
             yield acquired(Signal(f"hour-{name}-{hour:02}", start, summer=summer), 2)
 
     # An afternoon with room for the firmware's simavr run to restart the AVR after the first
-    # synchronized minute and synchronize again (crates/ntp-offset/tests/firmware.rs).
+    # synchronized minute and synchronize again (crates/ntp-offset/tests/integration/firmware.rs).
     yield acquired(Signal("afternoon-cest-15h-restart", utc(2026, 7, 15, 13, 56), summer=True), 6)
 
     # Local midnights that end a month, a leap February and a year (the frame's date changes

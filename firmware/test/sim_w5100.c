@@ -12,7 +12,7 @@
  * where CASE_MS is the time on the case's clock. Only the limited broadcast and the DHCP
  * server (198.18.1.1) answer ARP here; a SEND to anything else ends in TIMEOUT after the
  * retry time the firmware set (RTR * (RCR + 1)), as on the chip. The AVR's EEPROM lives
- * through a reset, as on the board. The Rust test (crates/ntp-offset/tests/firmware.rs)
+ * through a reset, as on the board. The Rust test (crates/ntp-offset/tests/integration/firmware.rs)
  * checks the output with the project's tick decoder.
  *
  * Usage: sim_w5100 FIRMWARE.elf SIGNALS.txt CASE OUT.txt [RESET_AT_MS]

@@ -475,8 +475,12 @@ pub fn chrony_query(
     chrony_offset(&text).ok_or(text)
 }
 
+/// A new folder for one test's files. All integration tests share one process, so the tag
+/// alone (which names the folder for a reader) need not be unique: a counter makes it so.
 pub fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ntp-offset-test-{}-{tag}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("ntp-offset-test-{}-{n}-{tag}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -1,5 +1,5 @@
 //! NTS: KE records, cookies, extension fields, and whole exchanges through the responder, as
-//! a client would check them. chrony is the real peer (crates/ntp-offset/tests/nts.rs).
+//! a client would check them. chrony is the real peer (crates/ntp-offset/tests/integration/nts.rs).
 
 use proptest::prelude::*;
 
