@@ -311,20 +311,31 @@ def run_setup(hosts, name, s, check, minutes):
         return []
     took = wait_selected(hosts, s, SELECT_TIMEOUT)
     check(f"{name}: {s.daemon} selected {s.selected} in both guests ({took:.0f} s)", True)
-    r = wait_settled(hosts, s, a, b)
-    readings = [r]
-    for _ in range(4):
-        time.sleep(2)
-        readings.append(hosts.apart(a, b))
-    excess = [abs(x[0] - 15) - x[1] for x in readings if x]
+    # Five readings after the guests settled. A guest starved by its neighbours can start
+    # slewing again after settling (a cold run here: B moved 1.5 ms in 8 s after five steady
+    # readings, while the package test's guest compiled beside it): then the guests settle
+    # and are measured once more, and the check judges that. A real error, such as a bias,
+    # fails both.
+    for attempt in (1, 2):
+        r = wait_settled(hosts, s, a, b)
+        readings = [r]
+        for _ in range(4):
+            time.sleep(2)
+            readings.append(hosts.apart(a, b))
+        excess = [abs(x[0] - 15) - x[1] for x in readings if x]
+        steady = (len(excess) == 5 and all(within(s, x) for x in readings) and
+                  statistics.median(excess) <= s.apart_median)
+        if steady or attempt == 2:
+            break
+        print(f"  {name}: moved after settling (B - A - 15 s: "
+              f"{', '.join(f'{(x[0] - 15) * 1e3:+.3f}' for x in readings if x)} ms): "
+              "settling and measuring again", flush=True)
     check(f"{name}: A {r[2]['offset'] * 1e3:+.2f} ms, B {r[3]['offset']:+.6f} s from the host "
           f"(stratum {r[2]['stratum']}/{r[3]['stratum']}, refid {r[2]['refid']}/{r[3]['refid']}); "
           f"|B - A - 15 s| beyond half the round trips over 5 readings: median "
           f"{statistics.median(excess) * 1e3:+.3f} ms, worst {max(excess) * 1e3:+.3f} ms (allowed "
           f"{s.apart_median * 1e3:.0f} and {s.apart_max * 1e3:.0f} ms)",
-          len(excess) == 5 and all(within(s, x) for x in readings) and
-          statistics.median(excess) <= s.apart_median and
-          all(x[i]["refid"] in answer_refids(s) for x in readings if x for i in (2, 3)), readings)
+          steady and all(x[i]["refid"] in answer_refids(s) for x in readings if x for i in (2, 3)), readings)
     if s.b_ahead != 15:
         _, log = gb.run("cat /tmp/listen.log")
         text = "\n".join(log)
