@@ -319,6 +319,24 @@ pub fn ntp_exchange_from(
     None
 }
 
+/// Asserts that `addr` serves `expected` seconds from this host's clock, as an SNTP client
+/// would check: of four exchanges, the one with the least round trip must be within 1 ms, or
+/// within half its round trip (plus 0.1 ms) on a machine too busy for that. The true offset
+/// lies within half the round trip of a measured one, and a single exchange on a loaded machine
+/// can be preempted between its stamp and its send.
+pub fn assert_serves_offset(addr: SocketAddr, expected: f64) -> Sample {
+    let best = (0..4)
+        .filter_map(|_| ntp_exchange(addr, Duration::from_secs(2)))
+        .min_by_key(|s| s.delay.nanos())
+        .unwrap_or_else(|| panic!("{addr} did not answer"));
+    let (offset, delay) = (best.offset.as_secs_f64(), best.delay.as_secs_f64());
+    assert!(
+        (offset - expected).abs() < (delay / 2.0 + 1e-4).max(1e-3),
+        "{addr} serves {offset:+.6} s, not {expected:+} s (round trip {delay:.6} s)"
+    );
+    best
+}
+
 /// Runs a command to completion within `timeout`, or kills it and fails.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
     // An ntp-offset daemon among them must not meet another's control socket.
