@@ -49,7 +49,7 @@ from qemu_guest import Check, Guest, HostProcess, Namespace  # noqa: E402
 HOST = "198.18.9.1"
 ADDRS = {"A": "198.18.9.10", "B": "198.18.9.11"}
 BROADCAST = "198.18.9.255"
-BOOT_TIMEOUT = 180
+BOOT_TIMEOUT = 360  # two TCG guests beside the other stages (up after 111 s in a CI run)
 SELECT_TIMEOUT = 150
 RELOCK_TIMEOUT = 90
 HOLD_SECONDS = 30

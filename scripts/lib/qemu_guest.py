@@ -101,14 +101,19 @@ class Guest:
         self.proc.stdin.write(f"{cmd}{sep}echo {marker}$?\n".encode())
         self.proc.stdin.flush()
         out = []
+        done = re.compile(re.escape(marker) + r"(\d+)\s*$")
         for line in self._lines(timeout):
             line = PROMPT.sub("", line)
-            if marker in line:
-                head, rc = line.split(marker, 1)
+            m = done.search(line)
+            if m:
+                head = line[:m.start()]
                 if head.strip():
                     out.append(head)
-                return int(rc.strip() or 1), out
-            out.append(line)
+                return int(m.group(1)), out
+            # A guest not yet at its shell echoes what was typed: `echo @@DONE-n-$?` is not
+            # the status.
+            if marker not in line:
+                out.append(line)
         raise AssertionError(f"guest command timed out: {cmd}")
 
     def ok(self, cmd):
