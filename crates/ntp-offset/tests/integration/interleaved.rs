@@ -87,10 +87,10 @@ fn get<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-/// ntpdata's "Offset" in seconds ("+0.000000042 seconds"): the last measurement against
-/// chronyd's own estimate of the time (which, with -x, it keeps apart from the clock).
-fn offset(pairs: &[(String, String)]) -> f64 {
-    get(pairs, "Offset")
+/// An ntpdata field in seconds ("+0.000000042 seconds"). Its "Offset" is the last measurement
+/// against chronyd's own estimate of the time (which, with -x, it keeps apart from the clock).
+fn seconds(pairs: &[(String, String)], key: &str) -> f64 {
+    get(pairs, key)
         .split_whitespace()
         .next()
         .and_then(|v| v.parse().ok())
@@ -141,11 +141,12 @@ fn chronyd_with_xleave_gets_interleaved_answers_that_measure_the_view() {
         ntpdata(&sock, v6).filter(|d| get(d, "Interleaved") == "Yes")
     })
     .unwrap_or_else(|| panic!("over IPv6: {:?}", ntpdata(&sock, v6)));
-    // Both agree with chronyd's estimate, which is the views' +15 s.
+    // Both agree with chronyd's estimate, which is the views' +15 s: within 1 ms, or half the
+    // measurement's round trip on a machine too busy for that (one measurement, unfiltered).
     for (what, d) in [("interleaved", &data), ("basic", &plain), ("IPv6", &ipv6)] {
-        let o = offset(d);
+        let (o, delay) = (seconds(d, "Offset"), seconds(d, "Peer delay"));
         assert!(
-            o.abs() < 1e-3,
+            o.abs() < (delay / 2.0 + 1e-4).max(1e-3),
             "{what}: last offset {o} s from chronyd's estimate: {d:?}"
         );
     }
