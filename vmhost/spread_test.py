@@ -35,7 +35,7 @@ from qemu_guest import Check, Guest, HostProcess, Namespace  # noqa: E402
 SERVER = "198.18.0.1"
 VIEWS = {"s00": 0, "s15": 15, "s30": 30, "s45": 45}
 # For all guests together: several TCG guests boot at once on two cores, beside the other
-# stages' guests (CI's run needed more than 300 s; 154-188 s in cold runs here).
+# stages' guests (CI's run needed more than 300 s; 154-263 s in cold runs here).
 BOOT_TIMEOUT = 600
 # ntpsec's ntpd steps to a new view only after its stepout, at least 300 s (measured up to
 # 340 s; chronyd: under 30 s).
