@@ -180,14 +180,23 @@ class Hosts:
         self.ns.delete()
 
 
-def set_clock(g, ahead):
+def set_clock(g, ahead, tolerance=0.25, tries=3):
     """Sets the guest's clock to the host's + `ahead` s by hand, as an admin would: the
-    command is sent just before a whole host second, so it lands within a few ms of it."""
-    time.sleep((0.985 - time.time() % 1) % 1)
-    target = int(time.time()) + 1 + ahead
-    g.ok(f"date -u -s '{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(target))}' > /dev/null")
-    off, _ = g.clock_offset()
-    return off
+    command is sent just before a whole host second, so it lands within a few ms of it, or
+    within a tenth of a second on a busy machine. When the guest's console was slower than
+    that (in a cold run, 0.85 s: B meant to be 1 s ahead was 1.85 s ahead, and its `pulse
+    listen` rightly said 2 s), it is set again."""
+    for _ in range(tries):
+        time.sleep((0.985 - time.time() % 1) % 1)
+        target = int(time.time()) + 1 + ahead
+        g.ok(f"date -u -s '{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(target))}' > /dev/null")
+        off, _ = g.clock_offset()
+        if abs(off - ahead) <= tolerance:
+            return off
+        print(f"  the guest's clock landed at {off:+.4f} s, not {ahead:+d} s: setting it again",
+              flush=True)
+    raise AssertionError(f"could not set a guest's clock to the host's {ahead:+d} s "
+                         f"within {tolerance} s in {tries} tries (last {off:+.4f} s)")
 
 
 def selected(hosts, s, fresh):
