@@ -112,6 +112,17 @@ impl Report {
 
     /// What went wrong, when nothing usable came back: every request's fate, counted.
     pub fn problem(&self) -> String {
+        format!(
+            "no time from {} request{}: {}",
+            self.requests,
+            if self.requests == 1 { "" } else { "s" },
+            self.misses().join(", ")
+        )
+    }
+
+    /// The requests that brought no answer, by fate: unanswered, each kiss-o'-death code (with
+    /// what it asks of the client), and each error; empty when every request was answered.
+    pub fn misses(&self) -> Vec<String> {
         let mut parts = Vec::new();
         if self.silent > 0 {
             parts.push(format!(
@@ -136,12 +147,7 @@ impl Report {
             parts.push(format!("{n} kiss-o'-death {code}{why}"));
         }
         parts.extend(self.errors.iter().cloned());
-        format!(
-            "no time from {} request{}: {}",
-            self.requests,
-            if self.requests == 1 { "" } else { "s" },
-            parts.join(", ")
-        )
+        parts
     }
 }
 
@@ -264,12 +270,14 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
     let mut all_good = true;
     for (target, r) in &results {
         match r {
-            Ok(Report {
-                best: Some(s),
-                requests,
-                answers,
-                ..
-            }) => {
+            Ok(
+                report @ Report {
+                    best: Some(s),
+                    requests,
+                    answers,
+                    ..
+                },
+            ) => {
                 let h = &s.header;
                 let li = h.leap as u8;
                 let mut note = String::new();
@@ -277,7 +285,11 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
                     note += "  unsynchronized";
                 }
                 if answers < requests {
-                    note += &format!("  ({answers} of {requests} answered)");
+                    // Say what the JSON says: the others' fates, kiss codes included.
+                    note += &format!(
+                        "  ({answers} of {requests} answered; {})",
+                        report.misses().join(", ")
+                    );
                 }
                 all_good &= h.leap != LeapIndicator::Unsynchronized;
                 out(format_args!(
@@ -367,6 +379,25 @@ mod tests {
         r.add(Outcome::Kiss(*b"RATE"));
         r.add(Outcome::Kiss(*b"DENY"));
         assert_eq!(r.problem(), "no time from 4 requests: 1 unanswered within 2.0 s each, 2 kiss-o'-death RATE (the server rate-limits this client: ask less often), 1 kiss-o'-death DENY (the server refuses this client)");
+    }
+
+    #[test]
+    fn a_partly_answered_report_still_names_the_misses() {
+        let mut r = Report {
+            timeout: Duration::from_secs(2),
+            ..Report::default()
+        };
+        r.add(Outcome::Silence);
+        r.add(Outcome::Kiss(*b"RATE"));
+        r.add(Outcome::Silence);
+        assert_eq!(
+            r.misses(),
+            [
+                "2 unanswered within 2.0 s each",
+                "1 kiss-o'-death RATE (the server rate-limits this client: ask less often)"
+            ]
+        );
+        assert!(Report::default().misses().is_empty());
     }
 
     #[test]

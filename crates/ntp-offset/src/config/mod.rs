@@ -118,13 +118,22 @@ pub fn parse(source: &str, file: &str) -> Result<ServeConfig, ConfigError> {
         flag_names: None,
     };
     let raw: raw::RawFile = toml::from_str(source).map_err(|e| {
-        let line = e.span().map(|s| cx.line_of(&s));
-        // toml's message says what was expected; the span gives the line.
+        // toml's message says what was expected; the span gives the line, and the line and
+        // the table header above it the field.
+        let span = e.span();
+        let field = span
+            .as_ref()
+            .map(|s| raw::field_at(source, s.start))
+            .unwrap_or_default();
+        let mut message = e.message().trim().to_string();
+        if let Some(hint) = raw::type_hint(&field, &message) {
+            message = format!("{message}: {hint}");
+        }
         ConfigError {
             file: file.to_string(),
-            line,
-            field: String::new(),
-            message: e.message().trim().to_string(),
+            line: span.map(|s| cx.line_of(&s)),
+            field,
+            message,
         }
     })?;
     cx.build(raw)
@@ -369,6 +378,25 @@ clients = ["198.18.0.0/15", "::1"]
                 .starts_with("t.toml:19: view `plus15`.offset: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_field_and_what_to_write() {
+        let e = error(&GOOD.replace("offset = \"+15s\"", "offset = 15"));
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (Some(19), "view `plus15`.offset")
+        );
+        assert!(e.message.contains("offset = \"15s\""), "{e}");
+        let e = error(&GOOD.replace("name = \"vms\"", "name = 7"));
+        assert_eq!(e.field, "spread `7`.name", "{e}");
+        assert!(
+            e.message.ends_with("text goes in quotes: name = \"7\""),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("burst = 4", "burst = \"4\""));
+        assert_eq!(e.field, "rate_limit.burst", "{e}");
+        assert!(!e.message.contains("quotes"), "{e}");
     }
 
     #[test]

@@ -94,3 +94,84 @@ pub(super) struct RawSpread {
 pub(super) fn flag<T>(value: T) -> Spanned<T> {
     Spanned::new(0..0, value)
 }
+
+/// The keys whose text is a duration (`"15s"`, `"-250ms"`), for the hint when a file gives a
+/// bare number.
+const DURATION_KEYS: &[&str] = &[
+    "offset",
+    "interval",
+    "leap_smear_window",
+    "forget_after",
+    "key_rotation",
+    "timeout",
+    "delay",
+    "outlier",
+    "holdover",
+    "step_threshold",
+];
+
+/// The field that the byte at `at` belongs to, named as the checks name it (`server.listen`,
+/// ``view `b`.offset``): the key on its line under the nearest table header above, or the
+/// header itself. Empty where the line has neither (a value continued over lines).
+pub(super) fn field_at(source: &str, at: usize) -> String {
+    let at = at.min(source.len());
+    let line_start = source[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = source[line_start..].lines().next().unwrap_or("");
+    let header = |l: &str| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    };
+    let key = |l: &str| {
+        l.split_once('=')
+            .map(|(k, v)| (k.trim().trim_matches('"').to_string(), v.trim().to_string()))
+    };
+    // The table: the header above (or on) this line, and the name its block gives itself
+    // (`[[view]]` and `[[spread]]` entries are known by name).
+    let above: Vec<&str> = source[..line_start].lines().collect();
+    let (table, block_start) = match header(line) {
+        Some(h) => (Some(h), line_start),
+        None => match above.iter().rposition(|l| header(l).is_some()) {
+            Some(i) => (
+                header(above[i]),
+                above[..=i].iter().map(|l| l.len() + 1).sum::<usize>(),
+            ),
+            None => (None, 0),
+        },
+    };
+    let name = source[block_start..]
+        .lines()
+        .take_while(|l| header(l).is_none())
+        .filter_map(key)
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.trim_matches('"').to_string());
+    let table = match (table, name) {
+        (Some(t), Some(n)) => Some(format!("{t} `{n}`")),
+        (t, _) => t,
+    };
+    if header(line).is_some() {
+        return table.unwrap_or_default();
+    }
+    match (table, key(line)) {
+        (Some(t), Some((k, _))) => format!("{t}.{k}"),
+        (None, Some((k, _))) => k,
+        (_, None) => String::new(),
+    }
+}
+
+/// What to write instead, when toml's message is that a number came where text belongs.
+pub(super) fn type_hint(field: &str, message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid type: ")?;
+    let number = rest
+        .strip_prefix("integer `")
+        .or_else(|| rest.strip_prefix("floating point `"))?
+        .split_once('`')
+        .filter(|(_, tail)| tail.contains("expected a string"))?
+        .0;
+    let key = field.rsplit('.').next().unwrap_or(field);
+    Some(if DURATION_KEYS.contains(&key) {
+        format!("a duration is text with a unit: {key} = \"{number}s\" (or \"{number}ms\", \"{number}m\", ...)")
+    } else {
+        format!("text goes in quotes: {key} = \"{number}\"")
+    })
+}

@@ -89,7 +89,7 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
             "requests",
             "Requests per second by view (last hour)",
             &views,
-            "/s",
+            Unit::Suffix("/s"),
             true,
         );
         let bars: Vec<(String, f64)> = st
@@ -117,7 +117,7 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
             "drops",
             "Dropped requests per second by reason",
             &drops,
-            "/s",
+            Unit::Suffix("/s"),
             true,
         );
     }
@@ -132,7 +132,7 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
         ("offset", "reference/offset"),
         ("error bound", "reference/error"),
     ] {
-        let pts = series(key, 1e3);
+        let pts = series(key, 1.0);
         if !pts.is_empty() {
             reference.push((name.to_string(), pts));
         }
@@ -141,14 +141,21 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
     if matches!(status, Status::Serve(_) | Status::Listen(_)) {
         s += &line_plot(
             "reference",
-            "Reference: offset and error bound (ms)",
+            "Reference: offset and error bound",
             &reference,
-            " ms",
+            Unit::Seconds,
             false,
         );
     }
     if has_ticks {
-        let mut ticks = vec![("jitter (ms)".to_string(), series("reference/jitter", 1e3))];
+        s += &line_plot(
+            "ticks",
+            "Ticks: jitter",
+            &[("jitter".to_string(), series("reference/jitter", 1.0))],
+            Unit::Seconds,
+            true,
+        );
+        let mut ticks = Vec::new();
         for (name, key) in [
             ("missed per min", "ticks/missed"),
             ("rejected per min", "ticks/rejected"),
@@ -161,7 +168,13 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
             ticks.push((name.to_string(), pts));
         }
         ticks.retain(|(_, p)| !p.is_empty());
-        s += &line_plot("ticks", "Ticks: jitter and loss", &ticks, "", true);
+        s += &line_plot(
+            "tick-loss",
+            "Ticks missed and rejected per minute",
+            &ticks,
+            Unit::Suffix(""),
+            true,
+        );
     }
     if let Status::Send(_) = status {
         let sent: Vec<(f64, f64)> = history
@@ -173,11 +186,23 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
             "sent",
             "Ticks sent per second",
             &[("ticks".into(), sent)],
-            "/s",
+            Unit::Suffix("/s"),
             true,
         );
     }
-    s += &cpu_plot(cpu);
+    // Where each view's minute starts on the host's clock: its jobs' :00, the peak this
+    // project spreads (a view at +15 s starts its minute at the host's :45).
+    let mut starts: Vec<(String, f64)> = Vec::new();
+    if let Status::Serve(st) = status {
+        for v in &st.views {
+            let at = (-v.offset_s).rem_euclid(60.0);
+            match starts.iter_mut().find(|(_, s)| (s - at).abs() < 0.05) {
+                Some((names, _)) => *names += &format!(", {}", v.name),
+                None => starts.push((v.name.clone(), at)),
+            }
+        }
+    }
+    s += &cpu_plot(cpu, &starts);
     s += "</div>";
     s
 }
@@ -239,6 +264,73 @@ fn legend(names: &[&str]) -> String {
     s + "</div>"
 }
 
+/// What a line plot's values are, for its axis labels.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Seconds, shown in the unit that fits the axis (s, ms, µs, ns).
+    Seconds,
+    /// As they are, with this after the top label.
+    Suffix(&'static str),
+}
+
+/// A y axis with ticks at round steps (1, 2 or 5 times a power of ten), as Grafana draws them.
+struct Axis {
+    lo: f64,
+    hi: f64,
+    step: f64,
+    /// Values are multiplied by this for their labels, which end in `suffix`.
+    scale: f64,
+    suffix: &'static str,
+}
+
+impl Axis {
+    fn new(y0: f64, y1: f64, unit: Unit) -> Axis {
+        let (mut y0, mut y1) = (y0, y1);
+        if !(y1 - y0 > 1e-12 * y0.abs().max(y1.abs()).max(1e-300)) {
+            // One value: an axis around it.
+            let pad = if y0 == 0.0 { 1.0 } else { y0.abs() / 2.0 };
+            (y0, y1) = (y0 - pad, y1 + pad);
+        }
+        let step = nice_max((y1 - y0) / 4.0);
+        let lo = (y0 / step).floor() * step;
+        let hi = ((y1 / step).ceil() * step).max(lo + step);
+        let (scale, suffix) = match unit {
+            Unit::Suffix(s) => (1.0, s),
+            Unit::Seconds => {
+                let m = lo.abs().max(hi.abs());
+                [(1.0, " s"), (1e3, " ms"), (1e6, " µs")]
+                    .into_iter()
+                    .find(|(scale, _)| m * scale >= 1.0)
+                    .unwrap_or((1e9, " ns"))
+            }
+        };
+        Axis {
+            lo,
+            hi,
+            step,
+            scale,
+            suffix,
+        }
+    }
+
+    /// Each tick's value and label.
+    fn ticks(&self) -> Vec<(f64, String)> {
+        let n = ((self.hi - self.lo) / self.step).round() as i64;
+        (0..=n)
+            .map(|k| {
+                let v = self.lo + self.step * k as f64;
+                // Not "-0" for a tick that rounding put a hair below zero.
+                let shown = if v.abs() < self.step * 1e-6 {
+                    0.0
+                } else {
+                    v * self.scale
+                };
+                (v, fmt_num(shown, self.step * self.scale))
+            })
+            .collect()
+    }
+}
+
 /// A round number near `v` for an axis' top.
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
@@ -252,12 +344,13 @@ fn nice_max(v: f64) -> f64 {
         .unwrap_or(10.0 * p)
 }
 
-/// `v` with as many decimals as a step of `step` between neighbours needs.
+/// `v` with as many decimals as a step of `step` between neighbours needs (0.5 for 0.5, 0 for
+/// 2): a round step's labels are round.
 fn fmt_num(v: f64, step: f64) -> String {
-    let decimals = if !(step > 0.0 && step.is_finite()) || (step >= 1.0 && step.fract() == 0.0) {
+    let decimals = if !(step > 0.0 && step.is_finite()) || step >= 1.0 {
         0
     } else {
-        ((-step.log10()).ceil() + 1.0).clamp(0.0, 9.0) as usize
+        (-step.log10() - 1e-9).ceil().clamp(0.0, 9.0) as usize
     };
     format!("{v:.decimals$}")
 }
@@ -267,7 +360,7 @@ fn line_plot(
     id: &str,
     title: &str,
     series: &[(String, Vec<(f64, f64)>)],
-    unit: &str,
+    unit: Unit,
     from_zero: bool,
 ) -> String {
     let points: usize = series.iter().map(|(_, p)| p.len()).sum();
@@ -276,13 +369,12 @@ fn line_plot(
     }
     let all = || series.iter().flat_map(|(_, p)| p.iter());
     let (x0, x1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (mut y0, mut y1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (mut y0, y1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     if from_zero {
         y0 = y0.min(0.0);
-        y1 = nice_max(y1);
-    } else if y1 - y0 < 1e-9 {
-        (y0, y1) = (y0 - 1.0, y1 + 1.0);
     }
+    let axis = Axis::new(y0, y1, unit);
+    let (y0, y1) = (axis.lo, axis.hi);
     let xspan = (x1 - x0).max(1.0);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |t: f64| LEFT + (t - x0) / xspan * pw;
@@ -291,7 +383,7 @@ fn line_plot(
         r#"<svg viewBox="0 0 {W} {H}" role="img" aria-label="{}">"#,
         escape(title)
     );
-    axes(&mut svg, y0, y1, unit);
+    axes(&mut svg, &axis);
     let span = if x1 - x0 >= 120.0 {
         format!("-{:.0} min", (x1 - x0) / 60.0)
     } else {
@@ -338,19 +430,20 @@ fn line_plot(
     figure(id, title, points, &svg, &legend(&names))
 }
 
-fn axes(svg: &mut String, y0: f64, y1: f64, unit: &str) {
+/// Grid lines and labels; the top label carries the unit.
+fn axes(svg: &mut String, axis: &Axis) {
     let ph = H - TOP - BOTTOM;
-    for k in 0..=4 {
-        let v = y0 + (y1 - y0) * f64::from(k) / 4.0;
-        let yy = TOP + ph - ph * f64::from(k) / 4.0;
+    let ticks = axis.ticks();
+    let last = ticks.len() - 1;
+    for (k, (v, label)) in ticks.into_iter().enumerate() {
+        let yy = TOP + ph - ph * (v - axis.lo) / (axis.hi - axis.lo);
         let _ = write!(
             svg,
-            r##"<line x1="{LEFT}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e2e8f0"/><text x="{}" y="{:.1}" text-anchor="end">{}{}</text>"##,
+            r##"<line x1="{LEFT}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e2e8f0"/><text x="{}" y="{:.1}" text-anchor="end">{label}{}</text>"##,
             W - RIGHT,
             LEFT - 4.0,
             yy + 4.0,
-            fmt_num(v, (y1 - y0) / 4.0),
-            if k == 4 { unit } else { "" }
+            if k == last { axis.suffix } else { "" }
         );
     }
 }
@@ -387,8 +480,9 @@ fn bar_plot(id: &str, title: &str, bars: &[(String, f64)]) -> String {
     figure(id, title, bars.len(), &svg, "")
 }
 
-/// The host's CPU load by second of the minute: this hour as bars, earlier hours as lines.
-fn cpu_plot(cpu: &MinuteProfile) -> String {
+/// The host's CPU load by second of the minute: this hour as bars, earlier hours as lines, and
+/// a marker where each view's minute starts (`starts`: names, second of the host's minute).
+fn cpu_plot(cpu: &MinuteProfile, starts: &[(String, f64)]) -> String {
     let id = "cpu";
     let title = "Host CPU load by second of the minute (this hour: bars; earlier hours: lines)";
     let Some(now) = cpu.current() else {
@@ -399,7 +493,16 @@ fn cpu_plot(cpu: &MinuteProfile) -> String {
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let y = |v: f64| TOP + ph - v * ph;
     let mut svg = format!(r#"<svg viewBox="0 0 {W} {H}" role="img" aria-label="{title}">"#);
-    axes(&mut svg, 0.0, 100.0, " %");
+    axes(
+        &mut svg,
+        &Axis {
+            lo: 0.0,
+            hi: 100.0,
+            step: 25.0,
+            scale: 1.0,
+            suffix: " %",
+        },
+    );
     let bw = pw / 60.0;
     for (i, b) in bins.iter().enumerate() {
         if let Some(v) = b {
@@ -439,14 +542,30 @@ fn cpu_plot(cpu: &MinuteProfile) -> String {
         let _ = write!(
             svg,
             r#"<text x="{:.1}" y="{}" text-anchor="middle">:{s:02}</text>"#,
-            LEFT + bw * (s as f64 + 0.5),
+            LEFT + bw * s as f64,
             H - 8.0
+        );
+    }
+    for (names, at) in starts {
+        let xx = LEFT + bw * at;
+        let _ = write!(
+            svg,
+            r##"<g class="view-start"><line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#1a202c" stroke-dasharray="3 3"/><text x="{:.1}" y="{}">{}</text></g>"##,
+            TOP + ph,
+            xx + 3.0,
+            TOP + 10.0,
+            escape(names)
         );
     }
     svg += "</svg>";
     let peak = now
         .peak_to_mean()
         .map_or(String::new(), |p| format!("peak/mean this hour: {p:.2}"));
+    let peak = if starts.is_empty() {
+        peak
+    } else {
+        format!("{peak}; dashed: where each view's minute starts on this host's clock")
+    };
     let mut names = vec!["this hour".to_string()];
     names.extend((1..=earlier.len()).map(|k| format!("{k} h ago")));
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -497,6 +616,58 @@ mod tests {
             !html.contains("http"),
             "self-contained: nothing fetched from elsewhere"
         );
+    }
+
+    #[test]
+    fn axes_label_round_steps_in_the_unit_that_fits() {
+        // Tick jitter of a few microseconds, in seconds.
+        let a = Axis::new(0.0, 2.7e-6, Unit::Seconds);
+        let labels: Vec<String> = a.ticks().into_iter().map(|t| t.1).collect();
+        assert_eq!(labels, ["0", "1", "2", "3"]);
+        assert_eq!(a.suffix, " µs");
+        // An offset around zero, in milliseconds.
+        let a = Axis::new(-0.0027, 0.0025, Unit::Seconds);
+        let labels: Vec<String> = a.ticks().into_iter().map(|t| t.1).collect();
+        assert_eq!(labels, ["-4", "-2", "0", "2", "4"]);
+        assert_eq!(a.suffix, " ms");
+        // Rates: half steps get one decimal.
+        let a = Axis::new(0.0, 1.7, Unit::Suffix("/s"));
+        let labels: Vec<String> = a.ticks().into_iter().map(|t| t.1).collect();
+        assert_eq!(labels, ["0.0", "0.5", "1.0", "1.5", "2.0"]);
+        // One value: an axis around it, never a zero-height one.
+        let a = Axis::new(5.0, 5.0, Unit::Suffix(""));
+        assert!(a.lo < 5.0 && a.hi > 5.0);
+        let a = Axis::new(0.0, 0.0, Unit::Seconds);
+        assert!(a.hi > a.lo);
+    }
+
+    #[test]
+    fn the_cpu_plot_marks_where_each_views_minute_starts() {
+        let mut cpu = MinuteProfile::default();
+        for t in 0..60u64 {
+            cpu.add(1_800_000_000 + t, 0.2);
+        }
+        let mut st = ServeStatus::default();
+        for (name, offset_s) in [
+            ("q0", 0.0),
+            ("q15", 15.0),
+            ("q30", 30.0),
+            ("q45", 45.0),
+            ("again", 60.0),
+        ] {
+            st.views.push(ViewStatus {
+                name: name.into(),
+                offset_s,
+                ..ViewStatus::default()
+            });
+        }
+        let html = plots(&Status::Serve(st), &History::default(), &cpu);
+        let marks: Vec<&str> = html.split("<g class=\"view-start\">").skip(1).collect();
+        assert_eq!(marks.len(), 4, "{html}");
+        // +15 s starts its minute at the host's :45, so it is drawn there.
+        let x = |s: f64| format!("x1=\"{:.1}\"", LEFT + (W - LEFT - RIGHT) / 60.0 * s);
+        assert!(marks[0].contains(&x(0.0)) && marks[0].contains(">q0, again<"));
+        assert!(marks[1].contains(&x(45.0)) && marks[1].contains(">q15<"));
     }
 
     #[test]

@@ -393,6 +393,23 @@ fn query_says_what_became_of_every_request() {
     assert_eq!(v["kiss_codes"], serde_json::json!(["DENY", "DENY"]), "{v}");
 }
 
+/// A server that answers some requests and rate-limits the rest: the table's row says what
+/// became of the others, as `--json` does.
+#[test]
+fn a_partly_answered_query_names_its_kiss_codes() {
+    let port = free_ports(1)[0];
+    let dir = tempdir("query-rate");
+    let config = dir.join("rate.toml");
+    std::fs::write(&config, format!("[server]\nlisten = [\"{}\"]\nlocal_stratum = 10\n[rate_limit]\nburst = 1\ninterval = \"1h\"\nkod = true\n[[view]]\nname = \"lab\"\noffset = \"1s\"\n", addr(port))).unwrap();
+    let _server = Daemon::start(&["--config", config.to_str().unwrap()]);
+    // One answer (the burst), one KoD RATE (at most one per interval), two unanswered.
+    let (_, out) = run_cli(&["query", "-n", "4", "-t", "300ms", &addr(port)]);
+    assert!(
+        out.contains("(1 of 4 answered; 2 unanswered within 0.3 s each, 1 kiss-o'-death RATE (the server rate-limits this client: ask less often))"),
+        "{out}"
+    );
+}
+
 /// The transmitter's own state reaches `pulse listen`'s log and status, once per change.
 #[test]
 fn an_unsynchronized_transmitter_is_reported_by_the_receiver() {
