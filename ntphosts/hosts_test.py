@@ -2,9 +2,10 @@
 """The original design end to end (ntphosts/run builds the guests): two QEMU guests, A and B,
 are NTP hosts on a bridge in a network namespace this test creates. Each loads crudepps, so
 every tick from the host's `ntp-offset pulse send` (a broadcast to 198.18.9.255) fires its
-/dev/pps0, and runs Debian's chronyd (or ntpsec's ntpd) on its own clock: the daemons really discipline a clock,
-and nothing touches the host's. A's clock starts at the host's time, B's 15 s ahead (or 16 s:
-a host set a whole second wrong); the host measures both with `ntp-offset query`.
+/dev/pps0, and runs Debian's chronyd (or ntpsec's ntpd) on its own clock: the daemons really
+discipline a clock, and nothing touches the host's. A's clock starts at the host's time, B's
+15 s ahead (or 16 s: a host set a whole second wrong); the host measures both with
+`ntp-offset query`.
 
 Set-ups, the ones docs/kernel-module.md gives:
   pps-local  the original: `refclock PPS /dev/pps0` + `local stratum 10`; the second's number
@@ -66,12 +67,16 @@ STALL_SECONDS = 2.5
 COMMON = "allow 198.18.0.0/15\nmakestep 0.1 3\ncmdport 0\n"
 NTPSEC_COMMON = "tinker panic 0\n"
 PPS_LOCAL = "refclock PPS /dev/pps0 refid PPS poll 2\nlocal stratum 10\n"
-PPS_LOCK = ("refclock SOCK /run/tick.sock refid TICK poll 2 noselect\n"
-            "refclock PPS /dev/pps0 lock TICK refid PPS poll 2\n")
+PPS_LOCK = (
+    "refclock SOCK /run/tick.sock refid TICK poll 2 noselect\n"
+    "refclock PPS /dev/pps0 lock TICK refid PPS poll 2\n"
+)
 SOCK = "refclock SOCK /run/tick.sock refid TICK poll 2\n"
 # ntpsec: no LOCAL driver, and its PPS driver takes the second from a `prefer` source.
-NTPSEC_PPS = ("refclock shm unit 0 refid TICK minpoll 0 maxpoll 0 prefer\n"
-              "refclock pps unit 0 ppspath /dev/pps0 refid PPS minpoll 0 maxpoll 0\n")
+NTPSEC_PPS = (
+    "refclock shm unit 0 refid TICK minpoll 0 maxpoll 0 prefer\n"
+    "refclock pps unit 0 ppspath /dev/pps0 refid PPS minpoll 0 maxpoll 0\n"
+)
 NTPSEC_ALONE = "refclock pps unit 0 ppspath /dev/pps0 refid PPS minpoll 0 maxpoll 0\n"
 
 
@@ -98,8 +103,15 @@ SETUPS = {
     "pps-lock": Setup(PPS_LOCK, "PPS", listen=True, b_ahead=16),
     "sock": Setup(SOCK, "TICK", listen=True),
     "legacy": Setup(PPS_LOCAL, "PPS", legacy=True),
-    "ntpsec-pps": Setup(NTPSEC_PPS, "PPS", listen=True, daemon="ntpsec", apart_median=0.030,
-                        apart_max=0.060, host_tolerance=0.060),
+    "ntpsec-pps": Setup(
+        NTPSEC_PPS,
+        "PPS",
+        listen=True,
+        daemon="ntpsec",
+        apart_median=0.030,
+        apart_max=0.060,
+        host_tolerance=0.060,
+    ),
     "ntpsec-alone": Setup(NTPSEC_ALONE, "PPS", daemon="ntpsec", never=True),
     "serve": Setup("", "", guests=False),
 }
@@ -114,16 +126,24 @@ class Hosts:
         self.sender = None
         self.server = None
         self.keys = self.tmp / "tick.keys"
-        out = subprocess.run([args.sender, "pulse", "keygen", "--id", "1"], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [args.sender, "pulse", "keygen", "--id", "1"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         self.keys.write_text(out)
         self.keys.chmod(0o600)
 
     def boot(self):
         for i, (name, ip) in enumerate(ADDRS.items()):
-            self.guests[name] = Guest(self.args, self.ns.tap(i, f"52:54:00:18:09:{10 + i:02x}"),
-                                      append=f"nto.ip={ip} nto.name={name}", memory_mb=192,
-                                      prefix=self.ns.cmd())
+            self.guests[name] = Guest(
+                self.args,
+                self.ns.tap(i, f"52:54:00:18:09:{10 + i:02x}"),
+                append=f"nto.ip={ip} nto.name={name}",
+                memory_mb=192,
+                prefix=self.ns.cmd(),
+            )
         for name, g in self.guests.items():
             g.wait_for("GUEST-READY", BOOT_TIMEOUT)
             # Booted, each guest runs ahead of whatever else shares the machine (the suite runs
@@ -131,18 +151,28 @@ class Hosts:
             # difference of two guests' interrupt latencies, and a cold CI run lost its 1 ms
             # bound to a guest starved while 8 others booted. Booting needs no such priority.
             g.prioritize()
-            g.ok(f"echo '{self.keys.read_text().strip()}' > /etc/tick.keys && chmod 600 /etc/tick.keys")
+            g.ok(
+                f"echo '{self.keys.read_text().strip()}' > /etc/tick.keys"
+                " && chmod 600 /etc/tick.keys"
+            )
 
     def start_sender(self, legacy, name="send"):
         argv = [self.args.sender, "pulse", "send"]
-        argv += ["--legacy", "--to", f"{BROADCAST}:8000"] if legacy else \
-            ["--local", "--key-file", str(self.keys), "--to", f"{BROADCAST}:8123"]
+        argv += (
+            ["--legacy", "--to", f"{BROADCAST}:8000"]
+            if legacy
+            else ["--local", "--key-file", str(self.keys), "--to", f"{BROADCAST}:8123"]
+        )
         self.sender = HostProcess(self.ns.cmd(*argv), self.tmp / f"{name}.log")
 
     def query(self, *addrs):
         """`ntp-offset query --json` from the host side: {address: its JSON object}."""
-        out = subprocess.run(self.ns.cmd(self.args.sender, "query", "--json", "-n", "3", "-t", "1s",
-                                         *addrs), capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            self.ns.cmd(self.args.sender, "query", "--json", "-n", "3", "-t", "1s", *addrs),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
         found = {}
         for line in out.splitlines():
             v = json.loads(line)
@@ -193,10 +223,14 @@ def set_clock(g, ahead, tolerance=0.25, tries=3):
         off, _ = g.clock_offset()
         if abs(off - ahead) <= tolerance:
             return off
-        print(f"  the guest's clock landed at {off:+.4f} s, not {ahead:+d} s: setting it again",
-              flush=True)
-    raise AssertionError(f"could not set a guest's clock to the host's {ahead:+d} s "
-                         f"within {tolerance} s in {tries} tries (last {off:+.4f} s)")
+        print(
+            f"  the guest's clock landed at {off:+.4f} s, not {ahead:+d} s: setting it again",
+            flush=True,
+        )
+    raise AssertionError(
+        f"could not set a guest's clock to the host's {ahead:+d} s "
+        f"within {tolerance} s in {tries} tries (last {off:+.4f} s)"
+    )
 
 
 def selected(hosts, s, fresh):
@@ -210,8 +244,10 @@ def selected(hosts, s, fresh):
                 return False
         return True
     r = hosts.query(*ADDRS.values())
-    return all(r.get(a, {}).get("refid") == s.selected and r[a]["stratum"] == 1 and
-               r[a]["leap"] != 3 for a in ADDRS.values())
+    return all(
+        r.get(a, {}).get("refid") == s.selected and r[a]["stratum"] == 1 and r[a]["leap"] != 3
+        for a in ADDRS.values()
+    )
 
 
 def wait_selected(hosts, s, timeout, fresh=False):
@@ -219,10 +255,14 @@ def wait_selected(hosts, s, timeout, fresh=False):
     t0 = time.monotonic()
     while not selected(hosts, s, fresh):
         if time.monotonic() - t0 > timeout:
-            state = "; ".join(f"{n}: {hosts.chronyc_sources(g)}" for n, g in hosts.guests.items()) \
-                if s.daemon == "chrony" else str(hosts.query(*ADDRS.values()))
-            raise AssertionError(f"{s.selected} not selected in both guests within {timeout} s: "
-                                 f"{state}")
+            state = (
+                "; ".join(f"{n}: {hosts.chronyc_sources(g)}" for n, g in hosts.guests.items())
+                if s.daemon == "chrony"
+                else str(hosts.query(*ADDRS.values()))
+            )
+            raise AssertionError(
+                f"{s.selected} not selected in both guests within {timeout} s: " f"{state}"
+            )
         time.sleep(2)
     return time.monotonic() - t0
 
@@ -237,9 +277,11 @@ def answer_refids(s):
 def within(s, r):
     """Whether a reading puts A at the host's time and B 15 s ahead, within `s`'s bounds."""
     diff, half_delay, ra, rb = r
-    return (abs(diff - 15) <= half_delay + s.apart_max
-            and abs(ra["offset"]) <= ra["delay"] / 2 + s.host_tolerance
-            and abs(rb["offset"] - 15) <= rb["delay"] / 2 + s.host_tolerance)
+    return (
+        abs(diff - 15) <= half_delay + s.apart_max
+        and abs(ra["offset"]) <= ra["delay"] / 2 + s.host_tolerance
+        and abs(rb["offset"] - 15) <= rb["delay"] / 2 + s.host_tolerance
+    )
 
 
 def wait_settled(hosts, s, a, b, timeout=180):
@@ -283,8 +325,10 @@ def figures(errors):
     if not e:
         return "no readings"
     p99 = e[min(len(e) - 1, int(0.99 * len(e)))]
-    return (f"median {statistics.median(e) * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms, "
-            f"max {e[-1] * 1e3:.3f} ms ({len(e)} readings)")
+    return (
+        f"median {statistics.median(e) * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms, "
+        f"max {e[-1] * 1e3:.3f} ms ({len(e)} readings)"
+    )
 
 
 def run_setup(hosts, name, s, check, minutes):
@@ -297,7 +341,9 @@ def run_setup(hosts, name, s, check, minutes):
         g.ok(f"rmmod crudepps && insmod /crudepps.ko legacy={int(s.legacy)}")
         g.ok("grep -q crudepps /sys/class/pps/pps0/name")
     start_a, start_b = set_clock(ga, 0), set_clock(gb, s.b_ahead)
-    print(f"  clocks set by hand: A {start_a:+.4f} s, B {start_b:+.4f} s from the host's", flush=True)
+    print(
+        f"  clocks set by hand: A {start_a:+.4f} s, B {start_b:+.4f} s from the host's", flush=True
+    )
     for g, ahead in ((ga, 0), (gb, 15)):
         if s.daemon == "chrony":
             conf = (COMMON + s.conf).replace("\n", "\\n")
@@ -311,8 +357,10 @@ def run_setup(hosts, name, s, check, minutes):
             g.ok("ntpd -g -c /etc/ntp.conf -l /tmp/ntpd.log")
             feed = "--shm 0"
         if s.listen:
-            g.ok(f"ntp-offset pulse listen --key-file /etc/tick.keys --offset {ahead}s "
-                 f"{feed} > /tmp/listen.log 2>&1 &")
+            g.ok(
+                f"ntp-offset pulse listen --key-file /etc/tick.keys --offset {ahead}s "
+                f"{feed} > /tmp/listen.log 2>&1 &"
+            )
     hosts.start_sender(s.legacy)
     if s.never:
         never_synchronizes(hosts, name, check)
@@ -332,30 +380,44 @@ def run_setup(hosts, name, s, check, minutes):
             time.sleep(2)
             readings.append(hosts.apart(a, b))
         excess = [abs(x[0] - 15) - x[1] for x in readings if x]
-        steady = (len(excess) == 5 and all(within(s, x) for x in readings) and
-                  statistics.median(excess) <= s.apart_median)
+        steady = (
+            len(excess) == 5
+            and all(within(s, x) for x in readings)
+            and statistics.median(excess) <= s.apart_median
+        )
         if steady or attempt == 2:
             break
-        print(f"  {name}: moved after settling (B - A - 15 s: "
-              f"{', '.join(f'{(x[0] - 15) * 1e3:+.3f}' for x in readings if x)} ms): "
-              "settling and measuring again", flush=True)
-    check(f"{name}: A {r[2]['offset'] * 1e3:+.2f} ms, B {r[3]['offset']:+.6f} s from the host "
-          f"(stratum {r[2]['stratum']}/{r[3]['stratum']}, refid {r[2]['refid']}/{r[3]['refid']}); "
-          f"|B - A - 15 s| beyond half the round trips over 5 readings: median "
-          f"{statistics.median(excess) * 1e3:+.3f} ms, worst {max(excess) * 1e3:+.3f} ms (allowed "
-          f"{s.apart_median * 1e3:.0f} and {s.apart_max * 1e3:.0f} ms)",
-          steady and all(x[i]["refid"] in answer_refids(s) for x in readings if x for i in (2, 3)), readings)
+        print(
+            f"  {name}: moved after settling (B - A - 15 s: "
+            f"{', '.join(f'{(x[0] - 15) * 1e3:+.3f}' for x in readings if x)} ms): "
+            "settling and measuring again",
+            flush=True,
+        )
+    check(
+        f"{name}: A {r[2]['offset'] * 1e3:+.2f} ms, B {r[3]['offset']:+.6f} s from the host "
+        f"(stratum {r[2]['stratum']}/{r[3]['stratum']}, refid {r[2]['refid']}/{r[3]['refid']}); "
+        f"|B - A - 15 s| beyond half the round trips over 5 readings: median "
+        f"{statistics.median(excess) * 1e3:+.3f} ms, worst {max(excess) * 1e3:+.3f} ms (allowed "
+        f"{s.apart_median * 1e3:.0f} and {s.apart_max * 1e3:.0f} ms)",
+        steady and all(x[i]["refid"] in answer_refids(s) for x in readings if x for i in (2, 3)),
+        readings,
+    )
     if s.b_ahead != 15:
         _, log = gb.run("cat /tmp/listen.log")
         text = "\n".join(log)
-        check(f"{name}: B's `pulse listen` said its clock was {s.b_ahead - 15} s off, then within "
-              "half a second", "1 s ahead of the ticks' time + offset" in text and
-              "within half a second" in text, text)
+        check(
+            f"{name}: B's `pulse listen` said its clock was {s.b_ahead - 15} s off, then within "
+            "half a second",
+            "1 s ahead of the ticks' time + offset" in text and "within half a second" in text,
+            text,
+        )
     errors = []
     if minutes:
         errors, missing = sample(hosts, a, b, minutes)
-        print(f"  {name}: B - A - 15 s over {minutes} min: {figures(errors)}; {missing} missing",
-              flush=True)
+        print(
+            f"  {name}: B - A - 15 s over {minutes} min: {figures(errors)}; {missing} missing",
+            flush=True,
+        )
 
     # Holdover: no pulses for HOLD_SECONDS. A reading is retried twice: one query lost on a
     # loaded host is not a guest that stopped serving (a cold CI run lost the one before).
@@ -373,11 +435,14 @@ def run_setup(hosts, name, s, check, minutes):
     after = reading()
     if before and after:
         drift = abs(after[0] - before[0])
-        allowed = (after[2]["root_dispersion"] + after[3]["root_dispersion"] + before[1] + after[1])
-        check(f"{name}: {HOLD_SECONDS} s without the transmitter, both still serve (leap "
-              f"{after[2]['leap']}/{after[3]['leap']}); B - A drifted {drift * 1e3:.3f} ms <= their "
-              f"root dispersions + half the round trips, {allowed * 1e3:.3f} ms",
-              drift <= allowed and after[2]["leap"] != 3 and after[3]["leap"] != 3, (before, after))
+        allowed = after[2]["root_dispersion"] + after[3]["root_dispersion"] + before[1] + after[1]
+        check(
+            f"{name}: {HOLD_SECONDS} s without the transmitter, both still serve (leap "
+            f"{after[2]['leap']}/{after[3]['leap']}); B - A drifted {drift * 1e3:.3f} ms <= their "
+            f"root dispersions + half the round trips, {allowed * 1e3:.3f} ms",
+            drift <= allowed and after[2]["leap"] != 3 and after[3]["leap"] != 3,
+            (before, after),
+        )
     else:
         check(f"{name}: both answer in holdover", False, (before, after))
 
@@ -385,8 +450,11 @@ def run_setup(hosts, name, s, check, minutes):
     hosts.start_sender(s.legacy, "send-again")
     took = wait_selected(hosts, s, RELOCK_TIMEOUT, fresh=True)
     r = wait_settled(hosts, s, a, b)
-    check(f"{name}: both relocked {took:.0f} s after the transmitter restarted; B - A "
-          f"{r[0]:.6f} s", True)
+    check(
+        f"{name}: both relocked {took:.0f} s after the transmitter restarted; B - A "
+        f"{r[0]:.6f} s",
+        True,
+    )
     if s.legacy:
         stalled_guest(hosts, check, name)
     hosts.sender.stop()
@@ -401,15 +469,23 @@ def never_synchronizes(hosts, name, check):
     end = time.monotonic() + NEVER_SECONDS
     while time.monotonic() < end:
         for v in hosts.query(*ADDRS.values()).values():
-            seen.add("synchronized" if "offset" in v and v["leap"] != 3 else
-                     ",".join(v.get("kiss_codes", [])) or "unsynchronized")
+            seen.add(
+                "synchronized"
+                if "offset" in v and v["leap"] != 3
+                else ",".join(v.get("kiss_codes", [])) or "unsynchronized"
+            )
         time.sleep(5)
-    check(f"{name}: in {NEVER_SECONDS} s neither guest synchronized (answers: {sorted(seen)})",
-          "synchronized" not in seen, seen)
+    check(
+        f"{name}: in {NEVER_SECONDS} s neither guest synchronized (answers: {sorted(seen)})",
+        "synchronized" not in seen,
+        seen,
+    )
 
 
 def legacy_counts(g):
-    out = g.ok("cat /sys/kernel/crudepps/legacy_matched /sys/kernel/crudepps/rejected_legacy_too_soon")
+    out = g.ok(
+        "cat /sys/kernel/crudepps/legacy_matched /sys/kernel/crudepps/rejected_legacy_too_soon"
+    )
     return int(out[0]), int(out[1])
 
 
@@ -425,13 +501,18 @@ def stalled_guest(hosts, check, name):
     ga.proc.send_signal(signal.SIGCONT)
     time.sleep(3)
     after_a, after_b = legacy_counts(ga), legacy_counts(gb)
-    print(f"  A: crudepps legacy_matched {after_a[0]}, rejected_legacy_too_soon {after_a[1]}; "
-          f"B: {after_b[0]}, {after_b[1]}", flush=True)
-    check(f"{name}: A stalled {STALL_SECONDS} s: its queued pulses came in a burst and "
-          f"{after_a[1] - before_a[1]} were dropped as too soon; B, running, dropped "
-          f"{after_b[1] - before_b[1]}",
-          after_a[1] - before_a[1] >= 1 and after_b[1] == before_b[1] == 0,
-          (before_a, after_a, before_b, after_b))
+    print(
+        f"  A: crudepps legacy_matched {after_a[0]}, rejected_legacy_too_soon {after_a[1]}; "
+        f"B: {after_b[0]}, {after_b[1]}",
+        flush=True,
+    )
+    check(
+        f"{name}: A stalled {STALL_SECONDS} s: its queued pulses came in a burst and "
+        f"{after_a[1] - before_a[1]} were dropped as too soon; B, running, dropped "
+        f"{after_b[1] - before_b[1]}",
+        after_a[1] - before_a[1] >= 1 and after_b[1] == before_b[1] == 0,
+        (before_a, after_a, before_b, after_b),
+    )
 
 
 def run_serve(hosts, check, minutes):
@@ -441,15 +522,21 @@ def run_serve(hosts, check, minutes):
     for ip in (a, b):
         hosts.ns.sh("ip", "addr", "add", f"{ip}/24", "dev", "br0")
     config = hosts.tmp / "serve.toml"
-    config.write_text(f'[server]\nlisten = ["{a}:123", "{b}:123"]\nlocal_stratum = 1\n'
-                      f'[[view]]\nname = "a"\noffset = "0s"\nlisten = ["{a}"]\n'
-                      f'[[view]]\nname = "b"\noffset = "15s"\nlisten = ["{b}"]\n')
-    hosts.server = HostProcess(hosts.ns.cmd(hosts.args.sender, "serve", "--config", str(config)),
-                               hosts.tmp / "serve.log")
+    config.write_text(
+        f'[server]\nlisten = ["{a}:123", "{b}:123"]\nlocal_stratum = 1\n'
+        f'[[view]]\nname = "a"\noffset = "0s"\nlisten = ["{a}"]\n'
+        f'[[view]]\nname = "b"\noffset = "15s"\nlisten = ["{b}"]\n'
+    )
+    hosts.server = HostProcess(
+        hosts.ns.cmd(hosts.args.sender, "serve", "--config", str(config)), hosts.tmp / "serve.log"
+    )
     r = wait_settled(hosts, SETUPS["serve"], a, b, timeout=10)
     check(f"serve: B - A {r[0]:.6f} s", True)
     errors, missing = sample(hosts, a, b, minutes)
-    print(f"  serve: B - A - 15 s over {minutes} min: {figures(errors)}; {missing} missing", flush=True)
+    print(
+        f"  serve: B - A - 15 s over {minutes} min: {figures(errors)}; {missing} missing",
+        flush=True,
+    )
     hosts.server.stop()
     return errors
 
@@ -478,8 +565,11 @@ def main():
             print(f"guests up after {time.monotonic() - started:.0f} s", flush=True)
         for n in names:
             s = SETUPS[n]
-            results[n] = run_setup(hosts, n, s, check, args.minutes) if s.guests else \
-                run_serve(hosts, check, args.minutes)
+            results[n] = (
+                run_setup(hosts, n, s, check, args.minutes)
+                if s.guests
+                else run_serve(hosts, check, args.minutes)
+            )
         if args.minutes:
             print(f"\nB - A - 15 s, sampled every 2 s for {args.minutes:g} min per set-up:")
             for n, errors in results.items():
@@ -488,8 +578,12 @@ def main():
         check("guest interaction", False, e)
         if hosts:
             for n, g in hosts.guests.items():
-                for cmd in ("chronyc -n sources", "tail -n 15 /tmp/chronyd.log /tmp/ntpd.log",
-                            "tail -n 8 /tmp/listen.log", "grep . /sys/kernel/crudepps/*"):
+                for cmd in (
+                    "chronyc -n sources",
+                    "tail -n 15 /tmp/chronyd.log /tmp/ntpd.log",
+                    "tail -n 8 /tmp/listen.log",
+                    "grep . /sys/kernel/crudepps/*",
+                ):
                     try:
                         _, out = g.run(cmd)
                     except AssertionError:

@@ -22,10 +22,26 @@ SOURCES = {"system": 0, "pps": 1, "dcf77": 2, "gnss": 3}
 KINDS = {"tick": 1, "follow-up": 2}
 
 
-def body(kind="tick", flags=0, state="synchronized", leap="none", source="system", stratum=2,
-         key=0, transmitter=0x0A0B0C0D, session=0x11223344, sequence=7, error_us=1200,
-         second=1767225600, tx_offset_ns=0, version=1, raw_kind=None, raw_state=None,
-         raw_leap=None, magic=b"NOTK"):
+def body(
+    kind="tick",
+    flags=0,
+    state="synchronized",
+    leap="none",
+    source="system",
+    stratum=2,
+    key=0,
+    transmitter=0x0A0B0C0D,
+    session=0x11223344,
+    sequence=7,
+    error_us=1200,
+    second=1767225600,
+    tx_offset_ns=0,
+    version=1,
+    raw_kind=None,
+    raw_state=None,
+    raw_leap=None,
+    magic=b"NOTK",
+):
     return magic + struct.pack(
         ">BBBBBBBBHHIIIIqq",
         version,
@@ -52,9 +68,21 @@ def signed(b, secret):
 
 
 def fields(**kw):
-    d = dict(kind="tick", flags=0, state="synchronized", leap="none", source="system",
-             stratum=2, key=0, transmitter=0x0A0B0C0D, session=0x11223344, sequence=7,
-             error_us=1200, second=1767225600, tx_offset_ns=0)
+    d = dict(
+        kind="tick",
+        flags=0,
+        state="synchronized",
+        leap="none",
+        source="system",
+        stratum=2,
+        key=0,
+        transmitter=0x0A0B0C0D,
+        session=0x11223344,
+        sequence=7,
+        error_us=1200,
+        second=1767225600,
+        tx_offset_ns=0,
+    )
     d.update(kw)
     return d
 
@@ -97,21 +125,86 @@ vec("tick-key1", "ok", tick1, f)
 f = fields(key=1, kind="follow-up", tx_offset_ns=-23456)
 fu1 = signed(body(key=1, kind="follow-up", tx_offset_ns=-23456), KEYS[1])
 vec("follow-up-key1", "ok", fu1, f)
-f = fields(key=0, source="dcf77", stratum=0, state="holdover", leap="insert", error_us=50000,
-           transmitter=0xDCF77001, session=0x00000001, sequence=4294967295, second=1782863999)
-vec("tick-unauthenticated-dcf77-leap", "ok",
-    body(key=0, source="dcf77", stratum=0, state="holdover", leap="insert", error_us=50000,
-         transmitter=0xDCF77001, session=1, sequence=4294967295, second=1782863999), f)
-f = fields(key=2, source="pps", stratum=0, second=2240611200, error_us=4294967295,
-           leap="delete", state="unsynchronized", sequence=0)
-vec("tick-key2-after-2036", "ok",
-    signed(body(key=2, source="pps", stratum=0, second=2240611200, error_us=4294967295,
-                leap="delete", state="unsynchronized", sequence=0), KEYS[2]), f)
-f = fields(key=0, source="gnss", stratum=0, second=-86400, kind="follow-up",
-           tx_offset_ns=999999999, flags=2)
-vec("follow-up-before-1970-hardware", "ok",
-    body(key=0, source="gnss", stratum=0, second=-86400, kind="follow-up",
-         tx_offset_ns=999999999, flags=2), f)
+f = fields(
+    key=0,
+    source="dcf77",
+    stratum=0,
+    state="holdover",
+    leap="insert",
+    error_us=50000,
+    transmitter=0xDCF77001,
+    session=0x00000001,
+    sequence=4294967295,
+    second=1782863999,
+)
+vec(
+    "tick-unauthenticated-dcf77-leap",
+    "ok",
+    body(
+        key=0,
+        source="dcf77",
+        stratum=0,
+        state="holdover",
+        leap="insert",
+        error_us=50000,
+        transmitter=0xDCF77001,
+        session=1,
+        sequence=4294967295,
+        second=1782863999,
+    ),
+    f,
+)
+f = fields(
+    key=2,
+    source="pps",
+    stratum=0,
+    second=2240611200,
+    error_us=4294967295,
+    leap="delete",
+    state="unsynchronized",
+    sequence=0,
+)
+vec(
+    "tick-key2-after-2036",
+    "ok",
+    signed(
+        body(
+            key=2,
+            source="pps",
+            stratum=0,
+            second=2240611200,
+            error_us=4294967295,
+            leap="delete",
+            state="unsynchronized",
+            sequence=0,
+        ),
+        KEYS[2],
+    ),
+    f,
+)
+f = fields(
+    key=0,
+    source="gnss",
+    stratum=0,
+    second=-86400,
+    kind="follow-up",
+    tx_offset_ns=999999999,
+    flags=2,
+)
+vec(
+    "follow-up-before-1970-hardware",
+    "ok",
+    body(
+        key=0,
+        source="gnss",
+        stratum=0,
+        second=-86400,
+        kind="follow-up",
+        tx_offset_ns=999999999,
+        flags=2,
+    ),
+    f,
+)
 vec("legacy-time", "legacy", b"time")
 
 bad = bytearray(tick1)

@@ -79,8 +79,11 @@ class Signal:
         """One minute of signal; `from_second` > 0 starts the signal inside it."""
         utc = self.start + (self.t // 1000) - self.leaps_before(self.t)
         leap_minute = self.leap_at is not None and utc + 60 == self.leap_at
-        bits = frame(utc + 60, self.summer,
-                     self.leap_at is not None and self.leap_at - 3600 <= utc < self.leap_at)
+        bits = frame(
+            utc + 60,
+            self.summer,
+            self.leap_at is not None and self.leap_at - 3600 <= utc < self.leap_at,
+        )
         for k in corrupt:
             bits[k] ^= 1
         seconds = 61 if leap_minute else 60
@@ -113,8 +116,10 @@ class Signal:
         # One time-ordered stream, an expectation before a pulse at the same instant: a test
         # on a small target can check each mark as it comes without holding the whole case.
         lines = [(s, 1, f"pulse {s} {w}") for s, w in self.pulses]
-        lines += [(mark, 0, f"expect {mark} {second} {state}{' leap' if leap else ''}")
-                  for mark, second, state, leap in self.marks]
+        lines += [
+            (mark, 0, f"expect {mark} {second} {state}{' leap' if leap else ''}")
+            for mark, second, state, leap in self.marks
+        ]
         out.write(f"case name={self.name} calibration_ms={self.delay} duration_ms={self.t}\n")
         for _, _, line in sorted(lines):
             out.write(line + "\n")
@@ -139,8 +144,10 @@ def acquired(s, synced_minutes):
 def cases():
     yield acquired(Signal("cet-winter", utc(2026, 1, 14, 10, 56)), 2)
     # Across local midnight (CEST 00:00 = 22:00 UTC): the local date changes.
-    yield acquired(Signal("cest-summer-module-delay-35ms", utc(2026, 7, 1, 21, 57), summer=True,
-                          delay_ms=35), 2)
+    yield acquired(
+        Signal("cest-summer-module-delay-35ms", utc(2026, 7, 1, 21, 57), summer=True, delay_ms=35),
+        2,
+    )
 
     s = Signal("glitches-spikes-and-dropouts", utc(2026, 3, 2, 7, 59))
     s.minute(from_second=50, spikes=(52, 55))
@@ -168,8 +175,9 @@ def cases():
 
     # 2016-12-31: a second inserted after 23:59:59 UTC (00:59:59 CET). The announcement bit is
     # set during the hour before; the minute 23:59 has 61 seconds, the 61st without a pulse.
-    yield acquired(Signal("leap-second-2016", utc(2016, 12, 31, 23, 55),
-                          leap_at=utc(2017, 1, 1, 0, 0)), 3)
+    yield acquired(
+        Signal("leap-second-2016", utc(2016, 12, 31, 23, 55), leap_at=utc(2017, 1, 1, 0, 0)), 3
+    )
 
     # Every local hour in both zones: synchronized across HH:59 -> HH+1:00 local. On the AVR
     # `int` has 16 bits, and an hour's seconds (hour * 3600) overflow it from 10:00 on.
@@ -184,11 +192,13 @@ def cases():
 
     # Local midnights that end a month, a leap February and a year (the frame's date changes
     # with the local date, hours before UTC's).
-    for name, y, mo, d, summer in (("month-end-feb-2026", 2026, 2, 28, False),
-                                   ("month-end-feb-leap-2028", 2028, 2, 28, False),
-                                   ("month-end-feb-29-2028", 2028, 2, 29, False),
-                                   ("month-end-apr-2026", 2026, 4, 30, True),
-                                   ("year-end-2026", 2026, 12, 31, False)):
+    for name, y, mo, d, summer in (
+        ("month-end-feb-2026", 2026, 2, 28, False),
+        ("month-end-feb-leap-2028", 2028, 2, 28, False),
+        ("month-end-feb-29-2028", 2028, 2, 29, False),
+        ("month-end-apr-2026", 2026, 4, 30, True),
+        ("year-end-2026", 2026, 12, 31, False),
+    ):
         start = utc(y, mo, d, 23, 56) - (CEST if summer else CET)
         yield acquired(Signal(name, start, summer=summer), 2)
 
@@ -200,15 +210,17 @@ def cases():
 
 def main():
     out = sys.stdout if len(sys.argv) < 2 else open(sys.argv[1], "w")
-    out.write("# DCF77 signal cases (docs/dcf77.md), written by generate_dcf77.py.\n"
-              "# Shared by the Rust decoder's and the firmware's tests.\n#\n"
-              "# case name=NAME calibration_ms=MODULE_DELAY duration_ms=LENGTH\n"
-              "# pulse START_MS WIDTH_MS       module output high (carrier reduced)\n"
-              "# expect MARK_MS UNIX_SECOND STATE [leap]\n"
-              "#   every second mark the decoder reports once synchronized: the true\n"
-              "#   mark (pulse start minus the module delay), the UTC second it starts (Unix\n"
-              "#   seconds; the inserted leap second repeats 23:59:59's), and sync or holdover.\n"
-              "# Within a case, lines are in time order (an expect before a pulse at the same ms).\n\n")
+    out.write(
+        "# DCF77 signal cases (docs/dcf77.md), written by generate_dcf77.py.\n"
+        "# Shared by the Rust decoder's and the firmware's tests.\n#\n"
+        "# case name=NAME calibration_ms=MODULE_DELAY duration_ms=LENGTH\n"
+        "# pulse START_MS WIDTH_MS       module output high (carrier reduced)\n"
+        "# expect MARK_MS UNIX_SECOND STATE [leap]\n"
+        "#   every second mark the decoder reports once synchronized: the true\n"
+        "#   mark (pulse start minus the module delay), the UTC second it starts (Unix\n"
+        "#   seconds; the inserted leap second repeats 23:59:59's), and sync or holdover.\n"
+        "# Within a case, lines are in time order (an expect before a pulse at the same ms).\n\n"
+    )
     for c in cases():
         c.write(out)
 

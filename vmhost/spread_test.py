@@ -47,10 +47,12 @@ JOB = re.compile(r"JOB (g\d+) (\d+\.\d+)")
 
 
 def write_config(path, state_dir, members):
-    text = (f'[server]\nlisten = ["{SERVER}:123"]\nlocal_stratum = 10\nunmatched = "deny"\n'
-            f'state_dir = "{state_dir}"\n'
-            # Its own control socket: other tests may run a serve on this host meanwhile.
-            f'[control]\nsocket = "{Path(state_dir) / "serve.sock"}"\n')
+    text = (
+        f'[server]\nlisten = ["{SERVER}:123"]\nlocal_stratum = 10\nunmatched = "deny"\n'
+        f'state_dir = "{state_dir}"\n'
+        # Its own control socket: other tests may run a serve on this host meanwhile.
+        f'[control]\nsocket = "{Path(state_dir) / "serve.sock"}"\n'
+    )
     for name in members:
         text += f'[[view]]\nname = "{name}"\noffset = "{VIEWS[name]}s"\n'
     views = ", ".join(f'"{m}"' for m in members)
@@ -107,8 +109,10 @@ def settle(guests, addrs, state_dir, members, history=None):
         if len(done) == len(guests):
             return done
         if time.monotonic() > deadline:
-            raise AssertionError(f"guests not settled within {SETTLE_TIMEOUT} s: {sorted(done)} of "
-                                 f"{len(guests)} ({views})")
+            raise AssertionError(
+                f"guests not settled within {SETTLE_TIMEOUT} s: {sorted(done)} of "
+                f"{len(guests)} ({views})"
+            )
         time.sleep(2)
 
 
@@ -136,8 +140,11 @@ def measure(guests, minutes, started, sample=None):
     for g in guests:
         g.ok("cron-restart")
     start = next_minute(time.time() + 1)
-    print(f"measuring from {time.strftime('%H:%M:%S', time.gmtime(start))} UTC (host), "
-          f"{start - time.time() + time.monotonic() - started:.0f} s into the test", flush=True)
+    print(
+        f"measuring from {time.strftime('%H:%M:%S', time.gmtime(start))} UTC (host), "
+        f"{start - time.time() + time.monotonic() - started:.0f} s into the test",
+        flush=True,
+    )
     while time.time() < start:
         if sample:
             sample()
@@ -162,10 +169,15 @@ def report(name, starts, start, minutes, n):
     for c in per_minute.values():
         for s, k in c.items():
             seconds[s] = seconds.get(s, 0) + k
-    print(f"{name}: {len(starts)} job starts in {minutes} min; starts per second (host :SS, "
-          f"per minute):", flush=True)
+    print(
+        f"{name}: {len(starts)} job starts in {minutes} min; starts per second (host :SS, "
+        f"per minute):",
+        flush=True,
+    )
     for s in sorted(seconds):
-        print(f"    :{s:02d} {'#' * round(seconds[s] / minutes)} {seconds[s] / minutes:g}", flush=True)
+        print(
+            f"    :{s:02d} {'#' * round(seconds[s] / minutes)} {seconds[s] / minutes:g}", flush=True
+        )
     return peak, len(starts) / minutes
 
 
@@ -206,53 +218,79 @@ def main():
     try:
         server = Server(ns, args.sender, config, Path(tmp.name) / "serve.log")
         for i in range(n):
-            guests.append(Guest(
-                args,
-                ns.tap(i, f"52:54:00:18:07:{10 + i:02x}"),
-                append=f"nto.ip={addrs[i]} nto.name=g{i} nto.client={clients[i]}",
-                memory_mb=128, prefix=ns.cmd()))
+            guests.append(
+                Guest(
+                    args,
+                    ns.tap(i, f"52:54:00:18:07:{10 + i:02x}"),
+                    append=f"nto.ip={addrs[i]} nto.name=g{i} nto.client={clients[i]}",
+                    memory_mb=128,
+                    prefix=ns.cmd(),
+                )
+            )
         boot_deadline = started + BOOT_TIMEOUT
         for i, g in enumerate(guests):
             left = max(1, boot_deadline - time.monotonic())
             try:
                 g.wait_for("GUEST-READY", left)
             except AssertionError:
-                raise AssertionError(f"guest g{i} not ready within {BOOT_TIMEOUT} s of the start") from None
-        print(f"{n} guests up after {time.monotonic() - started:.0f} s ({n - 1} chronyd, 1 ntpd)",
-              flush=True)
+                raise AssertionError(
+                    f"guest g{i} not ready within {BOOT_TIMEOUT} s of the start"
+                ) from None
+        print(
+            f"{n} guests up after {time.monotonic() - started:.0f} s ({n - 1} chronyd, 1 ntpd)",
+            flush=True,
+        )
 
         # 1. Four views.
         settled = settle(guests, addrs, state, list(VIEWS))
         print(f"clocks settled after {time.monotonic() - started:.0f} s", flush=True)
         for i, (view, off, bound) in sorted(settled.items()):
-            print(f"  g{i} {addrs[i]} ({clients[i]}): view {view}, clock {off:+.4f} s "
-                  f"(+- {bound:.4f}) from the host's", flush=True)
+            print(
+                f"  g{i} {addrs[i]} ({clients[i]}): view {view}, clock {off:+.4f} s "
+                f"(+- {bound:.4f}) from the host's",
+                flush=True,
+            )
         counts = {v: sum(1 for s in settled.values() if s[0] == v) for v in VIEWS}
-        check(f"balanced: {n} guests over 4 views {list(counts.values())}",
-              max(counts.values()) - min(counts.values()) <= 1, counts)
+        check(
+            f"balanced: {n} guests over 4 views {list(counts.values())}",
+            max(counts.values()) - min(counts.values()) <= 1,
+            counts,
+        )
         worst = max(abs(off - VIEWS[v]) - bound for v, off, bound in settled.values())
-        check(f"every guest's clock is its view's offset (worst {worst * 1000:+.1f} ms beyond half "
-              f"the reading's round trip; allowed {CLOCK_TOLERANCE * 1000:.0f} ms)",
-              worst <= CLOCK_TOLERANCE)
+        check(
+            f"every guest's clock is its view's offset (worst {worst * 1000:+.1f} ms beyond half "
+            f"the reading's round trip; allowed {CLOCK_TOLERANCE * 1000:.0f} ms)",
+            worst <= CLOCK_TOLERANCE,
+        )
         start, starts = measure(guests, args.minutes, started)
         peak4, total4 = report("spread over 4 views", starts, start, args.minutes, n)
         per_guest = {i: sum(1 for _, g in starts if g == i) for i in range(n)}
-        check(f"every guest started its job once a minute ({args.minutes} each)",
-              all(c == args.minutes for c in per_guest.values()), per_guest)
+        check(
+            f"every guest started its job once a minute ({args.minutes} each)",
+            all(c == args.minutes for c in per_guest.values()),
+            per_guest,
+        )
         phases = {i: phase_of(starts, i) for i in range(n)}
         groups = {}
         for i, (view, _, _) in settled.items():
             groups.setdefault(view, []).append(phases[i])
         ok_groups = all(p is not None for ps in groups.values() for p in ps) and all(
-            abs(circular(a, b)) <= 1.0 for ps in groups.values() for a in ps for b in ps)
+            abs(circular(a, b)) <= 1.0 for ps in groups.values() for a in ps for b in ps
+        )
         check("each view's guests start their jobs within 1 s of each other", ok_groups, groups)
         centers = {v: ps[0] for v, ps in groups.items() if ps and ps[0] is not None}
         names = [v for v in VIEWS if v in centers]
         gaps = [circular(centers[a], centers[b]) for a, b in zip(names, names[1:])]
-        check(f"4 groups, 15 s +- 1 s apart (gaps {', '.join(f'{g:.2f}' for g in gaps)} s)",
-              len(gaps) == 3 and all(abs(abs(g) - 15) <= 1 for g in gaps), centers)
-        check(f"peak second: {peak4} starts <= ceil({n}/4) = {math.ceil(n / 4)}",
-              peak4 <= math.ceil(n / 4), peak4)
+        check(
+            f"4 groups, 15 s +- 1 s apart (gaps {', '.join(f'{g:.2f}' for g in gaps)} s)",
+            len(gaps) == 3 and all(abs(abs(g) - 15) <= 1 for g in gaps),
+            centers,
+        )
+        check(
+            f"peak second: {peak4} starts <= ceil({n}/4) = {math.ceil(n / 4)}",
+            peak4 <= math.ceil(n / 4),
+            peak4,
+        )
 
         # 2. Remove s45: its guests move, nobody else does, and no clock goes back.
         moved = sorted(i for i, s in settled.items() if s[0] == "s45")
@@ -269,24 +307,36 @@ def main():
         server.reload()
         server.wait_for("clients moved", 10)
         settled2 = settle(guests, addrs, state, ["s00", "s15", "s30"], history)
-        print(f"s45 removed; clocks settled {time.monotonic() - reloaded:.0f} s after the reload",
-              flush=True)
+        print(
+            f"s45 removed; clocks settled {time.monotonic() - reloaded:.0f} s after the reload",
+            flush=True,
+        )
         for i in moved:
-            print(f"  g{i} moved from s45 to {settled2[i][0]}: clock {settled2[i][1]:+.4f} s",
-                  flush=True)
-        check(f"the removed view's {len(moved)} guests moved; the other {n - len(moved)} kept "
-              "their views",
-              all(settled2[i][0] != "s45" for i in moved) and
-              all(settled2[i][0] == before[i] for i in range(n) if i not in moved),
-              (before, settled2))
+            print(
+                f"  g{i} moved from s45 to {settled2[i][0]}: clock {settled2[i][1]:+.4f} s",
+                flush=True,
+            )
+        check(
+            f"the removed view's {len(moved)} guests moved; the other {n - len(moved)} kept "
+            "their views",
+            all(settled2[i][0] != "s45" for i in moved)
+            and all(settled2[i][0] == before[i] for i in range(n) if i not in moved),
+            (before, settled2),
+        )
         start, starts = measure(guests, args.minutes, started, sample)
         changes = {i: sum(1 for a, b in zip(h, h[1:]) if a != b) for i, h in history.items()}
-        check("each moved guest's clock changed once, every other guest's never (read "
-              f"{min(len(h) for h in history.values())}+ times each since the reload)",
-              all(changes[i] == (1 if i in moved else 0) for i in range(n)), history)
+        check(
+            "each moved guest's clock changed once, every other guest's never (read "
+            f"{min(len(h) for h in history.values())}+ times each since the reload)",
+            all(changes[i] == (1 if i in moved else 0) for i in range(n)),
+            history,
+        )
         peak3, total3 = report("after removing s45 (3 views)", starts, start, args.minutes, n)
-        check(f"peak second: {peak3} starts <= ceil({n}/3) = {math.ceil(n / 3)}",
-              peak3 <= math.ceil(n / 3), peak3)
+        check(
+            f"peak second: {peak3} starts <= ceil({n}/3) = {math.ceil(n / 3)}",
+            peak3 <= math.ceil(n / 3),
+            peak3,
+        )
 
         # 3. Baseline: one view for every guest: the one ntpd's guest is on, so that only the
         # chronyd guests step. Which view does not change the peak; ntpd's stepout would have
@@ -297,19 +347,33 @@ def main():
         reloaded = time.monotonic()
         server.reload()
         settle(guests, addrs, state, [one])
-        print(f"one view ({one}, ntpd's); clocks settled {time.monotonic() - reloaded:.0f} s after "
-              "the reload", flush=True)
+        print(
+            f"one view ({one}, ntpd's); clocks settled {time.monotonic() - reloaded:.0f} s after "
+            "the reload",
+            flush=True,
+        )
         start, starts = measure(guests, args.minutes, started)
         peak1, total1 = report("baseline: every guest on one view", starts, start, args.minutes, n)
-        check(f"the baseline's peak second ({peak1}) is at least twice the spread's ({peak4})",
-              peak1 >= 2 * peak4, (peak1, peak4))
+        check(
+            f"the baseline's peak second ({peak1}) is at least twice the spread's ({peak4})",
+            peak1 >= 2 * peak4,
+            (peak1, peak4),
+        )
 
-        print(f"\n{'':28} {'views':>5} {'peak starts/s':>14} {'starts/min':>11} {'peak / total':>13}")
-        for name, v, pk, tot in (("spread", 4, peak4, total4), ("after removing a view", 3, peak3, total3),
-                                 ("baseline", 1, peak1, total1)):
+        print(
+            f"\n{'':28} {'views':>5} {'peak starts/s':>14} {'starts/min':>11} {'peak / total':>13}"
+        )
+        for name, v, pk, tot in (
+            ("spread", 4, peak4, total4),
+            ("after removing a view", 3, peak3, total3),
+            ("baseline", 1, peak1, total1),
+        ):
             print(f"{name:28} {v:>5} {pk:>14} {tot:>11g} {pk / tot if tot else 0:>12.1%}")
-        print(f"peak reduction, baseline / spread: {peak1 / max(peak4, 1):.1f}x "
-              f"(ideal {n / math.ceil(n / 4):.1f}x)", flush=True)
+        print(
+            f"peak reduction, baseline / spread: {peak1 / max(peak4, 1):.1f}x "
+            f"(ideal {n / math.ceil(n / 4):.1f}x)",
+            flush=True,
+        )
     except AssertionError as e:
         check("guest interaction", False, e)
         for i, g in enumerate(guests):
@@ -317,11 +381,18 @@ def main():
             # pipe here: show its boot instead of losing every guest's diagnostics.
             dead = g.proc.poll() is not None
             try:
-                _, client_log = g.run("tail -n 12 /tmp/client.log") if not dead else (0, ["(QEMU exited)"])
+                _, client_log = (
+                    g.run("tail -n 12 /tmp/client.log") if not dead else (0, ["(QEMU exited)"])
+                )
             except (AssertionError, OSError):
                 client_log = ["(no answer)"]
-            print(f"--- g{i} ({clients[i]}) console, last lines:\n" + "\n".join(g.log[-40 if dead else -6:]) +
-                  f"\n--- g{i} client log, last lines:\n" + "\n".join(client_log), file=sys.stderr)
+            print(
+                f"--- g{i} ({clients[i]}) console, last lines:\n"
+                + "\n".join(g.log[-40 if dead else -6 :])
+                + f"\n--- g{i} client log, last lines:\n"
+                + "\n".join(client_log),
+                file=sys.stderr,
+            )
         if server:
             print("--- serve log:\n" + server.log.read_text()[-3000:], file=sys.stderr)
     finally:

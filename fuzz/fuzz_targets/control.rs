@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
         Reply::Status(s) => {
             let _ = render::status(&s);
             let text = metrics::render(&s, Some(1.0));
-            assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("ntp_offset_")));
+            assert!(text
+                .lines()
+                .all(|l| l.starts_with('#') || l.starts_with("ntp_offset_")));
             let _ = page::page("fuzz", &s, &History::default(), &MinuteProfile::default());
         }
         Reply::Clients(c) => {

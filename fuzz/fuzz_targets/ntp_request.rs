@@ -9,10 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
 use ntp_offset_proto::interleaved::TransmitLog;
-use ntp_offset_proto::packet::{Header, LeapIndicator};
-use ntp_offset_proto::ratelimit::{RateLimitParams, RateLimiter};
 use ntp_offset_proto::nts::cookie::MasterKeys;
 use ntp_offset_proto::nts::Entropy;
+use ntp_offset_proto::packet::{Header, LeapIndicator};
+use ntp_offset_proto::ratelimit::{RateLimitParams, RateLimiter};
 use ntp_offset_proto::responder::{decide, Credentials, Decision, Request, Unmatched};
 use ntp_offset_proto::symmetric::{Auth, Key, KeyType, SymmetricKeys, UnknownKey};
 use ntp_offset_proto::system::ServerState;
@@ -76,16 +76,29 @@ fuzz_target!(|data: &[u8]| {
         Key::new(3, KeyType::Md5, b"old".to_vec()).unwrap(),
     ])
     .unwrap();
-    let unknown_key = if h[1] & 2 == 0 { UnknownKey::Nak } else { UnknownKey::Drop };
+    let unknown_key = if h[1] & 2 == 0 {
+        UnknownKey::Nak
+    } else {
+        UnknownKey::Drop
+    };
     let auth = Auth { keys, unknown_key };
     let master = MasterKeys::generate(1_767_225_600, &mut Zeros);
-    let creds = Credentials { symmetric: &auth, nts: Some(&master) };
+    let creds = Credentials {
+        symmetric: &auth,
+        nts: Some(&master),
+    };
     for unmatched in [Unmatched::Ignore, Unmatched::Deny] {
         let mut limiter = Some(&mut limiter);
         for limited in [false, true] {
             let l = if limited { limiter.take() } else { None };
-            if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, unmatched, &creds, l) {
-                let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000), &creds, &mut Zeros);
+            if let Decision::Respond(mut r) =
+                decide(&req, &views, &HashOnly, &state, unmatched, &creds, l)
+            {
+                let answer = r.finish(
+                    Time::from_unix_nanos(1_767_225_600_000_100_000),
+                    &creds,
+                    &mut Zeros,
+                );
                 assert!(
                     answer.len() <= packet.len(),
                     "{} bytes answer {}",
@@ -93,7 +106,10 @@ fuzz_target!(|data: &[u8]| {
                     packet.len()
                 );
                 if r.is_interleaved() {
-                    let (q, a) = (request.expect("answered, so parsed"), Header::parse(&answer).unwrap());
+                    let (q, a) = (
+                        request.expect("answered, so parsed"),
+                        Header::parse(&answer).unwrap(),
+                    );
                     assert_eq!(a.transmit_timestamp, logged);
                     assert_eq!(a.origin_timestamp, q.receive_timestamp);
                     assert_ne!(q.receive_timestamp, q.transmit_timestamp);

@@ -11,7 +11,9 @@ use ntp_offset_proto::nts::cookie::MasterKeys;
 use ntp_offset_proto::nts::extension as ef;
 use ntp_offset_proto::nts::{Entropy, SessionKeys};
 use ntp_offset_proto::packet::{Header, LeapIndicator};
-use ntp_offset_proto::responder::{decide, Authenticated, Credentials, Decision, Request, Unmatched};
+use ntp_offset_proto::responder::{
+    decide, Authenticated, Credentials, Decision, Request, Unmatched,
+};
 use ntp_offset_proto::symmetric::Auth;
 use ntp_offset_proto::system::ServerState;
 use ntp_offset_proto::time::{NtpShort, NtpTimestamp, Offset, Time};
@@ -33,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
     let placeholders = usize::from(head.first().copied().unwrap_or(0) % 4);
     let cut = usize::from(head.get(1).copied().unwrap_or(0) % 16) * 4;
     let master = MasterKeys::generate(1_767_225_600, &mut Counter(0));
-    let keys = SessionKeys { c2s: [3; 32], s2c: [4; 32] };
+    let keys = SessionKeys {
+        c2s: [3; 32],
+        s2c: [4; 32],
+    };
     let cookie = master.seal(&keys, &mut Counter(50));
     let header = Header::client_request(4, NtpTimestamp::from_bits(0xe9a0_1234_5678_9abc)).encode();
     let uid = [9u8; 32];
@@ -60,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
         reference_time: Some(Time::from_unix_nanos(1_767_225_600_000_000_000)),
     };
     let auth = Auth::default();
-    let creds = Credentials { symmetric: &auth, nts: Some(&master) };
+    let creds = Credentials {
+        symmetric: &auth,
+        nts: Some(&master),
+    };
     let req = Request {
         packet: &packet,
         local: SocketAddr::from(([127, 0, 0, 1], 123)),
@@ -69,11 +77,29 @@ fuzz_target!(|data: &[u8]| {
         now_mono_ns: 1,
         sent: None,
     };
-    if let Decision::Respond(mut r) = decide(&req, &views, &HashOnly, &state, Unmatched::Ignore, &creds, None) {
-        let answer = r.finish(Time::from_unix_nanos(1_767_225_600_000_100_000), &creds, &mut Counter(7));
-        assert!(answer.len() <= packet.len(), "{} bytes answer {}", answer.len(), packet.len());
+    if let Decision::Respond(mut r) = decide(
+        &req,
+        &views,
+        &HashOnly,
+        &state,
+        Unmatched::Ignore,
+        &creds,
+        None,
+    ) {
+        let answer = r.finish(
+            Time::from_unix_nanos(1_767_225_600_000_100_000),
+            &creds,
+            &mut Counter(7),
+        );
+        assert!(
+            answer.len() <= packet.len(),
+            "{} bytes answer {}",
+            answer.len(),
+            packet.len()
+        );
         if r.authenticated == Authenticated::Nts {
-            let cookies = ef::read_response(&answer, &uid, &keys.s2c).expect("the client accepts it");
+            let cookies =
+                ef::read_response(&answer, &uid, &keys.s2c).expect("the client accepts it");
             assert!(!cookies.is_empty());
             for c in cookies {
                 assert_eq!(master.open(&c), Ok(keys.clone()));

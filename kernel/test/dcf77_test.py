@@ -26,7 +26,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
-from qemu_guest import arguments, BOOT_TIMEOUT, Check, Guest, die_with_parent, free_udp_port  # noqa: E402
+from qemu_guest import (  # noqa: E402 (found through the path above)
+    arguments,
+    BOOT_TIMEOUT,
+    Check,
+    Guest,
+    die_with_parent,
+    free_udp_port,
+)
 
 # (case, line, --calibration, input): holdover through missing pulses; a module delay of
 # 35 ms; spikes and drop-outs on DCD.
@@ -69,8 +76,11 @@ def load_cases(path):
             continue
         if f[0] == "case":
             kv = dict(x.split("=", 1) for x in f[1:])
-            case = cases[kv["name"]] = {"calibration_ms": int(kv["calibration_ms"]), "pulses": [],
-                                        "expect": []}
+            case = cases[kv["name"]] = {
+                "calibration_ms": int(kv["calibration_ms"]),
+                "pulses": [],
+                "expect": [],
+            }
         elif f[0] == "pulse":
             case["pulses"].append((int(f[1]), int(f[2])))
         elif f[0] == "expect":
@@ -97,8 +107,11 @@ def stamp_delays(err, start_ns, rises):
     transmitter stamped after it (`DCF77 edge` at debug level); None if there was none before
     the next second. A DCD edge is stamped when the waiting thread runs, so this is that
     thread's wake-up latency (or a change it missed)."""
-    stamps = sorted((int(m.group(1)) - start_ns) / 1e6 for m in
-                    (re.search(r"DCF77 edge at_ns=(\d+) active=true", l) for l in err) if m)
+    stamps = sorted(
+        (int(m.group(1)) - start_ns) / 1e6
+        for m in (re.search(r"DCF77 edge at_ns=(\d+) active=true", ln) for ln in err)
+        if m
+    )
     delays = []
     for r in rises:
         i = bisect.bisect_left(stamps, r - 1.0)
@@ -113,9 +126,24 @@ class Receiver:
         self.port = port
         self.samples = []
         self.proc = subprocess.Popen(
-            [binary, "pulse", "listen", "--log-level", "debug", "--listen", f"127.0.0.1:{port}",
-             "--key-file", key_file, "--transmitter", transmitter, "--report"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
+            [
+                binary,
+                "pulse",
+                "listen",
+                "--log-level",
+                "debug",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--key-file",
+                key_file,
+                "--transmitter",
+                transmitter,
+                "--report",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -159,26 +187,41 @@ def main():
 
         print("schedules and transmitters:", flush=True)
         for line, (name, cal, triples, expect, _) in plays.items():
-            print(f"  line {line} ({inputs[line]}): {name}, {len(triples)} level changes, "
-                  f"{len(expect)} marks expected, --calibration {cal}", flush=True)
+            print(
+                f"  line {line} ({inputs[line]}): {name}, {len(triples)} level changes, "
+                f"{len(expect)} marks expected, --calibration {cal}",
+                flush=True,
+            )
             for i in range(0, len(triples), CHUNK):
-                text = " ".join(f"{a} {b} {c}" for a, b, c in triples[i:i + CHUNK])
+                text = " ".join(f"{a} {b} {c}" for a, b, c in triples[i : i + CHUNK])
                 guest.ok(f"echo '{text}' > /sys/kernel/signal_lines/schedule")
             level = "info" if "--gpio" in inputs[line] else "debug"  # DCD: every stamp
-            guest.ok(f"ntp-offset pulse send --log-level {level} --source dcf77 {inputs[line]} "
-                     f"--calibration {cal} --key-file /tmp/keys --id {IDS[line]} "
-                     f"--to 10.0.2.2:{ports[line]} --report > /tmp/send{line}.out "
-                     f"2> /tmp/send{line}.err &")
+            guest.ok(
+                f"ntp-offset pulse send --log-level {level} --source dcf77 {inputs[line]} "
+                f"--calibration {cal} --key-file /tmp/keys --id {IDS[line]} "
+                f"--to 10.0.2.2:{ports[line]} --report > /tmp/send{line}.out "
+                f"2> /tmp/send{line}.err &"
+            )
         time.sleep(1.0)  # the transmitters open their lines
 
-        rc, out = guest.run("ntp-offset pulse send --source dcf77 --gpio /dev/gpiochip0 --line 0 "
-                            "--unauthenticated --to 10.0.2.2:9")
-        check("a second transmitter on a busy line: a clear error",
-              rc != 0 and any("cannot request line 0 of /dev/gpiochip0" in l for l in out), (rc, out))
-        rc, out = guest.run("ntp-offset pulse send --source dcf77 --gpio /dev/gpiochip7 --line 0 "
-                            "--unauthenticated --to 10.0.2.2:9")
-        check("a missing chip: a clear error",
-              rc != 0 and any("/dev/gpiochip7" in l for l in out), (rc, out))
+        rc, out = guest.run(
+            "ntp-offset pulse send --source dcf77 --gpio /dev/gpiochip0 --line 0 "
+            "--unauthenticated --to 10.0.2.2:9"
+        )
+        check(
+            "a second transmitter on a busy line: a clear error",
+            rc != 0 and any("cannot request line 0 of /dev/gpiochip0" in ln for ln in out),
+            (rc, out),
+        )
+        rc, out = guest.run(
+            "ntp-offset pulse send --source dcf77 --gpio /dev/gpiochip7 --line 0 "
+            "--unauthenticated --to 10.0.2.2:9"
+        )
+        check(
+            "a missing chip: a clear error",
+            rc != 0 and any("/dev/gpiochip7" in ln for ln in out),
+            (rc, out),
+        )
 
         guest.ok("echo 1 > /sys/kernel/signal_lines/start")
         start_ns = int(guest.ok("cat /sys/kernel/signal_lines/start_ns")[-1])
@@ -192,9 +235,13 @@ def main():
                 break
             time.sleep(10)
         check("every line played every level change", played == total, (played, total))
-        late_ms = [int(x) / 1e6 for x in guest.ok("cat /sys/kernel/signal_lines/late_ns")[-1].split()]
-        print(f"the player's worst lateness per line: {', '.join(f'{x:.3f} ms' for x in late_ms)}",
-              flush=True)
+        late_ms = [
+            int(x) / 1e6 for x in guest.ok("cat /sys/kernel/signal_lines/late_ns")[-1].split()
+        ]
+        print(
+            f"the player's worst lateness per line: {', '.join(f'{x:.3f} ms' for x in late_ms)}",
+            flush=True,
+        )
         time.sleep(2.5)  # the last ticks reach the host
         guest.ok("kill %1 %2 %3; wait")
 
@@ -206,58 +253,99 @@ def main():
                 delays = stamp_delays(err, start_ns, rises)
                 known = [d for d in delays if d is not None]
                 dcd_late_ms = max(known + [0.0]) if len(known) == len(delays) else float("inf")
-                print(f"  the DCD thread stamped {len(known)} of {len(delays)} second pulses, "
-                      f"median {sorted(known)[len(known) // 2] if known else 0:.3f} ms and "
-                      f"at most {max(known + [0.0]):.3f} ms after they were played", flush=True)
-            err = [l for l in err if "DCF77 edge" not in l]
-            marks = [json.loads(l) for l in out if l.startswith('{"mark_ns"')]
-            sent = {json.loads(l)["second"]: json.loads(l)["tx_offset_ns"]
-                    for l in out if l.startswith('{"second"')}
-            got = [(m["second"], m["state"][:4], m["leap_second"]) for m in marks[:len(expect)]]
+                print(
+                    f"  the DCD thread stamped {len(known)} of {len(delays)} second pulses, "
+                    f"median {sorted(known)[len(known) // 2] if known else 0:.3f} ms and "
+                    f"at most {max(known + [0.0]):.3f} ms after they were played",
+                    flush=True,
+                )
+            err = [ln for ln in err if "DCF77 edge" not in ln]
+            marks = [json.loads(ln) for ln in out if ln.startswith('{"mark_ns"')]
+            sent = {
+                json.loads(ln)["second"]: json.loads(ln)["tx_offset_ns"]
+                for ln in out
+                if ln.startswith('{"second"')
+            }
+            got = [(m["second"], m["state"][:4], m["leap_second"]) for m in marks[: len(expect)]]
             want = [(s, st[:4], leap) for _, s, st, leap in expect]
-            check(f"{len(expect)} marks decoded with their second, state and leap flag",
-                  got == want, (next(((g, w) for g, w in zip(got + [None] * len(want), want)
-                                      if g != w), None), err[-12:]))
-            errors = [(m["mark_ns"] - start_ns) / 1e6 - (mark - SKIP_MS)
-                      for m, (mark, *_) in zip(marks, expect)]
+            check(
+                f"{len(expect)} marks decoded with their second, state and leap flag",
+                got == want,
+                (
+                    next(((g, w) for g, w in zip(got + [None] * len(want), want) if g != w), None),
+                    err[-12:],
+                ),
+            )
+            errors = [
+                (m["mark_ns"] - start_ns) / 1e6 - (mark - SKIP_MS)
+                for m, (mark, *_) in zip(marks, expect)
+            ]
             worst = max(map(abs, errors), default=float("inf"))
             tolerance = MARK_TOLERANCE_MS["gpio" if "--gpio" in inputs[line] else "serial"]
-            check(f"each mark within {tolerance} ms of when it was played, at most "
-                  f"{late_ms[line]:.3f} ms late (worst {worst:.3f} ms from the true mark)",
-                  all(-tolerance <= e <= late_ms[line] + tolerance for e in errors), errors)
-            extra = marks[len(expect):]
-            check("after the signal ends: holdover ticks, one per second",
-                  all(m["state"] == "holdover" for m in extra) and
-                  [m["second"] for m in extra] == list(range(want[-1][0] + 1, want[-1][0] + 1 + len(extra))),
-                  extra[:5])
+            check(
+                f"each mark within {tolerance} ms of when it was played, at most "
+                f"{late_ms[line]:.3f} ms late (worst {worst:.3f} ms from the true mark)",
+                all(-tolerance <= e <= late_ms[line] + tolerance for e in errors),
+                errors,
+            )
+            extra = marks[len(expect) :]
+            check(
+                "after the signal ends: holdover ticks, one per second",
+                all(m["state"] == "holdover" for m in extra)
+                and [m["second"] for m in extra]
+                == list(range(want[-1][0] + 1, want[-1][0] + 1 + len(extra))),
+                extra[:5],
+            )
             offsets = [sent.get(s) for s, *_ in want]
-            check(f"every tick has its follow-up within {MAX_TX_OFFSET_MS:.0f} ms of the mark "
-                  f"(max {max(o or 0 for o in offsets) / 1e6:.1f} ms)",
-                  all(o is not None and 0 <= o <= MAX_TX_OFFSET_MS * 1e6 for o in offsets), offsets)
-            check("the transmitter logged synchronization and holdover",
-                  any("synchronized; sending ticks" in l for l in err) and
-                  (not any(st == "holdover" for _, _, st, _ in expect) or
-                   any("holdover from the oscillator" in l for l in err)), err[-10:])
+            check(
+                f"every tick has its follow-up within {MAX_TX_OFFSET_MS:.0f} ms of the mark "
+                f"(max {max(o or 0 for o in offsets) / 1e6:.1f} ms)",
+                all(o is not None and 0 <= o <= MAX_TX_OFFSET_MS * 1e6 for o in offsets),
+                offsets,
+            )
+            check(
+                "the transmitter logged synchronization and holdover",
+                any("synchronized; sending ticks" in ln for ln in err)
+                and (
+                    not any(st == "holdover" for _, _, st, _ in expect)
+                    or any("holdover from the oscillator" in ln for ln in err)
+                ),
+                err[-10:],
+            )
 
         print("the host's receivers (`pulse listen`, MACs verified):", flush=True)
         for line, receiver in enumerate(receivers):
             stderr = receiver.stop()
             want = [s for _, s, _, _ in plays[line][3]]
             seconds = [s["second"] for s in receiver.samples]
-            check(f"line {line}: the expected seconds as samples, from the {LOCK_AFTER + 1}rd tick "
-                  f"({len(seconds)} samples)",
-                  seconds[:len(want) - LOCK_AFTER] == want[LOCK_AFTER:],
-                  (sorted(set(want) - set(seconds)),
-                   [l for l in stderr.splitlines() if "rejected" in l or "WARN" in l][:10]))
-            check(f"line {line}: every sample corrected by its follow-up",
-                  all(s["tx_offset_ns"] is not None for s in receiver.samples[:len(want) - LOCK_AFTER]))
+            check(
+                f"line {line}: the expected seconds as samples, from the {LOCK_AFTER + 1}rd tick "
+                f"({len(seconds)} samples)",
+                seconds[: len(want) - LOCK_AFTER] == want[LOCK_AFTER:],
+                (
+                    sorted(set(want) - set(seconds)),
+                    [ln for ln in stderr.splitlines() if "rejected" in ln or "WARN" in ln][:10],
+                ),
+            )
+            check(
+                f"line {line}: every sample corrected by its follow-up",
+                all(
+                    s["tx_offset_ns"] is not None
+                    for s in receiver.samples[: len(want) - LOCK_AFTER]
+                ),
+            )
 
         guest.ok("rmmod signal_lines")
-        check("the test lines unload once free",
-              guest.run("test -e /dev/gpiochip0 || test -e /dev/ttySIG0")[0] != 0)
+        check(
+            "the test lines unload once free",
+            guest.run("test -e /dev/gpiochip0 || test -e /dev/ttySIG0")[0] != 0,
+        )
         dmesg = "\n".join(guest.ok("dmesg"))
-        check("no warning or oops in dmesg",
-              not any(w in dmesg for w in ("WARNING:", "BUG:", "Oops")), dmesg[-2000:])
+        check(
+            "no warning or oops in dmesg",
+            not any(w in dmesg for w in ("WARNING:", "BUG:", "Oops")),
+            dmesg[-2000:],
+        )
     except AssertionError as e:
         check("guest interaction", False, e)
         print("\n".join(guest.log[-40:]), file=sys.stderr)
@@ -268,14 +356,20 @@ def main():
                 r.proc.kill()
     rc = check.verdict("pulse send --source dcf77 on GPIO and DCD in a real kernel", started)
     if rc != 0 and any(x > DECODER_WINDOW_MS for x in late_ms):
-        print(f"the player (an hrtimer under TCG) was up to {max(late_ms):.3f} ms late, beyond "
-              f"the decoders' {DECODER_WINDOW_MS:.0f} ms window: this run did not play the "
-              "signal cases as written", flush=True)
+        print(
+            f"the player (an hrtimer under TCG) was up to {max(late_ms):.3f} ms late, beyond "
+            f"the decoders' {DECODER_WINDOW_MS:.0f} ms window: this run did not play the "
+            "signal cases as written",
+            flush=True,
+        )
         return TOO_LATE
     if rc != 0 and dcd_late_ms > DECODER_WINDOW_MS:
-        print(f"the DCD thread stamped a second's pulse {dcd_late_ms:.3f} ms late (or missed "
-              f"it), beyond the decoders' {DECODER_WINDOW_MS:.0f} ms window: the guest's "
-              "scheduling under TCG, not the decoder, lost that second", flush=True)
+        print(
+            f"the DCD thread stamped a second's pulse {dcd_late_ms:.3f} ms late (or missed "
+            f"it), beyond the decoders' {DECODER_WINDOW_MS:.0f} ms window: the guest's "
+            "scheduling under TCG, not the decoder, lost that second",
+            flush=True,
+        )
         return TOO_LATE
     return rc
 

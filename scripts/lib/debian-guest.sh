@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the QEMU guest tests (kernel/test/run, vmhost/run): Debian's generic kernel
 # (with its headers, for building modules), busybox-static, pps-tools and QEMU itself, fetched
 # with apt-get download and unpacked with dpkg-deb -x into $cache (the host is not changed;
@@ -6,6 +7,7 @@
 # the functions base_initramfs, add_programs and pack_initramfs that build a guest's initramfs.
 # Two guest tests may start at once (./scripts/test runs vmhost/run beside kernel/test/run):
 # one fetches and unpacks while the other waits, and apt is never run twice at a time.
+: "${cache:?the script that sources scripts/lib/debian-guest.sh sets it}"
 guest_lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 exec {guest_lock}>"$cache/.fetch.lock"
 flock "$guest_lock"
@@ -40,13 +42,14 @@ kver=${image_pkg#linux-image-}
 headers_pkg=linux-headers-$kver
 common_pkg=$(apt-cache depends "$headers_pkg" | awk '/Depends: linux-headers-.*-common/ { print $2; exit }')
 kbuild_pkg=$(apt-cache depends "$headers_pkg" | awk '/Depends: linux-kbuild-/ { print $2; exit }')
-[ -n "$kver" ] && [ -n "$common_pkg" ] && [ -n "$kbuild_pkg" ] || {
-  echo "$0: cannot find Debian's kernel packages with apt-cache" >&2; exit 1; }
+if [ -z "$kver" ] || [ -z "$common_pkg" ] || [ -z "$kbuild_pkg" ]; then
+  echo "$0: cannot find Debian's kernel packages with apt-cache" >&2; exit 1
+fi
 
 tree=$cache/$kver
 if [ ! -e "$tree/.unpacked" ]; then
   rm -rf "$tree" debs && mkdir -p "$tree" debs
-  (cd debs && apt-get download -q "$image_pkg" "$headers_pkg" "$common_pkg" "$kbuild_pkg" \
+  (cd debs || exit 1; apt-get download -q "$image_pkg" "$headers_pkg" "$common_pkg" "$kbuild_pkg" \
     busybox-static pps-tools qemu-system-x86 qemu-system-common qemu-system-data 2>&1 \
     | grep -v '^W: Download is performed unsandboxed' || true)
   for d in debs/*.deb; do dpkg-deb -x "$d" "$tree"; done

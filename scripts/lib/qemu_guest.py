@@ -51,18 +51,45 @@ class Guest:
         arguments (kernel/test's init configures eth0 as 10.0.2.15 and eth1 as 10.0.3.15);
         `append`: more kernel parameters; `prefix`: run QEMU under this (`ip netns exec NS`)."""
         qemu_args = [
-            *prefix, args.qemu, "-L", args.bios, "-L", "/usr/share/seabios",
-            "-machine", "q35,accel=tcg", "-cpu", "max", "-m", str(memory_mb), "-smp", "1",
-            "-kernel", args.kernel, "-initrd", args.initrd,
+            *prefix,
+            args.qemu,
+            "-L",
+            args.bios,
+            "-L",
+            "/usr/share/seabios",
+            "-machine",
+            "q35,accel=tcg",
+            "-cpu",
+            "max",
+            "-m",
+            str(memory_mb),
+            "-smp",
+            "1",
+            "-kernel",
+            args.kernel,
+            "-initrd",
+            args.initrd,
             # no_timer_check: the kernel's boot-time check that the emulated PIT reaches the
             # IO-APIC fails when TCG is starved of CPU (a cold run booting ten guests beside
             # the tests: "IO-APIC + timer doesn't work!", a panic); the timer does work.
-            "-append", f"console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check {append}".strip(),
-            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-append",
+            f"console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check {append}".strip(),
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
             *netdevs,
         ]
-        self.proc = subprocess.Popen(qemu_args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(
+            qemu_args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
         self.lines = queue.Queue()
         self.log = []
         # (host time.time() at arrival, line), for lines the test times (cron jobs' starts).
@@ -106,7 +133,7 @@ class Guest:
             line = PROMPT.sub("", line)
             m = done.search(line)
             if m:
-                head = line[:m.start()]
+                head = line[: m.start()]
                 if head.strip():
                     out.append(head)
                 return int(m.group(1)), out
@@ -128,10 +155,10 @@ class Guest:
         seconds.nanoseconds: scripts/lib/guest-bin/now, or `date +%s.%N` on a full system)."""
         t1 = time.time()
         _, out = self.run(command)
-        value = next((l.strip() for l in out if NUMBER.match(l.strip())), None)
+        value = next((ln.strip() for ln in out if NUMBER.match(ln.strip())), None)
         if value is None:
             raise AssertionError(f"guest: `now` printed {out}")
-        t4 = next(t for t, l in reversed(self.stamped) if l.strip() == value)
+        t4 = next(t for t, ln in reversed(self.stamped) if ln.strip() == value)
         return float(value) - (t1 + t4) / 2, (t4 - t1) / 2
 
     def prioritize(self, nice=-10):
@@ -180,8 +207,12 @@ class Namespace:
 
     def tap(self, i, mac):
         """QEMU arguments for a virtio NIC on tap i."""
-        return ["-netdev", f"tap,id=n0,ifname=tap{i},script=no,downscript=no",
-                "-device", f"virtio-net-pci,netdev=n0,romfile=,mac={mac}"]
+        return [
+            "-netdev",
+            f"tap,id=n0,ifname=tap{i},script=no,downscript=no",
+            "-device",
+            f"virtio-net-pci,netdev=n0,romfile=,mac={mac}",
+        ]
 
     def delete(self):
         subprocess.run(["ip", "netns", "del", self.name])
@@ -193,8 +224,9 @@ class HostProcess:
 
     def __init__(self, argv, log):
         self.log = Path(log)
-        self.proc = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                     preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(
+            argv, stdout=open(log, "w"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
 
     def stop(self):
         if self.proc.poll() is None:
@@ -216,6 +248,9 @@ class Check:
 
     def verdict(self, what, started):
         """Prints PASS or FAIL for the whole test; returns its exit status."""
-        print(f"{'PASS' if self.failures == 0 else 'FAIL'}: {what} ({self.failures} failures, "
-              f"{time.monotonic() - started:.0f} s)", flush=True)
+        print(
+            f"{'PASS' if self.failures == 0 else 'FAIL'}: {what} ({self.failures} failures, "
+            f"{time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
         return 0 if self.failures == 0 else 1

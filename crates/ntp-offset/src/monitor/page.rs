@@ -286,7 +286,8 @@ struct Axis {
 impl Axis {
     fn new(y0: f64, y1: f64, unit: Unit) -> Axis {
         let (mut y0, mut y1) = (y0, y1);
-        if !(y1 - y0 > 1e-12 * y0.abs().max(y1.abs()).max(1e-300)) {
+        let span = y1 - y0;
+        if span.is_nan() || span <= 1e-12 * y0.abs().max(y1.abs()).max(1e-300) {
             // One value: an axis around it.
             let pad = if y0 == 0.0 { 1.0 } else { y0.abs() / 2.0 };
             (y0, y1) = (y0 - pad, y1 + pad);

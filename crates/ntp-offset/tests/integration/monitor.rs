@@ -690,6 +690,12 @@ fn the_status_page_shows_every_plot_with_data_in_a_real_browser() {
             "plot {id} draws nothing:\n{figure}"
         );
     }
+    // The plot this project exists for marks where the view's minute starts: +15 s at :45.
+    let cpu = &dom[dom.find("id=\"plot-cpu\"").unwrap()..];
+    assert!(
+        cpu.contains("<g class=\"view-start\">"),
+        "no view's minute marked on the CPU plot:\n{cpu}"
+    );
     assert!(shot.exists(), "no screenshot at {}", shot.display());
     let _ = std::fs::remove_dir_all(&dir);
 }
