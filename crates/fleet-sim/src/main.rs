@@ -2,7 +2,8 @@
 //! a simulated fleet (`fleet.rs`) whose NTP requests are answered by the real assignment code
 //! (`policy.rs`). Prints two Markdown tables: the peak second's share of each minute's job
 //! starts (hash, balanced, ideal), and how many clients move when a view is removed or added.
-//! Deterministic for a seed: `scripts/bench-spread-sim` runs it for the README.
+//! Deterministic for a seed: `cargo run --release -p ntp-offset-fleet-sim` prints the tables in
+//! docs/performance.md.
 
 mod fleet;
 mod policy;

@@ -9,6 +9,8 @@
 //! - [`ratelimit`]: per-client rate limiting in a fixed-size table.
 //! - [`leap`]: leap-second handling shared by all views (smear or step).
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
+//! - [`symmetric`]: symmetric keys (chrony's key file) and the NTP MACs they make (AES-CMAC,
+//!   keyed digests), RFC 8573.
 //! - [`nts`]: Network Time Security: key establishment records, cookies, extension fields.
 //! - [`responder`]: [`responder::decide`], the server's decision for one request.
 //! - [`interleaved`]: interleaved mode: which answers to log, and the log of their real
@@ -17,6 +19,7 @@
 //! - [`clock_model`]: the pulse-disciplined clock (phase, frequency, error bound, holdover).
 //! - [`tick`]: the tick protocol's wire format; [`tick_auth`]: its MAC and key file.
 //! - [`tick_receiver`]: which received ticks become samples for the NTP daemon.
+//! - [`dcf77`]: the DCF77 decoder: a radio clock's second marks and minute frames from edges.
 //! - [`pps_pulses`]: which ticks a PPS device's pulses become (`pulse send --source pps`).
 //! - [`refclock`]: those samples as chrony's SOCK and the NTP SHM refclocks read them.
 #![forbid(unsafe_code)]

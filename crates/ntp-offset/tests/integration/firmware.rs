@@ -134,7 +134,7 @@ fn simulate_with(elf: &Path, case: &str, reset_at_ms: Option<i64>) -> Run {
         cmd.arg(ms.to_string());
     }
     // A bound for a hang, not a benchmark: beside the suite's QEMU guests, on a VM with 7 %
-    // steal time, one afternoon case took over 300 s (cold run H, 2026-12-02).
+    // steal time, one afternoon case took over 300 s.
     let run = run_bounded(&mut cmd, Duration::from_secs(600));
     let serial = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "simavr run failed:\n{serial}");
