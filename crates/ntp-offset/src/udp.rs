@@ -17,7 +17,7 @@ pub fn bind_timestamped(
 ) -> Result<UdpSocket, String> {
     let explain = |what: &str, e: io::Error| {
         let hint = if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 {
-            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: see the README, \"Running on port 123\")"
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: see docs/service.md, \"Port 123 and the units\")"
         } else if e.kind() == io::ErrorKind::AddrInUse {
             in_use
         } else if e.kind() == io::ErrorKind::AddrNotAvailable {
