@@ -400,7 +400,7 @@ fn a_partly_answered_query_names_its_kiss_codes() {
     let port = free_ports(1)[0];
     let dir = tempdir("query-rate");
     let config = dir.join("rate.toml");
-    std::fs::write(&config, format!("[server]\nlisten = [\"{}\"]\nlocal_stratum = 10\n[rate_limit]\nburst = 1\ninterval = \"1h\"\nkod = true\n[[view]]\nname = \"lab\"\noffset = \"1s\"\n", addr(port))).unwrap();
+    std::fs::write(&config, format!("[server]\nlisten = [\"{}\"]\nlocal_stratum = 10\ndefault_view = \"lab\"\n[rate_limit]\nburst = 1\ninterval = \"1h\"\nkod = true\n[[view]]\nname = \"lab\"\noffset = \"1s\"\n", addr(port))).unwrap();
     let _server = Daemon::start(&["--config", config.to_str().unwrap()]);
     // One answer (the burst), one KoD RATE (at most one per interval), two unanswered.
     let (_, out) = run_cli(&["query", "-n", "4", "-t", "300ms", &addr(port)]);
