@@ -394,6 +394,25 @@ clients = ["198.18.0.0/15", "::1"]
             e.message.ends_with("text goes in quotes: name = \"7\""),
             "{e}"
         );
+        // A header's own error names the entry; CRLF lines and text that is not ASCII do not
+        // move the field.
+        let e = error(&GOOD.replace(
+            "[[spread]]\nname = \"vms\"",
+            "[[spread]]\nname = \"vms\"\nbogus = 1",
+        ));
+        assert_eq!(e.field, "spread `vms`.bogus", "{e}");
+        let crlf = GOOD
+            .replace("offset = \"+15s\"", "offset = 15")
+            .replace('\n', "\r\n");
+        assert_eq!(error(&crlf).field, "view `plus15`.offset");
+        let e = error(
+            &GOOD
+                .replace("name = \"a\"", "name = \"ä\"")
+                .replace("offset = \"30s\"", "offset = 30"),
+        );
+        assert_eq!(e.field, "view `ä`.offset", "{e}");
+        assert_eq!(raw::field_at("[server]\nlisten = 1", 99), "server.listen");
+        assert_eq!(raw::field_at("x = \"é\"", 6), "x");
         let e = error(&GOOD.replace("burst = 4", "burst = \"4\""));
         assert_eq!(e.field, "rate_limit.burst", "{e}");
         assert!(!e.message.contains("quotes"), "{e}");

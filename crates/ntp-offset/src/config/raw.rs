@@ -114,9 +114,10 @@ const DURATION_KEYS: &[&str] = &[
 /// ``view `b`.offset``): the key on its line under the nearest table header above, or the
 /// header itself. Empty where the line has neither (a value continued over lines).
 pub(super) fn field_at(source: &str, at: usize) -> String {
-    let at = at.min(source.len());
-    let line_start = source[..at].rfind('\n').map_or(0, |i| i + 1);
-    let line = source[line_start..].lines().next().unwrap_or("");
+    let at = (0..=at.min(source.len()))
+        .rev()
+        .find(|&i| source.is_char_boundary(i))
+        .unwrap_or(0);
     let header = |l: &str| {
         let l = l.trim();
         l.starts_with('[')
@@ -126,33 +127,30 @@ pub(super) fn field_at(source: &str, at: usize) -> String {
         l.split_once('=')
             .map(|(k, v)| (k.trim().trim_matches('"').to_string(), v.trim().to_string()))
     };
+    let lines: Vec<&str> = source.split('\n').collect();
+    let n = source[..at].matches('\n').count();
     // The table: the header above (or on) this line, and the name its block gives itself
     // (`[[view]]` and `[[spread]]` entries are known by name).
-    let above: Vec<&str> = source[..line_start].lines().collect();
-    let (table, block_start) = match header(line) {
-        Some(h) => (Some(h), line_start),
-        None => match above.iter().rposition(|l| header(l).is_some()) {
-            Some(i) => (
-                header(above[i]),
-                above[..=i].iter().map(|l| l.len() + 1).sum::<usize>(),
-            ),
-            None => (None, 0),
-        },
-    };
-    let name = source[block_start..]
-        .lines()
-        .take_while(|l| header(l).is_none())
-        .filter_map(key)
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.trim_matches('"').to_string());
-    let table = match (table, name) {
-        (Some(t), Some(n)) => Some(format!("{t} `{n}`")),
-        (t, _) => t,
-    };
-    if header(line).is_some() {
+    let table = (0..=n)
+        .rev()
+        .find(|&i| header(lines[i]).is_some())
+        .map(|h| {
+            let table = header(lines[h]).unwrap_or_default();
+            let name = lines[h + 1..]
+                .iter()
+                .take_while(|l| header(l).is_none())
+                .filter_map(|l| key(l))
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v.trim_matches('"').to_string());
+            match name {
+                Some(name) => format!("{table} `{name}`"),
+                None => table,
+            }
+        });
+    if header(lines[n]).is_some() {
         return table.unwrap_or_default();
     }
-    match (table, key(line)) {
+    match (table, key(lines[n])) {
         (Some(t), Some((k, _))) => format!("{t}.{k}"),
         (None, Some((k, _))) => k,
         (_, None) => String::new(),

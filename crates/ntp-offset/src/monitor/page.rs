@@ -366,7 +366,11 @@ fn line_plot(
 ) -> String {
     let points: usize = series.iter().map(|(_, p)| p.len()).sum();
     if points == 0 {
-        return empty(id, title, "no data yet (the first point comes within a minute)");
+        return empty(
+            id,
+            title,
+            "no data yet (the first point comes within a minute)",
+        );
     }
     let all = || series.iter().flat_map(|(_, p)| p.iter());
     let (x0, x1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
