@@ -22,7 +22,8 @@ SOURCES = {"system": 0, "pps": 1, "dcf77": 2, "gnss": 3}
 KINDS = {"tick": 1, "follow-up": 2}
 
 
-def body(
+# A tick's fields as the vectors list them: every vector states the ones it changes.
+DEFAULTS = dict(
     kind="tick",
     flags=0,
     state="synchronized",
@@ -36,30 +37,29 @@ def body(
     error_us=1200,
     second=1767225600,
     tx_offset_ns=0,
-    version=1,
-    raw_kind=None,
-    raw_state=None,
-    raw_leap=None,
-    magic=b"NOTK",
-):
+)
+
+
+def body(version=1, raw_kind=None, raw_state=None, raw_leap=None, magic=b"NOTK", **kw):
+    f = fields(**kw)
     return magic + struct.pack(
         ">BBBBBBBBHHIIIIqq",
         version,
-        KINDS[kind] if raw_kind is None else raw_kind,
-        flags,
-        STATES[state] if raw_state is None else raw_state,
-        LEAPS[leap] if raw_leap is None else raw_leap,
-        SOURCES[source],
-        stratum,
+        KINDS[f["kind"]] if raw_kind is None else raw_kind,
+        f["flags"],
+        STATES[f["state"]] if raw_state is None else raw_state,
+        LEAPS[f["leap"]] if raw_leap is None else raw_leap,
+        SOURCES[f["source"]],
+        f["stratum"],
         0,
-        key,
+        f["key"],
         0,
-        transmitter,
-        session,
-        sequence,
-        error_us,
-        second,
-        tx_offset_ns,
+        f["transmitter"],
+        f["session"],
+        f["sequence"],
+        f["error_us"],
+        f["second"],
+        f["tx_offset_ns"],
     )
 
 
@@ -68,21 +68,9 @@ def signed(b, secret):
 
 
 def fields(**kw):
-    d = dict(
-        kind="tick",
-        flags=0,
-        state="synchronized",
-        leap="none",
-        source="system",
-        stratum=2,
-        key=0,
-        transmitter=0x0A0B0C0D,
-        session=0x11223344,
-        sequence=7,
-        error_us=1200,
-        second=1767225600,
-        tx_offset_ns=0,
-    )
+    unknown = set(kw) - set(DEFAULTS)
+    assert not unknown, unknown
+    d = dict(DEFAULTS)
     d.update(kw)
     return d
 

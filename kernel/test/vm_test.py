@@ -235,6 +235,16 @@ def pps_source(guest, args, check, tick_port):
     )
 
 
+def pulse_send(sender, port, count, *extra):
+    """`count` unauthenticated ticks from transmitter 0x1234 to the guest's forwarded port."""
+    return subprocess.run(
+        [sender, "--log-level", "warn", "pulse", "send", "--local", "--unauthenticated"]
+        + ["--id", "0x1234", "--count", str(count), *extra, "--to", f"127.0.0.1:{port}"],
+        capture_output=True,
+        timeout=20,
+    )
+
+
 def main():
     args = arguments("vectors")
     vectors = load_vectors(args.vectors)
@@ -316,25 +326,7 @@ def main():
 
         print("ticks from `ntp-offset pulse send`:", flush=True)
         time.sleep(max(0.0, 3.2 - (time.monotonic() - last_vector_tick)))
-        out = subprocess.run(
-            [
-                args.sender,
-                "--log-level",
-                "warn",
-                "pulse",
-                "send",
-                "--local",
-                "--unauthenticated",
-                "--id",
-                "0x1234",
-                "--count",
-                "5",
-                "--to",
-                f"127.0.0.1:{tick_port}",
-            ],
-            capture_output=True,
-            timeout=20,
-        )
+        out = pulse_send(args.sender, tick_port, 5)
         check("transmitter ran", out.returncode == 0, out.stderr.decode())
         time.sleep(0.5)
         c2, (_, s2) = guest.counters(), guest.assert_seq()
@@ -426,26 +418,7 @@ def main():
         guest.ok("insmod /crudepps.ko source=10.0.2.2 transmitter=0x1234")
         send_frame(frame6(with_second(tick, 1767240001, 2), 8123))
         send(with_second(tick, 1767240002, 3))
-        out = subprocess.run(
-            [
-                args.sender,
-                "--log-level",
-                "warn",
-                "pulse",
-                "send",
-                "--local",
-                "--unauthenticated",
-                "--id",
-                "0x1234",
-                "--count",
-                "2",
-                "--no-follow-up",
-                "--to",
-                f"127.0.0.1:{tick_port}",
-            ],
-            capture_output=True,
-            timeout=20,
-        )
+        out = pulse_send(args.sender, tick_port, 2, "--no-follow-up")
         time.sleep(0.3)
         c6 = guest.counters()
         check(
