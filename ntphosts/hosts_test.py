@@ -59,11 +59,11 @@ STALL_SECONDS = 2.5
 # B - A may differ from 15 s by half of each query's round trip (the asymmetry a query cannot
 # see) plus the two guests' own error: they timestamp one broadcast through their own emulated
 # NICs and interrupts, and the daemons filter what is left. scripts/bench-seed measured
-# |B - A - 15 s| over 5 minutes per set-up on an idle 2-core machine (docs/performance.md): with chronyd,
-# medians 0.19-0.34 ms and at worst 2.5 ms, so the median of 5 readings 2 s apart must be
-# within 1 ms beyond half the round trips and every reading within 5 ms (twice the worst seen,
-# for a machine busy with other tests); ntpsec's ntpd wanders more under TCG (median 14 ms,
-# worst 28 ms), so it is allowed 30 and 60 ms.
+# |B - A - 15 s| over 5 minutes per set-up on an idle 2-core machine (docs/performance.md):
+# with chronyd, medians 0.19-0.34 ms and at worst 2.5 ms, so the median of 5 readings 2 s
+# apart must be within 1 ms beyond half the round trips and every reading within 5 ms (twice
+# the worst seen, for a machine busy with other tests); ntpsec's ntpd wanders more under TCG
+# (median 14 ms, worst 28 ms), so it is allowed 30 and 60 ms.
 COMMON = "allow 198.18.0.0/15\nmakestep 0.1 3\ncmdport 0\n"
 NTPSEC_COMMON = "tinker panic 0\n"
 PPS_LOCAL = "refclock PPS /dev/pps0 refid PPS poll 2\nlocal stratum 10\n"
