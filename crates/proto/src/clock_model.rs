@@ -17,8 +17,8 @@
 
 use crate::leap::{LeapDirection, LeapTracker};
 use crate::time::Time;
+use crate::time::NANOS_PER_SEC;
 
-const NANOS_PER_SEC: f64 = 1e9;
 /// A leap second, in ns.
 const LEAP_NS: i64 = 1_000_000_000;
 const RESTART_AFTER_OUTLIERS: u32 = 3;
@@ -64,6 +64,17 @@ pub enum ModelState {
     Locked,
     /// Pairs stopped; running on the last frequency.
     Holdover,
+}
+
+impl ModelState {
+    /// As `status` and the metrics say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelState::Unsynchronized => "unsynchronized",
+            ModelState::Locked => "locked",
+            ModelState::Holdover => "holdover",
+        }
+    }
 }
 
 /// The clock read at one instant.
@@ -303,7 +314,7 @@ impl ClockModel {
             .iter()
             .map(|&(m, r)| {
                 (
-                    (m - m_last) as f64 / NANOS_PER_SEC,
+                    (m - m_last) as f64 / NANOS_PER_SEC as f64,
                     ((r - m) - off_last) as f64,
                 )
             })
@@ -316,7 +327,7 @@ impl ClockModel {
         let slope = if sxx > 0.0 {
             sxy / sxx
         } else {
-            self.fit.map_or(0.0, |f| f.rate * NANOS_PER_SEC)
+            self.fit.map_or(0.0, |f| f.rate * NANOS_PER_SEC as f64)
         };
         let at_last = my - slope * mx;
         self.rms_ns = if self.pairs.len() > 2 {
@@ -331,7 +342,7 @@ impl ClockModel {
         self.fit = Some(Line {
             mono0: m_last,
             ref0: r_last + at_last.round() as i64,
-            rate: slope / NANOS_PER_SEC,
+            rate: slope / NANOS_PER_SEC as f64,
         });
     }
 

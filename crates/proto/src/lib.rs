@@ -41,5 +41,7 @@ pub mod system;
 pub mod tick;
 pub mod tick_auth;
 pub mod tick_receiver;
+pub mod tick_stats;
 pub mod time;
 pub mod view;
+pub mod wire;

@@ -15,8 +15,27 @@
 //! server never echoes it, so a response is never larger than its request.
 
 use crate::time::{NtpShort, NtpTimestamp};
+use crate::wire;
 
-pub const HEADER_LEN: usize = 48;
+/// The header's fields, as the diagram above lays them out.
+pub mod field {
+    use crate::wire::Field;
+
+    /// Leap indicator (2 bits), version (3) and mode (3).
+    pub const LI_VN_MODE: usize = 0;
+    pub const STRATUM: usize = 1;
+    pub const POLL: usize = 2;
+    pub const PRECISION: usize = 3;
+    pub const ROOT_DELAY: Field = 4..8;
+    pub const ROOT_DISPERSION: Field = 8..12;
+    pub const REFERENCE_ID: Field = 12..16;
+    pub const REFERENCE_TIMESTAMP: Field = 16..24;
+    pub const ORIGIN_TIMESTAMP: Field = 24..32;
+    pub const RECEIVE_TIMESTAMP: Field = 32..40;
+    pub const TRANSMIT_TIMESTAMP: Field = 40..48;
+}
+
+pub const HEADER_LEN: usize = field::TRANSMIT_TIMESTAMP.end;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeapIndicator {
@@ -108,12 +127,8 @@ impl Mode {
     }
 }
 
-fn be_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be_u64(b: &[u8], at: usize) -> u64 {
-    (be_u32(b, at) as u64) << 32 | be_u32(b, at + 4) as u64
+fn timestamp(b: &[u8], f: wire::Field) -> NtpTimestamp {
+    NtpTimestamp::from_bits(wire::read(b, f))
 }
 
 impl Header {
@@ -124,34 +139,43 @@ impl Header {
             return Err(ParseError::Truncated { len: buf.len() });
         }
         Ok(Header {
-            leap: LeapIndicator::from_bits(buf[0] >> 6),
-            version: (buf[0] >> 3) & 7,
-            mode: Mode::from_bits(buf[0]),
-            stratum: buf[1],
-            poll: buf[2] as i8,
-            precision: buf[3] as i8,
-            root_delay: NtpShort::from_bits(be_u32(buf, 4)),
-            root_dispersion: NtpShort::from_bits(be_u32(buf, 8)),
-            reference_id: [buf[12], buf[13], buf[14], buf[15]],
-            reference_timestamp: NtpTimestamp::from_bits(be_u64(buf, 16)),
-            origin_timestamp: NtpTimestamp::from_bits(be_u64(buf, 24)),
-            receive_timestamp: NtpTimestamp::from_bits(be_u64(buf, 32)),
-            transmit_timestamp: NtpTimestamp::from_bits(be_u64(buf, 40)),
+            leap: LeapIndicator::from_bits(buf[field::LI_VN_MODE] >> 6),
+            version: (buf[field::LI_VN_MODE] >> 3) & 7,
+            mode: Mode::from_bits(buf[field::LI_VN_MODE]),
+            stratum: buf[field::STRATUM],
+            poll: buf[field::POLL] as i8,
+            precision: buf[field::PRECISION] as i8,
+            root_delay: NtpShort::from_bits(wire::read(buf, field::ROOT_DELAY)),
+            root_dispersion: NtpShort::from_bits(wire::read(buf, field::ROOT_DISPERSION)),
+            reference_id: buf[field::REFERENCE_ID].try_into().expect("4 bytes"),
+            reference_timestamp: timestamp(buf, field::REFERENCE_TIMESTAMP),
+            origin_timestamp: timestamp(buf, field::ORIGIN_TIMESTAMP),
+            receive_timestamp: timestamp(buf, field::RECEIVE_TIMESTAMP),
+            transmit_timestamp: timestamp(buf, field::TRANSMIT_TIMESTAMP),
         })
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
-        b[0] = (self.leap as u8) << 6 | (self.version & 7) << 3 | self.mode as u8;
-        b[1] = self.stratum;
-        b[2] = self.poll as u8;
-        b[3] = self.precision as u8;
-        b[4..8].copy_from_slice(&self.root_delay.to_bits().to_be_bytes());
-        b[8..12].copy_from_slice(&self.root_dispersion.to_bits().to_be_bytes());
-        b[12..16].copy_from_slice(&self.reference_id);
-        b[16..24].copy_from_slice(&self.reference_timestamp.to_bits().to_be_bytes());
-        b[24..32].copy_from_slice(&self.origin_timestamp.to_bits().to_be_bytes());
-        b[32..40].copy_from_slice(&self.receive_timestamp.to_bits().to_be_bytes());
+        b[field::LI_VN_MODE] = (self.leap as u8) << 6 | (self.version & 7) << 3 | self.mode as u8;
+        b[field::STRATUM] = self.stratum;
+        b[field::POLL] = self.poll as u8;
+        b[field::PRECISION] = self.precision as u8;
+        wire::write(&mut b, field::ROOT_DELAY, self.root_delay.to_bits());
+        wire::write(
+            &mut b,
+            field::ROOT_DISPERSION,
+            self.root_dispersion.to_bits(),
+        );
+        b[field::REFERENCE_ID].copy_from_slice(&self.reference_id);
+        let stamps = [
+            (field::REFERENCE_TIMESTAMP, self.reference_timestamp),
+            (field::ORIGIN_TIMESTAMP, self.origin_timestamp),
+            (field::RECEIVE_TIMESTAMP, self.receive_timestamp),
+        ];
+        for (f, t) in stamps {
+            wire::write(&mut b, f, t.to_bits());
+        }
         set_transmit_timestamp(&mut b, self.transmit_timestamp);
         b
     }
@@ -179,7 +203,7 @@ impl Header {
 /// Writes the transmit timestamp into an encoded header: the server fills it in last, right
 /// before the packet leaves, so it is as late (and as true) as possible.
 pub fn set_transmit_timestamp(packet: &mut [u8; HEADER_LEN], ts: NtpTimestamp) {
-    packet[40..48].copy_from_slice(&ts.to_bits().to_be_bytes());
+    wire::write(packet, field::TRANSMIT_TIMESTAMP, ts.to_bits());
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 //! - A second pulse in one second (noise, a bouncing line) is dropped.
 
 use crate::tick::{Source, SourceState, TickPacket};
+use crate::time::NANOS_PER_SEC;
 
-const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// Beyond this the host clock cannot number a pulse: 0.4 s leaves a margin for jitter.
 pub const MAX_CLOCK_ERROR_NS: i64 = 400_000_000;
 /// How late a pulse may come before its second counts as missing (interrupt latency, the

@@ -7,9 +7,8 @@
 
 use crate::tick::{Leap, SourceState};
 use crate::tick_receiver::TickSample;
+use crate::time::NANOS_PER_SEC;
 use crate::time::{Offset, Time};
-
-const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 /// chrony's `SOCK_MAGIC`.
 pub const SOCK_MAGIC: i32 = 0x534f_434b;

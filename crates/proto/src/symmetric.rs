@@ -5,6 +5,7 @@
 //! are accepted, and the answer's MAC is as long as the request's. And chrony's key file
 //! format, parsed from text (the IO edge reads the file and checks its permissions).
 
+use crate::wire;
 use core::fmt;
 
 use aes::{Aes128, Aes256};
@@ -330,12 +331,13 @@ pub fn find_mac(packet: &[u8]) -> Option<RequestMac<'_>> {
     if ![4 + 16, 4 + 20, 4 + 32, 4 + 48, 4 + 64].contains(&rest.len()) {
         return None;
     }
-    if rest.len() > 24 && usize::from(u16::from_be_bytes([rest[2], rest[3]])) == rest.len() {
+    // Longer than the shortest MAC and its bytes 2..4 give its whole length: an extension field.
+    let ext_len: u16 = wire::read(rest, 2..4);
+    if rest.len() > 24 && usize::from(ext_len) == rest.len() {
         return None;
     }
-    let id = &rest[field::KEY_ID];
     Some(RequestMac {
-        key_id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+        key_id: wire::read(rest, field::KEY_ID),
         data: &packet[..HEADER_LEN],
         digest: &rest[field::DIGEST..],
     })

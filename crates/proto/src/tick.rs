@@ -38,13 +38,17 @@
 //! The legacy packet of the original design is the 4-byte payload `time` (UDP port 8000): a
 //! pulse with no identity and no second number.
 
+use crate::time::NANOS_PER_SEC;
+use crate::wire;
 use core::fmt;
 
 /// Where each field starts, as in the table above: named once here for the decoder and the
 /// encoder. The firmware (`firmware/arduino/tick.h`) and the kernel module
 /// (`kernel/crudepps.c`) name the same offsets `TICK_AT_*`; a test below compares them.
 pub mod field {
-    pub const MAGIC: usize = 0;
+    use crate::wire::Field;
+
+    pub const MAGIC: Field = 0..4;
     pub const VERSION: usize = 4;
     pub const KIND: usize = 5;
     pub const FLAGS: usize = 6;
@@ -52,21 +56,21 @@ pub mod field {
     pub const LEAP: usize = 8;
     pub const SOURCE: usize = 9;
     pub const STRATUM: usize = 10;
-    pub const KEY_ID: usize = 12;
-    pub const TRANSMITTER: usize = 16;
-    pub const SESSION: usize = 20;
-    pub const SEQUENCE: usize = 24;
-    pub const ERROR_BOUND: usize = 28;
-    pub const SECOND: usize = 32;
-    pub const TX_OFFSET: usize = 40;
-    pub const MAC: usize = 48;
+    pub const KEY_ID: Field = 12..14;
+    pub const TRANSMITTER: Field = 16..20;
+    pub const SESSION: Field = 20..24;
+    pub const SEQUENCE: Field = 24..28;
+    pub const ERROR_BOUND: Field = 28..32;
+    pub const SECOND: Field = 32..40;
+    pub const TX_OFFSET: Field = 40..48;
+    pub const MAC: Field = 48..64;
 }
 
 pub const MAGIC: [u8; 4] = *b"NOTK";
 pub const VERSION: u8 = 1;
 /// Length of the MAC-covered part, and of an unauthenticated packet.
-pub const BODY_LEN: usize = 48;
-pub const MAC_LEN: usize = 16;
+pub const BODY_LEN: usize = field::MAC.start;
+pub const MAC_LEN: usize = field::MAC.end - field::MAC.start;
 /// Length of an authenticated packet.
 pub const AUTH_LEN: usize = BODY_LEN + MAC_LEN;
 /// The original design's payload.
@@ -84,8 +88,6 @@ pub const FLAG_HW_TIMESTAMP: u8 = 0x02;
 /// the POSIX scale, and the flag tells the two apart.
 pub const FLAG_LEAP_SECOND: u8 = 0x04;
 
-const NANOS_PER_SEC: i64 = 1_000_000_000;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Tick = 1,
@@ -98,6 +100,17 @@ pub enum SourceState {
     /// The source lost its reference and runs on its own oscillator.
     Holdover = 1,
     Unsynchronized = 2,
+}
+
+impl SourceState {
+    /// As status reports and logs say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceState::Synchronized => "synchronized",
+            SourceState::Holdover => "holdover",
+            SourceState::Unsynchronized => "unsynchronized",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,18 +195,6 @@ impl DecodeError {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-fn be64(b: &[u8], at: usize) -> i64 {
-    i64::from_be_bytes(b[at..at + 8].try_into().unwrap())
-}
-
 /// Decodes a datagram: a tick, a follow-up or a legacy pulse. The length must match the key id
 /// exactly (48 bytes without a key, 64 with one): anything else is dropped, so a receiver never
 /// reads past what the MAC covers.
@@ -201,7 +202,7 @@ pub fn decode(b: &[u8]) -> Result<Datagram, DecodeError> {
     if b == LEGACY_PAYLOAD {
         return Ok(Datagram::Legacy);
     }
-    if b.len() >= 4 && b[field::MAGIC..field::MAGIC + 4] != MAGIC {
+    if b.len() >= 4 && b[field::MAGIC] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
     if b.len() < BODY_LEN {
@@ -210,7 +211,7 @@ pub fn decode(b: &[u8]) -> Result<Datagram, DecodeError> {
     if b[field::VERSION] != VERSION {
         return Err(DecodeError::UnsupportedVersion(b[field::VERSION]));
     }
-    let key_id = be16(b, field::KEY_ID);
+    let key_id = wire::read(b, field::KEY_ID);
     let want = if key_id == 0 { BODY_LEN } else { AUTH_LEN };
     if b.len() < want {
         return Err(DecodeError::Truncated { len: b.len() });
@@ -242,7 +243,7 @@ pub fn decode(b: &[u8]) -> Result<Datagram, DecodeError> {
         3 => Source::Gnss,
         _ => return Err(DecodeError::Malformed("source")),
     };
-    let tx_offset_ns = be64(b, field::TX_OFFSET);
+    let tx_offset_ns: i64 = wire::read(b, field::TX_OFFSET);
     match kind {
         Kind::Tick if tx_offset_ns != 0 => {
             return Err(DecodeError::Malformed("tx offset in a tick"))
@@ -260,11 +261,11 @@ pub fn decode(b: &[u8]) -> Result<Datagram, DecodeError> {
         source,
         stratum: b[field::STRATUM],
         key_id,
-        transmitter: be32(b, field::TRANSMITTER),
-        session: be32(b, field::SESSION),
-        sequence: be32(b, field::SEQUENCE),
-        error_bound_us: be32(b, field::ERROR_BOUND),
-        second: be64(b, field::SECOND),
+        transmitter: wire::read(b, field::TRANSMITTER),
+        session: wire::read(b, field::SESSION),
+        sequence: wire::read(b, field::SEQUENCE),
+        error_bound_us: wire::read(b, field::ERROR_BOUND),
+        second: wire::read(b, field::SECOND),
         tx_offset_ns,
     }))
 }
@@ -281,11 +282,8 @@ impl TickPacket {
 
     /// Writes the 48 MAC-covered bytes ([`crate::tick_auth::encode`] adds the MAC).
     pub fn encode_body(&self, out: &mut [u8; BODY_LEN]) {
-        fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
-            out[at..at + bytes.len()].copy_from_slice(bytes);
-        }
         *out = [0; BODY_LEN];
-        put(out, field::MAGIC, &MAGIC);
+        out[field::MAGIC].copy_from_slice(&MAGIC);
         out[field::VERSION] = VERSION;
         out[field::KIND] = self.kind as u8;
         out[field::FLAGS] = self.flags;
@@ -293,13 +291,13 @@ impl TickPacket {
         out[field::LEAP] = self.leap as u8;
         out[field::SOURCE] = self.source as u8;
         out[field::STRATUM] = self.stratum;
-        put(out, field::KEY_ID, &self.key_id.to_be_bytes());
-        put(out, field::TRANSMITTER, &self.transmitter.to_be_bytes());
-        put(out, field::SESSION, &self.session.to_be_bytes());
-        put(out, field::SEQUENCE, &self.sequence.to_be_bytes());
-        put(out, field::ERROR_BOUND, &self.error_bound_us.to_be_bytes());
-        put(out, field::SECOND, &self.second.to_be_bytes());
-        put(out, field::TX_OFFSET, &self.tx_offset_ns.to_be_bytes());
+        wire::write(out, field::KEY_ID, self.key_id);
+        wire::write(out, field::TRANSMITTER, self.transmitter);
+        wire::write(out, field::SESSION, self.session);
+        wire::write(out, field::SEQUENCE, self.sequence);
+        wire::write(out, field::ERROR_BOUND, self.error_bound_us);
+        wire::write(out, field::SECOND, self.second);
+        wire::write(out, field::TX_OFFSET, self.tx_offset_ns);
     }
 
     /// A tick for `second`: synchronized, system clock, stratum 16 (unknown), no leap, error
@@ -399,7 +397,7 @@ mod tests {
     #[test]
     fn c_field_offsets_match_the_rust_ones() {
         let rust = [
-            ("MAGIC", field::MAGIC),
+            ("MAGIC", field::MAGIC.start),
             ("VERSION", field::VERSION),
             ("KIND", field::KIND),
             ("FLAGS", field::FLAGS),
@@ -407,14 +405,14 @@ mod tests {
             ("LEAP", field::LEAP),
             ("SOURCE", field::SOURCE),
             ("STRATUM", field::STRATUM),
-            ("KEY_ID", field::KEY_ID),
-            ("TRANSMITTER", field::TRANSMITTER),
-            ("SESSION", field::SESSION),
-            ("SEQUENCE", field::SEQUENCE),
-            ("ERROR_BOUND", field::ERROR_BOUND),
-            ("SECOND", field::SECOND),
-            ("TX_OFFSET", field::TX_OFFSET),
-            ("MAC", field::MAC),
+            ("KEY_ID", field::KEY_ID.start),
+            ("TRANSMITTER", field::TRANSMITTER.start),
+            ("SESSION", field::SESSION.start),
+            ("SEQUENCE", field::SEQUENCE.start),
+            ("ERROR_BOUND", field::ERROR_BOUND.start),
+            ("SECOND", field::SECOND.start),
+            ("TX_OFFSET", field::TX_OFFSET.start),
+            ("MAC", field::MAC.start),
         ];
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         for (file, all) in [

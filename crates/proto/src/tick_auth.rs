@@ -258,7 +258,7 @@ mod tests {
         for bit in 0..AUTH_LEN * 8 {
             let mut b = v.bytes.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            let key_id = u16::from_be_bytes([b[12], b[13]]);
+            let key_id = crate::wire::read(&b, crate::tick::field::KEY_ID);
             assert!(verify(&b, key_id, &keys).is_err(), "bit {bit}");
         }
     }

@@ -26,13 +26,13 @@
 
 use crate::tick::{decode, Datagram, Kind, Leap, Source, SourceState, TickPacket};
 use crate::tick_auth::{verify, AuthError, KeyRing};
+use crate::time::NANOS_PER_SEC;
 use crate::time::{Offset, Time};
 
-const NANOS_PER_SEC: i64 = 1_000_000_000;
+pub use crate::tick_stats::{LockState, Reject, Stats, TickCounts};
+
 /// Consecutive inconsistent ticks after which the receiver starts over from the latest one.
 const RESTART_AFTER_REJECTS: u32 = 3;
-/// Samples kept for the offset statistics.
-const STATS_WINDOW: usize = 16;
 
 /// When a datagram arrived: the kernel's CLOCK_REALTIME stamp, and the same instant on
 /// CLOCK_MONOTONIC_RAW (what the receiver measures intervals with).
@@ -76,72 +76,6 @@ impl Default for ReceiverConfig {
             timeout: Offset::from_nanos(1_500_000_000),
             lock_after: 3,
         }
-    }
-}
-
-/// Why a datagram was dropped. Each has a counter in [`Stats::rejected`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reject {
-    Truncated,
-    Oversized,
-    /// Bad magic, unsupported version or an undefined field value.
-    Malformed,
-    BadMac,
-    UnknownKey,
-    /// Key id 0 while authentication is required.
-    Unauthenticated,
-    /// A legacy `time` pulse while legacy pulses are not enabled.
-    Legacy,
-    /// From a transmitter other than the one followed.
-    OtherTransmitter,
-    Duplicate,
-    /// An older second or sequence than already seen from this transmitter.
-    Replay,
-    /// Not the second the elapsed time predicts.
-    UnexpectedSecond,
-    /// Arrived too far from where the previous ticks put it.
-    Outlier,
-    /// A follow-up whose tick is not the one waiting.
-    UnmatchedFollowUp,
-}
-
-impl Reject {
-    pub const ALL: [Reject; 13] = [
-        Reject::Truncated,
-        Reject::Oversized,
-        Reject::Malformed,
-        Reject::BadMac,
-        Reject::UnknownKey,
-        Reject::Unauthenticated,
-        Reject::Legacy,
-        Reject::OtherTransmitter,
-        Reject::Duplicate,
-        Reject::Replay,
-        Reject::UnexpectedSecond,
-        Reject::Outlier,
-        Reject::UnmatchedFollowUp,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Reject::Truncated => "truncated",
-            Reject::Oversized => "oversized",
-            Reject::Malformed => "malformed",
-            Reject::BadMac => "bad-mac",
-            Reject::UnknownKey => "unknown-key",
-            Reject::Unauthenticated => "unauthenticated",
-            Reject::Legacy => "legacy",
-            Reject::OtherTransmitter => "other-transmitter",
-            Reject::Duplicate => "duplicate",
-            Reject::Replay => "replay",
-            Reject::UnexpectedSecond => "unexpected-second",
-            Reject::Outlier => "outlier",
-            Reject::UnmatchedFollowUp => "unmatched-follow-up",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -190,123 +124,6 @@ pub enum Event {
     },
     /// No tick for the timeout: samples stop.
     Lost,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockState {
-    /// No transmitter yet, or not enough consistent ticks.
-    Searching,
-    Locked,
-    /// Ticks stopped.
-    Lost,
-}
-
-impl LockState {
-    pub fn name(self) -> &'static str {
-        match self {
-            LockState::Searching => "searching",
-            LockState::Locked => "locked",
-            LockState::Lost => "lost",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Stats {
-    pub datagrams: u64,
-    /// Ticks accepted (consistent, authenticated), locked or not.
-    pub ticks: u64,
-    pub samples: u64,
-    pub follow_ups: u64,
-    /// Ticks that announced a follow-up which never came.
-    pub follow_ups_missing: u64,
-    /// Seconds without a tick while following a transmitter.
-    pub missed: u64,
-    pub restarts: u64,
-    /// Inserted leap seconds seen (their ticks count, but make no sample).
-    pub leap_seconds: u64,
-    pub rejected: [u64; Reject::ALL.len()],
-    pub state: LockState,
-    pub transmitter: Option<u32>,
-    pub session: Option<u32>,
-    /// Monotonic time of the last sample.
-    pub last_sample_mono_ns: Option<i64>,
-    recent: [i64; STATS_WINDOW],
-    recent_len: usize,
-    recent_next: usize,
-}
-
-impl Stats {
-    fn new() -> Stats {
-        Stats {
-            datagrams: 0,
-            ticks: 0,
-            samples: 0,
-            follow_ups: 0,
-            follow_ups_missing: 0,
-            missed: 0,
-            restarts: 0,
-            leap_seconds: 0,
-            rejected: [0; Reject::ALL.len()],
-            state: LockState::Searching,
-            transmitter: None,
-            session: None,
-            last_sample_mono_ns: None,
-            recent: [0; STATS_WINDOW],
-            recent_len: 0,
-            recent_next: 0,
-        }
-    }
-
-    pub fn rejected(&self, r: Reject) -> u64 {
-        self.rejected[r.index()]
-    }
-
-    /// The reasons that rejected anything, with their counts, as status reports list them.
-    pub fn rejected_by_name(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Reject::ALL
-            .iter()
-            .map(|&r| (r.name(), self.rejected(r)))
-            .filter(|&(_, n)| n > 0)
-    }
-
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().sum()
-    }
-
-    fn record(&mut self, offset: Offset) {
-        self.recent[self.recent_next] = offset.nanos();
-        self.recent_next = (self.recent_next + 1) % STATS_WINDOW;
-        self.recent_len = (self.recent_len + 1).min(STATS_WINDOW);
-    }
-
-    /// The latest sample's offset.
-    pub fn last_offset(&self) -> Option<Offset> {
-        (self.recent_len > 0).then(|| {
-            Offset::from_nanos(self.recent[(self.recent_next + STATS_WINDOW - 1) % STATS_WINDOW])
-        })
-    }
-
-    /// Mean and standard deviation of the last 16 offsets.
-    pub fn offset_mean_jitter(&self) -> Option<(Offset, Offset)> {
-        if self.recent_len == 0 {
-            return None;
-        }
-        let xs = &self.recent[..self.recent_len];
-        // Relative to the first value, so 15-s offsets lose no nanoseconds in f64.
-        let base = xs[0];
-        let n = xs.len() as f64;
-        let mean = xs.iter().map(|&x| (x - base) as f64).sum::<f64>() / n;
-        let var = xs
-            .iter()
-            .map(|&x| ((x - base) as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        Some((
-            Offset::from_nanos(base + mean.round() as i64),
-            Offset::from_nanos(var.sqrt().round() as i64),
-        ))
-    }
 }
 
 /// The transmitter being followed.
@@ -421,7 +238,7 @@ impl Receiver {
     /// Handles one datagram. `from_legacy_port`: it came in on the legacy port, where only
     /// legacy pulses are expected (they are accepted on either port when enabled).
     pub fn on_datagram(&mut self, data: &[u8], rx: RxStamp, events: &mut Vec<Event>) {
-        self.stats.datagrams += 1;
+        self.stats.counts.datagrams += 1;
         let packet = match decode(data) {
             Ok(Datagram::Legacy) => {
                 if !self.cfg.allow_legacy {
@@ -498,7 +315,7 @@ impl Receiver {
     }
 
     fn reject(&mut self, r: Reject, events: &mut Vec<Event>) {
-        self.stats.rejected[r.index()] += 1;
+        self.stats.counts.rejected[r.index()] += 1;
         events.push(Event::Rejected(r));
     }
 
@@ -577,10 +394,10 @@ impl Receiver {
                 }
                 return;
             }
-            self.stats.missed += (second - track.second - 1) as u64;
+            self.stats.counts.missed += (second - track.second - 1) as u64;
         }
         if restarted {
-            self.stats.restarts += 1;
+            self.stats.counts.restarts += 1;
             self.stats.session = Some(c.session);
             events.push(Event::Restarted {
                 transmitter: c.transmitter.unwrap_or(0),
@@ -650,13 +467,13 @@ impl Receiver {
     /// Counts the tick the track just took, and makes its sample once locked.
     fn accept(&mut self, c: &Claim, at: Arrival, events: &mut Vec<Event>) {
         let Arrival { rx, tx_offset } = at;
-        self.stats.ticks += 1;
+        self.stats.counts.ticks += 1;
         let track = self.track.as_mut().expect("accept follows a track");
         let second = track.second - track.leaps; // POSIX again
         if c.is_leap_second() {
             // 23:59:60 has no POSIX time of its own: the NTP daemon inserts the second itself
             // from the leap announcement; a sample here would look a second off.
-            self.stats.leap_seconds += 1;
+            self.stats.counts.leap_seconds += 1;
             return;
         }
         if !track.locked && track.consistent >= self.cfg.lock_after.max(1) {
@@ -687,7 +504,7 @@ impl Receiver {
             legacy: p.is_none(),
         };
         if tx_offset.is_none() && p.is_some_and(|p| p.announces_follow_up()) {
-            self.stats.follow_ups_missing += 1;
+            self.stats.counts.follow_ups_missing += 1;
         }
         self.emit(sample, events);
     }
@@ -696,7 +513,7 @@ impl Receiver {
         if let Some(id) = sample.transmitter {
             self.remember_sampled(id, sample.second);
         }
-        self.stats.samples += 1;
+        self.stats.counts.samples += 1;
         self.stats.record(sample.offset());
         self.stats.last_sample_mono_ns = Some(sample.rx.mono_ns);
         events.push(Event::Sample(sample));
@@ -713,7 +530,7 @@ impl Receiver {
             return self.reject(Reject::UnmatchedFollowUp, events);
         }
         let d = self.deferred.take().expect("checked");
-        self.stats.follow_ups += 1;
+        self.stats.counts.follow_ups += 1;
         let arrival = Arrival {
             rx: d.rx,
             tx_offset: Some(p.tx_offset_ns),

@@ -110,7 +110,10 @@ fn samples_flow_after_three_consistent_ticks_with_offset_and_delay() {
         assert!(!s.legacy && s.tx_offset_ns.is_none());
     }
     let st = h.rx.stats();
-    assert_eq!((st.ticks, st.samples, st.state), (5, 3, LockState::Locked));
+    assert_eq!(
+        (st.counts.ticks, st.counts.samples, st.state),
+        (5, 3, LockState::Locked)
+    );
     assert_eq!(st.last_offset(), Some(Offset::from_nanos(15_000_010_000)));
     assert_eq!(st.offset_mean_jitter().unwrap().1, Offset::ZERO);
 }
@@ -141,7 +144,7 @@ fn follow_up_corrects_the_send_jitter() {
     // A second copy of the follow-up matches nothing.
     let e = h.feed(&wire(&fu), stamp(T0 + 3, 950_000, 0));
     assert_eq!(e, vec![Event::Rejected(Reject::UnmatchedFollowUp)]);
-    assert_eq!(h.rx.stats().follow_ups, 1);
+    assert_eq!(h.rx.stats().counts.follow_ups, 1);
 }
 
 #[test]
@@ -156,7 +159,7 @@ fn a_missing_follow_up_releases_the_tick_uncorrected() {
     let s = Harness::samples(&h.poll(at.mono_ns + 100_000_000));
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].tx_offset_ns, None);
-    assert_eq!(h.rx.stats().follow_ups_missing, 1);
+    assert_eq!(h.rx.stats().counts.follow_ups_missing, 1);
 }
 
 #[test]
@@ -194,7 +197,7 @@ fn forged_replayed_duplicated_and_unauthenticated_ticks_are_rejected_and_counted
         h.feed(&good, stamp(T0 + 5, 30_000, 0)),
         vec![Event::Rejected(Reject::Duplicate)]
     );
-    assert_eq!(h.rx.stats().samples, 3);
+    assert_eq!(h.rx.stats().counts.samples, 3);
 }
 
 #[test]
@@ -208,7 +211,7 @@ fn unauthenticated_ticks_pass_only_when_allowed() {
         t.key_id = 0;
         h.feed(&wire(&t), stamp(T0 + i, 0, 0));
     }
-    assert_eq!(h.rx.stats().samples, 1);
+    assert_eq!(h.rx.stats().counts.samples, 1);
 }
 
 #[test]
@@ -219,7 +222,11 @@ fn a_late_tick_is_an_outlier_and_the_next_good_one_counts() {
     assert_eq!(late, vec![Event::Rejected(Reject::Outlier)]);
     let next = h.feed(&wire(&tick(T0 + 4, 4)), stamp(T0 + 4, 30_000, 0));
     assert_eq!(Harness::samples(&next).len(), 1);
-    assert_eq!(h.rx.stats().missed, 1, "second T0+3 produced nothing");
+    assert_eq!(
+        h.rx.stats().counts.missed,
+        1,
+        "second T0+3 produced nothing"
+    );
 }
 
 #[test]
@@ -279,7 +286,14 @@ fn an_inserted_leap_second_counts_one_second_and_makes_no_sample() {
     assert_eq!(s[0].second, last + 1);
     assert_eq!(s[0].offset(), Offset::from_nanos(15_000_010_000));
     let st = h.rx.stats();
-    assert_eq!((st.leap_seconds, st.rejected_total(), st.missed), (1, 0, 0));
+    assert_eq!(
+        (
+            st.counts.leap_seconds,
+            st.rejected_total(),
+            st.counts.missed
+        ),
+        (1, 0, 0)
+    );
 
     // A track may begin at the leap second.
     let mut h = Harness::new(cfg());
@@ -370,7 +384,7 @@ fn ticks_stop_samples_stop_and_resume_by_themselves() {
     }
     assert!(restarted);
     assert_eq!(samples, 2, "relock takes three ticks");
-    assert_eq!(h.rx.stats().restarts, 1);
+    assert_eq!(h.rx.stats().counts.restarts, 1);
     assert_eq!(h.rx.stats().state, LockState::Locked);
 }
 
@@ -485,7 +499,7 @@ proptest::proptest! {
             let events = h.feed(&data, at);
             h.poll(mono);
             let st = h.rx.stats();
-            proptest::prop_assert!(st.samples <= st.ticks);
+            proptest::prop_assert!(st.counts.samples <= st.counts.ticks);
             proptest::prop_assert!(events.len() <= 4);
         }
     }

@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 
+use ntp_offset_proto::responder::DropReason;
+
+use super::counters::{PER_VIEW, TOTALS};
 use super::status::{ClientEntry, ListenStatus, ReferenceStatus, SendStatus, ServeStatus, Status};
 
 pub fn status(s: &Status) -> String {
@@ -74,30 +77,28 @@ fn serve(s: &ServeStatus) -> String {
         "Uptime          : {:.0} s (ntp-offset {})",
         s.uptime_s, s.program_version
     );
+    // The counters' columns come from their table; the rest are the view's own.
+    let counter_cols = |cells: &mut String, values: &mut dyn Iterator<Item = String>| {
+        for (c, v) in PER_VIEW.iter().zip(values) {
+            let _ = write!(cells, " {v:>w$}", w = (c.label.len() + 2).max(6));
+        }
+    };
+    let mut head = format!("\n{:<16} {:>14}", "View", "Offset");
+    counter_cols(&mut head, &mut PER_VIEW.iter().map(|c| c.label.to_string()));
     let _ = writeln!(
         out,
-        "\n{:<16} {:>14} {:>10} {:>10} {:>6} {:>8} {:>9} {:>9} {:>8} {:>9}",
-        "View",
-        "Offset",
-        "Requests",
-        "Answers",
-        "KoD",
-        "Limited",
-        "Req/s 1m",
-        "Req/s 5m",
-        "Clients",
-        "Assigned"
+        "{head} {:>9} {:>9} {:>8} {:>9}",
+        "Req/s 1m", "Req/s 5m", "Clients", "Assigned"
     );
     for v in &s.views {
+        let mut row = format!("{:<16} {:>14}", v.name, v.offset);
+        counter_cols(
+            &mut row,
+            &mut PER_VIEW.iter().map(|c| (c.get)(&v.counts).to_string()),
+        );
         let _ = writeln!(
             out,
-            "{:<16} {:>14} {:>10} {:>10} {:>6} {:>8} {:>9} {:>9} {:>8} {:>9}",
-            v.name,
-            v.offset,
-            v.requests,
-            v.answered,
-            v.kod_rate,
-            v.rate_limited,
+            "{row} {:>9} {:>9} {:>8} {:>9}",
             rate(v.requests_per_s_1m),
             rate(v.requests_per_s_5m),
             v.clients_last_hour,
@@ -116,26 +117,16 @@ fn serve(s: &ServeStatus) -> String {
             k.address, k.received, k.answered, k.kod, k.dropped, k.send_errors
         );
     }
-    let drops: Vec<String> = s
-        .totals
-        .dropped
+    let drops: Vec<String> = DropReason::ALL
         .iter()
-        .map(|(k, v)| format!("{k} {v}"))
+        .map(|r| format!("{} {}", r.name(), s.totals.dropped(*r)))
         .collect();
     let _ = writeln!(out, "\nDropped         : {}", drops.join(", "));
-    let _ = writeln!(out, "KoD DENY        : {}", s.totals.kod_deny);
-    if s.totals.crypto_nak > 0 {
-        let _ = writeln!(out, "Crypto-NAK      : {}", s.totals.crypto_nak);
-    }
-    if s.totals.nts_nak > 0 {
-        let _ = writeln!(out, "NTS-NAK         : {}", s.totals.nts_nak);
-    }
-    if s.totals.interleaved + s.totals.tx_stamps > 0 {
-        let _ = writeln!(
-            out,
-            "Interleaved     : {} answers; kernel transmit stamps {} ({} unmatched)",
-            s.totals.interleaved, s.totals.tx_stamps, s.totals.tx_stamps_unmatched
-        );
+    for c in TOTALS {
+        let n = (c.get)(&s.totals);
+        if c.always || n > 0 {
+            let _ = writeln!(out, "{:<16}: {n}", c.label);
+        }
     }
     if let Some(n) = &s.nts {
         let _ = writeln!(
@@ -195,7 +186,7 @@ fn listen(l: &ListenStatus) -> String {
     let _ = writeln!(
         out,
         "Datagrams       : {}; feeds: sock {} sent ({} failed), shm {} written",
-        l.datagrams,
+        l.counts.datagrams,
         l.sock_sent.map_or("-".into(), |n| n.to_string()),
         l.sock_failed.map_or("-".into(), |n| n.to_string()),
         l.shm_written.map_or("-".into(), |n| n.to_string())

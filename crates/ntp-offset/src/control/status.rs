@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use ntp_offset_proto::tick_stats::{Reject, TickCounts};
+
+use super::counters::{Counts, ViewCounts};
+
 /// A daemon's status, by role. (Built a few times a second at most: its size does not matter.)
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -23,7 +27,7 @@ pub struct ServeStatus {
     pub reference: ReferenceStatus,
     pub views: Vec<ViewStatus>,
     pub sockets: Vec<SocketStatus>,
-    pub totals: Totals,
+    pub totals: Counts,
     pub spread: Vec<SpreadStatus>,
     /// The clients with the most rate-limited requests (at most 10).
     pub most_rate_limited: Vec<ClientEntry>,
@@ -94,10 +98,8 @@ pub struct ViewStatus {
     pub offset_s: f64,
     /// Exact, as configured: "+15s".
     pub offset: String,
-    pub requests: u64,
-    pub answered: u64,
-    pub kod_rate: u64,
-    pub rate_limited: u64,
+    #[serde(flatten)]
+    pub counts: ViewCounts,
     pub requests_per_s_1m: Option<f64>,
     pub requests_per_s_5m: Option<f64>,
     /// Clients in the client log whose last request chose this view, within the hour.
@@ -118,32 +120,6 @@ pub struct SocketStatus {
     /// With `workers = N`: what each worker received (how evenly clients spread).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub received_by_worker: Vec<u64>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Totals {
-    pub received: u64,
-    pub answered: u64,
-    pub kod_rate: u64,
-    pub kod_deny: u64,
-    /// Crypto-NAKs: requests with a key the server does not have (`[keys] unknown_key`).
-    #[serde(default)]
-    pub crypto_nak: u64,
-    /// NTS-NAKs: NTS requests whose cookie does not open here (sent back to key establishment).
-    #[serde(default)]
-    pub nts_nak: u64,
-    /// Answers in interleaved mode, and the kernel transmit stamps taken for them (those that
-    /// matched no logged answer apart).
-    #[serde(default)]
-    pub interleaved: u64,
-    #[serde(default)]
-    pub tx_stamps: u64,
-    #[serde(default)]
-    pub tx_stamps_unmatched: u64,
-    pub send_errors: u64,
-    /// By reason: truncated, oversized, malformed, bad_version, not_client_mode, no_view,
-    /// rate_limited, bad_mac, unknown_key, unauthenticated, bad_nts.
-    pub dropped: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -188,17 +164,8 @@ pub struct ListenStatus {
     /// holdover or unsynchronized (whose samples the NTP daemons ignore).
     pub transmitter_state: Option<String>,
     pub session: Option<String>,
-    pub datagrams: u64,
-    pub ticks: u64,
-    pub samples: u64,
-    pub follow_ups: u64,
-    pub follow_ups_missing: u64,
-    /// Seconds without a tick while following a transmitter.
-    pub missed: u64,
-    pub restarts: u64,
-    /// Inserted leap seconds seen (their ticks make no sample).
-    pub leap_seconds: u64,
-    pub rejected: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    pub counts: TickCounts,
     /// Reference (tick time + offset + delay) minus local clock, latest sample.
     pub offset_ns: Option<i64>,
     pub mean_offset_ns: Option<i64>,
@@ -231,7 +198,7 @@ impl ListenStatus {
     pub fn line(&self) -> String {
         let who = match &self.transmitter {
             Some(t) => format!(" to {t}"),
-            None if self.samples > 0 || self.ticks > 0 => " to legacy pulses".into(),
+            None if self.counts.samples > 0 || self.counts.ticks > 0 => " to legacy pulses".into(),
             None => String::new(),
         };
         let mut s = format!("{}{who}", self.state);
@@ -244,25 +211,25 @@ impl ListenStatus {
         }
         s += &format!(
             "; {} samples from {} ticks, {} missed, {} restarts, {} follow-ups ({} missing)",
-            self.samples,
-            self.ticks,
-            self.missed,
-            self.restarts,
-            self.follow_ups,
-            self.follow_ups_missing
+            self.counts.samples,
+            self.counts.ticks,
+            self.counts.missed,
+            self.counts.restarts,
+            self.counts.follow_ups,
+            self.counts.follow_ups_missing
         );
-        if self.leap_seconds > 0 {
-            s += &format!(", {} leap seconds", self.leap_seconds);
+        if self.counts.leap_seconds > 0 {
+            s += &format!(", {} leap seconds", self.counts.leap_seconds);
         }
         if let Some(age) = self.seconds_since_sample {
             s += &format!(", last sample {age:.1}s ago");
         }
-        if !self.rejected.is_empty() {
-            let r: Vec<String> = self
-                .rejected
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
+        let r: Vec<String> = Reject::ALL
+            .iter()
+            .filter(|x| self.counts.rejected[**x as usize] > 0)
+            .map(|x| format!("{} {}", x.name(), self.counts.rejected[*x as usize]))
+            .collect();
+        if !r.is_empty() {
             s += &format!("; rejected: {}", r.join(", "));
         }
         s

@@ -4,10 +4,13 @@
 //! objects of its own. Names: `ntp_offset_` prefix, `_total` counters, seconds as the unit.
 //! Each daemon's metrics are a table below: name, help, value.
 
-use std::collections::BTreeMap;
-
 use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
+use ntp_offset_proto::responder::DropReason;
+
+use ntp_offset_proto::tick_stats::Reject;
+
+use crate::control::counters::{PER_VIEW, TICKS, TOTALS};
 use crate::control::status::{ListenStatus, ReferenceStatus, SendStatus, ServeStatus, Status};
 
 pub use prometheus::TEXT_FORMAT as CONTENT_TYPE;
@@ -122,11 +125,10 @@ fn serve(f: &mut Families, s: &ServeStatus) {
     let per_view = |v: &dyn Fn(&crate::control::status::ViewStatus) -> f64| -> Rows {
         s.views.iter().map(|view| (view.name.clone(), v(view))).collect()
     };
-    let views: [(Kind, &str, &str, Rows); 6] = [
-        (Counter, "requests_total", "Requests that chose each view (answered, KoD or rate-limited).", per_view(&|v| v.requests as f64)),
-        (Counter, "answers_total", "Time answers sent, per view.", per_view(&|v| v.answered as f64)),
-        (Counter, "kod_rate_total", "KoD RATE answers, per view.", per_view(&|v| v.kod_rate as f64)),
-        (Counter, "rate_limited_total", "Requests dropped by the rate limiter, per view.", per_view(&|v| v.rate_limited as f64)),
+    for c in PER_VIEW {
+        f.labelled(Counter, c.metric, c.help, "view", per_view(&|v| (c.get)(&v.counts) as f64));
+    }
+    let views: [(Kind, &str, &str, Rows); 2] = [
         (Gauge, "view_offset_seconds", "Each view's offset from the reference.", per_view(&|v| v.offset_s)),
         (Gauge, "view_clients", "Clients whose last request in the hour chose each view (from the client log).", per_view(&|v| v.clients_last_hour as f64)),
     ];
@@ -135,19 +137,16 @@ fn serve(f: &mut Families, s: &ServeStatus) {
     }
     let assigned = s.views.iter().filter_map(|v| v.assigned.map(|n| (v.name.clone(), n as f64))).collect();
     f.labelled(Gauge, "view_assigned_clients", "Clients a balanced spread group has assigned to each view.", "view", assigned);
-    let dropped = s.totals.dropped.iter().map(|(r, n)| (r.clone(), *n as f64)).collect();
+    let dropped = DropReason::ALL.iter().map(|r| (r.name().to_string(), s.totals.dropped(*r) as f64)).collect();
     f.labelled(Counter, "dropped_total", "Requests dropped without an answer, by reason.", "reason", dropped);
     let received = s.sockets.iter().map(|k| (k.address.clone(), k.received as f64)).collect();
     f.labelled(Counter, "received_total", "Datagrams received, per listening socket.", "socket", received);
     let errors = s.sockets.iter().map(|k| (k.address.clone(), k.send_errors as f64)).collect();
     f.labelled(Counter, "send_errors_total", "Answers the kernel did not take, per listening socket.", "socket", errors);
+    for c in TOTALS {
+        f.scalars(&[(Counter, c.metric, c.help, count((c.get)(&s.totals)))]);
+    }
     f.scalars(&[
-        (Counter, "kod_deny_total", "KoD DENY answers (requests matching no view, with unmatched = \"deny\").", count(s.totals.kod_deny)),
-        (Counter, "crypto_nak_total", "Crypto-NAK answers (requests with a key the server does not have).", count(s.totals.crypto_nak)),
-        (Counter, "nts_nak_total", "NTS-NAK answers (NTS requests whose cookie does not open here).", count(s.totals.nts_nak)),
-        (Counter, "interleaved_total", "Answers in interleaved mode (carrying the kernel's transmit time of the client's previous answer).", count(s.totals.interleaved)),
-        (Counter, "tx_stamps_total", "Kernel transmit stamps taken into the interleaved log.", count(s.totals.tx_stamps)),
-        (Counter, "tx_stamps_unmatched_total", "Kernel transmit stamps that matched no logged answer (evicted, or unreadable).", count(s.totals.tx_stamps_unmatched)),
         (Gauge, "client_log_entries", "Clients in the client log.", count(s.client_log.logged)),
         (Counter, "client_log_not_logged_total", "Requests from new clients that found the client log full.", count(s.client_log.not_logged)),
     ]);
@@ -171,8 +170,8 @@ fn one_of(states: &[&str], now: &str) -> Rows {
         .collect()
 }
 
-fn rejected(f: &mut Families, r: &BTreeMap<String, u64>) {
-    let rows = r.iter().map(|(k, n)| (k.clone(), *n as f64)).collect();
+fn rejected<'a>(f: &mut Families, r: impl Iterator<Item = (&'a str, u64)>) {
+    let rows = r.map(|(k, n)| (k.to_string(), n as f64)).collect();
     f.labelled(
         Counter,
         "ticks_rejected_total",
@@ -206,26 +205,24 @@ fn reference(f: &mut Families, r: &ReferenceStatus) {
         (Counter, "ticks_missed_total", "Seconds without a tick while following a transmitter.", r.missed.and_then(count)),
         (Counter, "tick_restarts_total", "Times the tick receiver had to lock again.", r.restarts.and_then(count)),
     ]);
-    rejected(f, &r.rejected);
+    rejected(f, r.rejected.iter().map(|(k, n)| (k.as_str(), *n)));
 }
 
 #[rustfmt::skip] // a table: one metric a line
 fn listen(f: &mut Families, l: &ListenStatus) {
     f.labelled(Gauge, "listen_state", "1 for the receiver's current state.", "state", one_of(&["searching", "locked", "lost"], &l.state));
+    for c in TICKS {
+        f.scalars(&[(Counter, c.metric, c.help, count((c.get)(&l.counts)))]);
+    }
     f.scalars(&[
-        (Counter, "tick_datagrams_total", "Tick datagrams received.", count(l.datagrams)),
-        (Counter, "ticks_total", "Ticks accepted.", count(l.ticks)),
-        (Counter, "samples_total", "Samples made from ticks (fed to chrony or ntpd).", count(l.samples)),
-        (Counter, "ticks_missed_total", "Seconds without a tick while following a transmitter.", count(l.missed)),
-        (Counter, "tick_restarts_total", "Times the receiver had to lock again.", count(l.restarts)),
-        (Counter, "follow_ups_missing_total", "Ticks whose announced follow-up never came.", count(l.follow_ups_missing)),
         (Gauge, "reference_offset_seconds", "Tick time (+ offset + delay) minus the local clock, latest sample.", l.offset_ns.map(|n| n as f64 / 1e9)),
         (Gauge, "reference_jitter_seconds", "Standard deviation of the recent samples' offsets.", l.jitter_ns.map(|n| n as f64 / 1e9)),
         (Gauge, "last_sample_age_seconds", "Age of the latest sample.", l.seconds_since_sample),
         (Counter, "sock_samples_total", "Samples sent to chrony's SOCK refclock.", l.sock_sent.and_then(count)),
         (Counter, "shm_samples_total", "Samples written to the SHM refclock segment.", l.shm_written.and_then(count)),
     ]);
-    rejected(f, &l.rejected);
+    let rows = Reject::ALL.iter().filter(|r| l.counts.rejected[**r as usize] > 0);
+    rejected(f, rows.map(|r| (r.name(), l.counts.rejected[*r as usize])));
 }
 
 #[rustfmt::skip] // a table: one metric a line
@@ -246,6 +243,7 @@ pub fn sample_lines(text: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::counters::ViewCounts;
     use crate::control::status::ViewStatus;
 
     #[test]
@@ -256,10 +254,13 @@ mod tests {
         s.views.push(ViewStatus {
             name: "b".into(),
             offset_s: 15.0,
-            requests: 7,
+            counts: ViewCounts {
+                requests: 7,
+                ..ViewCounts::default()
+            },
             ..ViewStatus::default()
         });
-        s.totals.dropped.insert("no_view".into(), 3);
+        s.totals.drops[DropReason::NoView as usize] = 3;
         let text = render(&Status::Serve(s), Some(1.5));
         for want in [
             "ntp_offset_requests_total{view=\"b\"} 7",

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ntp_offset_proto::responder::DropReason;
 use tracing::warn;
 
 use crate::control::protocol::{Command, Reply};
@@ -106,14 +107,18 @@ impl Monitor {
         match &st {
             Status::Serve(s) => {
                 for v in &s.views {
-                    gauge(&format!("requests/{}", v.name), Some(v.requests as f64));
+                    gauge(
+                        &format!("requests/{}", v.name),
+                        Some(v.counts.requests as f64),
+                    );
                     gauge(
                         &format!("clients/{}", v.name),
                         Some(v.clients_last_hour as f64),
                     );
                 }
-                for (reason, n) in &s.totals.dropped {
-                    gauge(&format!("dropped/{reason}"), Some(*n as f64));
+                for r in DropReason::ALL {
+                    let n = s.totals.dropped(r) as f64;
+                    gauge(&format!("dropped/{}", r.name()), Some(n));
                 }
                 let r = &s.reference;
                 gauge("reference/offset", r.offset_s);
@@ -127,11 +132,11 @@ impl Monitor {
             Status::Listen(l) => {
                 gauge("reference/offset", l.offset_ns.map(|n| n as f64 / 1e9));
                 gauge("reference/jitter", l.jitter_ns.map(|n| n as f64 / 1e9));
-                gauge("ticks/received", Some(l.ticks as f64));
-                gauge("ticks/missed", Some(l.missed as f64));
+                gauge("ticks/received", Some(l.counts.ticks as f64));
+                gauge("ticks/missed", Some(l.counts.missed as f64));
                 gauge(
                     "ticks/rejected",
-                    Some(l.rejected.values().sum::<u64>() as f64),
+                    Some(l.counts.rejected.iter().sum::<u64>() as f64),
                 );
             }
             Status::Send(s) => {

@@ -221,19 +221,11 @@ fn status(
     now_mono_ns: i64,
 ) -> ListenStatus {
     let mut st = from_stats(receiver.stats(), now_mono_ns);
-    st.transmitter_state = transmitter_state.map(|s| state_name(s).to_string());
+    st.transmitter_state = transmitter_state.map(|s| s.name().to_string());
     st.sock_sent = sock.as_ref().map(|f| f.sent);
     st.sock_failed = sock.as_ref().map(|f| f.failed);
     st.shm_written = shm.as_ref().map(|f| f.written);
     st
-}
-
-fn state_name(s: SourceState) -> &'static str {
-    match s {
-        SourceState::Synchronized => "synchronized",
-        SourceState::Holdover => "holdover",
-        SourceState::Unsynchronized => "unsynchronized",
-    }
 }
 
 #[cfg(test)]

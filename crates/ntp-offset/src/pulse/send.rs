@@ -6,6 +6,7 @@
 //! a wake-up from sleep is late by tens of microseconds idle and by milliseconds under load,
 //! the spin by well under one. The follow-up removes whatever is left.
 
+use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::time::Duration;
 
 use ntp_offset_proto::tick::{Leap, SourceState, TickPacket, ERROR_UNKNOWN};
@@ -14,8 +15,6 @@ use tracing::{info, warn};
 
 use super::Signals;
 use crate::ticks::transmit::{TransmitOptions, Transmitter};
-
-const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 pub struct SendOptions {
     pub transmit: TransmitOptions,

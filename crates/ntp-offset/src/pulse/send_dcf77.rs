@@ -4,6 +4,7 @@
 //! is sent at once, and its follow-up carries the kernel TX time minus the mark, so
 //! receivers take the mark itself, not the send.
 
+use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::time::Duration;
 
 use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
@@ -16,7 +17,6 @@ use super::dcf77_input::{Dcf77Input, Edges};
 use super::Signals;
 use crate::ticks::transmit::{TransmitOptions, Transmitter};
 
-const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// How long after its kernel stamp an edge may still reach us (interrupt thread, scheduling,
 /// the DCD thread). Time alone decides something (a slot without a pulse, a pulse's end) only
 /// this long after the fact, or a pulse in its window but read late would be taken for a

@@ -4,6 +4,7 @@
 //! the pulse's stamp, so receivers take the pulse itself, not the send. Missing pulses become
 //! holdover ticks, then unsynchronized ones.
 
+use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,7 +18,6 @@ use tracing::{info, warn};
 use super::Signals;
 use crate::ticks::transmit::{TransmitOptions, Transmitter};
 
-const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// At most one warning this often for pulses the clock cannot number.
 const WARN_EVERY_NS: i64 = 60 * NANOS_PER_SEC;
 
@@ -29,14 +29,6 @@ pub struct PpsOptions {
     /// How long after the last pulse missing ones are still holdover ticks.
     pub holdover: Duration,
     pub count: Option<u64>,
-}
-
-fn state_name(s: SourceState) -> &'static str {
-    match s {
-        SourceState::Synchronized => "synchronized",
-        SourceState::Holdover => "holdover",
-        SourceState::Unsynchronized => "unsynchronized",
-    }
 }
 
 pub fn run(transmit: TransmitOptions, o: PpsOptions, signals: &Signals) -> Result<(), String> {
@@ -55,7 +47,7 @@ pub fn run(transmit: TransmitOptions, o: PpsOptions, signals: &Signals) -> Resul
             tx.reload_key();
         }
         if signals.take_usr1() {
-            let s = last_state.map_or("waiting for the first pulse", state_name);
+            let s = last_state.map_or("waiting for the first pulse", SourceState::name);
             info!("status: {}; PPS {s}", tx.status());
         }
         let now = realtime_ns();
@@ -104,7 +96,7 @@ pub fn run(transmit: TransmitOptions, o: PpsOptions, signals: &Signals) -> Resul
             let tick = tx.complete(t.tick());
             let payload = tx.encode(&tick);
             tx.send(&tick, &payload, |tx_real_ns| tx_real_ns - t.mark_ns);
-            tx.publish(state_name(t.state));
+            tx.publish(t.state.name());
         }
     }
     tx.finish();

@@ -15,18 +15,7 @@ pub fn from_stats(st: &Stats, now_mono_ns: i64) -> ListenStatus {
         transmitter: st.transmitter.map(|t| format!("{t:#010x}")),
         transmitter_state: None,
         session: st.session.map(|s| format!("{s:#010x}")),
-        datagrams: st.datagrams,
-        ticks: st.ticks,
-        samples: st.samples,
-        follow_ups: st.follow_ups,
-        follow_ups_missing: st.follow_ups_missing,
-        missed: st.missed,
-        restarts: st.restarts,
-        leap_seconds: st.leap_seconds,
-        rejected: st
-            .rejected_by_name()
-            .map(|(k, n)| (k.to_string(), n))
-            .collect(),
+        counts: st.counts,
         offset_ns: st.last_offset().map(Offset::nanos),
         mean_offset_ns: mean_jitter.map(|(m, _)| m.nanos()),
         jitter_ns: mean_jitter.map(|(_, j)| j.nanos()),

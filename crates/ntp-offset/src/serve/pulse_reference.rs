@@ -314,7 +314,7 @@ impl PulseState {
         let model_state = now.map_or(ModelState::Unsynchronized, |r| r.state);
         let stats = self.input.receiver.stats();
         let status = PulseStatus {
-            state: state_name(model_state),
+            state: model_state.name(),
             stratum: if state.stratum == 0 {
                 16
             } else {
@@ -326,9 +326,9 @@ impl PulseState {
             jitter_s: stats
                 .offset_mean_jitter()
                 .map(|(_, j)| j.nanos() as f64 / 1e9),
-            ticks: stats.samples,
-            missed: stats.missed,
-            restarts: stats.restarts,
+            ticks: stats.counts.samples,
+            missed: stats.counts.missed,
+            restarts: stats.counts.restarts,
             rejected: stats
                 .rejected_by_name()
                 .map(|(k, n)| (k.to_string(), n))
@@ -346,14 +346,6 @@ impl PulseState {
             *s = status;
         }
         model_state
-    }
-}
-
-fn state_name(s: ModelState) -> &'static str {
-    match s {
-        ModelState::Unsynchronized => "unsynchronized",
-        ModelState::Locked => "locked",
-        ModelState::Holdover => "holdover",
     }
 }
 

@@ -4,121 +4,13 @@
 //! counters are read (status, metrics, the status page).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ntp_offset_proto::responder::{DropReason, ResponseKind};
 use ntp_offset_proto::view::ViewId;
 
 use super::client_log::{ClientLog, Seen};
-
-/// Totals of one socket (or of all).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counts {
-    pub received: u64,
-    pub answered: u64,
-    pub kod_rate: u64,
-    pub kod_deny: u64,
-    /// Crypto-NAKs: requests with a key this server does not have.
-    #[serde(default)]
-    pub crypto_nak: u64,
-    /// NTS-NAKs: NTS requests with a cookie this server cannot open.
-    #[serde(default)]
-    pub nts_nak: u64,
-    /// Answers in interleaved mode.
-    #[serde(default)]
-    pub interleaved: u64,
-    /// Kernel transmit stamps taken into the interleaved log; those that matched no logged
-    /// answer (evicted, or the echoed frame unreadable).
-    #[serde(default)]
-    pub tx_stamps: u64,
-    #[serde(default)]
-    pub tx_stamps_unmatched: u64,
-    pub send_errors: u64,
-    #[serde(with = "drops_by_name")]
-    pub drops: [u64; DropReason::ALL.len()],
-}
-
-/// One view's counts: requests that chose it, and what became of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ViewCounts {
-    pub requests: u64,
-    pub answered: u64,
-    pub kod_rate: u64,
-    pub rate_limited: u64,
-}
-
-impl Counts {
-    pub fn add(&mut self, o: &Counts) {
-        self.received += o.received;
-        self.answered += o.answered;
-        self.kod_rate += o.kod_rate;
-        self.kod_deny += o.kod_deny;
-        self.crypto_nak += o.crypto_nak;
-        self.nts_nak += o.nts_nak;
-        self.interleaved += o.interleaved;
-        self.tx_stamps += o.tx_stamps;
-        self.tx_stamps_unmatched += o.tx_stamps_unmatched;
-        self.send_errors += o.send_errors;
-        for (a, b) in self.drops.iter_mut().zip(o.drops) {
-            *a += b;
-        }
-    }
-
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize]
-    }
-
-    pub fn responded(&mut self, kind: ResponseKind) {
-        match kind {
-            ResponseKind::Time => self.answered += 1,
-            ResponseKind::KodRate => self.kod_rate += 1,
-            ResponseKind::KodDeny => self.kod_deny += 1,
-            ResponseKind::CryptoNak => self.crypto_nak += 1,
-            ResponseKind::NtsNak => self.nts_nak += 1,
-        }
-    }
-
-    pub fn drop_for(&mut self, reason: DropReason) {
-        self.drops[reason as usize] += 1;
-    }
-}
-
-impl ViewCounts {
-    fn add(&mut self, o: &ViewCounts) {
-        self.requests += o.requests;
-        self.answered += o.answered;
-        self.kod_rate += o.kod_rate;
-        self.rate_limited += o.rate_limited;
-    }
-}
-
-/// Drop counts as `{"truncated": n, ...}` on the control socket, not a bare array.
-mod drops_by_name {
-    use super::DropReason;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-
-    type Drops = [u64; DropReason::ALL.len()];
-
-    pub fn serialize<S: Serializer>(d: &Drops, s: S) -> Result<S::Ok, S::Error> {
-        let m: BTreeMap<&str, u64> = DropReason::ALL
-            .iter()
-            .map(|r| (r.name(), d[*r as usize]))
-            .collect();
-        m.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Drops, D::Error> {
-        let m = BTreeMap::<String, u64>::deserialize(d)?;
-        let mut out = [0; DropReason::ALL.len()];
-        for r in DropReason::ALL {
-            out[r as usize] = m.get(r.name()).copied().unwrap_or(0);
-        }
-        Ok(out)
-    }
-}
+pub use crate::control::counters::{Counts, ViewCounts};
 
 /// What a worker gathers over one batch, before it takes its lock once.
 pub struct Batch {
@@ -330,24 +222,10 @@ impl Stats {
     }
 }
 
-impl fmt::Display for Counts {
-    /// `received=… answered=… kod_rate=… kod_deny=… send_errors=… dropped: truncated=… …`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "received={} answered={} kod_rate={} kod_deny={} send_errors={} dropped:",
-            self.received, self.answered, self.kod_rate, self.kod_deny, self.send_errors
-        )?;
-        for r in DropReason::ALL {
-            write!(f, " {}={}", r.name(), self.dropped(r))?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ntp_offset_proto::responder::{DropReason, ResponseKind};
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -411,14 +289,5 @@ mod tests {
             (t.all.received, t.sockets.len(), t.views["b"].answered),
             (6, 1, 3)
         );
-    }
-
-    #[test]
-    fn counts_serialize_drops_by_name() {
-        let mut c = Counts::default();
-        c.drop_for(DropReason::RateLimited);
-        let j = serde_json::to_string(&c).unwrap();
-        assert!(j.contains("\"rate_limited\":1"), "{j}");
-        assert_eq!(serde_json::from_str::<Counts>(&j).unwrap(), c);
     }
 }

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use ntp_offset_proto::packet::LeapIndicator;
-use ntp_offset_proto::responder::DropReason;
 use ntp_offset_proto::view::{Target, ViewTable};
 
 use super::client_log::{self, Client};
@@ -15,7 +14,7 @@ use super::pulse_reference::PulseStatus;
 use super::Shared;
 use crate::control::status::{
     ClientEntry, ClientLogStatus, NtsStatus, ReferenceStatus, ServeStatus, SocketStatus,
-    SpreadStatus, Status, Totals, ViewStatus,
+    SpreadStatus, Status, ViewStatus,
 };
 use crate::monitor::Source;
 
@@ -290,10 +289,7 @@ impl Source for ServeSource {
                     name: v.name.clone(),
                     offset_s: v.offset.nanos() as f64 / 1e9,
                     offset: crate::duration::format(v.offset),
-                    requests: c.requests,
-                    answered: c.answered,
-                    kod_rate: c.kod_rate,
-                    rate_limited: c.rate_limited,
+                    counts: c,
                     requests_per_s_1m: None,
                     requests_per_s_5m: None,
                     clients_last_hour: recent.get(v.name.as_str()).copied().unwrap_or(0),
@@ -311,7 +307,7 @@ impl Source for ServeSource {
                 received: c.received,
                 answered: c.answered,
                 kod: c.kod_rate + c.kod_deny,
-                dropped: c.drops.iter().sum(),
+                dropped: c.dropped_total(),
                 send_errors: c.send_errors,
                 received_by_worker: if by_worker.len() > 1 {
                     by_worker.clone()
@@ -333,29 +329,13 @@ impl Source for ServeSource {
             .collect();
         let workers = self.shared.stats.workers();
         let not_logged = workers.iter().map(|w| w.lock().clients.not_logged).sum();
-        let all = totals.all;
         Status::Serve(ServeStatus {
             program_version: env!("CARGO_PKG_VERSION").into(),
             uptime_s: 0.0,
             reference: self.reference(),
             views,
             sockets,
-            totals: Totals {
-                received: all.received,
-                answered: all.answered,
-                kod_rate: all.kod_rate,
-                kod_deny: all.kod_deny,
-                crypto_nak: all.crypto_nak,
-                nts_nak: all.nts_nak,
-                interleaved: all.interleaved,
-                tx_stamps: all.tx_stamps,
-                tx_stamps_unmatched: all.tx_stamps_unmatched,
-                send_errors: all.send_errors,
-                dropped: DropReason::ALL
-                    .iter()
-                    .map(|r| (r.name().to_string(), all.dropped(*r)))
-                    .collect(),
-            },
+            totals: totals.all,
             spread,
             most_rate_limited,
             client_log: ClientLogStatus {

@@ -2,6 +2,7 @@
 //! session, the signature, the kernel TX timestamp and the follow-up that carries it. Used by
 //! the system-clock schedule (`send.rs`) and the DCF77 source (`send_dcf77.rs`).
 
+use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,6 @@ use super::keys;
 use crate::control::status::Status;
 use crate::logging::Report;
 
-const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// How long to wait for the kernel's TX timestamp of a tick.
 const TX_STAMP_WAIT: Duration = Duration::from_millis(50);
 

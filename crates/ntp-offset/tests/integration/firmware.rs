@@ -354,7 +354,7 @@ fn check(case: &str) {
         fed - 2 - leaps,
         "{case}: every tick from the third is a sample, but a leap second's"
     );
-    assert_eq!(rx.stats().leap_seconds, leaps as u64, "{case}");
+    assert_eq!(rx.stats().counts.leap_seconds, leaps as u64, "{case}");
     eprintln!(
         "{case}: the tick receiver took {samples} samples from {fed} ticks ({leaps} leap second), rejecting none"
     );
@@ -450,7 +450,7 @@ fn firmware_in_simavr_restarts_with_a_new_session_in_the_afternoon() {
             panic!("{case}: rejected by the receiver: {}", r.name())
         }
     }
-    assert_eq!(rx.stats().restarts, 1, "{case}");
+    assert_eq!(rx.stats().counts.restarts, 1, "{case}");
     eprintln!(
         "{case}: {} ticks in session {s1:08x}, reset at {reset_ms} ms, {} in session {s2:08x}; the receiver saw one restart",
         before.len(),

@@ -58,9 +58,9 @@ impl core::fmt::Display for EchoError {
     }
 }
 
-fn be16(b: &[u8], r: core::ops::Range<usize>) -> Result<u16, EchoError> {
-    let s = b.get(r).ok_or(EchoError::Truncated)?;
-    Ok(u16::from_be_bytes([s[0], s[1]]))
+/// A 16-bit field of a frame that may be cut short.
+fn be16(b: &[u8], f: crate::wire::Field) -> Result<u16, EchoError> {
+    crate::wire::get(b, f).ok_or(EchoError::Truncated)
 }
 
 /// The UDP payload of an echoed frame.

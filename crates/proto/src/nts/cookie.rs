@@ -112,7 +112,7 @@ impl MasterKeys {
     pub fn seal(&self, keys: &SessionKeys, rng: &mut dyn Entropy) -> [u8; COOKIE_LEN] {
         let master = self.current();
         let mut cookie = [0u8; COOKIE_LEN];
-        cookie[field::KEY_ID].copy_from_slice(&master.id.to_be_bytes());
+        crate::wire::write(&mut cookie, field::KEY_ID, master.id);
         rng.fill(&mut cookie[field::NONCE]);
         let (head, sealed) = cookie.split_at_mut(field::SEALED.start);
         let text = &mut sealed[TAG_LEN..];
@@ -130,7 +130,7 @@ impl MasterKeys {
     /// The session keys in `cookie`, if this server sealed it under a key it still has.
     pub fn open(&self, cookie: &[u8]) -> Result<SessionKeys, CookieError> {
         let cookie: &[u8; COOKIE_LEN] = cookie.try_into().map_err(|_| CookieError::Length)?;
-        let id = u32::from_be_bytes(cookie[field::KEY_ID].try_into().expect("4 bytes"));
+        let id: u32 = crate::wire::read(cookie, field::KEY_ID);
         let master = self
             .keys
             .iter()

@@ -8,6 +8,7 @@
 //! encrypted part holds one fresh cookie per cookie and placeholder sent, so the answer is
 //! exactly as long as the request when the client's cookies are this server's length.
 
+use crate::wire;
 use core::fmt;
 
 use super::cookie::COOKIE_LEN;
@@ -88,8 +89,10 @@ pub struct NtsRequest<'a> {
     pub ciphertext: &'a [u8],
 }
 
-fn be16(b: &[u8]) -> usize {
-    usize::from(u16::from_be_bytes([b[0], b[1]]))
+/// A field's type and its whole length, header included.
+fn header(b: &[u8]) -> (u16, usize) {
+    let len: u16 = wire::read(b, field::LENGTH);
+    (wire::read(b, field::TYPE), usize::from(len))
 }
 
 fn padded(n: usize) -> usize {
@@ -108,7 +111,7 @@ pub fn parse_request(packet: &[u8]) -> Result<Option<NtsRequest<'_>>, EfError> {
     while at < packet.len() {
         let rest = &packet[at..];
         let parsed = (rest.len() >= field::VALUE)
-            .then(|| (be16(&rest[field::TYPE]) as u16, be16(&rest[field::LENGTH])))
+            .then(|| header(rest))
             .filter(|&(_, len)| len >= field::VALUE && len.is_multiple_of(4) && len <= rest.len());
         let Some((ty, len)) = parsed else {
             // A legacy MAC (4 + 16 to 64 bytes) does not read as fields; only a packet
@@ -141,8 +144,10 @@ pub fn parse_request(packet: &[u8]) -> Result<Option<NtsRequest<'_>>, EfError> {
             // A longer placeholder asks for a cookie this server's answer could not fit.
             kind::COOKIE_PLACEHOLDER if value.len() <= COOKIE_LEN => placeholders += 1,
             kind::AUTHENTICATOR => {
-                let nonce_len = value.get(authenticator::NONCE_LEN).map(be16);
-                let ct_len = value.get(authenticator::CIPHERTEXT_LEN).map(be16);
+                let nonce_len =
+                    wire::get::<u16, 2>(value, authenticator::NONCE_LEN).map(usize::from);
+                let ct_len =
+                    wire::get::<u16, 2>(value, authenticator::CIPHERTEXT_LEN).map(usize::from);
                 let (Some(n), Some(c)) = (nonce_len, ct_len) else {
                     return Err(EfError::Authenticator);
                 };
@@ -211,9 +216,9 @@ pub fn cookies_for(request: &NtsRequest<'_>, request_len: usize) -> usize {
 }
 
 fn put_field_header(out: &mut [u8], ty: u16, len: usize) {
-    out[field::TYPE].copy_from_slice(&ty.to_be_bytes());
+    wire::write(out, field::TYPE, ty);
     let len = u16::try_from(len).expect("an answer's field fits in 16 bits");
-    out[field::LENGTH].copy_from_slice(&len.to_be_bytes());
+    wire::write(out, field::LENGTH, len);
 }
 
 /// Writes the Unique Identifier field at the start of `out`; returns its length.
@@ -241,8 +246,8 @@ pub fn write_response(
     let field_len = field::VALUE + authenticator::NONCE + NONCE_LEN + ct_len;
     put_field_header(auth, kind::AUTHENTICATOR, field_len);
     let body = &mut auth[field::VALUE..field_len];
-    body[authenticator::NONCE_LEN].copy_from_slice(&(NONCE_LEN as u16).to_be_bytes());
-    body[authenticator::CIPHERTEXT_LEN].copy_from_slice(&(ct_len as u16).to_be_bytes());
+    wire::write(body, authenticator::NONCE_LEN, NONCE_LEN as u16);
+    wire::write(body, authenticator::CIPHERTEXT_LEN, ct_len as u16);
     let (nonce_out, ct) = body[authenticator::NONCE..].split_at_mut(NONCE_LEN);
     nonce_out.copy_from_slice(nonce);
     for (i, c) in cookies.iter().enumerate() {
@@ -282,8 +287,8 @@ pub fn client_request(
     let (aad, auth) = out.split_at_mut(aad_len);
     put_field_header(auth, kind::AUTHENTICATOR, field_len);
     let body = &mut auth[field::VALUE..];
-    body[authenticator::NONCE_LEN].copy_from_slice(&(NONCE_LEN as u16).to_be_bytes());
-    body[authenticator::CIPHERTEXT_LEN].copy_from_slice(&(TAG_LEN as u16).to_be_bytes());
+    wire::write(body, authenticator::NONCE_LEN, NONCE_LEN as u16);
+    wire::write(body, authenticator::CIPHERTEXT_LEN, TAG_LEN as u16);
     let (n, ct) = body[authenticator::NONCE..].split_at_mut(NONCE_LEN);
     n.copy_from_slice(nonce);
     seal(c2s, aad, nonce, ct);
@@ -315,7 +320,7 @@ pub fn read_response(
         if rest.len() < field::VALUE {
             return Err(ResponseError::Length);
         }
-        let (ty, len) = (be16(&rest[field::TYPE]) as u16, be16(&rest[field::LENGTH]));
+        let (ty, len) = header(rest);
         if len < field::VALUE || !len.is_multiple_of(4) || len > rest.len() {
             return Err(ResponseError::Length);
         }
@@ -326,8 +331,8 @@ pub fn read_response(
                 if !uid_ok {
                     return Err(ResponseError::UniqueId);
                 }
-                let n = value.get(authenticator::NONCE_LEN).map(be16);
-                let c = value.get(authenticator::CIPHERTEXT_LEN).map(be16);
+                let n = wire::get::<u16, 2>(value, authenticator::NONCE_LEN).map(usize::from);
+                let c = wire::get::<u16, 2>(value, authenticator::CIPHERTEXT_LEN).map(usize::from);
                 let (Some(n), Some(c)) = (n, c) else {
                     return Err(ResponseError::Length);
                 };
@@ -345,7 +350,7 @@ pub fn read_response(
                 let mut cookies = Vec::new();
                 let mut p = &buf[TAG_LEN..];
                 while p.len() >= field::VALUE {
-                    let (ty, len) = (be16(&p[field::TYPE]) as u16, be16(&p[field::LENGTH]));
+                    let (ty, len) = header(p);
                     if len < field::VALUE || len > p.len() {
                         return Err(ResponseError::Length);
                     }

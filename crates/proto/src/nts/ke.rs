@@ -5,6 +5,7 @@
 //! A record is a 16-bit word (critical bit and 15-bit type), a 16-bit body length, and the
 //! body. A message ends with a critical End of Message record.
 
+use crate::wire;
 use core::fmt;
 
 use super::Aead;
@@ -93,8 +94,8 @@ pub struct Record<'a> {
 /// The record at the start of `buf` and its length, or None if it has not all arrived.
 pub fn next_record(buf: &[u8]) -> Option<(Record<'_>, usize)> {
     let head = buf.get(..field::BODY)?;
-    let word = u16::from_be_bytes([head[0], head[1]]);
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let word: u16 = wire::read(head, field::TYPE);
+    let len = usize::from(wire::read::<u16, 2>(head, field::BODY_LEN));
     let body = buf.get(field::BODY..field::BODY + len)?;
     Some((
         Record {
@@ -123,11 +124,9 @@ pub enum RequestRead {
 }
 
 fn u16_list(body: &[u8]) -> Option<Vec<u16>> {
-    body.len().is_multiple_of(2).then(|| {
-        body.chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-            .collect()
-    })
+    body.len()
+        .is_multiple_of(2)
+        .then(|| body.chunks_exact(2).map(|c| wire::read(c, 0..2)).collect())
 }
 
 /// Reads the client's request from everything received so far.
