@@ -45,11 +45,19 @@ fn config(addrs: &[SocketAddr]) -> ServeConfig {
     crate::config::parse(&text, "the demo's config").expect("the demo's config is valid")
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot find four free UDP ports on 127.0.0.1")]
+    NoPorts,
+    #[error(transparent)]
+    Serve(#[from] crate::serve::error::ServeError),
+}
+
 /// Runs the tour; true when every view measured within 1 ms of its configured offset.
-pub fn run() -> Result<bool, String> {
+pub fn run() -> Result<bool, DemoError> {
     let addrs = pick_addrs();
     if addrs.len() != 4 {
-        return Err("cannot find four free UDP ports on 127.0.0.1".into());
+        return Err(DemoError::NoPorts);
     }
     let cfg = config(&addrs);
     out(format_args!(

@@ -9,38 +9,53 @@ use std::path::Path;
 /// Group read is fine: the packaged services read key files as group ntp-offset.
 const UNSAFE_SECRET_BITS: u32 = 0o027;
 
+/// Why a named file was not read. The message leaves the path to the caller, who names the
+/// file as the user knows it (`key file /etc/...`, a config field).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not a file")]
+    NotAFile,
+    #[error(
+        "mode {mode:04o}: others can read or change it, so anyone could forge time with its \
+         keys. Fix it with: chmod 600 {path} (or 640, group-readable by the services' group: \
+         chgrp ntp-offset {path})"
+    )]
+    UnsafeMode { mode: u32, path: String },
+    #[error("larger than {} KiB: not the file it should be?", max / 1024)]
+    TooLarge { max: u64 },
+}
+
+impl FileError {
+    /// The file is not there (a state file not written yet, say).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FileError::Read(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// A file holding secrets (tick keys, NTP keys), refused when others could read or change it,
 /// as ssh refuses an unprotected private key: anyone holding the key can forge time.
-pub fn read_secret(path: &Path, max: u64) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+pub fn read_secret(path: &Path, max: u64) -> Result<String, FileError> {
+    let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err("not a file".into());
+        return Err(FileError::NotAFile);
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & UNSAFE_SECRET_BITS != 0 {
-        return Err(format!(
-            "mode {mode:04o}: others can read or change it, so anyone could forge time with its \
-             keys. Fix it with: chmod 600 {} (or 640, group-readable by the services' group: \
-             chgrp ntp-offset {})",
-            path.display(),
-            path.display()
-        ));
+        let path = path.display().to_string();
+        return Err(FileError::UnsafeMode { mode, path });
     }
     read_capped(path, max)
 }
 
 /// A file of at most `max` bytes, as text; the error says what went wrong.
-pub fn read_capped(path: &Path, max: u64) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+pub fn read_capped(path: &Path, max: u64) -> Result<String, FileError> {
+    let file = std::fs::File::open(path)?;
     let mut text = String::new();
-    file.take(max + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    file.take(max + 1).read_to_string(&mut text)?;
     if text.len() as u64 > max {
-        return Err(format!(
-            "larger than {} KiB: not the file it should be?",
-            max / 1024
-        ));
+        return Err(FileError::TooLarge { max });
     }
     Ok(text)
 }

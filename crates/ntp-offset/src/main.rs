@@ -1,10 +1,9 @@
 //! `ntp-offset`: serve deliberately shifted NTP time. See the README.
 #![forbid(unsafe_code)]
 
-use ntp_offset::{
-    args, config, control, demo, duration, logging, monitor, pulse, query, serve, text,
-};
-use ntp_offset_proto::view::AuthRequirement;
+use ntp_offset::serve::error::ReloadError;
+use ntp_offset::serve::Server;
+use ntp_offset::{args, config, control, demo, logging, monitor, pulse, query, serve};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -249,50 +248,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         for w in &cfg.warnings {
             logging::out(format_args!("warning: {w}"));
         }
-        let views: Vec<String> = cfg
-            .views
-            .views()
-            .iter()
-            .map(|v| match v.auth {
-                AuthRequirement::None => format!("{} {}", v.name, duration::format(v.offset)),
-                a => format!(
-                    "{} {} auth {}",
-                    v.name,
-                    duration::format(v.offset),
-                    a.name()
-                ),
-            })
-            .collect();
-        let keys = match cfg.auth.keys.len() {
-            0 => String::new(),
-            n => format!(
-                "; {n} key{} (unknown keys: {})",
-                if n == 1 { "" } else { "s" },
-                cfg.auth.unknown_key.name()
-            ),
-        };
-        let nts = match &cfg.nts {
-            None => String::new(),
-            Some(n) => format!(
-                "; NTS-KE on {} ({} loaded, key rotation {})",
-                text::join_addrs(&n.listen),
-                n.certificate.display(),
-                duration::format(ntp_offset_proto::time::Offset::from_nanos(
-                    n.key_rotation.as_nanos() as i64
-                ))
-                .trim_start_matches('+')
-            ),
-        };
-        logging::out(format_args!(
-            "{name}: OK: {} views ({}), listening on {}{keys}{nts}{}",
-            views.len(),
-            views.join(", "),
-            text::join_addrs(&cfg.listen),
-            match cfg.warnings.len() {
-                0 => String::new(),
-                n => format!("; {n} warning{}", if n == 1 { "" } else { "s" }),
-            }
-        ));
+        logging::out(format_args!("{name}: OK: {}", cfg.summary()));
         for client in &args.explain {
             for line in serve::explain::explain(&cfg, *client) {
                 logging::out(format_args!("{line}"));
@@ -334,22 +290,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         match signal {
             SIGHUP => match &args.config {
                 None => info!("SIGHUP: no config file to reload (started with --listen)"),
-                Some(path) => match config::load(path).and_then(|cfg| {
-                    for w in &cfg.warnings {
-                        warn!("{w}");
-                    }
-                    if cfg.endpoints != endpoints {
-                        warn!("[control] and [metrics] apply at the next start; the running ones stay");
-                    }
-                    server.reload(cfg).map_err(|message| config::ConfigError {
-                        file: path.display().to_string(),
-                        line: None,
-                        field: String::new(),
-                        message,
-                    })
-                }) {
+                Some(path) => match reload(&mut server, path, &endpoints) {
                     Ok(()) => info!(config = %path.display(), "reloaded"),
-                    Err(e) => error!("reload failed, keeping the running configuration: {e}"),
+                    Err(e) => error!(
+                        "reload failed, keeping the running configuration: {}",
+                        e.in_file(path)
+                    ),
                 },
             },
             SIGUSR1 => {
@@ -374,4 +320,20 @@ fn serve(args: ServeArgs) -> ExitCode {
     watch.stop();
     server.stop();
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: the config file read and checked again, then applied; its warnings logged.
+fn reload(
+    server: &mut Server,
+    path: &std::path::Path,
+    endpoints: &ntp_offset::monitor::Endpoints,
+) -> Result<(), ReloadError> {
+    let cfg = config::load(path)?;
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    if cfg.endpoints != *endpoints {
+        warn!("[control] and [metrics] apply at the next start; the running ones stay");
+    }
+    server.reload(cfg)
 }

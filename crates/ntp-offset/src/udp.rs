@@ -6,6 +6,17 @@ use std::net::{SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// A UDP socket that would not open: what was being done, to which address, and a hint at
+/// what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {what} {addr}: {source}{hint}")]
+pub struct BindError {
+    pub what: String,
+    pub addr: SocketAddr,
+    pub source: io::Error,
+    pub hint: String,
+}
+
 /// Opens a UDP socket bound to `addr` with kernel receive timestamps (SO_TIMESTAMPNS); an IPv6
 /// address gets IPV6_V6ONLY, so [::] and 0.0.0.0 can be bound side by side. `configure` sets
 /// the caller's options before the bind and names the option in its error. `in_use` explains
@@ -14,7 +25,7 @@ pub fn bind_timestamped(
     addr: SocketAddr,
     in_use: &str,
     configure: impl FnOnce(&Socket) -> Result<(), (String, io::Error)>,
-) -> Result<UdpSocket, String> {
+) -> Result<UdpSocket, BindError> {
     let explain = |what: &str, e: io::Error| {
         let hint = if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 {
             " (ports below 1024 need root or CAP_NET_BIND_SERVICE: see docs/service.md, \"Port 123 and the units\")"
@@ -25,7 +36,12 @@ pub fn bind_timestamped(
         } else {
             ""
         };
-        format!("cannot {what} {addr}: {e}{hint}")
+        BindError {
+            what: what.to_string(),
+            addr,
+            source: e,
+            hint: hint.to_string(),
+        }
     };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| explain("create a socket for", e))?;

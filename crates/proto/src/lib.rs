@@ -29,6 +29,7 @@ pub mod client;
 pub mod clock_model;
 pub mod dcf77;
 pub mod interleaved;
+pub mod key_file;
 pub mod leap;
 pub mod nts;
 pub mod packet;

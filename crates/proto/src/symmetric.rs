@@ -343,18 +343,7 @@ pub fn find_mac(packet: &[u8]) -> Option<RequestMac<'_>> {
     })
 }
 
-/// An error in a key file, at a line (1-based).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyFileError {
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for KeyFileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
-    }
-}
+pub use crate::key_file::KeyFileError;
 
 /// chrony's key file: `ID [TYPE] KEY` lines, `#` comments. TYPE is one of [`KeyType`]'s
 /// names (MD5 when left out, as chrony); KEY is `HEX:` and hex digits, or ASCII without
@@ -363,7 +352,7 @@ pub fn parse_key_file(text: &str, allow_md5: bool) -> Result<SymmetricKeys, KeyF
     let mut keys = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = n + 1;
-        let err = |message: String| KeyFileError { line, message };
+        let err = |message: String| KeyFileError::at(line, message);
         let content = raw.split('#').next().unwrap_or("").trim();
         if content.is_empty() {
             continue;
@@ -403,10 +392,7 @@ pub fn parse_key_file(text: &str, allow_md5: bool) -> Result<SymmetricKeys, KeyF
         }
         keys.push(Key::new(id, kind, secret).map_err(|e| err(format!("key {id}: {e}")))?);
     }
-    SymmetricKeys::new(keys).map_err(|id| KeyFileError {
-        line: 0,
-        message: format!("key id {id} appears twice"),
-    })
+    SymmetricKeys::new(keys).map_err(|id| KeyFileError::whole(format!("key id {id} appears twice")))
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

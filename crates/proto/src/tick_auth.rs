@@ -7,6 +7,7 @@ use core::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::key_file::KeyFileError;
 use crate::tick::{TickPacket, AUTH_LEN, BODY_LEN, MAC_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -29,15 +30,17 @@ impl fmt::Debug for Key {
 }
 
 impl Key {
-    pub fn new(id: u16, secret: &[u8]) -> Result<Key, String> {
+    pub fn new(id: u16, secret: &[u8]) -> Result<Key, KeyFileError> {
         if id == 0 {
-            return Err("key id 0 means unauthenticated; use 1-65535".into());
+            return Err(KeyFileError::whole(
+                "key id 0 means unauthenticated; use 1-65535",
+            ));
         }
         if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&secret.len()) {
-            return Err(format!(
+            return Err(KeyFileError::whole(format!(
                 "key {id} is {} bytes; keys are {MIN_KEY_LEN}-{MAX_KEY_LEN} bytes",
                 secret.len()
-            ));
+            )));
         }
         Ok(Key {
             id,
@@ -112,14 +115,14 @@ impl KeyRing {
 
     /// Parses a key file: `ID HEX` per line (ID 1-65535, 16-64 bytes of key in hex), blank
     /// lines and `#` comments ignored. Errors name the line.
-    pub fn parse(text: &str) -> Result<KeyRing, String> {
+    pub fn parse(text: &str) -> Result<KeyRing, KeyFileError> {
         let mut keys: Vec<Key> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
-            let err = |m: String| format!("line {}: {m}", n + 1);
+            let err = |m: String| KeyFileError::at(n + 1, m);
             let mut words = line.split_whitespace();
             let (Some(id), Some(hex), None) = (words.next(), words.next(), words.next()) else {
                 return Err(err("expected `ID HEXKEY`".into()));
@@ -131,10 +134,10 @@ impl KeyRing {
             if keys.iter().any(|k| k.id == id) {
                 return Err(err(format!("key {id} appears twice")));
             }
-            keys.push(Key::new(id, &secret).map_err(err)?);
+            keys.push(Key::new(id, &secret).map_err(|e| err(e.message))?);
         }
         if keys.is_empty() {
-            return Err("no keys".into());
+            return Err(KeyFileError::whole("no keys"));
         }
         Ok(KeyRing { keys })
     }
@@ -283,7 +286,7 @@ mod tests {
             ),
         ] {
             let e = KeyRing::parse(text).unwrap_err();
-            assert!(e.starts_with(want), "{text:?}: {e}");
+            assert!(e.to_string().starts_with(want), "{text:?}: {e}");
         }
     }
 

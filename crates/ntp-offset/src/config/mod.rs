@@ -22,7 +22,10 @@ use ntp_offset_proto::leap::LeapPolicy;
 use ntp_offset_proto::ratelimit::RateLimitParams;
 use ntp_offset_proto::responder::Unmatched;
 use ntp_offset_proto::system::ClockPolicy;
-use ntp_offset_proto::view::ViewTable;
+use ntp_offset_proto::time::Offset;
+use ntp_offset_proto::view::{AuthRequirement, ViewTable};
+
+use crate::{duration, text};
 
 mod flags;
 mod keys;
@@ -82,6 +85,55 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ServeConfig {
+    /// What `serve --check` says of a good config, after `OK:`: the views (with their
+    /// offsets and authentication), the addresses, the keys, NTS and how many warnings.
+    pub fn summary(&self) -> String {
+        let views: Vec<String> = self
+            .views
+            .views()
+            .iter()
+            .map(|v| match v.auth {
+                AuthRequirement::None => format!("{} {}", v.name, duration::format(v.offset)),
+                a => format!(
+                    "{} {} auth {}",
+                    v.name,
+                    duration::format(v.offset),
+                    a.name()
+                ),
+            })
+            .collect();
+        let keys = match self.auth.keys.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} key{} (unknown keys: {})",
+                if n == 1 { "" } else { "s" },
+                self.auth.unknown_key.name()
+            ),
+        };
+        let nts = match &self.nts {
+            None => String::new(),
+            Some(n) => format!(
+                "; NTS-KE on {} ({} loaded, key rotation {})",
+                text::join_addrs(&n.listen),
+                n.certificate.display(),
+                duration::format(Offset::from_nanos(n.key_rotation.as_nanos() as i64))
+                    .trim_start_matches('+')
+            ),
+        };
+        let warnings = match self.warnings.len() {
+            0 => String::new(),
+            n => format!("; {n} warning{}", if n == 1 { "" } else { "s" }),
+        };
+        format!(
+            "{} views ({}), listening on {}{keys}{nts}{warnings}",
+            views.len(),
+            views.join(", "),
+            text::join_addrs(&self.listen)
+        )
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
@@ -100,13 +152,12 @@ impl std::error::Error for ConfigError {}
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
     let file = path.display().to_string();
-    let source =
-        crate::files::read_capped(path, MAX_FILE_BYTES).map_err(|message| ConfigError {
-            file: file.clone(),
-            line: None,
-            field: String::new(),
-            message,
-        })?;
+    let source = crate::files::read_capped(path, MAX_FILE_BYTES).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        field: String::new(),
+        message: e.to_string(),
+    })?;
     parse(&source, &file)
 }
 

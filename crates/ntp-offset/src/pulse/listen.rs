@@ -113,7 +113,7 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
         )
         .map_err(|e| format!("--status-file {}: {e}", path.display()))?;
     }
-    let sockets = bind_all(&opts.listen, &opts.join, opts.share_port)?;
+    let sockets = bind_all(&opts.listen, &opts.join, opts.share_port).map_err(|e| e.to_string())?;
     let mut sock = opts.sock.clone().map(SockFeed::new).transpose()?;
     let mut shm = opts
         .shm
@@ -148,10 +148,12 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
     let mut status_failing = false;
     while !signals.stopped() {
         let to_status = (next_status - clock::monotonic_raw_ns()).max(0) as u64;
-        input.wait(
-            Duration::from_nanos(to_status).min(STATUS_EVERY),
-            &mut events,
-        )?;
+        input
+            .wait(
+                Duration::from_nanos(to_status).min(STATUS_EVERY),
+                &mut events,
+            )
+            .map_err(|e| format!("poll: {e}"))?;
         for e in events.drain(..) {
             if let Event::Sample(s) = &e {
                 log_transmitter_state(&mut transmitter_state, s.state);

@@ -37,7 +37,7 @@ fn balanced(
             bal.recount_active(now_s);
             format!("{} has {} clients", file.display(), bal.len())
         }
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     let counts = bal
         .members()

@@ -7,6 +7,7 @@
 pub mod assignments;
 pub mod client_log;
 pub mod clock;
+pub mod error;
 pub mod explain;
 pub mod nts;
 mod pulse_reference;
@@ -35,6 +36,7 @@ use tracing::{info, warn};
 use crate::config::{self, Reference, ServeConfig};
 use assignments::Groups;
 use clock::{ReferenceClock, Timeline};
+use error::{ReloadError, ServeError};
 use pulse_reference::PulseReferenceTask;
 use stats::{Stats, WorkerStats};
 use system_reference::SystemReference;
@@ -89,7 +91,7 @@ enum ReferenceTask {
 }
 
 impl ReferenceTask {
-    fn start(clock: &Arc<ReferenceClock>, cfg: &ServeConfig) -> Result<ReferenceTask, String> {
+    fn start(clock: &Arc<ReferenceClock>, cfg: &ServeConfig) -> Result<ReferenceTask, ServeError> {
         match &cfg.reference {
             Reference::System => {
                 let system = Arc::new(SystemReference::new(clock.clone(), cfg.clock, cfg.leap));
@@ -100,7 +102,7 @@ impl ReferenceTask {
                     policies.clone(),
                     stop.clone(),
                 )
-                .map_err(|e| format!("cannot start the clock thread: {e}"))?;
+                .map_err(ServeError::thread("the clock thread"))?;
                 Ok(ReferenceTask::System {
                     system,
                     policies,
@@ -117,7 +119,7 @@ impl ReferenceTask {
     }
 
     /// Takes a reloaded configuration; the source itself cannot change without a restart.
-    fn reload(&mut self, cfg: &ServeConfig) -> Result<(), String> {
+    fn reload(&mut self, cfg: &ServeConfig) -> Result<(), ReloadError> {
         match (self, &cfg.reference) {
             (
                 ReferenceTask::System {
@@ -129,8 +131,12 @@ impl ReferenceTask {
                 system.refresh(cfg.clock, cfg.leap);
                 Ok(())
             }
-            (ReferenceTask::Pulse(task), Reference::Pulse(p)) => task.reload(p, cfg.leap),
-            _ => Err("[reference] source changed: restart the server to change where its time comes from (a reload keeps the running clock)".into()),
+            (ReferenceTask::Pulse(task), Reference::Pulse(p)) => Ok(task.reload(p, cfg.leap)?),
+            _ => Err(ReloadError::NeedsRestart {
+                setting: "[reference] source",
+                change: String::new(),
+                why: "change where its time comes from (a reload keeps the running clock)",
+            }),
         }
     }
 
@@ -205,7 +211,7 @@ impl SocketPlan {
     }
 }
 
-fn bind_one(addr: SocketAddr, reuse_port: bool, tx_stamps: bool) -> Result<UdpSocket, String> {
+fn bind_one(addr: SocketAddr, reuse_port: bool, tx_stamps: bool) -> Result<UdpSocket, ServeError> {
     let in_use = " (another NTP server, e.g. chronyd or ntpd, may be listening there)";
     let socket = crate::udp::bind_timestamped(addr, in_use, |socket| {
         // A deeper queue absorbs bursts; the kernel caps it at net.core.rmem_max.
@@ -225,9 +231,9 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, tx_stamps: bool) -> Result<UdpSo
     })?;
     // After binding, which turns on SO_TIMESTAMPNS: this replaces it.
     if tx_stamps {
-        ntp_offset_sys::txstamp::enable_tx_stamp_reports(&socket).map_err(|e| {
-            format!("cannot enable transmit timestamps (interleaved mode) on {addr}: {e}")
-        })?;
+        ntp_offset_sys::txstamp::enable_tx_stamp_reports(&socket).map_err(ServeError::socket(
+            format!("cannot enable transmit timestamps (interleaved mode) on {addr}"),
+        ))?;
     }
     Ok(socket)
 }
@@ -236,26 +242,29 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, tx_stamps: bool) -> Result<UdpSo
 /// group whose datagrams are steered by source address (`sys::steer`), so one client always
 /// reaches the same worker (and its log of transmit times), and its rate limit is not
 /// multiplied by the number of workers.
-pub fn bind_group(addr: SocketAddr, plan: SocketPlan) -> Result<Vec<UdpSocket>, String> {
+pub fn bind_group(addr: SocketAddr, plan: SocketPlan) -> Result<Vec<UdpSocket>, ServeError> {
     let n = plan.workers;
     if n <= 1 {
         return Ok(vec![bind_one(addr, false, plan.tx_stamps)?]);
     }
     let first = bind_one(addr, true, plan.tx_stamps)?;
     // A port 0 becomes the kernel's choice; the others join that port.
-    let at = first.local_addr().map_err(|e| format!("{addr}: {e}"))?;
+    let at = first.local_addr().map_err(ServeError::local_addr(addr))?;
     let mut group = vec![first];
     for _ in 1..n {
         group.push(bind_one(at, true, plan.tx_stamps)?);
     }
-    ntp_offset_sys::steer::steer_by_source_ip(&group[0], n as u32, addr.is_ipv6())
-        .map_err(|e| format!("cannot steer {addr}'s {n} sockets by client address: {e}"))?;
+    ntp_offset_sys::steer::steer_by_source_ip(&group[0], n as u32, addr.is_ipv6()).map_err(
+        ServeError::socket(format!(
+            "cannot steer {addr}'s {n} sockets by client address"
+        )),
+    )?;
     Ok(group)
 }
 
 impl Server {
     /// Binds every listen address and starts serving. Nothing is served unless all bind.
-    pub fn start(cfg: ServeConfig) -> Result<Server, String> {
+    pub fn start(cfg: ServeConfig) -> Result<Server, ServeError> {
         let mut sockets = Vec::new();
         for &a in &cfg.listen {
             sockets.extend(
@@ -278,8 +287,8 @@ impl Server {
             clock,
             stats: Stats::default(),
         });
-        let tables = TableWriter::start(shared.clone())
-            .map_err(|e| format!("cannot start the table thread: {e}"))?;
+        let tables =
+            TableWriter::start(shared.clone()).map_err(ServeError::thread("the table thread"))?;
         let nts = match &cfg.nts {
             Some(n) => Some(nts::NtsService::start(n, &shared, &cfg.state_dir)?),
             None => None,
@@ -303,8 +312,8 @@ impl Server {
         Ok(server)
     }
 
-    fn spawn_worker(&mut self, addr: SocketAddr, socket: UdpSocket) -> Result<(), String> {
-        let bound = socket.local_addr().map_err(|e| format!("{addr}: {e}"))?;
+    fn spawn_worker(&mut self, addr: SocketAddr, socket: UdpSocket) -> Result<(), ServeError> {
+        let bound = socket.local_addr().map_err(ServeError::local_addr(addr))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = WorkerStats::new(bound, client_log::DEFAULT_CAPACITY);
         self.shared.stats.register(stats.clone());
@@ -319,7 +328,7 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name(format!("serve {bound}"))
             .spawn(move || worker.run())
-            .map_err(|e| format!("cannot start a worker for {addr}: {e}"))?;
+            .map_err(ServeError::thread(format!("a worker for {addr}")))?;
         self.workers.push(WorkerHandle {
             addr,
             bound,
@@ -385,19 +394,20 @@ impl Server {
     /// Applies a new configuration: sockets on addresses in both keep running (no request is
     /// dropped), new addresses are bound first, removed ones are closed last. If a new address
     /// cannot be bound, nothing changes and the error says why.
-    pub fn reload(&mut self, cfg: ServeConfig) -> Result<(), String> {
+    pub fn reload(&mut self, cfg: ServeConfig) -> Result<(), ReloadError> {
         let plan = SocketPlan::of(&cfg);
+        let restart = |setting, old: &dyn std::fmt::Display, new: &dyn std::fmt::Display| {
+            Err(ReloadError::NeedsRestart {
+                setting,
+                change: format!(" ({old} to {new})"),
+                why: "change it",
+            })
+        };
         if plan.workers != self.plan.workers {
-            return Err(format!(
-                "server.workers changed ({} to {}): restart the server to change it",
-                self.plan.workers, plan.workers
-            ));
+            return restart("server.workers", &self.plan.workers, &plan.workers);
         }
         if plan.tx_stamps != self.plan.tx_stamps {
-            return Err(format!(
-                "server.interleaved changed ({} to {}): restart the server to change it",
-                self.plan.tx_stamps, plan.tx_stamps
-            ));
+            return restart("server.interleaved", &self.plan.tx_stamps, &plan.tx_stamps);
         }
         let mut fresh = Vec::new();
         for &addr in &cfg.listen {
@@ -411,7 +421,7 @@ impl Server {
         match (self.nts.as_mut(), &cfg.nts) {
             (Some(n), Some(c)) => n.reload(c)?,
             (None, Some(c)) => {
-                self.nts = Some(nts::NtsService::start(c, &self.shared, &cfg.state_dir)?)
+                self.nts = Some(nts::NtsService::start(c, &self.shared, &cfg.state_dir)?);
             }
             (Some(_), None) => {
                 if let Some(n) = self.nts.take() {

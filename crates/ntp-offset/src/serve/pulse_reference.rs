@@ -19,6 +19,7 @@ use ntp_offset_sys::clock::monotonic_raw_ns;
 use tracing::{info, warn};
 
 use super::clock::{ClockSnapshot, ReferenceClock, Timeline};
+use super::error::ServeError;
 use crate::config::PulseReference;
 use crate::ticks::input::{bind_all, log_event, Rebind, TickInput};
 
@@ -48,7 +49,7 @@ impl PulseReferenceTask {
         clock: Arc<ReferenceClock>,
         pulse: PulseReference,
         leap: LeapPolicy,
-    ) -> Result<PulseReferenceTask, String> {
+    ) -> Result<PulseReferenceTask, ServeError> {
         let sockets = bind_all(&pulse.listen, &pulse.join, pulse.share_port)?;
         info!(
             ticks = %crate::text::join_addrs(&pulse.listen),
@@ -72,7 +73,7 @@ impl PulseReferenceTask {
         let thread = std::thread::Builder::new()
             .name("pulse reference".into())
             .spawn(move || state.run(&rx, &thread_stop))
-            .map_err(|e| format!("cannot start the pulse reference thread: {e}"))?;
+            .map_err(ServeError::thread("the pulse reference thread"))?;
         Ok(PulseReferenceTask {
             current: pulse,
             inbox: tx,
@@ -84,7 +85,7 @@ impl PulseReferenceTask {
 
     /// Applies reloaded settings. The clock model keeps its pairs, so answers stay
     /// synchronized; new tick addresses are bound first, and a failure changes nothing.
-    pub fn reload(&mut self, pulse: &PulseReference, leap: LeapPolicy) -> Result<(), String> {
+    pub fn reload(&mut self, pulse: &PulseReference, leap: LeapPolicy) -> Result<(), ServeError> {
         if pulse.share_port != self.current.share_port {
             warn!("reload: a change of share_port applies at the next start");
         }
@@ -107,7 +108,7 @@ impl PulseReferenceTask {
                 sockets,
                 leap,
             })
-            .map_err(|_| "the pulse reference thread has stopped".to_string())?;
+            .map_err(|_| ServeError::PulseStopped)?;
         self.current = pulse.clone();
         Ok(())
     }
@@ -198,7 +199,7 @@ impl PulseState {
         let mut last_state = None;
         while !stop.load(Ordering::Relaxed) {
             if let Err(e) = self.input.wait(REPUBLISH, &mut events) {
-                warn!("tick input: {e}");
+                warn!("tick input: poll: {e}");
                 std::thread::sleep(REPUBLISH);
             }
             let timeout = self.input.receiver.config().timeout;

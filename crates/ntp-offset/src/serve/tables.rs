@@ -59,7 +59,11 @@ pub fn member_id(views: &ViewTable, spread: &Spread, name: &str) -> Option<ViewI
 }
 
 /// Reads the table text of `group` from `dir`: Ok(None) if there is none yet.
-pub fn read(dir: &Path, group: &str, max_clients: usize) -> Result<Option<String>, String> {
+pub fn read(
+    dir: &Path,
+    group: &str,
+    max_clients: usize,
+) -> Result<Option<String>, crate::files::FileError> {
     let p = path(dir, group);
     let cap = 4096 + max_clients as u64 * MAX_LINE_BYTES;
     match fs::metadata(&p) {

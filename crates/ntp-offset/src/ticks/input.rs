@@ -1,6 +1,7 @@
 //! Receiving ticks: the sockets, kernel receive stamps on both clocks, and the [`Receiver`]
 //! that decides. Shared by `pulse listen` and `serve` with `[reference] source = "pulse"`.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use ntp_offset_sys::batch::{is_retryable, RecvBatch};
 use ntp_offset_sys::clock;
 use tracing::{debug, info, warn};
 
+use crate::udp::BindError;
+
 /// Room to see that a datagram is longer than any tick (it then decodes as oversized).
 const RECV_BUF: usize = 128;
 
@@ -17,7 +20,7 @@ const RECV_BUF: usize = 128;
 /// address family. `share`: other receivers on this host may bind the same port, if they
 /// allow it too (SO_REUSEADDR on each); otherwise a port in use is an error, because a
 /// second receiver there would silently take the unicast ticks.
-pub fn bind(addr: SocketAddr, join: &[IpAddr], share: bool) -> Result<UdpSocket, String> {
+pub fn bind(addr: SocketAddr, join: &[IpAddr], share: bool) -> Result<UdpSocket, BindError> {
     let in_use = if share {
         " (a receiver there does not share it: both must allow sharing)"
     } else {
@@ -46,12 +49,20 @@ pub fn bind_all(
     listen: &[SocketAddr],
     join: &[IpAddr],
     share: bool,
-) -> Result<Vec<UdpSocket>, String> {
+) -> Result<Vec<UdpSocket>, BindError> {
     listen.iter().map(|&a| bind(a, join, share)).collect()
 }
 
+/// A multicast group a kept tick socket could not join on a reload.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot join {group}: {source}")]
+pub struct JoinError {
+    group: IpAddr,
+    source: io::Error,
+}
+
 /// Moves a bound socket's group memberships from `old` to `new` (a reload).
-fn change_groups(s: &UdpSocket, old: &[IpAddr], new: &[IpAddr]) -> Result<(), String> {
+fn change_groups(s: &UdpSocket, old: &[IpAddr], new: &[IpAddr]) -> Result<(), JoinError> {
     let v6 = s.local_addr().is_ok_and(|a| a.is_ipv6());
     for g in old.iter().filter(|g| !new.contains(g)) {
         let _ = match g {
@@ -66,7 +77,7 @@ fn change_groups(s: &UdpSocket, old: &[IpAddr], new: &[IpAddr]) -> Result<(), St
             IpAddr::V6(g) if v6 => s.join_multicast_v6(g, 0),
             _ => Ok(()),
         }
-        .map_err(|e| format!("cannot join {g}: {e}"))?;
+        .map_err(|source| JoinError { group: *g, source })?;
     }
     Ok(())
 }
@@ -88,7 +99,7 @@ impl Rebind {
         listen: &[SocketAddr],
         join: &[IpAddr],
         share: bool,
-    ) -> Result<Rebind, String> {
+    ) -> Result<Rebind, BindError> {
         let new: Vec<SocketAddr> = listen
             .iter()
             .filter(|a| !old.contains(a))
@@ -165,12 +176,12 @@ impl TickInput {
 
     /// Waits at most `max_wait` (less if the receiver has a deadline), receives what arrived,
     /// and appends the receiver's events.
-    pub fn wait(&mut self, max_wait: Duration, events: &mut Vec<Event>) -> Result<(), String> {
+    /// An error is poll's (the sockets are unusable).
+    pub fn wait(&mut self, max_wait: Duration, events: &mut Vec<Event>) -> io::Result<()> {
         let now = clock::monotonic_raw_ns();
         let until = self.receiver.next_deadline().unwrap_or(i64::MAX).max(now);
         let wait = Duration::from_nanos((until - now) as u64).min(max_wait);
-        let ready = ntp_offset_sys::poll::wait_readable(&self.sockets, Some(wait))
-            .map_err(|e| format!("poll: {e}"))?;
+        let ready = ntp_offset_sys::poll::wait_readable(&self.sockets, Some(wait))?;
         for (i, socket) in self.sockets.iter().enumerate() {
             if ready & (1 << i) == 0 {
                 continue;

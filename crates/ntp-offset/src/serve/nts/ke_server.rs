@@ -17,6 +17,7 @@ use rustls::{ServerConfig, ServerConnection};
 use tracing::warn;
 
 use crate::entropy::OsEntropy;
+use crate::serve::error::ServeError;
 use crate::serve::Shared;
 
 /// What a session needs that a reload may change.
@@ -77,20 +78,20 @@ impl KeServer {
         listen: &[SocketAddr],
         params: Params,
         shared: Arc<Shared>,
-    ) -> Result<KeServer, String> {
+    ) -> Result<KeServer, ServeError> {
         let mut listeners = Vec::new();
         for addr in listen {
             let l = TcpListener::bind(addr)
-                .map_err(|e| format!("NTS-KE {addr}: cannot listen: {e}"))?;
+                .map_err(ServeError::socket(format!("NTS-KE {addr}: cannot listen")))?;
             l.set_nonblocking(true)
-                .map_err(|e| format!("NTS-KE {addr}: {e}"))?;
+                .map_err(ServeError::socket(format!("NTS-KE {addr}")))?;
             listeners.push(l);
         }
         let bound = listeners
             .iter()
             .map(|l| l.local_addr())
             .collect::<io::Result<Vec<_>>>()
-            .map_err(|e| format!("NTS-KE: {e}"))?;
+            .map_err(ServeError::socket("NTS-KE"))?;
         shared.ke_addrs.store(Arc::new(bound.clone()));
         let params = Arc::new(ArcSwap::from_pointee(params));
         let stop = Arc::new(AtomicBool::new(false));
@@ -98,7 +99,7 @@ impl KeServer {
         let thread = std::thread::Builder::new()
             .name("nts-ke".into())
             .spawn(move || accept_loop(listeners, pa, sp, shared))
-            .map_err(|e| format!("cannot start the NTS-KE thread: {e}"))?;
+            .map_err(ServeError::thread("the NTS-KE thread"))?;
         Ok(KeServer {
             bound,
             params,

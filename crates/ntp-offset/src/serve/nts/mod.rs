@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::nts::NtsConfig;
+use crate::serve::error::{ReloadError, ServeError};
 use crate::serve::Shared;
 use ke_server::{KeServer, Params};
 use master_keys::Rotator;
@@ -21,8 +22,8 @@ pub struct NtsService {
     config: NtsConfig,
 }
 
-fn params(cfg: &NtsConfig) -> Result<Params, String> {
-    let tls = tls::load(&cfg.certificate, &cfg.private_key).map_err(|e| e.message)?;
+fn params(cfg: &NtsConfig) -> Result<Params, tls::TlsError> {
+    let tls = tls::load(&cfg.certificate, &cfg.private_key)?;
     Ok(Params {
         tls,
         ntp_server: cfg.ntp_server.clone(),
@@ -37,13 +38,13 @@ impl NtsService {
         cfg: &NtsConfig,
         shared: &Arc<Shared>,
         state_dir: &std::path::Path,
-    ) -> Result<NtsService, String> {
+    ) -> Result<NtsService, ServeError> {
         let period = cfg.key_rotation.as_secs();
         let keys = master_keys::load_or_create(state_dir, period);
         shared.nts_keys.store(Some(Arc::new(keys)));
         let ke = KeServer::start(&cfg.listen, params(cfg)?, shared.clone())?;
         let rotator = Rotator::start(shared.clone(), state_dir.to_path_buf(), cfg.key_rotation)
-            .map_err(|e| format!("cannot start the NTS key thread: {e}"))?;
+            .map_err(ServeError::thread("the NTS key thread"))?;
         Ok(NtsService {
             ke,
             rotator,
@@ -53,11 +54,13 @@ impl NtsService {
 
     /// Takes a reloaded `[nts]`: the certificate and key are read again (a renewal), and
     /// the limits and names apply to new sessions. The KE addresses need a restart.
-    pub fn reload(&mut self, cfg: &NtsConfig) -> Result<(), String> {
+    pub fn reload(&mut self, cfg: &NtsConfig) -> Result<(), ReloadError> {
         if cfg.listen != self.config.listen {
-            return Err(
-                "[nts] listen changed: restart the server to move the NTS-KE listener".into(),
-            );
+            return Err(ReloadError::NeedsRestart {
+                setting: "[nts] listen",
+                change: String::new(),
+                why: "move the NTS-KE listener",
+            });
         }
         let p = params(cfg)?;
         self.ke.params.store(Arc::new(p));

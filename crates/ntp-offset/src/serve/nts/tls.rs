@@ -13,7 +13,8 @@ use rustls::ServerConfig;
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// Why the pair did not load; `about_key` says which file to blame.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct TlsError {
     pub about_key: bool,
     pub message: String,
@@ -28,7 +29,8 @@ pub fn load(certificate: &Path, private_key: &Path) -> Result<Arc<ServerConfig>,
         about_key: true,
         message: format!("{}: {m}", private_key.display()),
     };
-    let pem = crate::files::read_capped(certificate, MAX_PEM_BYTES).map_err(cert_err)?;
+    let pem = crate::files::read_capped(certificate, MAX_PEM_BYTES)
+        .map_err(|e| cert_err(e.to_string()))?;
     let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cert_err(format!("not a PEM certificate chain: {e}")))?;
@@ -37,7 +39,8 @@ pub fn load(certificate: &Path, private_key: &Path) -> Result<Arc<ServerConfig>,
             "no certificate in it (PEM, `-----BEGIN CERTIFICATE-----`)".into(),
         ));
     }
-    let pem = crate::files::read_secret(private_key, MAX_PEM_BYTES).map_err(key_err)?;
+    let pem = crate::files::read_secret(private_key, MAX_PEM_BYTES)
+        .map_err(|e| key_err(e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| key_err(format!("no PEM private key in it: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
