@@ -327,27 +327,10 @@ pub fn decide(
     creds: &Credentials<'_>,
     limiter: Option<&mut RateLimiter>,
 ) -> Decision {
-    let len = req.packet.len();
-    if len < HEADER_LEN {
-        return Decision::Ignore(DropReason::Truncated);
-    }
-    if len > MAX_REQUEST_LEN {
-        return Decision::Ignore(DropReason::Oversized);
-    }
-    if !len.is_multiple_of(4) {
-        return Decision::Ignore(DropReason::Malformed);
-    }
-    let Ok(request) = Header::parse(req.packet) else {
-        return Decision::Ignore(DropReason::Truncated);
+    let request = match client_request(req.packet) {
+        Ok(h) => h,
+        Err(reason) => return Decision::Ignore(reason),
     };
-    // Version 1 had no modes; 5-7 do not exist. 2, 3 and 4 clients all get an answer in kind.
-    if !(2..=4).contains(&request.version) {
-        return Decision::Ignore(DropReason::BadVersion);
-    }
-    if request.mode != Mode::Client {
-        return Decision::Ignore(DropReason::NotClientMode);
-    }
-
     let view = views.select_with(req.local, req.client, assigner);
     if view.is_none() && unmatched == Unmatched::Ignore {
         return Decision::Ignore(DropReason::NoView);
@@ -364,95 +347,152 @@ pub fn decide(
             RateVerdict::Kod => kind = ResponseKind::KodRate,
         }
     }
-
     // Verified after the cheap checks, so a flood of forged MACs costs a table lookup each
-    // once rate-limited. A request with a MAC is answered with one by the same key; an NTS
-    // request with NTS fields.
-    let mut trailer = Trailer::None;
-    let mut trailer_len = 0;
-    let mut authenticated = Authenticated::No;
-    let ef = nts_ef::parse_request(req.packet);
-    if let Ok(Some(request)) = &ef {
-        match nts_trailer(request, len, creds.nts) {
-            Ok((t, n, k)) => {
-                if k == ResponseKind::Time {
-                    authenticated = Authenticated::Nts;
-                } else {
-                    kind = k;
-                }
-                (trailer, trailer_len) = (t, n);
-            }
-            Err(reason) => return Decision::Ignore(reason),
-        }
-    } else if let Some(mac) = symmetric::find_mac(req.packet) {
-        let auth = creds.symmetric;
-        match auth.keys.get(mac.key_id) {
-            Some(key) if key.verify(mac.data, mac.digest) => {
-                trailer = Trailer::Mac(key.id(), mac.digest.len());
-                trailer_len = 4 + mac.digest.len();
-                authenticated = Authenticated::Key(key.id());
-            }
-            Some(_) => return Decision::Ignore(DropReason::BadMac),
-            None if auth.unknown_key == UnknownKey::Drop => {
-                return Decision::Ignore(DropReason::UnknownKey)
-            }
-            None => {
-                trailer = Trailer::CryptoNak;
-                trailer_len = symmetric::CRYPTO_NAK_LEN;
-                kind = ResponseKind::CryptoNak;
-            }
-        }
-    } else if ef.is_err() {
-        return Decision::Ignore(DropReason::BadNts);
+    // once rate-limited.
+    let auth = match authenticate(req, creds) {
+        Ok(a) => a,
+        Err(reason) => return Decision::Ignore(reason),
+    };
+    if let Some(nak) = auth.nak {
+        kind = nak;
     }
     if let Some(id) = view {
-        let satisfied = match views.view(id).auth {
-            AuthRequirement::None => true,
-            AuthRequirement::Key => matches!(authenticated, Authenticated::Key(_)),
-            AuthRequirement::Nts => authenticated == Authenticated::Nts,
-            AuthRequirement::Any => authenticated != Authenticated::No,
-        };
         // A NAK still tells a client with stale credentials what to fix.
         let nak = matches!(kind, ResponseKind::CryptoNak | ResponseKind::NtsNak);
-        if !satisfied && !nak {
+        if !satisfies(auth.authenticated, views.view(id).auth) && !nak {
             return Decision::Ignore(DropReason::Unauthenticated);
         }
     }
-
-    let mut interleaved = false;
-    let mut log_as = None;
-    let header = match (kind, view) {
-        (ResponseKind::Time, Some(id)) => {
-            let mut h = time_header(&request, state, views.view(id).offset, req.receive);
-            if let Some(log) = req.sent {
-                if let Some(earlier) = interleaved::interleaved_transmit(&request, log) {
-                    h.origin_timestamp = request.receive_timestamp;
-                    h.transmit_timestamp = earlier;
-                    interleaved = true;
-                }
-                if interleaved::may_interleave(&request) {
-                    log_as = Some(h.receive_timestamp);
-                }
-            }
-            h
-        }
-        (ResponseKind::KodRate, _) => kod_header(&request, state, *b"RATE"),
-        (ResponseKind::CryptoNak, _) => kod_header(&request, state, *b"CRYP"),
-        (ResponseKind::NtsNak, _) => kod_header(&request, state, *b"NTSN"),
-        _ => kod_header(&request, state, *b"DENY"),
-    };
+    let (header, interleaved, log_as) = answer_header(&request, req, views, state, kind, view);
     let offset = view.map_or(Offset::ZERO, |id| views.view(id).offset);
     Decision::Respond(Response {
         header: header.encode(),
-        len: HEADER_LEN + trailer_len,
-        trailer,
+        len: HEADER_LEN + auth.trailer_len,
+        trailer: auth.trailer,
         offset,
         interleaved,
         log_as,
         view,
         kind,
-        authenticated,
+        authenticated: auth.authenticated,
     })
+}
+
+/// The request's header, if it is one this server answers: a whole NTP client request of
+/// version 2 to 4, no longer than any request it knows.
+fn client_request(packet: &[u8]) -> Result<Header, DropReason> {
+    let len = packet.len();
+    if len < HEADER_LEN {
+        return Err(DropReason::Truncated);
+    }
+    if len > MAX_REQUEST_LEN {
+        return Err(DropReason::Oversized);
+    }
+    if !len.is_multiple_of(4) {
+        return Err(DropReason::Malformed);
+    }
+    let request = Header::parse(packet).map_err(|_| DropReason::Truncated)?;
+    // Version 1 had no modes; 5-7 do not exist. 2, 3 and 4 clients all get an answer in kind.
+    if !(2..=4).contains(&request.version) {
+        return Err(DropReason::BadVersion);
+    }
+    if request.mode != Mode::Client {
+        return Err(DropReason::NotClientMode);
+    }
+    Ok(request)
+}
+
+/// What a request's credentials come to: who it is, what its answer carries after the header,
+/// and a NAK to send instead of time when its credentials do not open here.
+struct Checked {
+    authenticated: Authenticated,
+    trailer: Trailer,
+    trailer_len: usize,
+    nak: Option<ResponseKind>,
+}
+
+/// A request with a MAC is answered with one by the same key; an NTS request with NTS fields;
+/// a request with neither, plainly.
+fn authenticate(req: &Request<'_>, creds: &Credentials<'_>) -> Result<Checked, DropReason> {
+    let mut auth = Checked {
+        authenticated: Authenticated::No,
+        trailer: Trailer::None,
+        trailer_len: 0,
+        nak: None,
+    };
+    let ef = nts_ef::parse_request(req.packet);
+    if let Ok(Some(request)) = &ef {
+        let (trailer, len, kind) = nts_trailer(request, req.packet.len(), creds.nts)?;
+        (auth.trailer, auth.trailer_len) = (trailer, len);
+        if kind == ResponseKind::Time {
+            auth.authenticated = Authenticated::Nts;
+        } else {
+            auth.nak = Some(kind);
+        }
+    } else if let Some(mac) = symmetric::find_mac(req.packet) {
+        let keys = creds.symmetric;
+        match keys.keys.get(mac.key_id) {
+            Some(key) if key.verify(mac.data, mac.digest) => {
+                auth.trailer = Trailer::Mac(key.id(), mac.digest.len());
+                auth.trailer_len = 4 + mac.digest.len();
+                auth.authenticated = Authenticated::Key(key.id());
+            }
+            Some(_) => return Err(DropReason::BadMac),
+            None if keys.unknown_key == UnknownKey::Drop => return Err(DropReason::UnknownKey),
+            None => {
+                auth.trailer = Trailer::CryptoNak;
+                auth.trailer_len = symmetric::CRYPTO_NAK_LEN;
+                auth.nak = Some(ResponseKind::CryptoNak);
+            }
+        }
+    } else if ef.is_err() {
+        return Err(DropReason::BadNts);
+    }
+    Ok(auth)
+}
+
+fn satisfies(authenticated: Authenticated, required: AuthRequirement) -> bool {
+    match required {
+        AuthRequirement::None => true,
+        AuthRequirement::Key => matches!(authenticated, Authenticated::Key(_)),
+        AuthRequirement::Nts => authenticated == Authenticated::Nts,
+        AuthRequirement::Any => authenticated != Authenticated::No,
+    }
+}
+
+/// The answer's header: time in the view's offset (interleaved when the client asks so and
+/// its previous answer's transmit time is logged), or a kiss-o'-death. Also whether it is
+/// interleaved, and the receive time to log its transmit time under.
+fn answer_header(
+    request: &Header,
+    req: &Request<'_>,
+    views: &ViewTable,
+    state: &ServerState,
+    kind: ResponseKind,
+    view: Option<ViewId>,
+) -> (Header, bool, Option<NtpTimestamp>) {
+    let kiss = |code: &[u8; 4]| (kod_header(request, state, *code), false, None);
+    match (kind, view) {
+        (ResponseKind::Time, Some(id)) => {
+            let mut h = time_header(request, state, views.view(id).offset, req.receive);
+            let (mut interleaved, mut log_as) = (false, None);
+            if let Some(log) = req.sent {
+                if let Some(earlier) = interleaved::interleaved_transmit(request, log) {
+                    h.origin_timestamp = request.receive_timestamp;
+                    h.transmit_timestamp = earlier;
+                    interleaved = true;
+                }
+                if interleaved::may_interleave(request) {
+                    log_as = Some(h.receive_timestamp);
+                }
+            }
+            (h, interleaved, log_as)
+        }
+        (ResponseKind::KodRate, _) => kiss(b"RATE"),
+        (ResponseKind::CryptoNak, _) => kiss(b"CRYP"),
+        (ResponseKind::NtsNak, _) => kiss(b"NTSN"),
+        _ => kiss(b"DENY"),
+    }
 }
 
 fn time_header(request: &Header, state: &ServerState, offset: Offset, receive: Time) -> Header {

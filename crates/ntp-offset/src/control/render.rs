@@ -5,7 +5,10 @@ use std::fmt::Write;
 use ntp_offset_proto::responder::DropReason;
 
 use super::counters::{PER_VIEW, TOTALS};
-use super::status::{ClientEntry, ListenStatus, ReferenceStatus, SendStatus, ServeStatus, Status};
+use super::status::{
+    ClientEntry, ListenStatus, NtsStatus, ReferenceStatus, SendStatus, ServeStatus, Status,
+    ViewStatus,
+};
 
 pub fn status(s: &Status) -> String {
     match s {
@@ -77,34 +80,7 @@ fn serve(s: &ServeStatus) -> String {
         "Uptime          : {:.0} s (ntp-offset {})",
         s.uptime_s, s.program_version
     );
-    // The counters' columns come from their table; the rest are the view's own.
-    let counter_cols = |cells: &mut String, values: &mut dyn Iterator<Item = String>| {
-        for (c, v) in PER_VIEW.iter().zip(values) {
-            let _ = write!(cells, " {v:>w$}", w = (c.label.len() + 2).max(6));
-        }
-    };
-    let mut head = format!("\n{:<16} {:>14}", "View", "Offset");
-    counter_cols(&mut head, &mut PER_VIEW.iter().map(|c| c.label.to_string()));
-    let _ = writeln!(
-        out,
-        "{head} {:>9} {:>9} {:>8} {:>9}",
-        "Req/s 1m", "Req/s 5m", "Clients", "Assigned"
-    );
-    for v in &s.views {
-        let mut row = format!("{:<16} {:>14}", v.name, v.offset);
-        counter_cols(
-            &mut row,
-            &mut PER_VIEW.iter().map(|c| (c.get)(&v.counts).to_string()),
-        );
-        let _ = writeln!(
-            out,
-            "{row} {:>9} {:>9} {:>8} {:>9}",
-            rate(v.requests_per_s_1m),
-            rate(v.requests_per_s_5m),
-            v.clients_last_hour,
-            v.assigned.map_or("-".into(), |a| a.to_string())
-        );
-    }
+    views(&mut out, &s.views);
     let _ = writeln!(
         out,
         "\n{:<28} {:>10} {:>10} {:>6} {:>9} {:>11}",
@@ -129,24 +105,7 @@ fn serve(s: &ServeStatus) -> String {
         }
     }
     if let Some(n) = &s.nts {
-        let _ = writeln!(
-            out,
-            "NTS-KE          : {}; {} sessions, {} refused, {} failed, {} timed out, {} busy, {} now",
-            n.ke_listen.join(", "),
-            n.ke_sessions,
-            n.ke_refused,
-            n.ke_failed,
-            n.ke_timeouts,
-            n.ke_busy,
-            n.ke_active
-        );
-        let _ = writeln!(
-            out,
-            "NTS master key  : id {}, {} old; {} kept (older cookies still open)",
-            n.master_key_id,
-            ago(n.master_key_age_s, 0),
-            n.master_keys
-        );
+        nts(&mut out, n);
     }
     for g in &s.spread {
         let _ = writeln!(
@@ -178,6 +137,58 @@ fn serve(s: &ServeStatus) -> String {
         }
     }
     out
+}
+
+/// The views' table: the counters' columns from their table, the rest the view's own.
+fn views(out: &mut String, views: &[ViewStatus]) {
+    let counter_cols = |cells: &mut String, values: &mut dyn Iterator<Item = String>| {
+        for (c, v) in PER_VIEW.iter().zip(values) {
+            let _ = write!(cells, " {v:>w$}", w = (c.label.len() + 2).max(6));
+        }
+    };
+    let mut head = format!("\n{:<16} {:>14}", "View", "Offset");
+    counter_cols(&mut head, &mut PER_VIEW.iter().map(|c| c.label.to_string()));
+    let _ = writeln!(
+        out,
+        "{head} {:>9} {:>9} {:>8} {:>9}",
+        "Req/s 1m", "Req/s 5m", "Clients", "Assigned"
+    );
+    for v in views {
+        let mut row = format!("{:<16} {:>14}", v.name, v.offset);
+        counter_cols(
+            &mut row,
+            &mut PER_VIEW.iter().map(|c| (c.get)(&v.counts).to_string()),
+        );
+        let _ = writeln!(
+            out,
+            "{row} {:>9} {:>9} {:>8} {:>9}",
+            rate(v.requests_per_s_1m),
+            rate(v.requests_per_s_5m),
+            v.clients_last_hour,
+            v.assigned.map_or("-".into(), |a| a.to_string())
+        );
+    }
+}
+
+fn nts(out: &mut String, n: &NtsStatus) {
+    let _ = writeln!(
+        out,
+        "NTS-KE          : {}; {} sessions, {} refused, {} failed, {} timed out, {} busy, {} now",
+        n.ke_listen.join(", "),
+        n.ke_sessions,
+        n.ke_refused,
+        n.ke_failed,
+        n.ke_timeouts,
+        n.ke_busy,
+        n.ke_active
+    );
+    let _ = writeln!(
+        out,
+        "NTS master key  : id {}, {} old; {} kept (older cookies still open)",
+        n.master_key_id,
+        ago(n.master_key_age_s, 0),
+        n.master_keys
+    );
 }
 
 fn listen(l: &ListenStatus) -> String {
