@@ -16,8 +16,7 @@
 //!   last term grows; past `holdover_limit` the clock is unsynchronized.
 
 use crate::leap::{LeapDirection, LeapTracker};
-use crate::time::Time;
-use crate::time::NANOS_PER_SEC;
+use crate::time::{Time, NANOS_PER_SEC};
 
 /// A leap second, in ns.
 const LEAP_NS: i64 = 1_000_000_000;

@@ -7,8 +7,7 @@
 
 use crate::tick::{Leap, SourceState};
 use crate::tick_receiver::TickSample;
-use crate::time::NANOS_PER_SEC;
-use crate::time::{Offset, Time};
+use crate::time::{Offset, Time, NANOS_PER_SEC};
 
 /// chrony's `SOCK_MAGIC`.
 pub const SOCK_MAGIC: i32 = 0x534f_434b;

@@ -26,8 +26,7 @@
 
 use crate::tick::{decode, Datagram, Kind, Leap, Source, SourceState, TickPacket};
 use crate::tick_auth::{verify, AuthError, KeyRing};
-use crate::time::NANOS_PER_SEC;
-use crate::time::{Offset, Time};
+use crate::time::{Offset, Time, NANOS_PER_SEC};
 
 pub use crate::tick_stats::{LockState, Reject, Stats, TickCounts};
 

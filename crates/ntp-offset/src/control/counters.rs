@@ -1,6 +1,7 @@
-//! The counters `serve` keeps, as the control socket carries them, and the one table that
-//! names each counter for `status`, `/metrics` and the status page. A new counter is a field
-//! here and one row in [`TOTALS`], [`PER_VIEW`] or [`TICKS`]; nothing else declares it.
+//! The counters `serve` keeps, as the control socket carries them, and the tables that name
+//! each counter (of `serve`, and of `pulse listen`'s receiver) for `status` and `/metrics`. A
+//! new counter is a field and one row in [`TOTALS`], [`PER_VIEW`] or [`TICKS`]; nothing else
+//! declares it.
 
 use ntp_offset_proto::responder::{DropReason, ResponseKind};
 use ntp_offset_proto::tick_stats::TickCounts;

@@ -6,10 +6,10 @@
 //! a wake-up from sleep is late by tens of microseconds idle and by milliseconds under load,
 //! the spin by well under one. The follow-up removes whatever is left.
 
-use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::time::Duration;
 
 use ntp_offset_proto::tick::{Leap, SourceState, TickPacket, ERROR_UNKNOWN};
+use ntp_offset_proto::time::NANOS_PER_SEC;
 use ntp_offset_sys::clock;
 use tracing::{info, warn};
 

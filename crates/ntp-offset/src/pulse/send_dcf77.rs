@@ -4,12 +4,11 @@
 //! is sent at once, and its follow-up carries the kernel TX time minus the mark, so
 //! receivers take the mark itself, not the send.
 
-use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::time::Duration;
 
 use ntp_offset_proto::dcf77::{Decoder, DecoderConfig, Mark, MarkState};
 use ntp_offset_proto::tick::{Leap, Source, SourceState, TickPacket, FLAG_LEAP_SECOND};
-use ntp_offset_proto::time::Offset;
+use ntp_offset_proto::time::{Offset, NANOS_PER_SEC};
 use ntp_offset_sys::clock::realtime_ns;
 use tracing::{debug, info, warn};
 

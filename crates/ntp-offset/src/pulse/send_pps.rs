@@ -4,13 +4,12 @@
 //! the pulse's stamp, so receivers take the pulse itself, not the send. Missing pulses become
 //! holdover ticks, then unsynchronized ones.
 
-use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ntp_offset_proto::pps_pulses::{PpsPulses, Refused};
 use ntp_offset_proto::tick::SourceState;
-use ntp_offset_proto::time::Offset;
+use ntp_offset_proto::time::{Offset, NANOS_PER_SEC};
 use ntp_offset_sys::clock::realtime_ns;
 use ntp_offset_sys::pps::{Edge, PpsDevice};
 use tracing::{info, warn};

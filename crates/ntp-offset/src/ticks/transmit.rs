@@ -2,7 +2,6 @@
 //! session, the signature, the kernel TX timestamp and the follow-up that carries it. Used by
 //! the system-clock schedule (`send.rs`) and the DCF77 source (`send_dcf77.rs`).
 
-use ntp_offset_proto::time::NANOS_PER_SEC;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use ntp_offset_proto::tick::{
     TickPacket, AUTH_LEN, FLAG_FOLLOW_UP, FLAG_LEAP_SECOND, LEGACY_PAYLOAD,
 };
 use ntp_offset_proto::tick_auth::{encode, Key};
+use ntp_offset_proto::time::NANOS_PER_SEC;
 use ntp_offset_sys::txstamp::{enable_tx_timestamps, recv_tx_timestamp};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, error, info, warn};
