@@ -11,7 +11,8 @@ mod policy;
 use std::net::{IpAddr, Ipv4Addr};
 
 use clap::Parser;
-use ntp_offset_proto::balancer::{Balancer, Rebalance};
+use ntp_offset_proto::balancer::Balancer;
+use ntp_offset_proto::view::Rebalance;
 
 use fleet::{run, Model};
 use policy::{Kind, Policy};

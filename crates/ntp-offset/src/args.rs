@@ -7,13 +7,13 @@ use ntp_offset_proto::time::Offset;
 
 use crate::duration;
 
-pub fn parse_offset(s: &str) -> Result<Offset, String> {
+pub fn parse_offset(s: &str) -> Result<Offset, duration::DurationError> {
     duration::parse(s)
 }
 
 /// A duration that must not be negative.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let o = duration::parse(s)?;
+    let o = duration::parse(s).map_err(|e| e.to_string())?;
     u64::try_from(o.nanos())
         .map(Duration::from_nanos)
         .map_err(|_| "must not be negative".into())

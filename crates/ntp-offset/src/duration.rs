@@ -19,9 +19,18 @@ const UNITS: [(&str, i128); 10] = [
 pub const SYNTAX_HELP: &str =
     "a duration like 15s, -250ms, +3650d or 1h30m (units: ns, us, ms, s, m, h, d, w)";
 
+/// A duration that does not parse; the message quotes the text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not {SYNTAX_HELP}")]
+    Syntax(String),
+    #[error("`{0}` is too long a duration")]
+    TooLong(String),
+}
+
 /// Parses a signed duration.
-pub fn parse(text: &str) -> Result<Offset, String> {
-    let err = || format!("`{text}` is not {SYNTAX_HELP}");
+pub fn parse(text: &str) -> Result<Offset, DurationError> {
+    let err = || DurationError::Syntax(text.to_string());
     let s = text.trim();
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -53,7 +62,7 @@ pub fn parse(text: &str) -> Result<Offset, String> {
     let total = if negative { -total } else { total };
     i64::try_from(total)
         .map(Offset::from_nanos)
-        .map_err(|_| format!("`{text}` is too long a duration"))
+        .map_err(|_| DurationError::TooLong(text.to_string()))
 }
 
 /// `num` (digits with an optional fraction) times `scale` nanoseconds, exactly.
@@ -124,9 +133,12 @@ mod tests {
             "", "15", "s", "15x", "1..5s", "--5s", "1.5ns", "15 s", "+", "1e3s",
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.contains("15s, -250ms"), "{bad}: {e}");
+            assert!(e.to_string().contains("15s, -250ms"), "{bad}: {e}");
         }
-        assert!(parse("400000d").unwrap_err().contains("too long"));
+        assert!(parse("400000d")
+            .unwrap_err()
+            .to_string()
+            .contains("too long"));
     }
 
     #[test]

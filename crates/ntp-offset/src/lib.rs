@@ -22,4 +22,5 @@ pub mod serve;
 pub mod service;
 pub mod text;
 pub mod ticks;
+pub mod tls;
 pub mod udp;

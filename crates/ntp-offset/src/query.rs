@@ -40,8 +40,31 @@ impl Default for QueryOptions {
     }
 }
 
+/// Why a server gave no report, or no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("cannot resolve `{target}`: {source}")]
+    Resolve {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("`{0}` has no address")]
+    NoAddress(String),
+    /// Opening or connecting the client's socket: `cannot open a socket`, `cannot reach ...`.
+    #[error("{step}: {source}")]
+    Socket {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Timestamps(std::io::Error),
+    /// Every request went unanswered or failed (the report says how).
+    #[error("{}", .0.problem())]
+    Unanswered(Box<Report>),
+}
+
 /// Resolves `host[:port]` (port 123 when absent; `[v6]:port` for IPv6 with a port).
-pub fn resolve(target: &str) -> Result<SocketAddr, String> {
+pub fn resolve(target: &str) -> Result<SocketAddr, QueryError> {
     let with_port = if target.parse::<SocketAddr>().is_ok() {
         target.to_string()
     } else if target.parse::<std::net::IpAddr>().is_ok() {
@@ -56,9 +79,12 @@ pub fn resolve(target: &str) -> Result<SocketAddr, String> {
     };
     with_port
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{target}`: {e}"))?
+        .map_err(|source| QueryError::Resolve {
+            target: target.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("`{target}` has no address"))
+        .ok_or_else(|| QueryError::NoAddress(target.to_string()))
 }
 
 /// What became of one request.
@@ -196,17 +222,18 @@ fn exchange(
 
 /// Asks `addr` `opts.count` times; the report keeps the answer with the smallest delay and
 /// what became of the others.
-pub fn query_all(addr: SocketAddr, opts: &QueryOptions) -> Result<Report, String> {
+pub fn query_all(addr: SocketAddr, opts: &QueryOptions) -> Result<Report, QueryError> {
+    let step = |step: String| move |source| QueryError::Socket { step, source };
     let any: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().unwrap()
     } else {
         "[::]:0".parse().unwrap()
     };
-    let socket = UdpSocket::bind(any).map_err(|e| format!("cannot open a socket: {e}"))?;
+    let socket = UdpSocket::bind(any).map_err(step("cannot open a socket".into()))?;
     socket
         .connect(addr)
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    enable_rx_timestamps(&socket).map_err(|e| e.to_string())?;
+        .map_err(step(format!("cannot reach {addr}")))?;
+    enable_rx_timestamps(&socket).map_err(QueryError::Timestamps)?;
     let mut batch = RecvBatch::new(1, 1024);
     let cookies = RandomState::new();
     let mut report = Report {
@@ -228,9 +255,9 @@ pub fn query_all(addr: SocketAddr, opts: &QueryOptions) -> Result<Report, String
 }
 
 /// The best answer of `opts.count` requests, or what became of them all.
-pub fn query(addr: SocketAddr, opts: &QueryOptions) -> Result<Sample, String> {
+pub fn query(addr: SocketAddr, opts: &QueryOptions) -> Result<Sample, QueryError> {
     let r = query_all(addr, opts)?;
-    r.best.ok_or_else(|| r.problem())
+    r.best.ok_or_else(|| QueryError::Unanswered(Box::new(r)))
 }
 
 /// The reference ID as people read it (see [`crate::text::refid`]).
@@ -241,11 +268,11 @@ pub fn refid_text(h: &Header) -> String {
 /// Runs `query` for every target and prints the table; true when every server answered as
 /// synchronized.
 pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
-    let results: Vec<(String, Result<Report, String>)> = targets
+    let results: Vec<(String, Result<Report, QueryError>)> = targets
         .iter()
         .map(|t| (t.clone(), resolve(t).and_then(|a| query_all(a, opts))))
         .collect();
-    let synchronized = |r: &Result<Report, String>| {
+    let synchronized = |r: &Result<Report, QueryError>| {
         r.as_ref().is_ok_and(|r| {
             r.best
                 .is_some_and(|s| s.header.leap != LeapIndicator::Unsynchronized)
@@ -255,8 +282,14 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
         for (target, r) in &results {
             out(format_args!("{}", json_line(target, r)));
         }
-        return results.iter().all(|(_, r)| synchronized(r));
+    } else {
+        table(&results);
     }
+    results.iter().all(|(_, r)| synchronized(r))
+}
+
+/// The servers' table, like ntpdate -q's, then each pair's difference.
+fn table(results: &[(String, Result<Report, QueryError>)]) {
     let width = results
         .iter()
         .map(|(t, _)| t.len())
@@ -267,48 +300,13 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
         "{:width$}  {:>20}  {:>11}  {:>2}  LI  REFID",
         "SERVER", "OFFSET", "DELAY", "ST"
     ));
-    let mut all_good = true;
-    for (target, r) in &results {
-        match r {
-            Ok(
-                report @ Report {
-                    best: Some(s),
-                    requests,
-                    answers,
-                    ..
-                },
-            ) => {
-                let h = &s.header;
-                let li = h.leap as u8;
-                let mut note = String::new();
-                if h.leap == LeapIndicator::Unsynchronized {
-                    note += "  unsynchronized";
-                }
-                if answers < requests {
-                    // Say what the JSON says: the others' fates, kiss codes included.
-                    note += &format!(
-                        "  ({answers} of {requests} answered; {})",
-                        report.misses().join(", ")
-                    );
-                }
-                all_good &= h.leap != LeapIndicator::Unsynchronized;
-                out(format_args!(
-                    "{target:width$}  {:>18} s  {:>9} s  {:>2}  {li:>2}  {}{note}",
-                    format!("{:.6}", s.offset),
-                    format!("{:.6}", s.delay).trim_start_matches('+'),
-                    h.stratum,
-                    refid_text(h)
-                ));
-            }
-            Ok(r) => {
-                all_good = false;
-                out(format_args!("{target:width$}  {}", r.problem()));
-            }
-            Err(e) => {
-                all_good = false;
-                out(format_args!("{target:width$}  {e}"));
-            }
-        }
+    for (target, r) in results {
+        let row = match r {
+            Ok(report @ Report { best: Some(s), .. }) => answered_row(report, s),
+            Ok(r) => r.problem(),
+            Err(e) => e.to_string(),
+        };
+        out(format_args!("{target:width$}  {row}"));
     }
     let answered: Vec<(&String, &Sample)> = results
         .iter()
@@ -330,12 +328,37 @@ pub fn run(targets: &[String], opts: &QueryOptions) -> bool {
             }
         }
     }
-    all_good
+}
+
+/// A server's row after its name: the best answer, and what became of the other requests.
+fn answered_row(report: &Report, s: &Sample) -> String {
+    let h = &s.header;
+    let mut note = String::new();
+    if h.leap == LeapIndicator::Unsynchronized {
+        note += "  unsynchronized";
+    }
+    if report.answers < report.requests {
+        // Say what the JSON says: the others' fates, kiss codes included.
+        note += &format!(
+            "  ({} of {} answered; {})",
+            report.answers,
+            report.requests,
+            report.misses().join(", ")
+        );
+    }
+    format!(
+        "{:>18} s  {:>9} s  {:>2}  {:>2}  {}{note}",
+        format!("{:.6}", s.offset),
+        format!("{:.6}", s.delay).trim_start_matches('+'),
+        h.stratum,
+        h.leap as u8,
+        refid_text(h)
+    )
 }
 
 /// One server's result for scripts: times in seconds, header fields as on the wire, and what
 /// became of the requests.
-fn json_line(target: &str, r: &Result<Report, String>) -> serde_json::Value {
+fn json_line(target: &str, r: &Result<Report, QueryError>) -> serde_json::Value {
     match r {
         Ok(r) => {
             let mut v = match &r.best {
@@ -360,7 +383,7 @@ fn json_line(target: &str, r: &Result<Report, String>) -> serde_json::Value {
             v["kiss_codes"] = r.kisses.clone().into();
             v
         }
-        Err(e) => serde_json::json!({ "server": target, "error": e }),
+        Err(e) => serde_json::json!({ "server": target, "error": e.to_string() }),
     }
 }
 

@@ -22,7 +22,7 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
 
-use crate::view::{canonical_ip, ViewId};
+use crate::view::{canonical_ip, Rebalance, ViewId};
 
 /// A client counts toward its member's load while it has asked within this long: longer than
 /// any common client's longest poll interval (chrony and ntpd 1024 s, systemd-timesyncd
@@ -39,15 +39,6 @@ struct Load {
 /// Where [`Balancer::remap`] puts the clients of views that are gone: no config has this
 /// many views.
 const DEPARTED: ViewId = ViewId(u16::MAX);
-
-/// What adding a member does to clients already assigned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rebalance {
-    /// Nobody moves; the new member takes new clients until the group is even.
-    Never,
-    /// The fewest clients needed move to the new member at once.
-    OnChange,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {

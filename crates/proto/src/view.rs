@@ -20,12 +20,21 @@ use core::str::FromStr;
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
-use crate::balancer::Rebalance;
 use crate::time::Offset;
 
 /// Index of a view in its [`ViewTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ViewId(pub u16);
+
+/// What adding a member to a balanced spread group does to clients already assigned (the
+/// group's setting; [`crate::balancer`] carries it out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebalance {
+    /// Nobody moves; the new member takes new clients until the group is even.
+    Never,
+    /// The fewest clients needed move to the new member at once.
+    OnChange,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct View {

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use super::monitor::{RawControl, RawMetrics};
-use super::raw::{flag, RawFile, RawRateLimit, RawServer, RawView};
-use super::reference::RawReference;
+use super::raw::{
+    flag, RawControl, RawFile, RawMetrics, RawRateLimit, RawReference, RawServer, RawView,
+};
 
 /// Where `serve` takes its time from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

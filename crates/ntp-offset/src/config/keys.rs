@@ -3,18 +3,10 @@
 //! server does not have gets. A view's `auth` (views.rs) says whether it needs a valid MAC.
 
 use ntp_offset_proto::symmetric::{self, Auth, KeyType, UnknownKey};
-use serde::Deserialize;
 use toml::Spanned;
 
+use super::raw::RawKeys;
 use super::{ConfigError, Context};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawKeys {
-    pub file: Spanned<String>,
-    pub unknown_key: Option<Spanned<String>>,
-    pub allow_md5: Option<bool>,
-}
 
 /// No key file comes near this (chrony's own limit is 65535 keys).
 const MAX_KEY_FILE_BYTES: u64 = 4 << 20;
@@ -44,7 +36,7 @@ impl Context<'_> {
             },
         };
         let allow_md5 = raw.allow_md5.unwrap_or(false);
-        let path = super::reference::beside(self.file, raw.file.get_ref());
+        let path = super::beside(self.file, raw.file.get_ref());
         let shown = path.display();
         let text = crate::files::read_secret(&path, MAX_KEY_FILE_BYTES)
             .map_err(|e| self.error_at(raw.file.span(), "keys.file", format!("{shown}: {e}")))?;

@@ -85,6 +85,16 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A path in the config (key file, state directory) is relative to the config file's
+/// directory.
+fn beside(config_file: &str, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    match Path::new(config_file).parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
 impl ServeConfig {
     /// What `serve --check` says of a good config, after `OK:`: the views (with their
     /// offsets and authentication), the addresses, the keys, NTS and how many warnings.
@@ -303,7 +313,7 @@ impl Context<'_> {
             Some(d) if d.get_ref().trim().is_empty() => {
                 self.err(d.span(), "server.state_dir", "must name a directory")
             }
-            Some(d) => Ok(reference::beside(self.file, d.get_ref())),
+            Some(d) => Ok(beside(self.file, d.get_ref())),
         }
     }
 }

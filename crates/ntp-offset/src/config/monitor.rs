@@ -2,24 +2,11 @@
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
 use toml::Spanned;
 
+use super::raw::{RawControl, RawMetrics};
 use super::{ConfigError, Context};
 use crate::monitor::{ControlPath, Endpoints};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawControl {
-    /// A path, or "none" for no control socket.
-    pub socket: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMetrics {
-    pub listen: Spanned<String>,
-}
 
 /// The longest path a Unix socket address holds (sun_path, with its terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -35,7 +22,7 @@ impl Context<'_> {
             None => Some(ControlPath::default_for("serve")),
             Some(s) if matches!(s.get_ref().as_str(), "none" | "") => None,
             Some(s) => {
-                let path = super::reference::beside(self.file, s.get_ref());
+                let path = super::beside(self.file, s.get_ref());
                 if path.as_os_str().len() > MAX_SOCKET_PATH {
                     return self.err(
                         s.span(),

@@ -8,24 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
+use super::raw::RawNts;
 use super::{ConfigError, Context};
 use crate::duration;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawNts {
-    pub listen: Spanned<Vec<Spanned<String>>>,
-    pub certificate: Spanned<String>,
-    pub private_key: Spanned<String>,
-    pub ntp_server: Option<Spanned<String>>,
-    pub ntp_port: Option<Spanned<i64>>,
-    pub key_rotation: Option<Spanned<String>>,
-    pub max_connections: Option<Spanned<i64>>,
-    pub timeout: Option<Spanned<String>>,
-}
 
 /// `[nts]`, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +42,25 @@ impl Context<'_> {
     ) -> Result<Option<NtsConfig>, ConfigError> {
         let Some(raw) = raw else { return Ok(None) };
         let r = raw.get_ref();
+        // In the order the section's errors are reported.
+        let listen = self.nts_listen(r)?;
+        let (certificate, private_key) = self.nts_tls(r)?;
+        let ntp_server = self.nts_ntp_server(r)?;
+        let ntp_port = self.nts_ntp_port(r, ntp_listen)?;
+        let (key_rotation, max_connections, timeout) = self.nts_limits(r)?;
+        Ok(Some(NtsConfig {
+            listen,
+            certificate,
+            private_key,
+            ntp_server,
+            ntp_port,
+            key_rotation,
+            max_connections,
+            timeout,
+        }))
+    }
+
+    fn nts_listen(&self, r: &RawNts) -> Result<Vec<SocketAddr>, ConfigError> {
         let mut listen = Vec::new();
         if r.listen.get_ref().is_empty() {
             return self.err(
@@ -76,9 +82,14 @@ impl Context<'_> {
                 }
             }
         }
-        let certificate = super::reference::beside(self.file, r.certificate.get_ref());
-        let private_key = super::reference::beside(self.file, r.private_key.get_ref());
-        if let Err(e) = crate::serve::nts::tls::load(&certificate, &private_key) {
+        Ok(listen)
+    }
+
+    /// The certificate and key, loaded as the server will (so `--check` finds a bad pair).
+    fn nts_tls(&self, r: &RawNts) -> Result<(PathBuf, PathBuf), ConfigError> {
+        let certificate = super::beside(self.file, r.certificate.get_ref());
+        let private_key = super::beside(self.file, r.private_key.get_ref());
+        if let Err(e) = crate::tls::load(&certificate, &private_key) {
             let span = if e.about_key {
                 r.private_key.span()
             } else {
@@ -91,6 +102,10 @@ impl Context<'_> {
             };
             return self.err(span, field, e.message);
         }
+        Ok((certificate, private_key))
+    }
+
+    fn nts_ntp_server(&self, r: &RawNts) -> Result<Option<String>, ConfigError> {
         let ntp_server = match &r.ntp_server {
             Some(s) if s.get_ref().is_empty() || s.get_ref().len() > 255 => {
                 return self.err(
@@ -108,6 +123,14 @@ impl Context<'_> {
             }
             s => s.as_ref().map(|s| s.get_ref().clone()),
         };
+        Ok(ntp_server)
+    }
+
+    fn nts_ntp_port(
+        &self,
+        r: &RawNts,
+        ntp_listen: &[SocketAddr],
+    ) -> Result<Option<u16>, ConfigError> {
         let ntp_port = match &r.ntp_port {
             Some(p) => match u16::try_from(*p.get_ref()) {
                 Ok(p) if p > 0 => Some(p),
@@ -119,6 +142,11 @@ impl Context<'_> {
                 (first != 123 && ntp_listen.iter().all(|a| a.port() == first)).then_some(first)
             }
         };
+        Ok(ntp_port)
+    }
+
+    /// Key rotation, connections at once, and the session timeout.
+    fn nts_limits(&self, r: &RawNts) -> Result<(Duration, usize, Duration), ConfigError> {
         let key_rotation = match &r.key_rotation {
             None => DEFAULT_KEY_ROTATION,
             Some(k) => match duration::parse(k.get_ref()) {
@@ -130,7 +158,7 @@ impl Context<'_> {
                         "at least 1 minute (\"1d\" is usual)",
                     )
                 }
-                Err(e) => return self.err(k.span(), "nts.key_rotation", e),
+                Err(e) => return self.err(k.span(), "nts.key_rotation", e.to_string()),
             },
         };
         let max_connections = match &r.max_connections {
@@ -147,18 +175,9 @@ impl Context<'_> {
                     Duration::from_nanos(o.nanos() as u64)
                 }
                 Ok(_) => return self.err(t.span(), "nts.timeout", "100ms to 60s"),
-                Err(e) => return self.err(t.span(), "nts.timeout", e),
+                Err(e) => return self.err(t.span(), "nts.timeout", e.to_string()),
             },
         };
-        Ok(Some(NtsConfig {
-            listen,
-            certificate,
-            private_key,
-            ntp_server,
-            ntp_port,
-            key_rotation,
-            max_connections,
-            timeout,
-        }))
+        Ok((key_rotation, max_connections, timeout))
     }
 }

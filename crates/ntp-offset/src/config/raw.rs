@@ -1,13 +1,9 @@
 //! The configuration's schema as a file (or the command line, `flags.rs`) gives it, before
-//! any check: every value keeps where it came from, so errors can name the line.
+//! any check: every value keeps where it came from, so errors can name the line. The whole
+//! schema is here; each section's file checks its part.
 
 use serde::Deserialize;
 use toml::Spanned;
-
-use super::keys::RawKeys;
-use super::monitor::{RawControl, RawMetrics};
-use super::nts::RawNts;
-use super::reference::RawReference;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,4 +168,56 @@ pub(super) fn type_hint(field: &str, message: &str) -> Option<String> {
     } else {
         format!("text goes in quotes: {key} = \"{number}\"")
     })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReference {
+    pub source: Spanned<String>,
+    pub listen: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub join: Vec<Spanned<String>>,
+    /// Share the tick port with other receivers on this host (SO_REUSEADDR on every one).
+    pub share_port: Option<bool>,
+    pub key_file: Option<Spanned<String>>,
+    pub allow_unauthenticated: Option<bool>,
+    pub transmitter: Option<Spanned<String>>,
+    pub delay: Option<Spanned<String>>,
+    pub outlier: Option<Spanned<String>>,
+    pub holdover: Option<Spanned<String>>,
+    pub step_threshold: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeys {
+    pub file: Spanned<String>,
+    pub unknown_key: Option<Spanned<String>>,
+    pub allow_md5: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNts {
+    pub listen: Spanned<Vec<Spanned<String>>>,
+    pub certificate: Spanned<String>,
+    pub private_key: Spanned<String>,
+    pub ntp_server: Option<Spanned<String>>,
+    pub ntp_port: Option<Spanned<i64>>,
+    pub key_rotation: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControl {
+    /// A path, or "none" for no control socket.
+    pub socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Spanned<String>,
 }

@@ -39,7 +39,7 @@ impl Context<'_> {
                     duration::format(hi)
                 ),
             ),
-            Err(e) => self.err(d.span(), field, e),
+            Err(e) => self.err(d.span(), field, e.to_string()),
         }
     }
 }

@@ -3,18 +3,17 @@
 //! received ticks, which leaves the host clock alone.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 
 use ntp_offset_proto::clock_model::ModelConfig;
 use ntp_offset_proto::tick::DEFAULT_PORT;
 use ntp_offset_proto::tick_auth::KeyRing;
 use ntp_offset_proto::tick_receiver::ReceiverConfig;
-use serde::Deserialize;
 use toml::Spanned;
 
+use super::raw::RawReference;
 use super::raw::RawServer;
 use super::receiver::{DELAY, HOLDOVER, OUTLIER, STEP_THRESHOLD};
-use super::{ConfigError, Context};
+use super::{beside, ConfigError, Context};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reference {
@@ -50,34 +49,6 @@ impl PulseReference {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawReference {
-    pub source: Spanned<String>,
-    pub listen: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
-    pub join: Vec<Spanned<String>>,
-    /// Share the tick port with other receivers on this host (SO_REUSEADDR on every one).
-    pub share_port: Option<bool>,
-    pub key_file: Option<Spanned<String>>,
-    pub allow_unauthenticated: Option<bool>,
-    pub transmitter: Option<Spanned<String>>,
-    pub delay: Option<Spanned<String>>,
-    pub outlier: Option<Spanned<String>>,
-    pub holdover: Option<Spanned<String>>,
-    pub step_threshold: Option<Spanned<String>>,
-}
-
-/// A path in the config (key file, state directory) is relative to the config file's
-/// directory.
-pub(super) fn beside(config_file: &str, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    match Path::new(config_file).parent() {
-        Some(dir) if p.is_relative() => dir.join(p),
-        _ => p.to_path_buf(),
-    }
-}
-
 impl Context<'_> {
     pub(super) fn reference(
         &self,
@@ -87,6 +58,20 @@ impl Context<'_> {
         let Some(raw) = raw else {
             return Ok(Reference::System);
         };
+        if !self.is_pulse(raw)? {
+            return Ok(Reference::System);
+        }
+        self.pulse_leaves_alone(server)?;
+        let r = raw.get_ref();
+        let (keys, unauthenticated) = self.tick_keys(raw)?;
+        let mut p = PulseReference::new(keys, unauthenticated);
+        self.tick_addresses(raw, &mut p)?;
+        self.tick_limits(r, &mut p)?;
+        Ok(Reference::Pulse(p))
+    }
+
+    /// `source`: "pulse", or "system" with no tick settings.
+    fn is_pulse(&self, raw: &Spanned<RawReference>) -> Result<bool, ConfigError> {
         let r = raw.get_ref();
         match r.source.get_ref().as_str() {
             "system" => {
@@ -107,17 +92,19 @@ impl Context<'_> {
                         "tick settings (listen, key_file, ...) only apply with source = \"pulse\"",
                     );
                 }
-                return Ok(Reference::System);
+                Ok(false)
             }
-            "pulse" => {}
-            other => {
-                return self.err(
-                    r.source.span(),
-                    "reference.source",
-                    format!("`{other}`: use \"system\" (the host clock, as the kernel keeps it) or \"pulse\" (a clock disciplined by received ticks; the host clock is left alone)"),
-                )
-            }
+            "pulse" => Ok(true),
+            other => self.err(
+                r.source.span(),
+                "reference.source",
+                format!("`{other}`: use \"system\" (the host clock, as the kernel keeps it) or \"pulse\" (a clock disciplined by received ticks; the host clock is left alone)"),
+            ),
         }
+    }
+
+    /// The `[server]` settings the pulse reference sets itself.
+    fn pulse_leaves_alone(&self, server: &RawServer) -> Result<(), ConfigError> {
         for (field, set) in [
             (
                 "local_stratum",
@@ -133,9 +120,15 @@ impl Context<'_> {
                 return self.err(span, format!("server.{field}"), "does not apply with [reference] source = \"pulse\": the stratum is the transmitter's + 1 and the refid names the transmitter; remove it");
             }
         }
+        Ok(())
+    }
+
+    /// The tick keys, or the explicit choice to go without.
+    fn tick_keys(&self, raw: &Spanned<RawReference>) -> Result<(KeyRing, bool), ConfigError> {
+        let r = raw.get_ref();
         let keys = match &r.key_file {
             Some(k) => crate::ticks::keys::load(&beside(self.file, k.get_ref()))
-                .or_else(|e| self.err(k.span(), "reference.key_file", e))?,
+                .or_else(|e| self.err(k.span(), "reference.key_file", e.to_string()))?,
             None => KeyRing::default(),
         };
         let unauthenticated = r.allow_unauthenticated.unwrap_or(false);
@@ -147,7 +140,16 @@ impl Context<'_> {
             };
             return self.err(raw.span(), "reference", what);
         }
-        let mut p = PulseReference::new(keys, unauthenticated);
+        Ok((keys, unauthenticated))
+    }
+
+    /// Where ticks arrive: listen addresses, multicast groups, the transmitter followed.
+    fn tick_addresses(
+        &self,
+        raw: &Spanned<RawReference>,
+        p: &mut PulseReference,
+    ) -> Result<(), ConfigError> {
+        let r = raw.get_ref();
         if let Some(listen) = &r.listen {
             p.listen = listen
                 .iter()
@@ -180,6 +182,11 @@ impl Context<'_> {
                 )
             })?);
         }
+        Ok(())
+    }
+
+    /// The receiver's and the clock model's limits.
+    fn tick_limits(&self, r: &RawReference, p: &mut PulseReference) -> Result<(), ConfigError> {
         p.share_port = r.share_port.unwrap_or(false);
         if let Some(d) = self.within(r.delay.as_ref(), "reference.delay", DELAY)? {
             p.receiver.path_delay = d;
@@ -198,7 +205,7 @@ impl Context<'_> {
         )? {
             p.model.step_threshold_ns = s.nanos();
         }
-        Ok(Reference::Pulse(p))
+        Ok(())
     }
 }
 

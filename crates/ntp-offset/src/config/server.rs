@@ -149,7 +149,7 @@ impl Context<'_> {
                         "must be between 2s and 7d",
                     )
                 }
-                Err(e) => return self.err(w.span(), "server.leap_smear_window", e),
+                Err(e) => return self.err(w.span(), "server.leap_smear_window", e.to_string()),
             },
         };
         match server.leap.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
@@ -175,7 +175,7 @@ impl Context<'_> {
             match duration::parse(i.get_ref()) {
                 Ok(o) if o > Offset::ZERO => p.interval_ns = o.nanos() as u64,
                 Ok(_) => return self.err(i.span(), "rate_limit.interval", "must be positive"),
-                Err(e) => return self.err(i.span(), "rate_limit.interval", e),
+                Err(e) => return self.err(i.span(), "rate_limit.interval", e.to_string()),
             }
         }
         let int =

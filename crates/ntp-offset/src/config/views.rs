@@ -6,15 +6,15 @@ use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use ntp_offset_proto::balancer::Rebalance;
 use ntp_offset_proto::time::{Offset, MAX_OFFSET};
 use ntp_offset_proto::view::{
-    AuthRequirement, Balanced, Cidr, LocalAddr, Rule, Spread, Target, View, ViewId, ViewTable,
+    AuthRequirement, Balanced, Cidr, LocalAddr, Rebalance, Rule, Spread, Target, View, ViewId,
+    ViewTable,
 };
 use siphasher::sip::SipHasher13;
 use toml::Spanned;
 
-use super::raw::{RawFile, RawSpread, RawView};
+use super::raw::{RawFile, RawServer, RawSpread, RawView};
 use super::{ConfigError, Context};
 use crate::duration;
 use crate::text::join_addrs;
@@ -26,6 +26,13 @@ pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
 
 /// View names and their ids, for looking up references to views.
 type ViewNames = Vec<(String, ViewId)>;
+
+/// The views a spread group draws from: their names, weights, and the group's number.
+struct Group<'a> {
+    names: &'a ViewNames,
+    weights: &'a [u32],
+    index: u16,
+}
 
 /// A rule as written: what it is called in messages and where.
 struct Written {
@@ -51,6 +58,48 @@ impl Context<'_> {
         if views.is_empty() {
             return self.err(raw.server.span(), "view", "no [[view]] is defined; add at least one, e.g.\n[[view]]\nname = \"plus15\"\noffset = \"15s\"");
         }
+        // Rules in the order they are tried: the views' own selectors, then spread groups.
+        let (mut rules, mut written) = self.view_rules(raw, listen)?;
+        let mut spread_names = HashSet::new();
+        for s in &raw.spread {
+            let group = Group {
+                names: &names,
+                weights: &view_weights,
+                index: spread_names.len() as u16,
+            };
+            let (rule, w) = self.spread_rule(
+                raw,
+                s.get_ref(),
+                &group,
+                listen,
+                &mut spread_names,
+                warnings,
+            )?;
+            rules.push(rule);
+            written.push(w);
+        }
+        let default = match &server.default_view {
+            None => None,
+            Some(d) => Some(self.view_named(&names, d, "server.default_view")?),
+        };
+        let (reach, live) = self.shadowed(&rules, &written, listen, warnings);
+        self.every_view_answers(raw, &rules, &live, default, warnings)?;
+        if default.is_none() {
+            self.warn_unreached_listen(server, listen, &reach, &live, warnings);
+        }
+        let rule_names = written
+            .iter()
+            .map(|w| format!("{} (line {})", w.what, self.line_of(&w.span)))
+            .collect();
+        Ok((ViewTable::new(views, rules, default), rule_names))
+    }
+
+    /// The rules of views that name their own listen addresses or clients.
+    fn view_rules(
+        &self,
+        raw: &RawFile,
+        listen: &[SocketAddr],
+    ) -> Result<(Vec<Rule>, Vec<Written>), ConfigError> {
         let mut rules = Vec::new();
         let mut written = Vec::new();
         for (i, v) in raw.view.iter().enumerate() {
@@ -70,101 +119,131 @@ impl Context<'_> {
                 });
             }
         }
-        let mut spread_names = HashSet::new();
-        for s in &raw.spread {
-            let s = s.get_ref();
-            let field = format!("spread `{}`", s.name.get_ref());
-            if !valid_name(s.name.get_ref()) {
+        Ok((rules, written))
+    }
+
+    /// One spread group's rule, checked; `seen` holds the names of the groups above it.
+    fn spread_rule(
+        &self,
+        raw: &RawFile,
+        s: &RawSpread,
+        group: &Group<'_>,
+        listen: &[SocketAddr],
+        seen: &mut HashSet<String>,
+        warnings: &mut Vec<ConfigError>,
+    ) -> Result<(Rule, Written), ConfigError> {
+        let field = format!("spread `{}`", s.name.get_ref());
+        if !valid_name(s.name.get_ref()) {
+            return self.err(
+                s.name.span(),
+                format!("{field}.name"),
+                "use letters, digits, `-`, `_` and `.` (the name also names its table file)",
+            );
+        }
+        if !seen.insert(s.name.get_ref().clone()) {
+            return self.err(
+                s.name.span(),
+                field,
+                "a spread group of this name is defined above; names must be unique",
+            );
+        }
+        if s.views.get_ref().is_empty() {
+            return self.err(
+                s.views.span(),
+                format!("{field}.views"),
+                "a spread group needs at least one view",
+            );
+        }
+        let mut members = Vec::new();
+        let mut weights = Vec::new();
+        for m in s.views.get_ref() {
+            let id = self.view_named(group.names, m, &format!("{field}.views"))?;
+            if members.iter().any(|&(mid, _)| mid == id) {
                 return self.err(
-                    s.name.span(),
-                    format!("{field}.name"),
-                    "use letters, digits, `-`, `_` and `.` (the name also names its table file)",
-                );
-            }
-            if !spread_names.insert(s.name.get_ref().clone()) {
-                return self.err(
-                    s.name.span(),
-                    field,
-                    "a spread group of this name is defined above; names must be unique",
-                );
-            }
-            if s.views.get_ref().is_empty() {
-                return self.err(
-                    s.views.span(),
+                    m.span(),
                     format!("{field}.views"),
-                    "a spread group needs at least one view",
+                    format!("`{}` is listed twice", m.get_ref()),
                 );
             }
-            let mut members = Vec::new();
-            let mut weights = Vec::new();
-            for m in s.views.get_ref() {
-                let id = self.view_named(&names, m, &format!("{field}.views"))?;
-                if members.iter().any(|&(mid, _)| mid == id) {
-                    return self.err(
-                        m.span(),
-                        format!("{field}.views"),
-                        format!("`{}` is listed twice", m.get_ref()),
-                    );
-                }
-                members.push((id, m.get_ref().as_str()));
-                weights.push(view_weights[id.0 as usize]);
-            }
-            let key_text = s
-                .key
-                .as_ref()
-                .map_or(s.name.get_ref().as_str(), |k| k.get_ref().as_str());
-            let mut spread = Spread::new(&members, spread_key(key_text));
-            if self.balanced(s, &field)? {
-                spread = spread.with_balancer(Balanced {
-                    name: s.name.get_ref().clone(),
-                    index: (spread_names.len() - 1) as u16,
-                    weights,
-                    rebalance: self.rebalance(s, &field)?,
-                    forget_after_s: self.forget_after(s, &field)?,
-                    max_clients: self.max_clients(s, &field)?,
-                });
-            } else {
-                for (what, set) in [
-                    ("rebalance", s.rebalance.as_ref().map(Spanned::span)),
-                    ("forget_after", s.forget_after.as_ref().map(Spanned::span)),
-                    ("max_clients", s.max_clients.as_ref().map(Spanned::span)),
-                ] {
-                    if let Some(span) = set {
-                        warnings.push(self.error_at(
-                            span,
-                            format!("{field}.{what}"),
-                            "has no effect with assign = \"hash\": a hash group keeps no table",
-                        ));
-                    }
-                }
-                for (&(id, name), w) in members.iter().zip(&weights) {
-                    if *w != 1 {
-                        let span = raw.view[id.0 as usize]
-                            .get_ref()
-                            .weight
-                            .as_ref()
-                            .map_or(0..0, Spanned::span);
-                        warnings.push(self.error_at(span, format!("view `{name}`.weight"), format!("has no effect in {field}: assign = \"hash\" gives every member an equal share")));
-                    }
-                }
-            }
-            rules.push(Rule {
-                listen: self.local_addrs(&s.listen, listen, &field)?,
-                clients: self.cidrs(&s.clients, &field)?,
-                target: Target::Spread(spread),
+            members.push((id, m.get_ref().as_str()));
+            weights.push(group.weights[id.0 as usize]);
+        }
+        let key_text = s
+            .key
+            .as_ref()
+            .map_or(s.name.get_ref().as_str(), |k| k.get_ref().as_str());
+        let mut spread = Spread::new(&members, spread_key(key_text));
+        if self.balanced(s, &field)? {
+            spread = spread.with_balancer(Balanced {
+                name: s.name.get_ref().clone(),
+                index: group.index,
+                weights,
+                rebalance: self.rebalance(s, &field)?,
+                forget_after_s: self.forget_after(s, &field)?,
+                max_clients: self.max_clients(s, &field)?,
             });
-            written.push(Written {
+        } else {
+            self.warn_hash_group(raw, s, &field, &members, &weights, warnings);
+        }
+        let rule = Rule {
+            listen: self.local_addrs(&s.listen, listen, &field)?,
+            clients: self.cidrs(&s.clients, &field)?,
+            target: Target::Spread(spread),
+        };
+        Ok((
+            rule,
+            Written {
                 what: field,
                 span: s.name.span(),
-            });
-        }
-        let default = match &server.default_view {
-            None => None,
-            Some(d) => Some(self.view_named(&names, d, "server.default_view")?),
-        };
+            },
+        ))
+    }
 
-        // Which rules can ever match: a later rule is shadowed when an earlier one takes
-        // every request it would (first match wins).
+    /// What a hash group ignores: the balancer's settings and the members' weights.
+    fn warn_hash_group(
+        &self,
+        raw: &RawFile,
+        s: &RawSpread,
+        field: &str,
+        members: &[(ViewId, &str)],
+        weights: &[u32],
+        warnings: &mut Vec<ConfigError>,
+    ) {
+        for (what, set) in [
+            ("rebalance", s.rebalance.as_ref().map(Spanned::span)),
+            ("forget_after", s.forget_after.as_ref().map(Spanned::span)),
+            ("max_clients", s.max_clients.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = set {
+                warnings.push(self.error_at(
+                    span,
+                    format!("{field}.{what}"),
+                    "has no effect with assign = \"hash\": a hash group keeps no table",
+                ));
+            }
+        }
+        for (&(id, name), w) in members.iter().zip(weights) {
+            if *w != 1 {
+                let span = raw.view[id.0 as usize]
+                    .get_ref()
+                    .weight
+                    .as_ref()
+                    .map_or(0..0, Spanned::span);
+                warnings.push(self.error_at(span, format!("view `{name}`.weight"), format!("has no effect in {field}: assign = \"hash\" gives every member an equal share")));
+            }
+        }
+    }
+
+    /// Which rules can ever match, per listen address (`reach`), and which are not shadowed
+    /// (`live`): a later rule is shadowed when an earlier one takes every request it would
+    /// (first match wins). Each shadowed rule is a warning.
+    fn shadowed(
+        &self,
+        rules: &[Rule],
+        written: &[Written],
+        listen: &[SocketAddr],
+        warnings: &mut Vec<ConfigError>,
+    ) -> (Vec<Vec<bool>>, Vec<bool>) {
         let reach: Vec<Vec<bool>> = rules
             .iter()
             .map(|r| {
@@ -189,11 +268,23 @@ impl Context<'_> {
                 ));
             }
         }
-        let mut answers = vec![false; views.len()];
+        (reach, live)
+    }
+
+    /// Every view must be reachable: by its own rule, a spread group, or as the default.
+    fn every_view_answers(
+        &self,
+        raw: &RawFile,
+        rules: &[Rule],
+        live: &[bool],
+        default: Option<ViewId>,
+        warnings: &[ConfigError],
+    ) -> Result<(), ConfigError> {
+        let mut answers = vec![false; raw.view.len()];
         if let Some(d) = default {
             answers[d.0 as usize] = true;
         }
-        for (rule, _) in rules.iter().zip(&live).filter(|(_, l)| **l) {
+        for (rule, _) in rules.iter().zip(live).filter(|(_, l)| **l) {
             match &rule.target {
                 Target::View(id) => answers[id.0 as usize] = true,
                 Target::Spread(s) => s.members().for_each(|id| answers[id.0 as usize] = true),
@@ -212,22 +303,27 @@ impl Context<'_> {
                 return self.err(v.span(), field, message);
             }
         }
-        if default.is_none() {
-            for (k, s) in listen.iter().enumerate() {
-                if !reach.iter().zip(&live).any(|(r, l)| *l && r[k]) {
-                    warnings.push(self.error_at(
+        Ok(())
+    }
+
+    /// Without a default view, a listen address no rule selects answers nobody.
+    fn warn_unreached_listen(
+        &self,
+        server: &RawServer,
+        listen: &[SocketAddr],
+        reach: &[Vec<bool>],
+        live: &[bool],
+        warnings: &mut Vec<ConfigError>,
+    ) {
+        for (k, s) in listen.iter().enumerate() {
+            if !reach.iter().zip(live).any(|(r, l)| *l && r[k]) {
+                warnings.push(self.error_at(
                         server.listen.span(),
                         "server.listen",
                         format!("`{s}` selects no view: no view or spread group lists it and there is no server.default_view, so requests arriving there get no time (server.unmatched decides: dropped, or KoD DENY)"),
                     ));
-                }
             }
         }
-        let rule_names = written
-            .iter()
-            .map(|w| format!("{} (line {})", w.what, self.line_of(&w.span)))
-            .collect();
-        Ok((ViewTable::new(views, rules, default), rule_names))
     }
 
     fn weight(&self, v: &RawView) -> Result<u32, ConfigError> {
@@ -266,7 +362,7 @@ impl Context<'_> {
                 Ok((o.nanos() / 1_000_000_000) as u64)
             }
             Ok(_) => self.err(f.span(), format!("{field}.forget_after"), "must be between 1h and 3650d (clients poll at most every 36 h; a shorter time would forget clients that are still there)"),
-            Err(e) => self.err(f.span(), format!("{field}.forget_after"), e),
+            Err(e) => self.err(f.span(), format!("{field}.forget_after"), e.to_string()),
         }
     }
 
@@ -416,7 +512,7 @@ impl Context<'_> {
         match duration::parse(text.get_ref()) {
             Ok(o) if o.abs() <= MAX_OFFSET => Ok(o),
             Ok(_) => self.err(text.span(), field, "offsets are limited to ±68 years: NTP timestamps repeat every 136 years and clients resolve the era from their own clock"),
-            Err(e) => self.err(text.span(), field, e),
+            Err(e) => self.err(text.span(), field, e.to_string()),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod counters;
+pub mod path;
 pub mod protocol;
 pub mod render;
 pub mod status;

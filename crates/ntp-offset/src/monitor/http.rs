@@ -21,25 +21,34 @@ pub struct WebServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Why the web listener did not start. (tiny_http's own error is a boxed one, kept as text.)
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("metrics listener {addr}: {message}")]
+    Listen { addr: SocketAddr, message: String },
+    #[error("cannot start the metrics thread: {0}")]
+    Thread(std::io::Error),
+}
+
 impl WebServer {
     pub fn start(
         addr: SocketAddr,
         monitor: Arc<Monitor>,
         title: &str,
-    ) -> Result<WebServer, String> {
-        let server =
-            Arc::new(Server::http(addr).map_err(|e| format!("metrics listener {addr}: {e}"))?);
+    ) -> Result<WebServer, WebError> {
+        let listener = |message: String| WebError::Listen { addr, message };
+        let server = Arc::new(Server::http(addr).map_err(|e| listener(e.to_string()))?);
         let bound = server
             .server_addr()
             .to_ip()
-            .ok_or_else(|| format!("metrics listener {addr}: not an IP socket"))?;
+            .ok_or_else(|| listener("not an IP socket".into()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (server, stop, title) = (server.clone(), stop.clone(), title.to_string());
             std::thread::Builder::new()
                 .name("metrics http".into())
                 .spawn(move || route(&server, &monitor, &stop, &title))
-                .map_err(|e| format!("cannot start the metrics thread: {e}"))?
+                .map_err(WebError::Thread)?
         };
         info!(metrics = %format!("http://{bound}/metrics"), page = %format!("http://{bound}/"), "web listener ready");
         Ok(WebServer {

@@ -12,8 +12,6 @@ pub mod metrics;
 pub mod page;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -22,16 +20,26 @@ use std::time::{Duration, Instant};
 use ntp_offset_proto::responder::DropReason;
 use tracing::warn;
 
+pub use crate::control::path::{ControlPath, SYSTEM_DIR};
 use crate::control::protocol::{Command, Reply};
 use crate::control::status::{ClientEntry, Status};
 use cpu::MinuteProfile;
 use history::History;
 
+/// Why `clients` has no list to give; the control socket sends the message as its error reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientsError {
+    #[error("only `ntp-offset serve` keeps a client log")]
+    NoClientLog,
+    #[error("no view `{view}` (views: {})", .views.join(", "))]
+    NoView { view: String, views: Vec<String> },
+}
+
 /// What a daemon shows of itself.
 pub trait Source: Send + Sync {
     fn status(&self) -> Status;
-    fn clients(&self, _view: Option<&str>) -> Result<Vec<ClientEntry>, String> {
-        Err("only `ntp-offset serve` keeps a client log".into())
+    fn clients(&self, _view: Option<&str>) -> Result<Vec<ClientEntry>, ClientsError> {
+        Err(ClientsError::NoClientLog)
     }
 }
 
@@ -82,7 +90,7 @@ impl Monitor {
             Command::Status => Reply::Status(Box::new(self.status())),
             Command::Clients { view } => match self.source.clients(view.as_deref()) {
                 Ok(c) => Reply::Clients(c),
-                Err(e) => Reply::Error(e),
+                Err(e) => Reply::Error(e.to_string()),
             },
         }
     }
@@ -154,60 +162,6 @@ pub struct Endpoints {
     pub metrics: Option<SocketAddr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ControlPath {
-    pub path: PathBuf,
-    /// Given in the config or on the command line: failing to bind it is an error. The
-    /// default only warns, so `serve` still runs for a user who may not write to /run.
-    pub explicit: bool,
-}
-
-/// Where root's daemons, and the packaged services (RuntimeDirectory=ntp-offset), keep their
-/// control sockets.
-pub const SYSTEM_DIR: &str = "/run/ntp-offset";
-
-impl ControlPath {
-    /// The control socket `role` (serve, pulse-listen, pulse-send) uses unless told otherwise:
-    /// in systemd's RuntimeDirectory= when set; else /run/ntp-offset/ for root and
-    /// $XDG_RUNTIME_DIR/ntp-offset/ for other users (who may not write to /run).
-    pub fn default_for(role: &str) -> ControlPath {
-        let env_dir = |name: &str| {
-            std::env::var_os(name)
-                .and_then(|d| {
-                    d.to_str()
-                        .and_then(|s| s.split(':').next().map(PathBuf::from))
-                })
-                .filter(|d| !d.as_os_str().is_empty())
-        };
-        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        let dir = env_dir("RUNTIME_DIRECTORY")
-            .or_else(|| {
-                if root {
-                    None
-                } else {
-                    env_dir("XDG_RUNTIME_DIR").map(|d| d.join("ntp-offset"))
-                }
-            })
-            .unwrap_or_else(|| PathBuf::from(SYSTEM_DIR));
-        ControlPath {
-            path: dir.join(format!("{role}.sock")),
-            explicit: false,
-        }
-    }
-
-    /// `--control-socket`: a path, or "none".
-    pub fn from_flag(flag: Option<&str>, role: &str) -> Option<ControlPath> {
-        match flag {
-            None => Some(ControlPath::default_for(role)),
-            Some("none") | Some("") => None,
-            Some(p) => Some(ControlPath {
-                path: PathBuf::from(p),
-                explicit: true,
-            }),
-        }
-    }
-}
-
 /// `--control-socket` and `--metrics` of `pulse listen` and `pulse send`.
 #[derive(clap::Args, Debug, Default)]
 pub struct MonitorFlags {
@@ -243,6 +197,18 @@ pub struct Running {
     pub monitor: Arc<Monitor>,
 }
 
+/// Why the control socket, the web listener or the sampler did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// The control socket asked for by path (its message says why and what to do).
+    #[error("{0}")]
+    ControlSocket(String),
+    #[error(transparent)]
+    Web(#[from] http::WebError),
+    #[error("cannot start the monitor thread: {0}")]
+    Thread(std::io::Error),
+}
+
 impl Running {
     /// Binds what `endpoints` ask for (an explicit path or address that cannot be bound is an
     /// error; so is a control socket a live process holds) and starts the threads.
@@ -255,7 +221,7 @@ impl Running {
         endpoints: &Endpoints,
         page_title: &str,
         rates: bool,
-    ) -> Result<Running, String> {
+    ) -> Result<Running, MonitorError> {
         let monitor = Monitor::new(source);
         let control = match &endpoints.control_socket {
             None => None,
@@ -265,7 +231,7 @@ impl Running {
                     // A path asked for: it must be this daemon's.
                     Err(
                         control_socket::BindError::InUse(e) | control_socket::BindError::Other(e),
-                    ) if c.explicit => return Err(e),
+                    ) if c.explicit => return Err(MonitorError::ControlSocket(e)),
                     // The default: never taken from another daemon (several `pulse send`, one per
                     // line, are normal), and not worth refusing to serve for.
                     Err(control_socket::BindError::InUse(_)) => {
@@ -291,7 +257,7 @@ impl Running {
                 std::thread::Builder::new()
                     .name("monitor".into())
                     .spawn(move || sample(&m, &stop, web))
-                    .map_err(|e| format!("cannot start the monitor thread: {e}"))?,
+                    .map_err(MonitorError::Thread)?,
             )
         } else {
             None

@@ -10,6 +10,8 @@ use ntp_offset_proto::tick_receiver::TickSample;
 use ntp_offset_sys::shm::ShmSegment;
 use tracing::{info, warn};
 
+use super::error::PulseError;
+
 /// chrony's SOCK refclock: chronyd owns the socket at `path`; we send datagrams to it. chronyd
 /// re-creates the socket when it restarts, so every sample is simply sent again by path.
 pub struct SockFeed {
@@ -21,11 +23,9 @@ pub struct SockFeed {
 }
 
 impl SockFeed {
-    pub fn new(path: PathBuf) -> Result<SockFeed, String> {
-        let socket = UnixDatagram::unbound().map_err(|e| format!("unix socket: {e}"))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| format!("unix socket: {e}"))?;
+    pub fn new(path: PathBuf) -> Result<SockFeed, PulseError> {
+        let socket = UnixDatagram::unbound().map_err(PulseError::Sock)?;
+        socket.set_nonblocking(true).map_err(PulseError::Sock)?;
         Ok(SockFeed {
             path,
             socket,
@@ -70,9 +70,9 @@ pub struct ShmFeed {
 impl ShmFeed {
     /// Unit 0 and 1 are created root-only (0600), higher units 0666, as ntpd does; `mode`
     /// overrides. An existing segment is used as its creator made it.
-    pub fn new(unit: u32, mode: Option<u32>) -> Result<ShmFeed, String> {
+    pub fn new(unit: u32, mode: Option<u32>) -> Result<ShmFeed, PulseError> {
         let mode = mode.unwrap_or(if unit < 2 { 0o600 } else { 0o666 });
-        let segment = ShmSegment::attach(unit, mode).map_err(|e| e.to_string())?;
+        let segment = ShmSegment::attach(unit, mode).map_err(PulseError::Shm)?;
         let precision_ns = ntp_offset_sys::clock::realtime_precision_ns();
         info!(unit, "writing the NTP SHM refclock (ntpd: `refclock shm unit {unit}`, chrony: `refclock SHM {unit}`)");
         Ok(ShmFeed {

@@ -10,6 +10,7 @@ use ntp_offset_proto::tick_receiver::{Event, Receiver, ReceiverConfig, TickSampl
 use ntp_offset_sys::clock;
 use tracing::{info, warn};
 
+use super::error::PulseError;
 use super::feeds::{ShmFeed, SockFeed};
 use super::status::{from_stats, write_file};
 use super::{reload_keys, Signals};
@@ -104,24 +105,10 @@ fn log_whole_seconds(last: &mut Option<Option<i64>>, s: &TickSample) {
     *last = Some(now);
 }
 
-pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
-    // A status file that cannot be written is an error now, not a warning every second.
-    if let Some(path) = &opts.status_file {
-        write_file(
-            &from_stats(Receiver::new(ReceiverConfig::default()).stats(), 0),
-            path,
-        )
-        .map_err(|e| format!("--status-file {}: {e}", path.display()))?;
-    }
-    let sockets = bind_all(&opts.listen, &opts.join, opts.share_port).map_err(|e| e.to_string())?;
-    let mut sock = opts.sock.clone().map(SockFeed::new).transpose()?;
-    let mut shm = opts
-        .shm
-        .map(|(unit, mode)| ShmFeed::new(unit, mode))
-        .transpose()?;
-    if sock.is_none() && shm.is_none() && !opts.report {
-        warn!("no output configured (--sock, --shm or --report): only statistics are kept");
-    }
+pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), PulseError> {
+    let mut status_file = StatusFile::open(opts.status_file.clone())?;
+    let sockets = bind_all(&opts.listen, &opts.join, opts.share_port)?;
+    let (mut sock, mut shm) = feeds(&opts)?;
     let timeout = opts.receiver.timeout;
     info!(
         listen = %crate::text::join_addrs(&opts.listen),
@@ -145,7 +132,6 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
     let mut next_status = clock::monotonic_raw_ns();
     let mut transmitter_state = None;
     let mut seconds_off = None;
-    let mut status_failing = false;
     while !signals.stopped() {
         let to_status = (next_status - clock::monotonic_raw_ns()).max(0) as u64;
         input
@@ -153,7 +139,7 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
                 Duration::from_nanos(to_status).min(STATUS_EVERY),
                 &mut events,
             )
-            .map_err(|e| format!("poll: {e}"))?;
+            .map_err(PulseError::Poll)?;
         for e in events.drain(..) {
             if let Event::Sample(s) = &e {
                 log_transmitter_state(&mut transmitter_state, s.state);
@@ -183,36 +169,74 @@ pub fn run(opts: ListenOptions, signals: &Signals) -> Result<(), String> {
         }
         if now >= next_status {
             next_status = now + STATUS_EVERY.as_nanos() as i64;
-            if let Some(path) = &opts.status_file {
-                // Said once when it starts failing and once when it works again.
-                match write_file(&st(), path) {
-                    Err(e) if !status_failing => {
-                        status_failing = true;
-                        warn!("status file {}: {e}; retrying every second", path.display());
-                    }
-                    Ok(()) if status_failing => {
-                        status_failing = false;
-                        info!("status file {}: written again", path.display());
-                    }
-                    _ => {}
-                }
-            }
+            status_file.write(&st());
         }
     }
     let now = clock::monotonic_raw_ns();
     let st = status(&input.receiver, transmitter_state, &sock, &shm, now);
-    if let Some(path) = &opts.status_file {
-        let _ = write_file(&st, path);
-    }
+    status_file.write(&st);
     watch.stop();
-    if input.missing_stamps > 0 {
-        warn!(
-            "{} datagrams had no kernel timestamp (stamped in user space)",
-            input.missing_stamps
-        );
-    }
+    log_missing_stamps(input.missing_stamps);
     info!("stopping; status: {}", st.line());
     Ok(())
+}
+
+/// Where samples go: chronyd's SOCK refclock, the SHM segment, neither (a warning).
+fn feeds(opts: &ListenOptions) -> Result<(Option<SockFeed>, Option<ShmFeed>), PulseError> {
+    let sock = opts.sock.clone().map(SockFeed::new).transpose()?;
+    let shm = opts
+        .shm
+        .map(|(unit, mode)| ShmFeed::new(unit, mode))
+        .transpose()?;
+    if sock.is_none() && shm.is_none() && !opts.report {
+        warn!("no output configured (--sock, --shm or --report): only statistics are kept");
+    }
+    Ok((sock, shm))
+}
+
+fn log_missing_stamps(n: u64) {
+    if n > 0 {
+        warn!("{n} datagrams had no kernel timestamp (stamped in user space)");
+    }
+}
+
+/// `--status-file`: the status as JSON, written every second.
+struct StatusFile {
+    path: Option<PathBuf>,
+    failing: bool,
+}
+
+impl StatusFile {
+    /// A file that cannot be written at the start is an error, not a warning every second.
+    fn open(path: Option<PathBuf>) -> Result<StatusFile, PulseError> {
+        if let Some(path) = &path {
+            let empty = from_stats(Receiver::new(ReceiverConfig::default()).stats(), 0);
+            write_file(&empty, path).map_err(|source| PulseError::StatusFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(StatusFile {
+            path,
+            failing: false,
+        })
+    }
+
+    /// A failure is said once when it starts and once when writing works again.
+    fn write(&mut self, st: &ListenStatus) {
+        let Some(path) = &self.path else { return };
+        match write_file(st, path) {
+            Err(e) if !self.failing => {
+                self.failing = true;
+                warn!("status file {}: {e}; retrying every second", path.display());
+            }
+            Ok(()) if self.failing => {
+                self.failing = false;
+                info!("status file {}: written again", path.display());
+            }
+            _ => {}
+        }
+    }
 }
 
 fn status(

@@ -1,6 +1,7 @@
 //! `ntp-offset pulse`: the tick transmitter and receiver (docs/tick-protocol.md).
 
 mod dcf77_input;
+mod error;
 mod feeds;
 mod listen;
 mod send;
@@ -30,6 +31,7 @@ use crate::config::receiver::{check_listen_flags, ListenFlags};
 use crate::control::status::{SendStatus, Status};
 use crate::ticks::keys;
 use crate::ticks::transmit;
+use error::PulseError;
 
 #[derive(Subcommand)]
 pub enum PulseCommand {
@@ -226,7 +228,7 @@ pub struct Signals {
 }
 
 impl Signals {
-    fn install() -> Result<Signals, String> {
+    fn install() -> Result<Signals, PulseError> {
         let s = Signals {
             stop: Arc::new(AtomicBool::new(false)),
             usr1: Arc::new(AtomicBool::new(false)),
@@ -238,8 +240,7 @@ impl Signals {
             (SIGUSR1, &s.usr1),
             (SIGHUP, &s.hup),
         ] {
-            signal_hook::flag::register(sig, flag.clone())
-                .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+            signal_hook::flag::register(sig, flag.clone()).map_err(PulseError::Signals)?;
         }
         Ok(s)
     }
@@ -279,9 +280,9 @@ pub fn run(cmd: PulseCommand) -> ExitCode {
     let result = match cmd {
         PulseCommand::Send(args) => send(args),
         PulseCommand::Listen(args) => listen(args),
-        PulseCommand::Keygen { id } => {
-            keys::generate(id).map(|line| crate::logging::out(format_args!("{line}")))
-        }
+        PulseCommand::Keygen { id } => keys::generate(id)
+            .map(|line| crate::logging::out(format_args!("{line}")))
+            .map_err(PulseError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -292,19 +293,9 @@ pub fn run(cmd: PulseCommand) -> ExitCode {
     }
 }
 
-fn signing_key(ring: &KeyRing, id: Option<u16>) -> Result<Key, String> {
-    match id {
-        Some(id) => ring
-            .get(id)
-            .cloned()
-            .ok_or_else(|| format!("key {id} is not in the key file")),
-        None => Ok(ring.first().clone()),
-    }
-}
-
-fn send(a: SendArgs) -> Result<(), String> {
+fn send(a: SendArgs) -> Result<(), PulseError> {
     let key = match &a.key_file {
-        Some(path) => Some(signing_key(&keys::load(path)?, a.key_id)?),
+        Some(path) => Some(keys::signing_key(path, a.key_id)?),
         None => None,
     };
     let signals = Signals::install()?;
@@ -332,7 +323,7 @@ fn send_with(
     key: Option<Key>,
     published: Arc<std::sync::Mutex<Status>>,
     signals: &Signals,
-) -> Result<(), String> {
+) -> Result<(), PulseError> {
     let transmit = transmit::TransmitOptions {
         destinations: a.to,
         key,
@@ -345,7 +336,9 @@ fn send_with(
         status: Some(published),
     };
     if a.source != SendSource::System && (a.local || a.legacy || a.rate_error_ppm != 0.0) {
-        return Err("--local, --legacy and --rate-error-ppm are for --source system".into());
+        return Err(PulseError::Usage(
+            "--local, --legacy and --rate-error-ppm are for --source system",
+        ));
     }
     if a.source == SendSource::Pps {
         return send_pps::run(
@@ -367,10 +360,9 @@ fn send_with(
         let input = match (a.line, a.serial) {
             (Some(line), None) => dcf77_input::Dcf77Input::Gpio { chip: a.gpio, line },
             (None, Some(tty)) => dcf77_input::Dcf77Input::SerialDcd { tty },
-            _ => return Err(
-                "--source dcf77 needs --line N (and --gpio CHIP if not /dev/gpiochip0), or --serial TTY"
-                    .into(),
-            ),
+            _ => return Err(PulseError::Usage(
+                "--source dcf77 needs --line N (and --gpio CHIP if not /dev/gpiochip0), or --serial TTY",
+            )),
         };
         return send_dcf77::run(
             transmit,
@@ -396,14 +388,13 @@ fn send_with(
     )
 }
 
-fn listen(a: ListenArgs) -> Result<(), String> {
+fn listen(a: ListenArgs) -> Result<(), PulseError> {
     let times = check_listen_flags(&ListenFlags {
         offset: &a.offset,
         delay: &a.delay,
         outlier: &a.outlier,
         timeout: &a.timeout,
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     let keys = match &a.key_file {
         Some(path) => keys::load(path)?,
         None => KeyRing::default(),

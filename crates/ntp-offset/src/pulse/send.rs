@@ -13,6 +13,7 @@ use ntp_offset_proto::time::NANOS_PER_SEC;
 use ntp_offset_sys::clock;
 use tracing::{info, warn};
 
+use super::error::PulseError;
 use super::Signals;
 use crate::ticks::transmit::{TransmitOptions, Transmitter};
 
@@ -145,7 +146,7 @@ fn log_clock_state(last: &mut Option<SourceState>, now: SourceState) {
     *last = Some(now);
 }
 
-pub fn run(opts: SendOptions, signals: &Signals) -> Result<(), String> {
+pub fn run(opts: SendOptions, signals: &Signals) -> Result<(), PulseError> {
     let mut tx = Transmitter::open(opts.transmit)?;
     crate::service::ready();
     let mut second = clock::realtime().0 + 1;

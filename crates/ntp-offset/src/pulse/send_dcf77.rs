@@ -13,6 +13,7 @@ use ntp_offset_sys::clock::realtime_ns;
 use tracing::{debug, info, warn};
 
 use super::dcf77_input::{Dcf77Input, Edges};
+use super::error::PulseError;
 use super::Signals;
 use crate::ticks::transmit::{TransmitOptions, Transmitter};
 
@@ -76,7 +77,11 @@ fn report_mark(tx: &mut Transmitter, m: &Mark, t: &TickPacket) {
     ));
 }
 
-pub fn run(transmit: TransmitOptions, o: Dcf77Options, signals: &Signals) -> Result<(), String> {
+pub fn run(
+    transmit: TransmitOptions,
+    o: Dcf77Options,
+    signals: &Signals,
+) -> Result<(), PulseError> {
     let mut edges = Edges::open(&o.input, o.active_low)?;
     let mut tx = Transmitter::open(transmit)?;
     crate::service::ready();

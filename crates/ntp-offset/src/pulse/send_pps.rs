@@ -14,6 +14,7 @@ use ntp_offset_sys::clock::realtime_ns;
 use ntp_offset_sys::pps::{Edge, PpsDevice};
 use tracing::{info, warn};
 
+use super::error::PulseError;
 use super::Signals;
 use crate::ticks::transmit::{TransmitOptions, Transmitter};
 
@@ -30,9 +31,12 @@ pub struct PpsOptions {
     pub count: Option<u64>,
 }
 
-pub fn run(transmit: TransmitOptions, o: PpsOptions, signals: &Signals) -> Result<(), String> {
-    let mut device =
-        PpsDevice::open(&o.device, o.edge).map_err(|e| format!("{}: {e}", o.device.display()))?;
+pub fn run(transmit: TransmitOptions, o: PpsOptions, signals: &Signals) -> Result<(), PulseError> {
+    let pps = |source| PulseError::Pps {
+        device: o.device.display().to_string(),
+        source,
+    };
+    let mut device = PpsDevice::open(&o.device, o.edge).map_err(pps)?;
     let mut tx = Transmitter::open(transmit)?;
     crate::service::ready();
     let holdover_ns = i64::try_from(o.holdover.as_nanos()).unwrap_or(i64::MAX);
@@ -55,7 +59,7 @@ pub fn run(transmit: TransmitOptions, o: PpsOptions, signals: &Signals) -> Resul
             .map_or(NANOS_PER_SEC, |d| (d - now).clamp(0, NANOS_PER_SEC));
         let pulse = device
             .next(Duration::from_nanos(wait as u64))
-            .map_err(|e| format!("{}: {e}", o.device.display()))?;
+            .map_err(pps)?;
         match pulse {
             Some(p) => match pulses.on_pulse(p.time.0 * NANOS_PER_SEC + p.time.1) {
                 Ok(t) => planned.push(t),

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use crate::serve::nts::tls::TlsError;
+use crate::tls::TlsError;
 use crate::udp::BindError;
 
 #[derive(Debug, thiserror::Error)]

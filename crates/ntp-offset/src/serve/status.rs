@@ -11,12 +11,13 @@ use ntp_offset_proto::view::{Target, ViewTable};
 
 use super::client_log::{self, Client};
 use super::pulse_reference::PulseStatus;
-use super::Shared;
+use super::stats::Totals;
+use super::{Runtime, Shared};
 use crate::control::status::{
     ClientEntry, ClientLogStatus, NtsStatus, ReferenceStatus, ServeStatus, SocketStatus,
     SpreadStatus, Status, ViewStatus,
 };
-use crate::monitor::Source;
+use crate::monitor::{ClientsError, Source};
 
 pub struct ServeSource {
     pub shared: Arc<Shared>,
@@ -256,28 +257,56 @@ impl ServeSource {
     }
 }
 
+/// Each listening socket's counts, with what each of its workers received.
+fn sockets(totals: &Totals) -> Vec<SocketStatus> {
+    totals
+        .sockets
+        .iter()
+        .zip(&totals.received_by_worker)
+        .map(|((addr, c), by_worker)| SocketStatus {
+            address: addr.to_string(),
+            received: c.received,
+            answered: c.answered,
+            kod: c.kod_rate + c.kod_deny,
+            dropped: c.dropped_total(),
+            send_errors: c.send_errors,
+            received_by_worker: if by_worker.len() > 1 {
+                by_worker.clone()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
+}
+
+/// The balanced spread groups, and by view name its clients assigned and active.
+fn spread_groups(runtime: &Runtime) -> (Vec<SpreadStatus>, HashMap<String, (u64, u64)>) {
+    let mut assigned = HashMap::new();
+    let mut spread = Vec::new();
+    for g in runtime.groups.iter() {
+        let b = g.balancer.read().unwrap_or_else(|p| p.into_inner());
+        for m in b.members() {
+            let name = runtime.views.view(m.view).name.clone();
+            assigned.insert(name, (b.count(m.view), b.active(m.view)));
+        }
+        spread.push(SpreadStatus {
+            name: g.name.clone(),
+            clients: b.len() as u64,
+            moved: b.counters.moved,
+            forgotten: b.counters.forgotten,
+            hashed_while_full: g.table_full.load(Ordering::Relaxed),
+        });
+    }
+    (spread, assigned)
+}
+
 impl Source for ServeSource {
     fn status(&self) -> Status {
         let runtime = self.shared.runtime.load();
         let totals = self.shared.stats.totals();
         let clients = ClientSummary::of(&self.shared, unix_now());
         let recent = &clients.recent;
-        let mut assigned: HashMap<String, (u64, u64)> = HashMap::new();
-        let mut spread = Vec::new();
-        for g in runtime.groups.iter() {
-            let b = g.balancer.read().unwrap_or_else(|p| p.into_inner());
-            for m in b.members() {
-                let name = runtime.views.view(m.view).name.clone();
-                assigned.insert(name, (b.count(m.view), b.active(m.view)));
-            }
-            spread.push(SpreadStatus {
-                name: g.name.clone(),
-                clients: b.len() as u64,
-                moved: b.counters.moved,
-                forgotten: b.counters.forgotten,
-                hashed_while_full: g.table_full.load(std::sync::atomic::Ordering::Relaxed),
-            });
-        }
+        let (spread, assigned) = spread_groups(&runtime);
         let views = runtime
             .views
             .views()
@@ -298,24 +327,7 @@ impl Source for ServeSource {
                 }
             })
             .collect();
-        let sockets = totals
-            .sockets
-            .iter()
-            .zip(&totals.received_by_worker)
-            .map(|((addr, c), by_worker)| SocketStatus {
-                address: addr.to_string(),
-                received: c.received,
-                answered: c.answered,
-                kod: c.kod_rate + c.kod_deny,
-                dropped: c.dropped_total(),
-                send_errors: c.send_errors,
-                received_by_worker: if by_worker.len() > 1 {
-                    by_worker.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
+        let sockets = sockets(&totals);
         let most_rate_limited = clients
             .most_limited
             .iter()
@@ -347,17 +359,15 @@ impl Source for ServeSource {
         })
     }
 
-    fn clients(&self, view: Option<&str>) -> Result<Vec<ClientEntry>, String> {
+    fn clients(&self, view: Option<&str>) -> Result<Vec<ClientEntry>, ClientsError> {
         let runtime = self.shared.runtime.load();
         if let Some(v) = view {
             if !runtime.views.views().iter().any(|x| x.name == v) {
-                let names: Vec<&str> = runtime
-                    .views
-                    .views()
-                    .iter()
-                    .map(|x| x.name.as_str())
-                    .collect();
-                return Err(format!("no view `{v}` (views: {})", names.join(", ")));
+                let views = runtime.views.views().iter().map(|x| x.name.clone());
+                return Err(ClientsError::NoView {
+                    view: v.to_string(),
+                    views: views.collect(),
+                });
             }
         }
         let mut list: Vec<ClientEntry> = merged_clients(&self.shared)

@@ -3,27 +3,63 @@
 
 use std::path::Path;
 
-use ntp_offset_proto::tick_auth::{format_key_line, KeyRing};
+use ntp_offset_proto::key_file::KeyFileError;
+use ntp_offset_proto::tick_auth::{format_key_line, Key, KeyRing};
 
-pub fn load(path: &Path) -> Result<KeyRing, String> {
+use crate::files::FileError;
+
+/// A tick key file that did not give the keys asked for; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLoadError {
+    #[error("key file {path}: {source}")]
+    Read { path: String, source: FileError },
+    #[error("key file {path}: {source}")]
+    Parse { path: String, source: KeyFileError },
+    #[error("key {id} is not in {path}")]
+    NoSuchKey { id: u16, path: String },
+}
+
+/// No randomness for a key or a session id.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read /dev/urandom: {0}")]
+pub struct EntropyError(#[from] std::io::Error);
+
+pub fn load(path: &Path) -> Result<KeyRing, KeyLoadError> {
+    let shown = || path.display().to_string();
     // Far more than 65535 keys' lines: a bigger file is not a key file.
-    let text = crate::files::read_secret(path, 1 << 20)
-        .map_err(|e| format!("key file {}: {e}", path.display()))?;
-    KeyRing::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))
+    let text = crate::files::read_secret(path, 1 << 20).map_err(|source| KeyLoadError::Read {
+        path: shown(),
+        source,
+    })?;
+    KeyRing::parse(&text).map_err(|source| KeyLoadError::Parse {
+        path: shown(),
+        source,
+    })
+}
+
+/// The key ticks are signed with: `id`'s, or the file's first.
+pub fn signing_key(path: &Path, id: Option<u16>) -> Result<Key, KeyLoadError> {
+    let ring = load(path)?;
+    match id {
+        Some(id) => ring.get(id).cloned().ok_or(KeyLoadError::NoSuchKey {
+            id,
+            path: path.display().to_string(),
+        }),
+        None => Ok(ring.first().clone()),
+    }
 }
 
 /// A key file line with 32 fresh random bytes.
-pub fn generate(id: u16) -> Result<String, String> {
+pub fn generate(id: u16) -> Result<String, EntropyError> {
     let mut secret = [0u8; 32];
     random_bytes(&mut secret)?;
     Ok(format_key_line(id, &secret))
 }
 
-pub fn random_bytes(out: &mut [u8]) -> Result<(), String> {
+pub fn random_bytes(out: &mut [u8]) -> Result<(), EntropyError> {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(out))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(out))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -41,7 +77,7 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             match load(&path) {
                 Ok(ring) => assert!(ok && ring.get(1).is_some(), "{mode:o}"),
-                Err(e) => assert!(!ok && e.contains("chmod 600"), "{mode:o}: {e}"),
+                Err(e) => assert!(!ok && e.to_string().contains("chmod 600"), "{mode:o}: {e}"),
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -69,18 +69,35 @@ pub struct Transmitter {
     report: Report,
 }
 
-fn open_socket(v6: bool, opts: &TransmitOptions) -> Result<UdpSocket, String> {
+/// Why the transmitter did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransmitError {
+    /// A step of the sending socket's set-up: `cannot create a UDP socket`, `SO_BROADCAST`.
+    #[error("{step}: {source}")]
+    Socket {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Entropy(#[from] keys::EntropyError),
+}
+
+fn step(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> TransmitError {
+    let step = step.into();
+    move |source| TransmitError::Socket { step, source }
+}
+
+fn open_socket(v6: bool, opts: &TransmitOptions) -> Result<UdpSocket, TransmitError> {
     let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| format!("cannot create a UDP socket: {e}"))?;
+        .map_err(step("cannot create a UDP socket"))?;
     if v6 {
         s.set_multicast_hops_v6(opts.ttl)
-            .map_err(|e| format!("IPV6_MULTICAST_HOPS: {e}"))?;
+            .map_err(step("IPV6_MULTICAST_HOPS"))?;
     } else {
-        s.set_broadcast(true)
-            .map_err(|e| format!("SO_BROADCAST: {e}"))?;
+        s.set_broadcast(true).map_err(step("SO_BROADCAST"))?;
         s.set_multicast_ttl_v4(opts.ttl)
-            .map_err(|e| format!("IP_MULTICAST_TTL: {e}"))?;
+            .map_err(step("IP_MULTICAST_TTL"))?;
     }
     let any: SocketAddr = if v6 {
         "[::]:0".parse().unwrap()
@@ -88,18 +105,18 @@ fn open_socket(v6: bool, opts: &TransmitOptions) -> Result<UdpSocket, String> {
         "0.0.0.0:0".parse().unwrap()
     };
     s.bind(&any.into())
-        .map_err(|e| format!("cannot bind {any}: {e}"))?;
+        .map_err(step(format!("cannot bind {any}")))?;
     let socket: UdpSocket = s.into();
     if opts.sends_follow_ups() {
         enable_tx_timestamps(&socket)
-            .map_err(|e| format!("cannot enable TX timestamps (SO_TIMESTAMPING): {e}"))?;
+            .map_err(step("cannot enable TX timestamps (SO_TIMESTAMPING)"))?;
     }
     Ok(socket)
 }
 
 impl Transmitter {
     /// Opens the sockets and starts a session (a random id, sequences from 0).
-    pub fn open(opts: TransmitOptions) -> Result<Transmitter, String> {
+    pub fn open(opts: TransmitOptions) -> Result<Transmitter, TransmitError> {
         let mut senders: Vec<Sender> = Vec::new();
         let mut family_socket = [None, None];
         let mut dests = Vec::new();
@@ -253,14 +270,7 @@ impl Transmitter {
             info!("SIGHUP: no key file to reload; the rest is set on the command line");
             return;
         };
-        let key = keys::load(path).and_then(|ring| match id {
-            Some(id) => ring
-                .get(*id)
-                .cloned()
-                .ok_or_else(|| format!("key {id} is not in {}", path.display())),
-            None => Ok(ring.first().clone()),
-        });
-        match key {
+        match keys::signing_key(path, *id) {
             Ok(k) => {
                 info!(file = %path.display(), key = k.id, "SIGHUP: key file reloaded");
                 self.opts.key = Some(k);

@@ -1,10 +1,9 @@
-//! NTS for `serve` (RFC 8915): the key establishment server ([`ke_server`], over [`tls`]) and
+//! NTS for `serve` (RFC 8915): the key establishment server ([`ke_server`], over [`crate::tls`]) and
 //! the cookie master keys ([`master_keys`]). NTP requests with NTS fields are answered by the
 //! workers, through `proto::responder`, with the keys published in `Shared::nts_keys`.
 
 pub mod ke_server;
 pub mod master_keys;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +21,8 @@ pub struct NtsService {
     config: NtsConfig,
 }
 
-fn params(cfg: &NtsConfig) -> Result<Params, tls::TlsError> {
-    let tls = tls::load(&cfg.certificate, &cfg.private_key)?;
+fn params(cfg: &NtsConfig) -> Result<Params, crate::tls::TlsError> {
+    let tls = crate::tls::load(&cfg.certificate, &cfg.private_key)?;
     Ok(Params {
         tls,
         ntp_server: cfg.ntp_server.clone(),

@@ -1,5 +1,6 @@
-//! The KE server's TLS: the certificate chain and private key (PEM) into a rustls server
+//! The NTS-KE server's TLS: the certificate chain and private key (PEM) into a rustls server
 //! configuration that speaks only TLS 1.3 (RFC 8915 requires it) and only ALPN `ntske/1`.
+//! Loaded by the config's check (so `--check` finds a bad pair) and by the server.
 
 use std::path::Path;
 use std::sync::Arc;
