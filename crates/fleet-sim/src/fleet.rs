@@ -61,6 +61,40 @@ struct Vm {
 }
 
 impl Vm {
+    /// A VM just booted with address `addr` of the pool: not yet synchronized.
+    fn booted(boot: u32, addr: u32) -> Vm {
+        Vm {
+            boot,
+            addr,
+            alive: true,
+            offset: 0.0,
+            target: 0.0,
+            slew_from: None,
+            synced: false,
+            poll: MIN_POLL_S,
+        }
+    }
+
+    /// The client's answer at `t` put its clock `want` ahead: it steps at the first update
+    /// (chrony's makestep), and slews to a changed offset after that.
+    fn answered(&mut self, t: f64, want: f64) {
+        if !self.synced {
+            self.synced = true;
+            self.offset = want;
+            self.target = want;
+        } else if want != self.target {
+            let now = self.offset_at(t);
+            self.slew_from = Some((t, now));
+            self.target = want;
+        }
+        if let Some((t0, o0)) = self.slew_from {
+            if t - t0 >= (self.target - o0).abs() / SLEW_RATE {
+                self.offset = self.target;
+                self.slew_from = None;
+            }
+        }
+    }
+
     fn offset_at(&self, t: f64) -> f64 {
         match self.slew_from {
             Some((t0, o0)) => {
@@ -94,12 +128,68 @@ impl Peaks {
     }
 }
 
+/// The busiest second's share of the running VMs' job starts in the minute at `at` (None with
+/// no VM running); `bins` is scratch space.
+fn peak_share(vms: &[Vm], live: &[usize], at: f64, bins: &mut [usize; 60]) -> Option<f64> {
+    bins.fill(0);
+    for &i in live {
+        let o = vms[i].offset_at(at);
+        let bin = (60.0 - o).rem_euclid(60.0) as usize % 60;
+        bins[bin] += 1;
+    }
+    let total = live.len();
+    (total > 0).then(|| *bins.iter().max().expect("60 bins") as f64 / total as f64)
+}
+
+/// The minutes counted so far: their peaks and how many VMs ran in each.
+struct Tally {
+    peaks: Peaks,
+    live_counts: Vec<usize>,
+    next_minute: f64,
+    /// Minutes before this are not counted (the fleet is booting).
+    skip_s: f64,
+    bins: [usize; 60],
+}
+
+impl Tally {
+    /// Counts every minute that starts before `t`.
+    fn minutes_until(&mut self, t: f64, vms: &[Vm], live: &[usize]) {
+        while self.next_minute <= t {
+            if self.next_minute >= self.skip_s {
+                if let Some(ratio) = peak_share(vms, live, self.next_minute, &mut self.bins) {
+                    self.peaks.ratios.push(ratio);
+                    self.live_counts.push(live.len());
+                }
+                self.peaks.minutes += 1;
+            }
+            self.next_minute += 60.0;
+        }
+    }
+}
+
+/// An exponentially distributed duration of mean `mean`.
+fn exp(rng: &mut StdRng, mean: f64) -> f64 {
+    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+    -mean * u.ln()
+}
+
+/// A random free address of the pool (`used`, four per VM), taken.
+fn free_address(rng: &mut StdRng, used: &mut [bool]) -> u32 {
+    let pool = used.len() as u32;
+    loop {
+        let a = rng.random_range(0..pool);
+        if !used[a as usize] {
+            used[a as usize] = true;
+            return a;
+        }
+    }
+}
+
 /// Runs the model from `skip_s` on (the first hour boots the fleet): the peaks, and each
 /// minute's count of running VMs (for the ideal, ceil(running / views)).
 pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
     let mut rng = StdRng::seed_from_u64(m.seed);
-    let pool = (m.vms * 4) as u32;
-    let mut used = vec![false; pool as usize];
+    let mut used = vec![false; m.vms * 4];
     let mut vms: Vec<Vm> = Vec::new();
     let mut live: Vec<usize> = Vec::new();
     let mut queue: BinaryHeap<Reverse<(u64, u64, Event)>> = BinaryHeap::new();
@@ -108,81 +198,40 @@ pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
         seq += 1;
         q.push(Reverse(((t * 1000.0) as u64, seq, e)));
     };
-    let exp = |rng: &mut StdRng, mean: f64| -> f64 {
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        -mean * u.ln()
-    };
     let offsets: Vec<f64> = (0..m.views)
         .map(|i| 60.0 * f64::from(i) / f64::from(m.views))
         .collect();
     let end = (m.days * 86_400) as f64;
     for i in 0..m.vms {
         vms.push(Vm {
-            boot: 0,
-            addr: 0,
             alive: false,
-            offset: 0.0,
-            target: 0.0,
-            slew_from: None,
-            synced: false,
-            poll: MIN_POLL_S,
+            ..Vm::booted(0, 0)
         });
         push(&mut queue, rng.random_range(0.0..3600.0), Event::Boot(i));
     }
-    let mut peaks = Peaks::default();
-    let mut live_counts = Vec::new();
-    let mut next_minute = 60.0;
+    let mut tally = Tally {
+        peaks: Peaks::default(),
+        live_counts: Vec::new(),
+        next_minute: 60.0,
+        skip_s,
+        bins: [0; 60],
+    };
     let mut next_housekeeping = 600.0;
-    let mut bins = [0usize; 60];
     while let Some(Reverse((t_ms, _, event))) = queue.pop() {
         let t = t_ms as f64 / 1000.0;
         if t >= end {
             break;
         }
-        while next_minute <= t {
-            if next_minute >= skip_s {
-                bins.fill(0);
-                for &i in &live {
-                    let o = vms[i].offset_at(next_minute);
-                    let bin = (60.0 - o).rem_euclid(60.0) as usize % 60;
-                    bins[bin] += 1;
-                }
-                let total = live.len();
-                if total > 0 {
-                    let peak = *bins.iter().max().expect("60 bins");
-                    peaks.ratios.push(peak as f64 / total as f64);
-                    live_counts.push(total);
-                }
-                peaks.minutes += 1;
-            }
-            next_minute += 60.0;
-        }
+        tally.minutes_until(t, &vms, &live);
         if next_housekeeping <= t {
             policy.housekeeping(t as u64);
             next_housekeeping += 600.0;
         }
         match event {
             Event::Boot(i) => {
-                // A random free address from the pool.
-                let addr = loop {
-                    let a = rng.random_range(0..pool);
-                    if !used[a as usize] {
-                        break a;
-                    }
-                };
-                used[addr as usize] = true;
-                let vm = &mut vms[i];
-                let boot = vm.boot + 1;
-                *vm = Vm {
-                    boot,
-                    addr,
-                    alive: true,
-                    offset: 0.0,
-                    target: 0.0,
-                    slew_from: None,
-                    synced: false,
-                    poll: MIN_POLL_S,
-                };
+                let addr = free_address(&mut rng, &mut used);
+                let boot = vms[i].boot + 1;
+                vms[i] = Vm::booted(boot, addr);
                 live.push(i);
                 push(
                     &mut queue,
@@ -198,22 +247,7 @@ pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
                 }
                 let ip = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + vm.addr));
                 let view = policy.ask(ip, t as u64);
-                let want = offsets[view.0 as usize];
-                if !vm.synced {
-                    vm.synced = true;
-                    vm.offset = want; // makestep at the first update
-                    vm.target = want;
-                } else if want != vm.target {
-                    let now = vm.offset_at(t);
-                    vm.slew_from = Some((t, now));
-                    vm.target = want;
-                }
-                if let Some((t0, o0)) = vm.slew_from {
-                    if t - t0 >= (vm.target - o0).abs() / SLEW_RATE {
-                        vm.offset = vm.target;
-                        vm.slew_from = None;
-                    }
-                }
+                vm.answered(t, offsets[view.0 as usize]);
                 let next = vm.poll;
                 vm.poll = (vm.poll * 2.0).min(MAX_POLL_S);
                 push(&mut queue, t + next, Event::Poll(i, boot));
@@ -228,5 +262,5 @@ pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
             }
         }
     }
-    (peaks, live_counts)
+    (tally.peaks, tally.live_counts)
 }

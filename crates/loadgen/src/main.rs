@@ -94,31 +94,7 @@ fn main() {
         args.server.ip().is_loopback() || is_test_net(args.server),
         "loadgen only targets loopback or 198.18.0.0/15 test namespaces"
     );
-    let bind = if args.server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let mut sources: Vec<Source> = (0..args.sockets.max(1))
-        .map(|i| {
-            let socket = match args.bind_base {
-                Some(base) => {
-                    let ip = std::net::Ipv4Addr::from(u32::from(base) + i as u32 * args.bind_step);
-                    assert!(ip.is_loopback(), "--bind-base: loopback addresses only");
-                    UdpSocket::bind((ip, 0))
-                }
-                None => UdpSocket::bind(bind),
-            }
-            .expect("bind a source socket");
-            socket.set_nonblocking(true).unwrap();
-            // Latency is measured to the kernel's receive stamp, not to when this loop polls.
-            enable_rx_timestamps(&socket).unwrap();
-            Source {
-                socket,
-                in_flight: HashMap::with_capacity(args.window * 2),
-            }
-        })
-        .collect();
+    let mut sources = open_sources(&args);
     let nts: Option<NtsSession> = args.nts_ke.map(|ke| {
         let ca = args.nts_ca.as_deref().expect("clap requires --nts-ca");
         key_exchange(ke, ca).unwrap_or_else(|e| panic!("NTS-KE with {ke}: {e}"))
@@ -165,35 +141,7 @@ fn main() {
             let t = realtime_ns();
             for _ in 0..n {
                 next_cookie = next_cookie.wrapping_add(1);
-                let req = Header::client_request(4, NtpTimestamp::from_bits(next_cookie)).encode();
-                match &args.key {
-                    None if nts.is_some() => {
-                        let session = nts.as_ref().unwrap();
-                        let packet = nts_ef::client_request(
-                            &req,
-                            &uid_of(next_cookie),
-                            &session.cookies[0],
-                            0,
-                            &session.c2s,
-                            &[0x5a; 16],
-                        );
-                        out.push(packet.len(), args.server)
-                            .unwrap()
-                            .copy_from_slice(&packet);
-                    }
-                    None => out
-                        .push(HEADER_LEN, args.server)
-                        .unwrap()
-                        .copy_from_slice(&req),
-                    Some(key) => {
-                        let mut digest = [0u8; MAX_DIGEST_LEN];
-                        let d = key.digest(&req, &mut digest);
-                        let buf = out.push(HEADER_LEN + 4 + d, args.server).unwrap();
-                        buf[..HEADER_LEN].copy_from_slice(&req);
-                        buf[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&key.id().to_be_bytes());
-                        buf[HEADER_LEN + 4..].copy_from_slice(&digest[..d]);
-                    }
-                }
+                push_request(&mut out, &args, nts.as_ref(), next_cookie);
                 src.in_flight.insert(next_cookie, t);
             }
             let accepted = out.send(&src.socket).unwrap_or(0);
@@ -203,63 +151,24 @@ fn main() {
         }
         // Receive whatever has arrived on every socket.
         for src in &mut sources {
-            while let Ok(k) = rx.recv(&src.socket) {
-                for i in 0..k {
-                    let Some(r) = rx.get(i) else { continue };
-                    let t = r
-                        .rx_time
-                        .map_or_else(realtime_ns, |(s, ns)| s * 1_000_000_000 + ns);
-                    let signed = match &args.key {
-                        None if nts.is_some() => Header::parse(r.data).is_ok_and(|h| {
-                            let uid = uid_of(h.origin_timestamp.to_bits());
-                            let s2c = &nts.as_ref().unwrap().s2c;
-                            nts_ef::read_response(r.data, &uid, s2c).is_ok_and(|c| c.len() == 1)
-                        }),
-                        None => r.data.len() == HEADER_LEN,
-                        Some(key) => symmetric::find_mac(r.data)
-                            .is_some_and(|m| m.key_id == key.id() && key.verify(m.data, m.digest)),
-                    };
-                    let ok = signed
-                        && Header::parse(r.data)
-                            .is_ok_and(|h| h.mode == Mode::Server && h.stratum != 0)
-                        && match Header::parse(r.data).map(|h| h.origin_timestamp.to_bits()) {
-                            Ok(cookie) => match src.in_flight.remove(&cookie) {
-                                Some(t0) => {
-                                    latencies
-                                        .push(((t - t0).max(0) / 1000).min(u32::MAX as i64) as u32);
-                                    true
-                                }
-                                None => false,
-                            },
-                            Err(_) => false,
-                        };
-                    if ok {
-                        valid += 1;
-                    } else {
-                        invalid += 1;
-                    }
-                }
-                if k < 32 {
-                    break;
-                }
-            }
+            let (v, i) = receive(src, &mut rx, &args, nts.as_ref(), &mut latencies);
+            (valid, invalid) = (valid + v, invalid + i);
         }
         // Expire what will never come back, so the window does not shrink for good.
         if now - last_expiry > 50_000_000 {
             last_expiry = now;
-            let now_rt = realtime_ns();
-            for src in &mut sources {
-                let before = src.in_flight.len();
-                src.in_flight
-                    .retain(|_, &mut t0| now_rt.saturating_sub(t0) < LOST_AFTER_NS as i64);
-                lost += (before - src.in_flight.len()) as u64;
-            }
+            lost += expire(&mut sources);
         }
         if args.rate != 0 {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
     let elapsed = (monotonic_ns() - start) as f64 / 1e9;
+    report([sent, valid, invalid, lost], elapsed, &mut latencies);
+}
+
+/// The line the benchmarks read: counts (sent, valid, invalid, lost), rate and latencies.
+fn report([sent, valid, invalid, lost]: [u64; 4], elapsed: f64, latencies: &mut [u32]) {
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -273,6 +182,134 @@ fn main() {
         pct(0.50),
         pct(0.99)
     );
+}
+
+/// Reads every reply waiting on `src`: (valid, invalid). A valid reply is signed as its
+/// request was, a server's, and answers a request in flight (its latency is kept).
+fn receive(
+    src: &mut Source,
+    rx: &mut RecvBatch,
+    args: &Args,
+    nts: Option<&NtsSession>,
+    latencies: &mut Vec<u32>,
+) -> (u64, u64) {
+    let (mut valid, mut invalid) = (0, 0);
+    while let Ok(k) = rx.recv(&src.socket) {
+        for i in 0..k {
+            let Some(r) = rx.get(i) else { continue };
+            let t = r
+                .rx_time
+                .map_or_else(realtime_ns, |(s, ns)| s * 1_000_000_000 + ns);
+            let ok = signed(r.data, args, nts)
+                && Header::parse(r.data).is_ok_and(|h| h.mode == Mode::Server && h.stratum != 0)
+                && match Header::parse(r.data).map(|h| h.origin_timestamp.to_bits()) {
+                    Ok(cookie) => match src.in_flight.remove(&cookie) {
+                        Some(t0) => {
+                            latencies.push(((t - t0).max(0) / 1000).min(u32::MAX as i64) as u32);
+                            true
+                        }
+                        None => false,
+                    },
+                    Err(_) => false,
+                };
+            if ok {
+                valid += 1;
+            } else {
+                invalid += 1;
+            }
+        }
+        if k < 32 {
+            break;
+        }
+    }
+    (valid, invalid)
+}
+
+/// Forgets requests whose replies are overdue; how many.
+fn expire(sources: &mut [Source]) -> u64 {
+    let now_rt = realtime_ns();
+    let mut lost = 0;
+    for src in sources {
+        let before = src.in_flight.len();
+        src.in_flight
+            .retain(|_, &mut t0| now_rt.saturating_sub(t0) < LOST_AFTER_NS as i64);
+        lost += (before - src.in_flight.len()) as u64;
+    }
+    lost
+}
+
+/// One source socket per `--sockets`, non-blocking, with kernel receive stamps (latency is
+/// measured to the kernel's stamp, not to when this loop polls).
+fn open_sources(args: &Args) -> Vec<Source> {
+    let bind = if args.server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    (0..args.sockets.max(1))
+        .map(|i| {
+            let socket = match args.bind_base {
+                Some(base) => {
+                    let ip = std::net::Ipv4Addr::from(u32::from(base) + i as u32 * args.bind_step);
+                    assert!(ip.is_loopback(), "--bind-base: loopback addresses only");
+                    UdpSocket::bind((ip, 0))
+                }
+                None => UdpSocket::bind(bind),
+            }
+            .expect("bind a source socket");
+            socket.set_nonblocking(true).unwrap();
+            enable_rx_timestamps(&socket).unwrap();
+            Source {
+                socket,
+                in_flight: HashMap::with_capacity(args.window * 2),
+            }
+        })
+        .collect()
+}
+
+/// Queues one request whose transmit timestamp is `cookie`: plain, with a MAC, or over NTS.
+fn push_request(out: &mut SendBatch, args: &Args, nts: Option<&NtsSession>, cookie: u64) {
+    let req = Header::client_request(4, NtpTimestamp::from_bits(cookie)).encode();
+    match (&args.key, nts) {
+        (None, Some(session)) => {
+            let packet = nts_ef::client_request(
+                &req,
+                &uid_of(cookie),
+                &session.cookies[0],
+                0,
+                &session.c2s,
+                &[0x5a; 16],
+            );
+            out.push(packet.len(), args.server)
+                .unwrap()
+                .copy_from_slice(&packet);
+        }
+        (None, None) => out
+            .push(HEADER_LEN, args.server)
+            .unwrap()
+            .copy_from_slice(&req),
+        (Some(key), _) => {
+            let mut digest = [0u8; MAX_DIGEST_LEN];
+            let d = key.digest(&req, &mut digest);
+            let buf = out.push(HEADER_LEN + 4 + d, args.server).unwrap();
+            buf[..HEADER_LEN].copy_from_slice(&req);
+            buf[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&key.id().to_be_bytes());
+            buf[HEADER_LEN + 4..].copy_from_slice(&digest[..d]);
+        }
+    }
+}
+
+/// The reply is signed as its request was: by the key, over NTS, or (plain) not at all.
+fn signed(reply: &[u8], args: &Args, nts: Option<&NtsSession>) -> bool {
+    match (&args.key, nts) {
+        (None, Some(session)) => Header::parse(reply).is_ok_and(|h| {
+            let uid = uid_of(h.origin_timestamp.to_bits());
+            nts_ef::read_response(reply, &uid, &session.s2c).is_ok_and(|c| c.len() == 1)
+        }),
+        (None, None) => reply.len() == HEADER_LEN,
+        (Some(key), _) => symmetric::find_mac(reply)
+            .is_some_and(|m| m.key_id == key.id() && key.verify(m.data, m.digest)),
+    }
 }
 
 /// An NTS request's 32-byte identifier, from the request's own cookie (its transmit

@@ -241,19 +241,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if args.check {
-        let name = args
-            .config
-            .as_ref()
-            .map_or("the command line".to_string(), |p| p.display().to_string());
-        for w in &cfg.warnings {
-            logging::out(format_args!("warning: {w}"));
-        }
-        logging::out(format_args!("{name}: OK: {}", cfg.summary()));
-        for client in &args.explain {
-            for line in serve::explain::explain(&cfg, *client) {
-                logging::out(format_args!("{line}"));
-            }
-        }
+        check(&args, &cfg);
         return ExitCode::SUCCESS;
     }
     for w in &cfg.warnings {
@@ -298,28 +286,42 @@ fn serve(args: ServeArgs) -> ExitCode {
                     ),
                 },
             },
-            SIGUSR1 => {
-                info!("stats: {}", server.stats());
-                for g in server.groups_status() {
-                    info!("{g}");
-                }
-                if let Some(r) = server.reference_status() {
-                    info!("reference: {r}");
-                }
-            }
+            SIGUSR1 => log_state(&server, "stats"),
             _ => break,
         }
     }
-    info!("stopping; stats: {}", server.stats());
+    log_state(&server, "stopping; stats");
+    watch.stop();
+    server.stop();
+    ExitCode::SUCCESS
+}
+
+/// `serve --check`: the warnings, the summary, and each `--explain` client's view.
+fn check(args: &ServeArgs, cfg: &config::ServeConfig) {
+    let name = args
+        .config
+        .as_ref()
+        .map_or("the command line".to_string(), |p| p.display().to_string());
+    for w in &cfg.warnings {
+        logging::out(format_args!("warning: {w}"));
+    }
+    logging::out(format_args!("{name}: OK: {}", cfg.summary()));
+    for client in &args.explain {
+        for line in serve::explain::explain(cfg, *client) {
+            logging::out(format_args!("{line}"));
+        }
+    }
+}
+
+/// The counters, the spread groups and the reference, logged (SIGUSR1, and on stopping).
+fn log_state(server: &Server, what: &str) {
+    info!("{what}: {}", server.stats());
     for g in server.groups_status() {
         info!("{g}");
     }
     if let Some(r) = server.reference_status() {
         info!("reference: {r}");
     }
-    watch.stop();
-    server.stop();
-    ExitCode::SUCCESS
 }
 
 /// SIGHUP: the config file read and checked again, then applied; its warnings logged.

@@ -125,6 +125,25 @@ pub enum Event {
     Lost,
 }
 
+/// A tick (counted as `second` on `track`) that repeats or goes back: the same sequence, the
+/// same second, or an earlier one, within one session of the transmitter.
+fn out_of_order(c: &Claim, second: i64, track: &Track, restarted: bool) -> Option<Reject> {
+    if !restarted && c.second.is_some() && c.sequence == track.sequence {
+        return Some(if second == track.second {
+            Reject::Duplicate
+        } else {
+            Reject::Replay
+        });
+    }
+    if second == track.second && c.second.is_none() {
+        return Some(Reject::Duplicate);
+    }
+    if second <= track.second || (!restarted && c.sequence < track.sequence) {
+        return Some(Reject::Replay);
+    }
+    None
+}
+
 /// The transmitter being followed.
 #[derive(Clone, Copy, Debug)]
 struct Track {
@@ -328,17 +347,8 @@ impl Receiver {
                 + i64::from(t.rem_euclid(NANOS_PER_SEC) >= NANOS_PER_SEC / 2)
         };
         let leap_second = i64::from(c.is_leap_second());
-        let followed = self
-            .track
-            .is_some_and(|t| t.transmitter == c.transmitter && !t.lost);
-        if let (Some(id), Some(second), false) = (c.transmitter, c.second, followed) {
-            // A second already sampled from this transmitter, on a track since lost (a live
-            // track judges its own: duplicate, replay). The inserted leap second may repeat
-            // the last one: it makes no sample.
-            let last = self.last_sampled(id);
-            if second < last || (second == last && !c.is_leap_second()) {
-                return self.reject(Reject::Replay, events);
-            }
+        if self.replays_a_lost_track(&c) {
+            return self.reject(Reject::Replay, events);
         }
         let track = match &mut self.track {
             Some(t) if t.transmitter == c.transmitter => t,
@@ -355,19 +365,8 @@ impl Receiver {
             .second
             .map_or(predicted, |s| s + track.leaps + leap_second);
         let restarted = c.transmitter.is_some() && c.session != track.session;
-        if !restarted && c.second.is_some() && c.sequence == track.sequence {
-            let r = if second == track.second {
-                Reject::Duplicate
-            } else {
-                Reject::Replay
-            };
+        if let Some(r) = out_of_order(&c, second, track, restarted) {
             return self.reject(r, events);
-        }
-        if second == track.second && c.second.is_none() {
-            return self.reject(Reject::Duplicate, events);
-        }
-        if second <= track.second || (!restarted && c.sequence < track.sequence) {
-            return self.reject(Reject::Replay, events);
         }
         if !track.lost {
             let phase_error = elapsed - (second - track.second) * NANOS_PER_SEC;
@@ -396,8 +395,7 @@ impl Receiver {
             self.stats.counts.missed += (second - track.second - 1) as u64;
         }
         if restarted {
-            self.stats.counts.restarts += 1;
-            self.stats.session = Some(c.session);
+            self.stats.note_restart(c.session);
             events.push(Event::Restarted {
                 transmitter: c.transmitter.unwrap_or(0),
                 session: c.session,
@@ -419,6 +417,22 @@ impl Receiver {
             ..*track
         };
         self.accept(&c, at, events);
+    }
+
+    /// A second already sampled from this transmitter, on a track since lost (a live track
+    /// judges its own: duplicate, replay). The inserted leap second may repeat the last one:
+    /// it makes no sample.
+    fn replays_a_lost_track(&self, c: &Claim) -> bool {
+        let followed = self
+            .track
+            .is_some_and(|t| t.transmitter == c.transmitter && !t.lost);
+        match (c.transmitter, c.second, followed) {
+            (Some(id), Some(second), false) => {
+                let last = self.last_sampled(id);
+                second < last || (second == last && !c.is_leap_second())
+            }
+            _ => false,
+        }
     }
 
     /// The highest second sampled from transmitter `id` (i64::MIN: none remembered).

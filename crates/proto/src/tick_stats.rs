@@ -160,6 +160,12 @@ impl Stats {
         self.counts.rejected.iter().sum()
     }
 
+    /// The transmitter followed started a new session.
+    pub(crate) fn note_restart(&mut self, session: u32) {
+        self.counts.restarts += 1;
+        self.session = Some(session);
+    }
+
     pub(crate) fn record(&mut self, offset: Offset) {
         self.recent[self.recent_next] = offset.nanos();
         self.recent_next = (self.recent_next + 1) % STATS_WINDOW;

@@ -282,8 +282,47 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-fn main() {
-    let args = Args::parse();
+/// The flood's one socket: any source address of the prefix (IPV6_FREEBIND), non-blocking,
+/// with deep buffers.
+fn flood_socket(port: u16) -> UdpSocket {
+    let socket = UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+        .expect("bind the flood's socket");
+    allow_any_source(&socket).expect("IPV6_FREEBIND");
+    socket.set_nonblocking(true).unwrap();
+    let socket2 = socket2::SockRef::from(&socket);
+    let _ = socket2.set_recv_buffer_size(8 << 20);
+    let _ = socket2.set_send_buffer_size(8 << 20);
+    socket
+}
+
+/// Recovery: the first 100-ms bin after the flood in which the server answered at 90 % of
+/// its steady rate after it (the median bin of the phase). The rate before the flood is no
+/// yardstick: this 2-core VM's speed drifts by tens of percent between 3-s phases.
+fn print_recovery(f: &Flood, secs_recover: f64, flood_end: u64) {
+    let r = &f.counts[Phase::Recover as usize];
+    let whole = (secs_recover * 1e9) as usize / BIN_NS as usize;
+    let mut sorted: Vec<u64> = r.bins.iter().take(whole).copied().collect();
+    sorted.resize(whole.max(1), 0);
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    let recovered_ms = r
+        .bins
+        .iter()
+        .position(|&b| b > 0 && b as f64 >= 0.9 * median as f64)
+        .map(|i| ((i as u64 + 1) * BIN_NS + f.starts[3].saturating_sub(flood_end)) / 1_000_000);
+    let steady: u64 = r.bins.iter().skip(1).sum();
+    println!(
+        "phase=recover seconds={secs_recover:.3} sent={} answered={} rate={:.0} recovered_within_ms={}",
+        r.sent,
+        r.answered(),
+        steady as f64 / (secs_recover - BIN_NS as f64 / 1e9).max(0.1),
+        recovered_ms.map_or("never".to_string(), |m| m.to_string())
+    );
+}
+
+/// The addresses it may use: all in the benchmarking prefix, which only the test's namespaces
+/// route; the flood's own sources a /49 of it. Returns that prefix.
+fn checked_prefix(args: &Args) -> u128 {
     let ip = u128::from(*args.server.ip());
     let prefix = u128::from(args.prefix);
     // 2001:2::/48: the IPv6 benchmarking prefix (RFC 5180), routed only where the test's
@@ -298,31 +337,35 @@ fn main() {
         "--prefix: a /49 (its low 79 bits zero)"
     );
     assert!(args.sources > 0 && args.factor > 0.0);
+    prefix
+}
 
-    let socket = UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, args.port)))
-        .expect("bind the flood's socket");
-    allow_any_source(&socket).expect("IPV6_FREEBIND");
-    socket.set_nonblocking(true).unwrap();
-    let socket2 = socket2::SockRef::from(&socket);
-    let _ = socket2.set_recv_buffer_size(8 << 20);
-    let _ = socket2.set_send_buffer_size(8 << 20);
-    let mut f = Flood {
-        socket,
-        server: args.server,
-        prefix,
-        out: SendBatch::new(BATCH, HEADER_LEN),
-        rx: RecvBatch::new(BATCH, 512),
-        counts: std::array::from_fn(|_| Counts {
-            sent: 0,
-            refused: 0,
-            bins: Vec::new(),
-        }),
-        starts: [0; 4],
-        total_sent: 0,
-        max_requests: args.max_requests,
-        invalid: 0,
-        fresh: 1 << 40,
-    };
+impl Flood {
+    fn new(args: &Args, prefix: u128) -> Flood {
+        Flood {
+            socket: flood_socket(args.port),
+            server: args.server,
+            prefix,
+            out: SendBatch::new(BATCH, HEADER_LEN),
+            rx: RecvBatch::new(BATCH, 512),
+            counts: std::array::from_fn(|_| Counts {
+                sent: 0,
+                refused: 0,
+                bins: Vec::new(),
+            }),
+            starts: [0; 4],
+            total_sent: 0,
+            max_requests: args.max_requests,
+            invalid: 0,
+            fresh: 1 << 40,
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let prefix = checked_prefix(&args);
+    let mut f = Flood::new(&args, prefix);
     // Subnet 1-32767 of the /49 in turn, then the next address in each.
     let mut fresh = |f: &mut Flood, _seq: u64| {
         f.fresh += 1;
@@ -379,28 +422,7 @@ fn main() {
         drops.map_or("?".into(), |d| format!("{:.4}", d as f64 / fl.sent.max(1) as f64)),
         memory.flatten().map_or("?".into(), |k| k.to_string()),
     );
-    // Recovery: the first 100-ms bin after the flood in which the server answered at 90 % of
-    // its steady rate after it (the median bin of the phase). The rate before the flood is no
-    // yardstick: this 2-core VM's speed drifts by tens of percent between 3-s phases.
-    let r = &f.counts[Phase::Recover as usize];
-    let whole = (secs_recover * 1e9) as usize / BIN_NS as usize;
-    let mut sorted: Vec<u64> = r.bins.iter().take(whole).copied().collect();
-    sorted.resize(whole.max(1), 0);
-    sorted.sort_unstable();
-    let median = sorted[sorted.len() / 2];
-    let recovered_ms = r
-        .bins
-        .iter()
-        .position(|&b| b > 0 && b as f64 >= 0.9 * median as f64)
-        .map(|i| ((i as u64 + 1) * BIN_NS + f.starts[3].saturating_sub(flood_end)) / 1_000_000);
-    let steady: u64 = r.bins.iter().skip(1).sum();
-    println!(
-        "phase=recover seconds={secs_recover:.3} sent={} answered={} rate={:.0} recovered_within_ms={}",
-        r.sent,
-        r.answered(),
-        steady as f64 / (secs_recover - BIN_NS as f64 / 1e9).max(0.1),
-        recovered_ms.map_or("never".to_string(), |m| m.to_string())
-    );
+    print_recovery(&f, secs_recover, flood_end);
     println!(
         "legit sent={legit_sent} answered={legit_answered} share={:.4} worst_us={legit_worst_us} invalid_replies={}",
         legit_answered as f64 / legit_sent.max(1) as f64,

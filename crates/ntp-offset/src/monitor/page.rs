@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::cpu::MinuteProfile;
 use super::history::History;
-use crate::control::status::Status;
+use crate::control::status::{ServeStatus, Status};
 
 /// Seconds per point of the hour-long plots.
 const BIN_S: u64 = 10;
@@ -73,66 +73,14 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
         escape(&summary(status))
     );
     if let Status::Serve(st) = status {
-        let views: Vec<(String, Vec<(f64, f64)>)> = st
-            .views
-            .iter()
-            .map(|v| {
-                let pts = history
-                    .binned_rate(&format!("requests/{}", v.name), BIN_S)
-                    .into_iter()
-                    .map(|(t, r)| (t as f64, r))
-                    .collect();
-                (v.name.clone(), pts)
-            })
-            .collect();
-        s += &line_plot(
-            "requests",
-            "Requests per second by view (last hour)",
-            &views,
-            Unit::Suffix("/s"),
-            true,
-        );
-        let bars: Vec<(String, f64)> = st
-            .views
-            .iter()
-            .map(|v| (v.name.clone(), v.clients_last_hour as f64))
-            .collect();
-        s += &bar_plot("clients", "Clients per view (seen in the last hour)", &bars);
-        let mut drops = Vec::new();
-        for reason in history
-            .keys_under("dropped/")
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-        {
-            let pts: Vec<(f64, f64)> = history
-                .binned_rate(&format!("dropped/{reason}"), BIN_S)
-                .into_iter()
-                .map(|(t, r)| (t as f64, r))
-                .collect();
-            if pts.iter().any(|p| p.1 > 0.0) {
-                drops.push((reason, pts));
-            }
-        }
-        s += &line_plot(
-            "drops",
-            "Dropped requests per second by reason",
-            &drops,
-            Unit::Suffix("/s"),
-            true,
-        );
+        s += &serve_plots(st, history);
     }
-    let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
-        history
-            .get(key)
-            .map(|v| v.iter().map(|&(t, y)| (t as f64, y * scale)).collect())
-            .unwrap_or_default()
-    };
     let mut reference = Vec::new();
     for (name, key) in [
         ("offset", "reference/offset"),
         ("error bound", "reference/error"),
     ] {
-        let pts = series(key, 1.0);
+        let pts = series(history, key);
         if !pts.is_empty() {
             reference.push((name.to_string(), pts));
         }
@@ -148,33 +96,7 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
         );
     }
     if has_ticks {
-        s += &line_plot(
-            "ticks",
-            "Ticks: jitter",
-            &[("jitter".to_string(), series("reference/jitter", 1.0))],
-            Unit::Seconds,
-            true,
-        );
-        let mut ticks = Vec::new();
-        for (name, key) in [
-            ("missed per min", "ticks/missed"),
-            ("rejected per min", "ticks/rejected"),
-        ] {
-            let pts: Vec<(f64, f64)> = history
-                .binned_rate(key, 60)
-                .into_iter()
-                .map(|(t, r)| (t as f64, r * 60.0))
-                .collect();
-            ticks.push((name.to_string(), pts));
-        }
-        ticks.retain(|(_, p)| !p.is_empty());
-        s += &line_plot(
-            "tick-loss",
-            "Ticks missed and rejected per minute",
-            &ticks,
-            Unit::Suffix(""),
-            true,
-        );
+        s += &tick_plots(history);
     }
     if let Status::Send(_) = status {
         let sent: Vec<(f64, f64)> = history
@@ -204,6 +126,100 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
     }
     s += &cpu_plot(cpu, &starts);
     s += "</div>";
+    s
+}
+
+/// `serve`'s own plots: requests per view, clients per view, drops by reason.
+fn serve_plots(st: &ServeStatus, history: &History) -> String {
+    let mut s = String::new();
+    let views: Vec<(String, Vec<(f64, f64)>)> = st
+        .views
+        .iter()
+        .map(|v| {
+            let pts = history
+                .binned_rate(&format!("requests/{}", v.name), BIN_S)
+                .into_iter()
+                .map(|(t, r)| (t as f64, r))
+                .collect();
+            (v.name.clone(), pts)
+        })
+        .collect();
+    s += &line_plot(
+        "requests",
+        "Requests per second by view (last hour)",
+        &views,
+        Unit::Suffix("/s"),
+        true,
+    );
+    let bars: Vec<(String, f64)> = st
+        .views
+        .iter()
+        .map(|v| (v.name.clone(), v.clients_last_hour as f64))
+        .collect();
+    s += &bar_plot("clients", "Clients per view (seen in the last hour)", &bars);
+    let mut drops = Vec::new();
+    for reason in history
+        .keys_under("dropped/")
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    {
+        let pts: Vec<(f64, f64)> = history
+            .binned_rate(&format!("dropped/{reason}"), BIN_S)
+            .into_iter()
+            .map(|(t, r)| (t as f64, r))
+            .collect();
+        if pts.iter().any(|p| p.1 > 0.0) {
+            drops.push((reason, pts));
+        }
+    }
+    s += &line_plot(
+        "drops",
+        "Dropped requests per second by reason",
+        &drops,
+        Unit::Suffix("/s"),
+        true,
+    );
+    s
+}
+
+/// A gauge's recorded values, as points.
+fn series(history: &History, key: &str) -> Vec<(f64, f64)> {
+    history
+        .get(key)
+        .map(|v| v.iter().map(|&(t, y)| (t as f64, y)).collect())
+        .unwrap_or_default()
+}
+
+/// The ticks' jitter, and ticks missed and rejected per minute.
+fn tick_plots(history: &History) -> String {
+    let mut s = String::new();
+    s += &line_plot(
+        "ticks",
+        "Ticks: jitter",
+        &[("jitter".to_string(), series(history, "reference/jitter"))],
+        Unit::Seconds,
+        true,
+    );
+    let mut ticks = Vec::new();
+    for (name, key) in [
+        ("missed per min", "ticks/missed"),
+        ("rejected per min", "ticks/rejected"),
+    ] {
+        let pts: Vec<(f64, f64)> = history
+            .binned_rate(key, 60)
+            .into_iter()
+            .map(|(t, r)| (t as f64, r * 60.0))
+            .collect();
+        ticks.push((name.to_string(), pts));
+    }
+    ticks.retain(|(_, p)| !p.is_empty());
+    s += &line_plot(
+        "tick-loss",
+        "Ticks missed and rejected per minute",
+        &ticks,
+        Unit::Suffix(""),
+        true,
+    );
     s
 }
 
@@ -524,44 +540,15 @@ fn cpu_plot(cpu: &MinuteProfile, starts: &[(String, f64)]) -> String {
     }
     let earlier: Vec<_> = cpu.hours().rev().skip(1).take(3).collect();
     for (k, h) in earlier.iter().enumerate() {
-        let mut d = String::new();
-        for (i, b) in h.bins().iter().enumerate() {
-            if let Some(v) = b {
-                let _ = write!(
-                    d,
-                    "{}{:.1},{:.1}",
-                    if d.is_empty() { "M" } else { " L" },
-                    LEFT + bw * (i as f64 + 0.5),
-                    y(*v)
-                );
-            }
-        }
         let _ = write!(
             svg,
-            r#"<path d="{d}" fill="none" stroke="{}" stroke-opacity="{:.2}" stroke-width="1.5"/>"#,
+            r#"<path d="{}" fill="none" stroke="{}" stroke-opacity="{:.2}" stroke-width="1.5"/>"#,
+            hour_path(&h.bins(), bw, y),
             PALETTE[1 + k],
             0.9 - 0.2 * k as f64
         );
     }
-    for s in [0, 15, 30, 45] {
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">:{s:02}</text>"#,
-            LEFT + bw * s as f64,
-            H - 8.0
-        );
-    }
-    for (names, at) in starts {
-        let xx = LEFT + bw * at;
-        let _ = write!(
-            svg,
-            r##"<g class="view-start"><line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#1a202c" stroke-dasharray="3 3"/><text x="{:.1}" y="{}">{}</text></g>"##,
-            TOP + ph,
-            xx + 3.0,
-            TOP + 10.0,
-            escape(names)
-        );
-    }
+    minute_marks(&mut svg, bw, ph, starts);
     svg += "</svg>";
     let peak = now
         .peak_to_mean()
@@ -581,6 +568,46 @@ fn cpu_plot(cpu: &MinuteProfile, starts: &[(String, f64)]) -> String {
         &svg,
         &format!("{}<div class=\"legend\">{peak}</div>", legend(&names)),
     )
+}
+
+/// An earlier hour's load by second as a line (its seconds without samples skipped).
+fn hour_path(bins: &[Option<f64>], bw: f64, y: impl Fn(f64) -> f64) -> String {
+    let mut d = String::new();
+    for (i, b) in bins.iter().enumerate() {
+        if let Some(v) = b {
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if d.is_empty() { "M" } else { " L" },
+                LEFT + bw * (i as f64 + 0.5),
+                y(*v)
+            );
+        }
+    }
+    d
+}
+
+/// The quarter-minute labels, and a dashed line where each view's minute starts.
+fn minute_marks(svg: &mut String, bw: f64, ph: f64, starts: &[(String, f64)]) {
+    for s in [0, 15, 30, 45] {
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">:{s:02}</text>"#,
+            LEFT + bw * s as f64,
+            H - 8.0
+        );
+    }
+    for (names, at) in starts {
+        let xx = LEFT + bw * at;
+        let _ = write!(
+            svg,
+            r##"<g class="view-start"><line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#1a202c" stroke-dasharray="3 3"/><text x="{:.1}" y="{}">{}</text></g>"##,
+            TOP + ph,
+            xx + 3.0,
+            TOP + 10.0,
+            escape(names)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ntp_offset_proto::interleaved::{self, Stamped, TransmitLog};
 use ntp_offset_proto::packet::Header;
-use ntp_offset_proto::ratelimit::RateLimiter;
+use ntp_offset_proto::ratelimit::{RateLimitParams, RateLimiter};
 use ntp_offset_proto::responder::{
     decide, Credentials, Decision, DropReason, Request, Response, ResponseKind, MAX_REQUEST_LEN,
     MAX_RESPONSE_LEN,
@@ -115,30 +115,170 @@ impl Interleave {
     }
 }
 
+/// The answering half of a worker: the batch being sent, and what it logs for interleaved mode.
+struct Answering {
+    tx: SendBatch,
+    pending: Vec<(Response, SocketAddr)>,
+    rng: OsEntropy,
+    xleave: Option<Interleave>,
+}
+
+impl Answering {
+    /// Stamps every pending answer with one clock reading, as late as possible, and sends the
+    /// batch; counts what went out.
+    fn send(
+        &mut self,
+        socket: &UdpSocket,
+        clock: &BatchClock<'_>,
+        creds: &Credentials<'_>,
+        counts: &mut Batch,
+        now_mono_ns: u64,
+    ) {
+        let transmit = clock.now();
+        for (resp, peer) in &mut self.pending {
+            count_answer(counts, resp);
+            let log_as = resp.log_as.filter(|_| self.xleave.is_some());
+            if let Some(buf) = self.tx.push_with(resp.len(), *peer, log_as.is_some()) {
+                let in_view = resp.finish_into(transmit, creds, &mut self.rng, buf);
+                if let (Some(x), Some(receive)) = (self.xleave.as_mut(), log_as) {
+                    x.sent(receive, in_view, resp.offset(), now_mono_ns);
+                }
+            }
+        }
+        let queued = self.tx.len();
+        match self.tx.send(socket) {
+            Ok(sent) => counts.totals.send_errors += (queued - sent) as u64,
+            Err(_) => counts.totals.send_errors += queued as u64,
+        }
+        // On loopback and veth the stamps are there as soon as the send returns.
+        if let Some(x) = self.xleave.as_mut() {
+            x.collect(socket, clock, counts, now_mono_ns);
+        }
+    }
+}
+
+fn count_answer(counts: &mut Batch, resp: &Response) {
+    counts.totals.responded(resp.kind);
+    counts.totals.interleaved += u64::from(resp.is_interleaved());
+    if let Some(v) = resp.view {
+        let c = counts.view(v);
+        match resp.kind {
+            ResponseKind::KodRate => c.kod_rate += 1,
+            ResponseKind::CryptoNak | ResponseKind::NtsNak => {}
+            _ => c.answered += 1,
+        }
+    }
+}
+
+/// The worker's rate limiter, keyed per worker, if rate limiting is on.
+struct Limiter {
+    table: Option<RateLimiter>,
+    key: (u64, u64),
+}
+
+impl Default for Limiter {
+    fn default() -> Limiter {
+        let keys = RandomState::new();
+        Limiter {
+            table: None,
+            key: (keys.hash_one(1u8), keys.hash_one(2u8)),
+        }
+    }
+}
+
+impl Limiter {
+    /// A reload that changes the rate-limit parameters starts a fresh table.
+    fn follow(&mut self, params: Option<RateLimitParams>) {
+        if self.table.as_ref().map(RateLimiter::params) != params {
+            self.table = params.map(|p| RateLimiter::new(p, self.key));
+        }
+    }
+}
+
+/// A request's decision: an answer to send, or a drop counted.
+fn record(
+    decision: Decision,
+    peer: SocketAddr,
+    counts: &mut Batch,
+    pending: &mut Vec<(Response, SocketAddr)>,
+) {
+    match decision {
+        Decision::Respond(resp) => {
+            counts.client(peer.ip(), resp.view, false);
+            pending.push((resp, peer))
+        }
+        Decision::Ignore(reason) => counts.totals.drop_for(reason),
+        Decision::Limited(view) => {
+            counts.totals.drop_for(DropReason::RateLimited);
+            if let Some(v) = view {
+                counts.view(v).rate_limited += 1;
+            }
+            counts.client(peer.ip(), view, true);
+        }
+    }
+}
+
 impl Worker {
+    /// A batch of datagrams; None after a timeout or an error (logged, then a short pause).
+    fn receive(&self, rx: &mut RecvBatch) -> Option<usize> {
+        match rx.recv(&self.socket) {
+            Ok(n) => Some(n),
+            Err(e) if is_retryable(&e) => None,
+            Err(e) => {
+                warn!(local = %self.local, "receive failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            }
+        }
+    }
+
+    /// Counts for a new batch: those held back are kept (with the same view names) or added
+    /// now (a reload renamed the views).
+    fn start_counts(
+        &self,
+        counts: &mut Batch,
+        deferred: Option<Vec<Arc<str>>>,
+        names: &[Arc<str>],
+        now_s: u64,
+    ) {
+        match deferred {
+            Some(held) if same_names(&held, names) => {}
+            Some(held) => {
+                self.stats.add(counts, &held, now_s);
+                counts.reset(names.len());
+            }
+            None => counts.reset(names.len()),
+        }
+    }
+
+    /// The batch's counts added, unless a reader holds the lock: then they are held back
+    /// (their view names returned) and added with the next batch.
+    fn add_counts(&self, counts: &Batch, names: &[Arc<str>], now_s: u64) -> Option<Vec<Arc<str>>> {
+        if counts.seen.len() >= MAX_DEFERRED_SEEN {
+            self.stats.add(counts, names, now_s);
+        } else if !self.stats.try_add(counts, names, now_s) {
+            return Some(names.to_vec());
+        }
+        None
+    }
+
     pub fn run(self) {
         // One byte more than the largest request, so anything larger shows as truncated.
         let mut rx = RecvBatch::new(BATCH, MAX_REQUEST_LEN + 1);
-        let mut tx = SendBatch::new(BATCH, MAX_RESPONSE_LEN);
-        let mut pending: Vec<(Response, SocketAddr)> = Vec::with_capacity(BATCH);
-        let mut limiter: Option<RateLimiter> = None;
-        let keys = RandomState::new();
-        let key = (keys.hash_one(1u8), keys.hash_one(2u8));
+        let mut out = Answering {
+            tx: SendBatch::new(BATCH, MAX_RESPONSE_LEN),
+            pending: Vec::with_capacity(BATCH),
+            rng: OsEntropy::default(),
+            xleave: self.interleaved.then(Interleave::new),
+        };
+        let mut limiter = Limiter::default();
         let mut counts = Batch::default();
-        let mut rng = OsEntropy::default();
-        let mut xleave = self.interleaved.then(Interleave::new);
         // The view names of counts held back from a busy lock (see `MAX_DEFERRED_SEEN`).
         let mut deferred: Option<Vec<Arc<str>>> = None;
 
         while !self.stop.load(Ordering::Relaxed) {
-            let n = match rx.recv(&self.socket) {
-                Ok(n) => n,
-                Err(e) if is_retryable(&e) => continue,
-                Err(e) => {
-                    warn!(local = %self.local, "receive failed: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                    continue;
-                }
+            let Some(n) = self.receive(&mut rx) else {
+                continue;
             };
             let runtime = self.shared.runtime.load();
             let master_keys = self.shared.nts_keys.load();
@@ -148,21 +288,11 @@ impl Worker {
             };
             let snapshot = self.shared.clock.snapshot();
             let clock = snapshot.batch();
-            // A reload that changes the rate-limit parameters starts a fresh table.
-            if limiter.as_ref().map(RateLimiter::params) != runtime.rate_limit {
-                limiter = runtime.rate_limit.map(|p| RateLimiter::new(p, key));
-            }
+            limiter.follow(runtime.rate_limit);
             let now_mono_ns = monotonic_ns();
             let now_s = super::unix_seconds();
-            match deferred.take() {
-                Some(names) if same_names(&names, &runtime.view_names) => {}
-                Some(names) => {
-                    self.stats.add(&counts, &names, now_s);
-                    counts.reset(runtime.view_names.len());
-                }
-                None => counts.reset(runtime.view_names.len()),
-            }
-            if let Some(x) = xleave.as_mut() {
+            self.start_counts(&mut counts, deferred.take(), &runtime.view_names, now_s);
+            if let Some(x) = out.xleave.as_mut() {
                 x.collect(&self.socket, &clock, &mut counts, now_mono_ns);
             }
             let assigner = BatchAssigner {
@@ -170,7 +300,7 @@ impl Worker {
                 now_s,
             };
             counts.totals.received += n as u64;
-            pending.clear();
+            out.pending.clear();
             for i in 0..n {
                 let Some(r) = rx.get(i) else {
                     counts.totals.drop_for(DropReason::Malformed);
@@ -180,75 +310,29 @@ impl Worker {
                     counts.totals.drop_for(DropReason::Oversized);
                     continue;
                 }
-                let receive = clock.receive(r.rx_time);
                 let req = Request {
                     packet: r.data,
                     local: self.local,
                     client: r.peer.ip(),
-                    receive,
+                    receive: clock.receive(r.rx_time),
                     now_mono_ns,
-                    sent: xleave.as_ref().map(|x| &x.log),
+                    sent: out.xleave.as_ref().map(|x| &x.log),
                 };
-                match decide(
+                let decision = decide(
                     &req,
                     &runtime.views,
                     &assigner,
                     &snapshot.state,
                     runtime.unmatched,
                     &creds,
-                    limiter.as_mut(),
-                ) {
-                    Decision::Respond(resp) => {
-                        counts.client(r.peer.ip(), resp.view, false);
-                        pending.push((resp, r.peer))
-                    }
-                    Decision::Ignore(reason) => counts.totals.drop_for(reason),
-                    Decision::Limited(view) => {
-                        counts.totals.drop_for(DropReason::RateLimited);
-                        if let Some(v) = view {
-                            counts.view(v).rate_limited += 1;
-                        }
-                        counts.client(r.peer.ip(), view, true);
-                    }
-                }
+                    limiter.table.as_mut(),
+                );
+                record(decision, r.peer, &mut counts, &mut out.pending);
             }
-            if !pending.is_empty() {
-                // The transmit timestamp: one clock reading, as late as possible, for the batch.
-                let transmit = clock.now();
-                for (resp, peer) in &mut pending {
-                    counts.totals.responded(resp.kind);
-                    counts.totals.interleaved += u64::from(resp.is_interleaved());
-                    if let Some(v) = resp.view {
-                        let c = counts.view(v);
-                        match resp.kind {
-                            ResponseKind::KodRate => c.kod_rate += 1,
-                            ResponseKind::CryptoNak | ResponseKind::NtsNak => {}
-                            _ => c.answered += 1,
-                        }
-                    }
-                    let log_as = resp.log_as.filter(|_| xleave.is_some());
-                    if let Some(buf) = tx.push_with(resp.len(), *peer, log_as.is_some()) {
-                        let in_view = resp.finish_into(transmit, &creds, &mut rng, buf);
-                        if let (Some(x), Some(receive)) = (xleave.as_mut(), log_as) {
-                            x.sent(receive, in_view, resp.offset(), now_mono_ns);
-                        }
-                    }
-                }
-                let queued = tx.len();
-                match tx.send(&self.socket) {
-                    Ok(sent) => counts.totals.send_errors += (queued - sent) as u64,
-                    Err(_) => counts.totals.send_errors += queued as u64,
-                }
-                // On loopback and veth the stamps are there as soon as the send returns.
-                if let Some(x) = xleave.as_mut() {
-                    x.collect(&self.socket, &clock, &mut counts, now_mono_ns);
-                }
+            if !out.pending.is_empty() {
+                out.send(&self.socket, &clock, &creds, &mut counts, now_mono_ns);
             }
-            if counts.seen.len() >= MAX_DEFERRED_SEEN {
-                self.stats.add(&counts, &runtime.view_names, now_s);
-            } else if !self.stats.try_add(&counts, &runtime.view_names, now_s) {
-                deferred = Some(runtime.view_names.clone());
-            }
+            deferred = self.add_counts(&counts, &runtime.view_names, now_s);
         }
         if let Some(names) = deferred {
             self.stats.add(&counts, &names, super::unix_seconds());

@@ -144,22 +144,8 @@ pub fn parse_request(packet: &[u8]) -> Result<Option<NtsRequest<'_>>, EfError> {
             // A longer placeholder asks for a cookie this server's answer could not fit.
             kind::COOKIE_PLACEHOLDER if value.len() <= COOKIE_LEN => placeholders += 1,
             kind::AUTHENTICATOR => {
-                let nonce_len =
-                    wire::get::<u16, 2>(value, authenticator::NONCE_LEN).map(usize::from);
-                let ct_len =
-                    wire::get::<u16, 2>(value, authenticator::CIPHERTEXT_LEN).map(usize::from);
-                let (Some(n), Some(c)) = (nonce_len, ct_len) else {
-                    return Err(EfError::Authenticator);
-                };
-                let ct_at = authenticator::NONCE + padded(n);
-                if n == 0 || c < TAG_LEN || ct_at + padded(c) > value.len() {
-                    return Err(EfError::Authenticator);
-                }
-                auth = Some((
-                    &packet[..at],
-                    &value[authenticator::NONCE..authenticator::NONCE + n],
-                    &value[ct_at..ct_at + c],
-                ));
+                let (nonce, ciphertext) = authenticator_parts(value)?;
+                auth = Some((&packet[..at], nonce, ciphertext));
             }
             _ => {}
         }
@@ -183,6 +169,23 @@ pub fn parse_request(packet: &[u8]) -> Result<Option<NtsRequest<'_>>, EfError> {
         nonce,
         ciphertext,
     }))
+}
+
+/// An authenticator's nonce and ciphertext (the SIV tag first), within its value.
+fn authenticator_parts(value: &[u8]) -> Result<(&[u8], &[u8]), EfError> {
+    let nonce_len = wire::get::<u16, 2>(value, authenticator::NONCE_LEN).map(usize::from);
+    let ct_len = wire::get::<u16, 2>(value, authenticator::CIPHERTEXT_LEN).map(usize::from);
+    let (Some(n), Some(c)) = (nonce_len, ct_len) else {
+        return Err(EfError::Authenticator);
+    };
+    let ct_at = authenticator::NONCE + padded(n);
+    if n == 0 || c < TAG_LEN || ct_at + padded(c) > value.len() {
+        return Err(EfError::Authenticator);
+    }
+    Ok((
+        &value[authenticator::NONCE..authenticator::NONCE + n],
+        &value[ct_at..ct_at + c],
+    ))
 }
 
 /// A Unique Identifier field of a `uid_len`-byte identifier.
