@@ -32,7 +32,6 @@ Every wait has a timeout; QEMU and the host's processes are killed when the test
 way, and the namespace is deleted.
 """
 
-import argparse
 import json
 import os
 import signal
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
-from qemu_guest import Check, Guest, HostProcess, Namespace  # noqa: E402
+from qemu_guest import arguments, Check, Guest, HostProcess, Namespace  # noqa: E402
 
 HOST = "198.18.9.1"
 ADDRS = {"A": "198.18.9.10", "B": "198.18.9.11"}
@@ -542,16 +541,14 @@ def run_serve(hosts, check, minutes):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    for a in ("qemu", "bios", "kernel", "initrd", "sender"):
-        p.add_argument(f"--{a}", required=True)
-    p.add_argument("--setups", default="pps-local,pps-lock,sock,legacy,ntpsec-pps,ntpsec-alone")
-    p.add_argument("--minutes", type=float, default=0)
-    args = p.parse_args()
+    args = arguments(setups="pps-local,pps-lock,sock,legacy,ntpsec-pps,ntpsec-alone", minutes=0.0)
     names = args.setups.split(",")
     unknown = [n for n in names if n not in SETUPS]
     if unknown or ("serve" in names and not args.minutes):
-        p.error(f"unknown set-ups {unknown} (known: {', '.join(SETUPS)}; serve needs --minutes)")
+        sys.exit(
+            f"hosts_test.py: error: unknown set-ups {unknown} "
+            f"(known: {', '.join(SETUPS)}; serve needs --minutes)"
+        )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     check = Check()

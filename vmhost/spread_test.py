@@ -19,7 +19,6 @@ Traffic stays in the namespace. Every wait has a timeout; QEMU and the server ar
 when the test ends in any way, and the namespace is deleted.
 """
 
-import argparse
 import math
 import os
 import re
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
-from qemu_guest import Check, Guest, HostProcess, Namespace  # noqa: E402
+from qemu_guest import arguments, Check, Guest, HostProcess, Namespace  # noqa: E402
 
 SERVER = "198.18.0.1"
 VIEWS = {"s00": 0, "s15": 15, "s30": 30, "s45": 45}
@@ -196,12 +195,7 @@ def circular(a, b):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    for a in ("qemu", "bios", "kernel", "initrd", "sender"):
-        p.add_argument(f"--{a}", required=True)
-    p.add_argument("--guests", type=int, default=8)
-    p.add_argument("--minutes", type=int, default=3)
-    args = p.parse_args()
+    args = arguments(guests=8, minutes=3)
     # Stopped by a failing ./scripts/test: clean up (guests, server, namespace) all the same.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = args.guests

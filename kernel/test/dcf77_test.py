@@ -18,10 +18,8 @@ Traffic: the guest sends to 10.0.2.2, which QEMU's user-mode networking delivers
 import bisect
 import json
 import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from qemu_guest import (  # noqa: E402 (found through the path above)
     BOOT_TIMEOUT,
     Check,
     Guest,
-    die_with_parent,
+    HostProcess,
     free_udp_port,
 )
 
@@ -119,45 +117,17 @@ def stamp_delays(err, start_ns, rises):
     return delays
 
 
-class Receiver:
-    """`ntp-offset pulse listen --report` on the host; collects its samples."""
+class Receiver(HostProcess):
+    """`ntp-offset pulse listen --report` on the host; collects its samples as they come (its
+    log, in `log`, is what `stop()` returns)."""
 
-    def __init__(self, binary, port, key_file, transmitter):
+    def __init__(self, binary, port, key_file, transmitter, log):
         self.port = port
         self.samples = []
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "pulse",
-                "listen",
-                "--log-level",
-                "debug",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--key-file",
-                key_file,
-                "--transmitter",
-                transmitter,
-                "--report",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in self.proc.stdout:
-            self.samples.append(json.loads(raw))
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode(errors="replace")
+        argv = [binary, "pulse", "listen", "--log-level", "debug"]
+        argv += ["--listen", f"127.0.0.1:{port}", "--key-file", key_file]
+        argv += ["--transmitter", transmitter, "--report"]
+        super().__init__(argv, log, on_line=lambda raw: self.samples.append(json.loads(raw)))
 
 
 def main():
@@ -173,7 +143,10 @@ def main():
     key_file.write_text(f"{KEY_ID} {KEY_HEX}\n")
     key_file.chmod(0o600)
     ports = [free_udp_port() for _ in CASES]
-    receivers = [Receiver(args.sender, ports[i], str(key_file), IDS[i]) for i in range(len(CASES))]
+    receivers = [
+        Receiver(args.sender, ports[i], str(key_file), IDS[i], Path(tmp.name) / f"listen-{i}.log")
+        for i in range(len(CASES))
+    ]
     guest = Guest(args, ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
     check = Check()
     try:
@@ -347,8 +320,7 @@ def main():
     finally:
         guest.stop()
         for r in receivers:
-            if r.proc.poll() is None:
-                r.proc.kill()
+            r.stop()
     rc = check.verdict("pulse send --source dcf77 on GPIO and DCD in a real kernel", started)
     if rc != 0 and any(x > DECODER_WINDOW_MS for x in late_ms):
         print(

@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
-from qemu_guest import arguments, BOOT_TIMEOUT, GUEST_MAC, Check, Guest, free_udp_port  # noqa: E402
+from qemu_guest import (  # noqa: E402
+    arguments,
+    BOOT_TIMEOUT,
+    GUEST_MAC,
+    Check,
+    Guest,
+    HostProcess,
+    free_udp_port,
+)
 
 HOST_MAC = bytes.fromhex("525400aabb01")
 
@@ -130,7 +138,8 @@ def pps_source(guest, args, check, tick_port):
     listen_port = free_udp_port()
     run_dir = tempfile.mkdtemp()
     env = {**os.environ, "RUNTIME_DIRECTORY": run_dir}
-    listener = subprocess.Popen(
+    reported = []
+    listener = HostProcess(
         [
             args.sender,
             "pulse",
@@ -140,10 +149,9 @@ def pps_source(guest, args, check, tick_port):
             "--allow-unauthenticated",
             "--report",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
+        Path(run_dir) / "listen.log",
+        on_line=reported.append,
+        env={"RUNTIME_DIRECTORY": run_dir},
     )
     try:
         # In a subshell, out of the console's job table (the stages below count on %1, %2).
@@ -182,9 +190,8 @@ def pps_source(guest, args, check, tick_port):
         time.sleep(6)
         guest.ok("kill $(cat /tmp/ppssend.pid); sleep 0.3")
     finally:
-        listener.terminate()
-        out, err = listener.communicate(timeout=10)
-    ticks = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+        err = listener.stop()
+    ticks = [json.loads(ln) for ln in reported if ln.startswith("{")]
     by_second = {t["second"]: t for t in ticks}
     guest_log = "\n".join(guest.ok("cat /tmp/ppssend.log"))
     check(

@@ -1,10 +1,11 @@
 # shellcheck shell=bash
-# Sourced by the QEMU guest tests (kernel/test/run, vmhost/run): Debian's generic kernel
-# (with its headers, for building modules), busybox-static, pps-tools and QEMU itself, fetched
-# with apt-get download and unpacked with dpkg-deb -x into $cache (the host is not changed;
-# QEMU's libraries are installed the normal way, nothing removed). Needs root for apt.
+# Sourced by the QEMU guest tests (kernel/test/run, vmhost/run, ntphosts/run): Debian's
+# generic kernel (with its headers, for building modules), busybox-static, pps-tools and QEMU
+# itself, fetched with apt-get download and unpacked with dpkg-deb -x into $cache (the host is
+# not changed; QEMU's libraries are installed the normal way, nothing removed). Needs root.
 # In: $cache (a directory, the current one). Out: $kver, $tree (the unpacked packages), and
-# the functions base_initramfs, add_programs and pack_initramfs that build a guest's initramfs.
+# the functions base_initramfs, add_programs, guest_users and pack_initramfs that build a
+# guest's initramfs, and build_crudepps (which needs $repo).
 # Two guest tests may start at once (./scripts/test runs vmhost/run beside kernel/test/run):
 # one fetches and unpacks while the other waits, and apt is never run twice at a time.
 : "${cache:?the script that sources scripts/lib/debian-guest.sh sets it}"
@@ -94,4 +95,22 @@ pack_initramfs() {
   cp "$2" "$1/init"
   chmod +x "$1/init"
   (cd "$1" && find . | cpio -o -H newc --quiet | gzip -1) > "$3"
+}
+
+# crudepps as users build it (kernel/'s Makefile and Kbuild) in DIR, for the unpacked
+# kernel; more make arguments after DIR (W=1). Prints make's output but BTF's notice; the
+# caller checks for DIR/crudepps.ko. Usage: build_crudepps DIR [MAKE-ARG...]
+build_crudepps() {
+  local dir=$1
+  shift
+  mkdir -p "$dir"
+  cp "${repo:?}"/kernel/crudepps.c "$repo"/kernel/Kbuild "$repo"/kernel/Makefile "$dir/"
+  make -s -C "$dir" KDIR="$tree/usr/src/linux-headers-$kver" "$@" 2>&1 | grep -v 'Skipping BTF generation' || true
+}
+
+# A guest's passwd and group: root only, for the name lookups of the NTP clients' users.
+# Usage: guest_users DIR
+guest_users() {
+  printf 'root:x:0:0:root:/:/bin/sh\n' > "$1/etc/passwd"
+  printf 'root:x:0:\n' > "$1/etc/group"
 }

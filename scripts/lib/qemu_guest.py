@@ -25,11 +25,15 @@ COMMAND_TIMEOUT = 20
 GUEST_MAC = bytes.fromhex("525400123457")
 
 
-def arguments(*extra):
-    """The command line kernel/test/run gives every guest test, plus `extra` options."""
+def arguments(*extra, **optional):
+    """The command line every guest test is given (QEMU, its firmware, the guest kernel and
+    initrd, the ntp-offset binary), plus `extra` required options and `optional` ones, each
+    with its default (whose type it takes)."""
     p = argparse.ArgumentParser()
     for a in ("qemu", "bios", "kernel", "initrd", "sender", *extra):
         p.add_argument(f"--{a}", required=True)
+    for name, default in optional.items():
+        p.add_argument(f"--{name}", type=type(default), default=default)
     return p.parse_args()
 
 
@@ -219,22 +223,42 @@ class Namespace:
 
 
 class HostProcess:
-    """A host-side process of the test (run inside a Namespace with `ns.cmd(...)`), its output
-    in a file; `stop()` ends it, and it dies with the test in any case."""
+    """A host-side process of the test (inside a Namespace with `ns.cmd(...)`, or not); it
+    dies with the test in any case, and `stop()` ends it. Its output goes to the file `log`;
+    with `on_line`, its stdout is read line by line instead (a `--report` stream) and only
+    stderr goes to the file. `env`: more environment variables."""
 
-    def __init__(self, argv, log):
+    def __init__(self, argv, log, on_line=None, env=None):
         self.log = Path(log)
+        out = open(log, "w")
         self.proc = subprocess.Popen(
-            argv, stdout=open(log, "w"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            argv,
+            stdout=subprocess.PIPE if on_line else out,
+            stderr=out if on_line else subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
+            text=True,
+            preexec_fn=die_with_parent,
         )
+        if on_line:
+            threading.Thread(target=self._read, args=(on_line,), daemon=True).start()
+
+    def _read(self, on_line):
+        for line in self.proc.stdout:
+            on_line(line)
+
+    def running(self):
+        return self.proc.poll() is None
 
     def stop(self):
+        """Ends it (SIGTERM, then SIGKILL after 10 s) and returns what its log holds."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        return self.log.read_text(errors="replace")
 
 
 class Check:

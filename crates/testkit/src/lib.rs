@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,12 @@ use ntp_offset_proto::packet::Header;
 use ntp_offset_proto::time::{NtpTimestamp, Time};
 
 pub mod lan;
+pub mod netns;
 pub mod nts;
+pub mod process;
+
+pub use netns::NetnsPair;
+pub use process::{own_runtime_dir, run_bounded, spawn, Background};
 
 /// The `ntp-offset` binary cargo built for the running integration test: beside the test's
 /// own `deps/` folder.
@@ -131,29 +136,14 @@ pub type ServerProcess = Daemon;
 
 /// `ntp-offset` run under `prefix` (e.g. `ip netns exec NS`), or directly.
 pub fn command<S: AsRef<std::ffi::OsStr>>(prefix: &[S]) -> Command {
-    let mut c = match prefix.split_first() {
+    match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
             c.args(rest).arg(*BIN);
             c
         }
         None => Command::new(*BIN),
-    };
-    own_runtime_dir(&mut c);
-    c
-}
-
-/// Gives a daemon a runtime directory of its own (systemd's RUNTIME_DIRECTORY, where its
-/// default control socket goes), so tests running side by side never share one.
-pub fn own_runtime_dir(cmd: &mut Command) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir()
-        .join(format!("ntp-offset-test-{}-run", std::process::id()))
-        .join(n.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    cmd.env("RUNTIME_DIRECTORY", &dir);
-    dir
+    }
 }
 
 /// An owned string, for argv vectors built from literals and formatted values.
@@ -165,17 +155,12 @@ impl Daemon {
     /// Starts `ntp-offset ARGS` and, with `ready`, waits for a log line containing it.
     /// `stdout`: pipe it (for --report) instead of discarding it.
     pub fn launch(prefix: &[&str], args: &[&str], ready: Option<&str>, stdout: bool) -> Daemon {
-        let mut cmd = command(prefix);
-        cmd.args(args)
-            .stdout(if stdout {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start ntp-offset {args:?}: {e}"));
+        let out = if stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let mut child = spawn(command(prefix).args(args), out, Stdio::piped());
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -337,37 +322,6 @@ pub fn assert_serves_offset(addr: SocketAddr, expected: f64) -> Sample {
     best
 }
 
-/// Runs a command to completion within `timeout`, or kills it and fails.
-pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
-    // An ntp-offset daemon among them must not meet another's control socket.
-    own_runtime_dir(cmd);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{cmd:?} did not finish within {timeout:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Two network namespaces, "server" and "client", joined by a veth pair on 198.18.0.0/24:
-/// the server side holds 198.18.0.1..=N, the client 198.18.0.100. Deleted on drop.
-pub struct NetnsPair {
-    pub server: String,
-    pub client: String,
-}
-
 /// Runs `ip ARGS` (iproute2); panics with its stderr on failure.
 pub fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -380,65 +334,6 @@ pub fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-impl NetnsPair {
-    pub fn new(tag: &str, server_addrs: usize) -> NetnsPair {
-        require_root();
-        let id = format!("{}{}", tag, std::process::id() % 100_000);
-        let pair = NetnsPair {
-            server: format!("nto-{id}-s"),
-            client: format!("nto-{id}-c"),
-        };
-        ip(&["netns", "add", &pair.server]);
-        ip(&["netns", "add", &pair.client]);
-        let (vs, vc) = (format!("nto{id}s"), format!("nto{id}c"));
-        ip(&["link", "add", &vs, "type", "veth", "peer", "name", &vc]);
-        ip(&["link", "set", &vs, "netns", &pair.server]);
-        ip(&["link", "set", &vc, "netns", &pair.client]);
-        for i in 1..=server_addrs {
-            ip(&[
-                "-n",
-                &pair.server,
-                "addr",
-                "add",
-                &format!("198.18.0.{i}/24"),
-                "dev",
-                &vs,
-            ]);
-        }
-        ip(&[
-            "-n",
-            &pair.client,
-            "addr",
-            "add",
-            "198.18.0.100/24",
-            "dev",
-            &vc,
-        ]);
-        for (ns, dev) in [(&pair.server, &vs), (&pair.client, &vc)] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-        }
-        pair
-    }
-
-    /// `ip netns exec NS` as a command prefix.
-    pub fn exec<'a>(&'a self, ns: &'a str) -> [&'a str; 4] {
-        ["ip", "netns", "exec", ns]
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        // Deleting a namespace removes its end of the veth, which removes the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.server])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.client])
-            .status();
-    }
 }
 
 /// Parses chronyd -Q's "System clock wrong by X seconds" line.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::lan::Background;
+use common::Background;
 use common::*;
 
 /// A server with one view at +15 s on `addr`; its control socket in `dir`.

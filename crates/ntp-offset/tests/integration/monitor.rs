@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     control_json, free_ports, http_get, ntp_exchange, ntp_exchange_from, peer, run_bounded,
-    run_cli, tempdir, wait_until, Daemon,
+    run_cli, tempdir, wait_until, Background, Daemon,
 };
 
 /// Two views: `a` for the one client 127.0.0.2 (a pin), `b` (+15 s) for everyone else.
@@ -521,17 +521,13 @@ fn prometheus_scrapes_and_queries_the_per_view_request_rate() {
         ),
     )
     .unwrap();
-    let mut prometheus = Command::new(peer("prometheus"))
-        .arg(format!("--config.file={}", prom_cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus starts");
+    let argv = [
+        peer("prometheus").display().to_string(),
+        format!("--config.file={}", prom_cfg.display()),
+        format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+        format!("--web.listen-address=127.0.0.1:{prom_port}"),
+    ];
+    let mut prometheus = Background::start(&dir, "prometheus", &argv);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // View a (127.0.0.2) at about 20 requests/s; view b gets none.
@@ -557,9 +553,8 @@ fn prometheus_scrapes_and_queries_the_per_view_request_rate() {
     let rate_b = query(r#"rate(ntp_offset_requests_total{view="b"}[10s])"#);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = loader.join().unwrap();
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
-    let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+    prometheus.stop();
+    let log = prometheus.log_text();
     let rate = rate.unwrap_or_else(|| {
         panic!("Prometheus never had view a's rate ({sent} requests sent):\n{log}")
     });

@@ -387,7 +387,7 @@ fn ntpsec_measures_an_nts_view_from_another_namespace() {
     ])
     .collect();
     // Killed on drop, also when an assertion fails.
-    let ntpd = common::lan::Background::start(&dir, "ntpd", &argv);
+    let ntpd = common::Background::start(&dir, "ntpd", &argv);
     let ntpq = peer("ntpq").display().to_string();
     let peers = || {
         let out = run_bounded(

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::lan::{Background, IpcNamespace, Lan};
+use common::lan::{IpcNamespace, Lan};
 use common::wait_until;
+use common::Background;
 use common::{chronyd_without_clock, peer, run_bounded, s, tempdir, write_key_file, BIN};
 
 fn status(path: &Path) -> Option<serde_json::Value> {

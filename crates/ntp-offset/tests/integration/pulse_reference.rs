@@ -7,8 +7,9 @@ use ntp_offset_testkit as common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::lan::{Background, Lan};
+use common::lan::Lan;
 use common::wait_until;
+use common::Background;
 use common::{
     chrony_measure, command, free_ports, ip, ntpdig_offset, run_bounded, s, tempdir,
     write_key_file, ServerProcess, BIN,
