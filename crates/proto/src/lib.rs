@@ -6,6 +6,7 @@
 //! - [`packet`]: the NTP header codec, next to its byte vectors.
 //! - [`view`]: views, and how a request's addresses choose one.
 //! - [`balancer`]: balanced, sticky assignment of clients to a spread group's views.
+//! - [`load`]: each VM's minute profile of host CPU, and placement that lowers the host's peak.
 //! - [`ratelimit`]: per-client rate limiting in a fixed-size table.
 //! - [`leap`]: leap-second handling shared by all views (smear or step).
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
@@ -31,6 +32,7 @@ pub mod dcf77;
 pub mod interleaved;
 pub mod key_file;
 pub mod leap;
+pub mod load;
 pub mod nts;
 pub mod packet;
 pub mod pps_pulses;

@@ -1,0 +1,5 @@
+//! Load-aware spreading: each VM's measured minute profile ([`profile`]) and placement by it
+//! so that the host's busiest second is as light as it can be ([`placement`]).
+
+pub mod placement;
+pub mod profile;
