@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
 use ntp_offset_proto::balancer::{Balancer, Member};
+use ntp_offset_proto::move_smear::{Moves, Pace};
+use ntp_offset_proto::time::Offset;
 use ntp_offset_proto::view::ViewId;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,9 +19,14 @@ fuzz_target!(|data: &[u8]| {
         .map(|i| Member {
             view: ViewId(i),
             weight: 1,
+            offset: Offset::from_secs(15 * i64::from(i)),
         })
         .collect();
     let mut b = Balancer::new(&members, (1, 2), 64);
+    b.set_moves(Moves::Smear(Pace {
+        rate_ppm: 500.0,
+        ramp_s: 600.0,
+    }));
     b.load_table(text, |n| n.parse().ok().map(ViewId));
     assert!(b.len() <= 64);
     let sum: u64 = members.iter().map(|m| b.count(m.view)).sum();
@@ -29,5 +36,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let sum: u64 = members.iter().map(|m| b.count(m.view)).sum();
     assert_eq!(sum, b.len() as u64);
+    // Walks read from the table settle without panicking, whatever their start.
+    for (c, a) in b.assignments() {
+        if let Some((_, Some(w))) = b.served(c) {
+            let _ = w.offset_at(w.start);
+            assert!(a.moving.is_some());
+        }
+    }
+    b.settle(u64::MAX);
     assert_eq!(b.to_table(|v| v.0.to_string()).lines().count(), b.len());
 });

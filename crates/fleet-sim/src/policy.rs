@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use ntp_offset_proto::balancer::{Balancer, Member};
+use ntp_offset_proto::time::Offset;
 use ntp_offset_proto::view::{Spread, ViewId};
 
 pub const KEY: (u64, u64) = (0x766d_2d68_6f73_7431, 0x7370_7265_6164);
@@ -39,6 +40,7 @@ pub fn members(views: u16) -> Vec<Member> {
         .map(|i| Member {
             view: ViewId(i),
             weight: 1,
+            offset: Offset::from_nanos(60_000_000_000 * i64::from(i) / i64::from(views)),
         })
         .collect()
 }

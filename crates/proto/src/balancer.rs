@@ -15,6 +15,10 @@
 //!   that even the group out again ([`Rebalance::OnChange`]); every move is counted.
 //! - The table is bounded: past `capacity` a new client gets the keyed hash's member without
 //!   being recorded (counted), so memory never grows with a flood of addresses.
+//! - A move is a step (the client is served its new view's offset at once) or, with
+//!   [`Moves::Smear`], a walk from the offset it was served to the new one
+//!   ([`crate::move_smear`]); [`Balancer::served`] gives the walk while it lasts. A client
+//!   still walking is not moved by [`Balancer::move_to`] again.
 
 use std::collections::HashMap;
 use std::hash::Hasher;
@@ -22,6 +26,8 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
 
+use crate::move_smear::{MoveSmear, Moves};
+use crate::time::{Offset, Time, NANOS_PER_SEC};
 use crate::view::{canonical_ip, Rebalance, ViewId};
 
 /// A client counts toward its member's load while it has asked within this long: longer than
@@ -45,6 +51,16 @@ pub struct Member {
     pub view: ViewId,
     /// Relative share of clients, at least 1.
     pub weight: u32,
+    /// The view's offset: where a client moving to it walks to.
+    pub offset: Offset,
+}
+
+/// A client walking to its view: the offset it was served when the walk began, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moving {
+    pub from: Offset,
+    /// Seconds, on the caller's clock (Unix seconds in `serve`).
+    pub since_s: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +69,8 @@ pub struct Assignment {
     /// Seconds (any epoch the caller keeps to).
     pub first_seen: u64,
     pub last_seen: u64,
+    /// Set while the client walks to `view` ([`Moves::Smear`]).
+    pub moving: Option<Moving>,
 }
 
 /// How a client got its view.
@@ -84,6 +102,9 @@ pub struct Balancer {
     /// When the active counts were last recounted: a client last seen more than
     /// [`ACTIVE_WINDOW_S`] before it was not counted active.
     recounted_at: u64,
+    /// The latest time handed in: when a move made by a reload starts.
+    now_s: u64,
+    moves: Moves,
     pub counters: Counters,
 }
 
@@ -105,12 +126,73 @@ impl Balancer {
             capacity,
             clients: HashMap::new(),
             recounted_at: 0,
+            now_s: 0,
+            moves: Moves::Step,
             counters: Counters::default(),
         }
     }
 
     pub fn members(&self) -> &[Member] {
         &self.members
+    }
+
+    /// How clients change view from now on (walks under way finish as they started).
+    pub fn set_moves(&mut self, moves: Moves) {
+        self.moves = moves;
+    }
+
+    fn member_offset(&self, view: ViewId) -> Option<Offset> {
+        self.members
+            .iter()
+            .find(|m| m.view == view)
+            .map(|m| m.offset)
+    }
+
+    /// The walk a client is on, if it is walking and its view is a member.
+    pub fn walk(&self, a: &Assignment) -> Option<MoveSmear> {
+        // Switching to steps ends the walks under way: their clients step.
+        let (Some(m), Moves::Smear(pace)) = (a.moving, self.moves) else {
+            return None;
+        };
+        Some(MoveSmear {
+            from: m.from,
+            to: self.member_offset(a.view)?,
+            start: secs(m.since_s),
+            pace,
+        })
+    }
+
+    /// The offset `a`'s client is served at `now_s`.
+    fn served_offset(&self, a: &Assignment, now_s: u64) -> Option<Offset> {
+        match self.walk(a) {
+            Some(w) => Some(w.offset_at(secs(now_s))),
+            None => self.member_offset(a.view),
+        }
+    }
+
+    /// A known client's view and, while it walks there, its walk (None for a new client).
+    pub fn served(&self, client: IpAddr) -> Option<(ViewId, Option<MoveSmear>)> {
+        let a = self.clients.get(&canonical_ip(client))?;
+        Some((a.view, self.walk(a)))
+    }
+
+    /// Ends the walks that are over at `now_s`; returns how many ended.
+    pub fn settle(&mut self, now_s: u64) -> usize {
+        self.now_s = self.now_s.max(now_s);
+        let ended: Vec<IpAddr> = self
+            .clients
+            .iter()
+            .filter(|(_, a)| {
+                a.moving.is_some() && self.walk(a).is_none_or(|w| w.end() <= secs(now_s))
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &ended {
+            if let Some(a) = self.clients.get_mut(c) {
+                a.moving = None;
+            }
+        }
+        ended.len()
     }
 
     /// Clients in the table per member view.
@@ -163,11 +245,12 @@ impl Balancer {
         h.finish()
     }
 
-    /// The member a new client goes to: fewest clients for its weight, then the keyed hash.
-    fn emptiest(&self, client: IpAddr, except: Option<ViewId>) -> ViewId {
+    /// The member a new client goes to, of `among` (all when empty): fewest clients for its
+    /// weight, then the keyed hash.
+    fn emptiest(&self, client: IpAddr, among: &[ViewId]) -> ViewId {
         self.members
             .iter()
-            .filter(|m| Some(m.view) != except)
+            .filter(|m| among.is_empty() || among.contains(&m.view))
             .min_by(|a, b| {
                 // active_a / weight_a vs active_b / weight_b, exactly.
                 let la = u128::from(self.active(a.view)) * u128::from(b.weight);
@@ -190,7 +273,14 @@ impl Balancer {
 
     /// The view of `client` at `now`, assigning it if new.
     pub fn assign(&mut self, client: IpAddr, now: u64) -> (ViewId, Reason) {
+        self.assign_among(client, now, &[])
+    }
+
+    /// [`Self::assign`], a new client choosing only among `among` (all members when empty or
+    /// when none of them is a member): the views where its load adds least to the peak.
+    pub fn assign_among(&mut self, client: IpAddr, now: u64, among: &[ViewId]) -> (ViewId, Reason) {
         let client = canonical_ip(client);
+        self.now_s = self.now_s.max(now);
         let recounted_at = self.recounted_at;
         if let Some(a) = self.clients.get_mut(&client) {
             let was_idle = a.last_seen.saturating_add(ACTIVE_WINDOW_S) < recounted_at;
@@ -204,13 +294,19 @@ impl Balancer {
             self.counters.table_full += 1;
             return (self.hashed(client), Reason::HashTableFull);
         }
-        let view = self.emptiest(client, None);
+        let among = if among.iter().any(|v| self.member_offset(*v).is_some()) {
+            among
+        } else {
+            &[]
+        };
+        let view = self.emptiest(client, among);
         self.clients.insert(
             client,
             Assignment {
                 view,
                 first_seen: now,
                 last_seen: now,
+                moving: None,
             },
         );
         let load = self.counts.entry(view).or_default();
@@ -223,6 +319,7 @@ impl Balancer {
     /// Frees the slots of clients idle for longer than `forget_after` seconds, and counts
     /// the active clients again.
     pub fn forget_idle(&mut self, now: u64, forget_after: u64) -> usize {
+        self.settle(now);
         let before = self.clients.len();
         let counts = &mut self.counts;
         self.clients.retain(|_, a| {
@@ -238,6 +335,22 @@ impl Balancer {
         n
     }
 
+    /// Moves a known client that is not walking to member `to` (the load optimizer's move);
+    /// false when it is unknown, walking, already there, or `to` is not a member.
+    pub fn move_to(&mut self, client: IpAddr, to: ViewId, now_s: u64) -> bool {
+        let client = canonical_ip(client);
+        self.now_s = self.now_s.max(now_s);
+        let movable = self
+            .clients
+            .get(&client)
+            .is_some_and(|a| a.view != to && a.moving.is_none());
+        if !movable || self.member_offset(to).is_none() {
+            return false;
+        }
+        self.move_client(client, to);
+        true
+    }
+
     fn move_client(&mut self, client: IpAddr, to: ViewId) {
         let Some(&a) = self.clients.get(&client) else {
             return;
@@ -245,6 +358,11 @@ impl Balancer {
         if a.view == to {
             return;
         }
+        // Where the walk starts: the offset served now (a departed view's clients carry it
+        // from `remap`).
+        let walk_from = self
+            .served_offset(&a, self.now_s)
+            .or(a.moving.map(|m| m.from));
         let active = u64::from(self.is_active(&a));
         let from = self.counts.entry(a.view).or_default();
         from.total -= 1;
@@ -252,8 +370,16 @@ impl Balancer {
         let into = self.counts.entry(to).or_default();
         into.total += 1;
         into.active += active;
+        let moving = match (self.moves, walk_from) {
+            (Moves::Smear(_), Some(from)) => Some(Moving {
+                from,
+                since_s: self.now_s,
+            }),
+            _ => None,
+        };
         if let Some(a) = self.clients.get_mut(&client) {
             a.view = to;
+            a.moving = moving;
         }
         self.counters.moved += 1;
     }
@@ -263,6 +389,21 @@ impl Balancer {
     /// are renamed too; call [`Self::set_members`] next.
     pub fn remap(&mut self, map: impl Fn(ViewId) -> Option<ViewId>) {
         let to = |v: ViewId| map(v).unwrap_or(DEPARTED);
+        // A departed view's clients remember the offset they are served, to walk from it.
+        let departing: Vec<(IpAddr, Offset)> = self
+            .clients
+            .iter()
+            .filter(|(_, a)| map(a.view).is_none())
+            .filter_map(|(c, a)| Some((*c, self.served_offset(a, self.now_s)?)))
+            .collect();
+        for (c, from) in departing {
+            if let Some(a) = self.clients.get_mut(&c) {
+                a.moving = Some(Moving {
+                    from,
+                    since_s: self.now_s,
+                });
+            }
+        }
         for a in self.clients.values_mut() {
             a.view = to(a.view);
         }
@@ -307,7 +448,7 @@ impl Balancer {
             .collect();
         orphans.sort_by_key(|c| (self.score(*c, ViewId(u16::MAX)), *c));
         for c in orphans {
-            let to = self.emptiest(c, None);
+            let to = self.emptiest(c, &[]);
             self.move_client(c, to);
         }
         self.counts.retain(|v, _| staying.contains(v));
@@ -397,18 +538,23 @@ impl Balancer {
                 continue;
             }
             let w: Vec<&str> = line.split_whitespace().collect();
-            let parsed = match w.as_slice() {
-                [c, v, f, l] => (|| {
+            let (fields, moving) = match w.as_slice() {
+                [head @ .., m] if w.len() == 5 => (head, parse_moving(m).map(Some)),
+                all => (all, Some(None)),
+            };
+            let parsed = match (fields, moving) {
+                ([c, v, f, l], Some(moving)) => (|| {
                     Some((
                         canonical_ip(c.parse().ok()?),
                         id_of(v)?,
                         f.parse::<u64>().ok()?,
                         l.parse::<u64>().ok()?,
+                        moving,
                     ))
                 })(),
                 _ => None,
             };
-            let Some((client, view, first_seen, last_seen)) = parsed else {
+            let Some((client, view, first_seen, last_seen, moving)) = parsed else {
                 dropped += 1;
                 continue;
             };
@@ -425,6 +571,7 @@ impl Balancer {
                     view,
                     first_seen,
                     last_seen,
+                    moving,
                 },
             );
             let active = self.is_active(&self.clients[&client]);
@@ -438,8 +585,32 @@ impl Balancer {
 
 /// One line of the table, newline included: `ADDRESS VIEW FIRST-SEEN LAST-SEEN`, what
 /// [`Balancer::load_table`] reads.
+/// A walking client's line adds `from=OFFSET-NS@SINCE`.
 pub fn table_line(client: IpAddr, view: &str, a: &Assignment) -> String {
-    format!("{client} {view} {} {}\n", a.first_seen, a.last_seen)
+    match a.moving {
+        Some(m) => format!(
+            "{client} {view} {} {} from={}@{}\n",
+            a.first_seen,
+            a.last_seen,
+            m.from.nanos(),
+            m.since_s
+        ),
+        None => format!("{client} {view} {} {}\n", a.first_seen, a.last_seen),
+    }
+}
+
+/// `FROM-NS@SINCE`, a walk's start as [`table_line`] writes it.
+fn parse_moving(s: &str) -> Option<Moving> {
+    let (from, since) = s.strip_prefix("from=")?.split_once('@')?;
+    Some(Moving {
+        from: Offset::from_nanos(from.parse().ok()?),
+        since_s: since.parse().ok()?,
+    })
+}
+
+/// Seconds on the caller's clock as an instant.
+fn secs(s: u64) -> Time {
+    Time::from_unix_nanos(i64::try_from(s).unwrap_or(i64::MAX / NANOS_PER_SEC) * NANOS_PER_SEC)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::move_smear::Pace;
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 
@@ -9,6 +10,7 @@ fn members(n: u16) -> Vec<Member> {
         .map(|i| Member {
             view: ViewId(i),
             weight: 1,
+            offset: Offset::from_secs(15 * i64::from(i)),
         })
         .collect()
 }
@@ -118,10 +120,12 @@ fn weights_share_clients_in_proportion() {
         Member {
             view: ViewId(0),
             weight: 1,
+            offset: Offset::ZERO,
         },
         Member {
             view: ViewId(1),
             weight: 3,
+            offset: Offset::from_secs(15),
         },
     ];
     let mut b = Balancer::new(&ms, KEY, 1000);
@@ -230,4 +234,91 @@ proptest! {
         let (lo, hi) = spread(&b);
         prop_assert!(hi - lo <= 1, "{lo}..{hi}");
     }
+}
+
+const PACE: Pace = Pace {
+    rate_ppm: 500.0,
+    ramp_s: 0.0,
+};
+
+#[test]
+fn a_smeared_move_walks_from_the_served_offset_and_settles() {
+    let mut b = Balancer::new(&members(4), KEY, 1000);
+    b.set_moves(Moves::Smear(PACE));
+    let (v, _) = b.assign(client(1), 1000);
+    let to = ViewId((v.0 + 1) % 4);
+    assert!(b.move_to(client(1), to, 2000));
+    assert!(
+        !b.move_to(client(1), v, 2001),
+        "a walking client is not moved again"
+    );
+    let (view, walk) = b.served(client(1)).unwrap();
+    let walk = walk.unwrap();
+    assert_eq!(view, to);
+    assert_eq!(walk.from, Offset::from_secs(15 * i64::from(v.0)));
+    assert_eq!(walk.to, Offset::from_secs(15 * i64::from(to.0)));
+    // 15 s (or 45 back) at 500 ppm: 30,000 s (90,000 s).
+    let d = walk.duration_s();
+    assert!(d == 30_000.0 || d == 90_000.0, "{d}");
+    // The table keeps the walk across a restart.
+    let text = b.to_table(name);
+    assert!(text.contains(" from="), "{text}");
+    let mut again = Balancer::new(&members(4), KEY, 1000);
+    again.set_moves(Moves::Smear(PACE));
+    assert_eq!(again.load_table(&text, id), 0);
+    assert_eq!(again.served(client(1)).unwrap().1, Some(walk));
+    assert_eq!(b.settle(2000 + d as u64 - 1), 0);
+    assert_eq!(b.settle(2000 + d as u64 + 1), 1);
+    assert_eq!(b.served(client(1)).unwrap(), (to, None));
+    assert!(!b.to_table(name).contains(" from="));
+}
+
+#[test]
+fn removing_a_view_walks_its_clients_from_where_they_were() {
+    let mut b = Balancer::new(&members(4), KEY, 1000);
+    b.set_moves(Moves::Smear(PACE));
+    for i in 0..40 {
+        b.assign(client(i), 100);
+    }
+    let gone: Vec<IpAddr> = (0..40)
+        .map(client)
+        .filter(|c| b.get(*c).unwrap().view == ViewId(3))
+        .collect();
+    assert!(!gone.is_empty());
+    b.remap(|v| (v.0 < 3).then_some(v));
+    assert_eq!(
+        b.set_members(&members(3), Rebalance::Never),
+        gone.len() as u64
+    );
+    for c in gone {
+        let (view, walk) = b.served(c).unwrap();
+        let walk = walk.expect("walking");
+        assert_eq!(walk.from, Offset::from_secs(45));
+        assert_eq!(walk.to, Offset::from_secs(15 * i64::from(view.0)));
+        assert_eq!(walk.start, secs(100));
+    }
+    // With steps, nobody walks.
+    let mut s = Balancer::new(&members(4), KEY, 1000);
+    for i in 0..40 {
+        s.assign(client(i), 100);
+    }
+    s.remap(|v| (v.0 < 3).then_some(v));
+    s.set_members(&members(3), Rebalance::OnChange);
+    assert!((0..40).all(|i| s.served(client(i)).unwrap().1.is_none()));
+}
+
+#[test]
+fn a_new_client_chooses_among_the_views_it_is_offered() {
+    let mut b = Balancer::new(&members(4), KEY, 1000);
+    for i in 0..20 {
+        let (v, _) = b.assign_among(client(i), 1, &[ViewId(2)]);
+        assert_eq!(v, ViewId(2));
+    }
+    // Of two offered, the emptier; an offer of no member is no constraint.
+    assert_eq!(
+        b.assign_among(client(100), 1, &[ViewId(2), ViewId(3)]).0,
+        ViewId(3)
+    );
+    let (v, _) = b.assign_among(client(101), 1, &[ViewId(9)]);
+    assert_ne!(v, ViewId(2));
 }

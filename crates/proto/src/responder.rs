@@ -331,7 +331,8 @@ pub fn decide(
         Ok(h) => h,
         Err(reason) => return Decision::Ignore(reason),
     };
-    let view = views.select_with(req.local, req.client, assigner);
+    let assigned = views.assigned(req.local, req.client, assigner);
+    let view = assigned.map(|a| a.view);
     if view.is_none() && unmatched == Unmatched::Ignore {
         return Decision::Ignore(DropReason::NoView);
     }
@@ -363,8 +364,12 @@ pub fn decide(
             return Decision::Ignore(DropReason::Unauthenticated);
         }
     }
-    let (header, interleaved, log_as) = answer_header(&request, req, views, state, kind, view);
-    let offset = view.map_or(Offset::ZERO, |id| views.view(id).offset);
+    // A client walking to its view is served the walk's offset at this request's arrival.
+    let offset = assigned.map_or(Offset::ZERO, |a| match a.walk {
+        Some(w) => w.offset_at(req.receive),
+        None => views.view(a.view).offset,
+    });
+    let (header, interleaved, log_as) = answer_header(&request, req, state, kind, view, offset);
     Decision::Respond(Response {
         header: header.encode(),
         len: HEADER_LEN + auth.trailer_len,
@@ -466,15 +471,15 @@ fn satisfies(authenticated: Authenticated, required: AuthRequirement) -> bool {
 fn answer_header(
     request: &Header,
     req: &Request<'_>,
-    views: &ViewTable,
     state: &ServerState,
     kind: ResponseKind,
     view: Option<ViewId>,
+    offset: Offset,
 ) -> (Header, bool, Option<NtpTimestamp>) {
     let kiss = |code: &[u8; 4]| (kod_header(request, state, *code), false, None);
     match (kind, view) {
-        (ResponseKind::Time, Some(id)) => {
-            let mut h = time_header(request, state, views.view(id).offset, req.receive);
+        (ResponseKind::Time, Some(_)) => {
+            let mut h = time_header(request, state, offset, req.receive);
             let (mut interleaved, mut log_as) = (false, None);
             if let Some(log) = req.sent {
                 if let Some(earlier) = interleaved::interleaved_transmit(request, log) {

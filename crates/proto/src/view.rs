@@ -20,6 +20,7 @@ use core::str::FromStr;
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
+use crate::move_smear::{MoveSmear, Moves};
 use crate::time::Offset;
 
 /// Index of a view in its [`ViewTable`].
@@ -85,14 +86,14 @@ pub enum LocalAddr {
 }
 
 /// What a matching rule yields.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Target {
     View(ViewId),
     Spread(Spread),
 }
 
 /// A spread group's members and hash key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Spread {
     members: Vec<(ViewId, u64)>, // (view, hash of its name under the key)
     key: (u64, u64),
@@ -100,7 +101,7 @@ pub struct Spread {
 }
 
 /// A balanced group's settings: how its [`Assigner`] keeps the table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Balanced {
     /// The group's name: the key of its table across reloads and restarts.
     pub name: String,
@@ -110,6 +111,8 @@ pub struct Balanced {
     /// Per member, in member order: its relative share of clients.
     pub weights: Vec<u32>,
     pub rebalance: Rebalance,
+    /// How its clients change view: a step, or a walk (`move = "smear"`).
+    pub moves: Moves,
     /// A client not heard from for this long frees its slot.
     pub forget_after_s: u64,
     /// At most this many clients in the table; past it, new clients are hashed.
@@ -118,20 +121,34 @@ pub struct Balanced {
 
 /// Gives the clients of balanced spread groups their views: `serve` keeps the tables.
 pub trait Assigner {
-    /// The member view of `spread` (which is balanced) that `client` belongs to.
-    fn assign(&self, spread: &Spread, balanced: &Balanced, client: IpAddr) -> ViewId;
+    /// The member view of `spread` (which is balanced) that `client` belongs to, and its
+    /// walk there while it is moving.
+    fn assign(&self, spread: &Spread, balanced: &Balanced, client: IpAddr) -> Assigned;
 }
 
 /// No tables: every group hashes. What a config check or a fuzzer uses.
 pub struct HashOnly;
 
 impl Assigner for HashOnly {
-    fn assign(&self, spread: &Spread, _: &Balanced, client: IpAddr) -> ViewId {
-        spread.pick(client).expect("a spread group has members")
+    fn assign(&self, spread: &Spread, _: &Balanced, client: IpAddr) -> Assigned {
+        Assigned::view(spread.pick(client).expect("a spread group has members"))
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a request goes: a view, and the walk its client is on if it is moving there.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Assigned {
+    pub view: ViewId,
+    pub walk: Option<MoveSmear>,
+}
+
+impl Assigned {
+    pub fn view(view: ViewId) -> Assigned {
+        Assigned { view, walk: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     pub listen: Vec<LocalAddr>,
     pub clients: Vec<Cidr>,
@@ -139,7 +156,7 @@ pub struct Rule {
 }
 
 /// All views and the rules that choose among them: built from the config, then read-only.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ViewTable {
     views: Vec<View>,
     rules: Vec<Rule>,
@@ -395,24 +412,34 @@ impl ViewTable {
             .find(|(_, r)| r.matches(local, client))
     }
 
-    /// The view a request arriving on `local` from `client` belongs to, if any; balanced
-    /// groups ask `assigner`.
+    /// The view a request arriving on `local` from `client` belongs to, if any, and the
+    /// client's walk if it is moving there; balanced groups ask `assigner`.
+    pub fn assigned(
+        &self,
+        local: SocketAddr,
+        client: IpAddr,
+        assigner: &dyn Assigner,
+    ) -> Option<Assigned> {
+        match self.rule_for(local, client) {
+            Some((_, rule)) => match &rule.target {
+                Target::View(id) => Some(Assigned::view(*id)),
+                Target::Spread(s) => match s.balanced() {
+                    Some(b) => Some(assigner.assign(s, b, client)),
+                    None => s.pick(client).map(Assigned::view),
+                },
+            },
+            None => self.default.map(Assigned::view),
+        }
+    }
+
+    /// [`Self::assigned`]'s view.
     pub fn select_with(
         &self,
         local: SocketAddr,
         client: IpAddr,
         assigner: &dyn Assigner,
     ) -> Option<ViewId> {
-        match self.rule_for(local, client) {
-            Some((_, rule)) => match &rule.target {
-                Target::View(id) => Some(*id),
-                Target::Spread(s) => match s.balanced() {
-                    Some(b) => Some(assigner.assign(s, b, client)),
-                    None => s.pick(client),
-                },
-            },
-            None => self.default,
-        }
+        self.assigned(local, client, assigner).map(|a| a.view)
     }
 
     /// [`Self::select_with`], every group hashing ([`HashOnly`]).

@@ -78,6 +78,10 @@ pub(super) struct RawSpread {
     pub key: Option<Spanned<String>>,
     pub assign: Option<Spanned<String>>,
     pub rebalance: Option<Spanned<String>>,
+    #[serde(rename = "move")]
+    pub moves: Option<Spanned<String>>,
+    pub move_rate: Option<Spanned<f64>>,
+    pub move_ramp: Option<Spanned<String>>,
     pub forget_after: Option<Spanned<String>>,
     pub max_clients: Option<Spanned<i64>>,
     #[serde(default)]
@@ -98,6 +102,7 @@ const DURATION_KEYS: &[&str] = &[
     "interval",
     "leap_smear_window",
     "forget_after",
+    "move_ramp",
     "key_rotation",
     "timeout",
     "delay",

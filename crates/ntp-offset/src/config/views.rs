@@ -6,6 +6,7 @@ use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use ntp_offset_proto::move_smear::{Moves, Pace};
 use ntp_offset_proto::time::{Offset, MAX_OFFSET};
 use ntp_offset_proto::view::{
     AuthRequirement, Balanced, Cidr, LocalAddr, Rebalance, Rule, Spread, Target, View, ViewId,
@@ -23,6 +24,14 @@ use crate::text::join_addrs;
 pub const DEFAULT_FORGET_AFTER_S: u64 = 7 * 86_400;
 /// How many clients a balanced group's table holds at most.
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
+/// A walking client's cruising rate and ramp (`move_rate`, `move_ramp`): see
+/// docs/configuration.md for why.
+pub const DEFAULT_MOVE_PACE: Pace = Pace {
+    rate_ppm: 200.0,
+    ramp_s: 3600.0,
+};
+/// ntpd follows a clock at most 500 ppm off; a VM's own drift takes part of that.
+const MAX_MOVE_RATE_PPM: f64 = 400.0;
 
 /// View names and their ids, for looking up references to views.
 type ViewNames = Vec<(String, ViewId)>;
@@ -179,6 +188,7 @@ impl Context<'_> {
                 index: group.index,
                 weights,
                 rebalance: self.rebalance(s, &field)?,
+                moves: self.moves(s, &field)?,
                 forget_after_s: self.forget_after(s, &field)?,
                 max_clients: self.max_clients(s, &field)?,
             });
@@ -211,6 +221,9 @@ impl Context<'_> {
     ) {
         for (what, set) in [
             ("rebalance", s.rebalance.as_ref().map(Spanned::span)),
+            ("move", s.moves.as_ref().map(Spanned::span)),
+            ("move_rate", s.move_rate.as_ref().map(Spanned::span)),
+            ("move_ramp", s.move_ramp.as_ref().map(Spanned::span)),
             ("forget_after", s.forget_after.as_ref().map(Spanned::span)),
             ("max_clients", s.max_clients.as_ref().map(Spanned::span)),
         ] {
@@ -349,8 +362,54 @@ impl Context<'_> {
         match s.rebalance.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
             None | Some(("never", _)) => Ok(Rebalance::Never),
             Some(("on_change", _)) => Ok(Rebalance::OnChange),
-            Some((other, span)) => self.err(span, format!("{field}.rebalance"), format!("`{other}`: use \"never\" (a new member fills with new clients; nobody's clock moves) or \"on_change\" (the fewest clients needed move to it at once; their clocks jump)")),
+            Some((other, span)) => self.err(span, format!("{field}.rebalance"), format!("`{other}`: use \"never\" (a new member fills with new clients; nobody's clock moves) or \"on_change\" (the fewest clients needed move to it at once, as `move` says)")),
         }
+    }
+
+    fn moves(&self, s: &RawSpread, field: &str) -> Result<Moves, ConfigError> {
+        let smear = match s.moves.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+            None | Some(("smear", _)) => true,
+            Some(("step", _)) => false,
+            Some((other, span)) => return self.err(span, format!("{field}.move"), format!("`{other}`: use \"smear\" (a moving client's time walks to its new view at move_rate; its clock never steps) or \"step\" (it is served the new view's time at once; its clock steps or slews)")),
+        };
+        let mut pace = DEFAULT_MOVE_PACE;
+        if let Some(r) = &s.move_rate {
+            match *r.get_ref() {
+                x if (1.0..=MAX_MOVE_RATE_PPM).contains(&x) => pace.rate_ppm = x,
+                x => return self.err(r.span(), format!("{field}.move_rate"), format!("{x}: must be 1-{MAX_MOVE_RATE_PPM} (ppm; ntpd follows at most 500 ppm, a VM's own drift included)")),
+            }
+        }
+        if let Some(r) = &s.move_ramp {
+            match duration::parse(r.get_ref()) {
+                Ok(o) if o >= Offset::ZERO && o <= Offset::from_secs(86_400) => {
+                    pace.ramp_s = o.as_secs_f64();
+                }
+                Ok(_) => {
+                    return self.err(
+                        r.span(),
+                        format!("{field}.move_ramp"),
+                        "must be between 0s and 24h",
+                    )
+                }
+                Err(e) => return self.err(r.span(), format!("{field}.move_ramp"), e.to_string()),
+            }
+        }
+        if !smear && (s.move_rate.is_some() || s.move_ramp.is_some()) {
+            let span = s.move_rate.as_ref().map_or_else(
+                || s.move_ramp.as_ref().expect("one is set").span(),
+                Spanned::span,
+            );
+            return self.err(
+                span,
+                format!("{field}.move"),
+                "move_rate and move_ramp are for move = \"smear\"",
+            );
+        }
+        Ok(if smear {
+            Moves::Smear(pace)
+        } else {
+            Moves::Step
+        })
     }
 
     fn forget_after(&self, s: &RawSpread, field: &str) -> Result<u64, ConfigError> {

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use ntp_offset_proto::balancer::{Balancer, Member, Reason};
-use ntp_offset_proto::view::{Assigner, Balanced, Spread, Target, ViewId, ViewTable};
+use ntp_offset_proto::move_smear::Moves;
+use ntp_offset_proto::view::{Assigned, Assigner, Balanced, Spread, Target, ViewId, ViewTable};
 use tracing::{debug, info, warn};
 
 /// A client's last-seen time is refreshed (under the write lock) when it is this stale:
@@ -53,31 +54,44 @@ impl Group {
 
     /// A retired group's answer: the successor's assignment in this group's ids, else the
     /// hash (a new client during a reload; its next request is assigned for good).
-    fn retired(&self, spread: &Spread, client: IpAddr) -> Option<ViewId> {
+    fn retired(&self, spread: &Spread, client: IpAddr) -> Option<Assigned> {
         let (next, back) = self.successor.get()?;
-        let view = next
+        let served = next
             .balancer
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(client)
-            .and_then(|a| back.get(&a.view).copied());
-        Some(view.unwrap_or_else(|| spread.pick(client).expect("a spread group has members")))
+            .served(client)
+            .and_then(|(view, walk)| {
+                Some(Assigned {
+                    view: *back.get(&view)?,
+                    walk,
+                })
+            });
+        Some(served.unwrap_or_else(|| {
+            Assigned::view(spread.pick(client).expect("a spread group has members"))
+        }))
     }
 
-    /// The view of `client` at `now_s` (Unix seconds).
-    pub fn assign(&self, spread: &Spread, client: IpAddr, now_s: u64) -> ViewId {
+    /// The view of `client` at `now_s` (Unix seconds), and its walk there if it is moving.
+    pub fn assign(&self, spread: &Spread, client: IpAddr, now_s: u64) -> Assigned {
         if let Some(v) = self.retired(spread, client) {
             return v;
         }
+        let hashed = || Assigned::view(spread.pick(client).expect("a spread group has members"));
         {
             let b = self.balancer.read().unwrap_or_else(|p| p.into_inner());
             match b.get(client) {
-                Some(a) if now_s < a.last_seen.saturating_add(TOUCH_AFTER_S) => return a.view,
+                Some(a) if now_s < a.last_seen.saturating_add(TOUCH_AFTER_S) => {
+                    return Assigned {
+                        view: a.view,
+                        walk: b.walk(a),
+                    };
+                }
                 Some(_) => {}
                 None if b.is_full() => {
                     drop(b);
                     self.full(spread);
-                    return spread.pick(client).expect("a spread group has members");
+                    return hashed();
                 }
                 None => {}
             }
@@ -88,6 +102,7 @@ impl Group {
             return v;
         }
         let (view, reason) = b.assign(client, now_s);
+        let walk = b.get(client).and_then(|a| b.walk(a));
         match reason {
             Reason::Kept => self.touched.store(true, Ordering::Relaxed),
             Reason::Balanced => {
@@ -97,10 +112,10 @@ impl Group {
             Reason::HashTableFull => {
                 drop(b);
                 self.full(spread);
-                return spread.pick(client).expect("a spread group has members");
+                return hashed();
             }
         }
-        view
+        Assigned { view, walk }
     }
 
     fn full(&self, spread: &Spread) {
@@ -123,12 +138,16 @@ impl Group {
     }
 }
 
-/// A balanced group's members with their weights, as its balancer takes them.
-pub fn members_of(spread: &Spread, b: &Balanced) -> Vec<Member> {
+/// A balanced group's members with their weights and offsets, as its balancer takes them.
+pub fn members_of(views: &ViewTable, spread: &Spread, b: &Balanced) -> Vec<Member> {
     spread
         .members()
         .zip(&b.weights)
-        .map(|(view, &weight)| Member { view, weight })
+        .map(|(view, &weight)| Member {
+            view,
+            weight,
+            offset: views.view(view).offset,
+        })
         .collect()
 }
 
@@ -150,15 +169,19 @@ impl Groups {
     /// The groups of a new configuration. A group of the same name as before keeps its table:
     /// views are matched by name (a reload may reorder them), clients of removed members
     /// move, and `rebalance` decides about added ones. New groups start empty (`load` fills
-    /// them from their files).
-    pub fn for_config(views: &ViewTable, before: Option<(&Groups, &ViewTable)>) -> Groups {
+    /// them from their files). Moves made now start walking at `now_s` (Unix seconds).
+    pub fn for_config(
+        views: &ViewTable,
+        before: Option<(&Groups, &ViewTable)>,
+        now_s: u64,
+    ) -> Groups {
         let mut by_index = Vec::new();
         for (spread, b) in balanced_groups(views) {
             let index = b.index as usize;
             if by_index.len() <= index {
                 by_index.resize(index + 1, None);
             }
-            let members = members_of(spread, b);
+            let members = members_of(views, spread, b);
             let old = before.and_then(|(groups, old_views)| {
                 groups
                     .iter()
@@ -183,8 +206,10 @@ impl Groups {
                     // Renumbered views: requests in flight still hold the old table, so the
                     // old group stays as it is for them and a new one takes over.
                     let mut next = bal.clone();
+                    next.settle(now_s);
                     next.remap(new_id);
                     next.set_capacity(b.max_clients);
+                    next.set_moves(b.moves);
                     let moved = next.set_members(&members, b.rebalance);
                     let group = if renumbered {
                         let back = bal
@@ -205,15 +230,20 @@ impl Groups {
                     drop(bal);
                     if moved > 0 {
                         group.changed.store(true, Ordering::Relaxed);
-                        info!(group = %b.name, moved, "reload: clients moved to other views of the group (their clocks jump by the difference)");
+                        let how = match b.moves {
+                            Moves::Step => "their clocks jump by the difference",
+                            Moves::Smear(_) => "their time walks there at the group's move_rate",
+                        };
+                        info!(group = %b.name, moved, "reload: clients moved to other views of the group ({how})");
                     }
                     group
                 }
-                None => Arc::new(Group::new(
-                    &b.name,
+                None => {
                     // The group's hash key breaks ties: hosts with the same config break them alike.
-                    Balancer::new(&members, spread.key(), b.max_clients),
-                )),
+                    let mut bal = Balancer::new(&members, spread.key(), b.max_clients);
+                    bal.set_moves(b.moves);
+                    Arc::new(Group::new(&b.name, bal))
+                }
             };
             by_index[index] = Some(group);
         }
@@ -266,11 +296,11 @@ pub struct BatchAssigner<'a> {
 }
 
 impl Assigner for BatchAssigner<'_> {
-    fn assign(&self, spread: &Spread, b: &Balanced, client: IpAddr) -> ViewId {
+    fn assign(&self, spread: &Spread, b: &Balanced, client: IpAddr) -> Assigned {
         match self.groups.by_index.get(b.index as usize) {
             Some(Some(g)) => g.assign(spread, client, self.now_s),
             // Not reachable: the groups are built from the same table.
-            _ => spread.pick(client).expect("a spread group has members"),
+            _ => Assigned::view(spread.pick(client).expect("a spread group has members")),
         }
     }
 }

@@ -27,7 +27,7 @@ fn balanced(
     now_s: u64,
 ) -> (ViewId, String) {
     let views = &cfg.views;
-    let members = assignments::members_of(spread, b);
+    let members = assignments::members_of(views, spread, b);
     let mut bal = Balancer::new(&members, spread.key(), b.max_clients);
     let file = tables::path(&cfg.state_dir, &b.name);
     let table = match tables::read(&cfg.state_dir, &b.name, b.max_clients) {

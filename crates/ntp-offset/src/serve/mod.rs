@@ -169,7 +169,11 @@ pub struct Server {
 
 /// What the workers use of `cfg`; balanced groups keep their tables from `before`.
 fn runtime_of(cfg: &ServeConfig, before: Option<&Runtime>) -> Runtime {
-    let groups = Groups::for_config(&cfg.views, before.map(|r| (&r.groups, &r.views)));
+    let groups = Groups::for_config(
+        &cfg.views,
+        before.map(|r| (&r.groups, &r.views)),
+        unix_seconds(),
+    );
     tables::load(&groups, &cfg.views, &cfg.state_dir);
     Runtime {
         views: cfg.views.clone(),

@@ -179,11 +179,14 @@ fn kill_9_at_any_moment_leaves_a_whole_table() {
 
 #[test]
 fn a_reload_that_removes_a_view_moves_only_its_clients() {
-    let (dir, port, cfg) = setup("spread-remove", &["s00", "s15", "s30", "s45"]);
+    let dir = tempdir("spread-remove");
+    let port = common::free_ports(1)[0];
+    let step = "move = \"step\"\n";
+    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], step);
     let mut server = start(&cfg);
     let before = views_of(port, 1..=40);
     let mark = server.mark();
-    config(&dir, port, &["s00", "s30", "s45"], "");
+    config(&dir, port, &["s00", "s30", "s45"], step);
     server.signal("HUP");
     let moved = server.log_since(mark, "clients moved", Duration::from_secs(5));
     assert!(moved.contains("moved=10"), "{moved}");
@@ -201,6 +204,66 @@ fn a_reload_that_removes_a_view_moves_only_its_clients() {
         [13, 13, 14],
         "the removed view's 10 clients, spread evenly"
     );
+}
+
+/// With `move = "smear"` (the default) a removed view's clients are served the time they had,
+/// walking to their new views at `move_rate`: two answers seconds apart differ by the walk's
+/// rate, within what their round trips allow. Everybody else keeps their view.
+#[test]
+fn a_removed_views_clients_walk_to_their_new_views() {
+    let dir = tempdir("spread-walk");
+    let port = common::free_ports(1)[0];
+    let pace = "move_rate = 400\nmove_ramp = \"0s\"\n";
+    let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], pace);
+    let mut server = start(&cfg);
+    let before = views_of(port, 1..=40);
+    let mark = server.mark();
+    config(&dir, port, &["s00", "s30", "s45"], pace);
+    server.signal("HUP");
+    let moved = server.log_since(mark, "clients moved", Duration::from_secs(5));
+    assert!(
+        moved.contains("moved=10") && moved.contains("walks"),
+        "{moved}"
+    );
+    server.log_since(mark, "reloaded", Duration::from_secs(5));
+    let walkers: Vec<u32> = before
+        .iter()
+        .filter(|(_, v)| **v == 15)
+        .map(|(i, _)| *i)
+        .collect();
+    let srv = SocketAddr::from(([127, 0, 0, 1], port));
+    let ask = |i: u32| {
+        (0..3)
+            .find_map(|_| ntp_exchange_from(client(i), srv, Duration::from_secs(1)))
+            .unwrap_or_else(|| panic!("no answer for client {i}"))
+    };
+    let first: Vec<_> = walkers
+        .iter()
+        .map(|&i| (ask(i), std::time::Instant::now()))
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for (&i, (a, t0)) in walkers.iter().zip(&first) {
+        let b = ask(i);
+        let elapsed = t0.elapsed().as_secs_f64();
+        let walked = (b.offset.as_secs_f64() - a.offset.as_secs_f64()).abs();
+        // Each measured offset is within half its round trip of the served one.
+        let slack = (a.delay.as_secs_f64() + b.delay.as_secs_f64()) / 2.0 + 1e-4;
+        assert!(
+            (a.offset.as_secs_f64() - 15.0).abs() < 0.05,
+            "client {i} still near its old view's 15 s: {:?}",
+            a.offset
+        );
+        assert!(
+            (walked - 400e-6 * elapsed).abs() <= slack + 400e-6 * 0.05,
+            "client {i} walked {walked} s in {elapsed} s (rate 400 ppm, slack {slack})"
+        );
+    }
+    let after = views_of(port, 1..=40);
+    for (i, v) in &before {
+        if *v != 15 {
+            assert_eq!(after[i], *v, "client {i} moved needlessly");
+        }
+    }
 }
 
 #[test]
@@ -364,6 +427,13 @@ fn config_errors_for_spread_settings_name_the_line() {
         ("rebalance = \"sometimes\"\n", "use \"never\""),
         ("forget_after = \"5m\"\n", "between 1h and 3650d"),
         ("max_clients = 0\n", "must be 1-10000000"),
+        ("move = \"teleport\"\n", "use \"smear\""),
+        ("move_rate = 900\n", "must be 1-400"),
+        ("move_ramp = \"2d\"\n", "between 0s and 24h"),
+        (
+            "move = \"step\"\nmove_rate = 100\n",
+            "are for move = \"smear\"",
+        ),
     ] {
         let cfg = config(&dir, 123, &["s00", "s15"], extra);
         let (ok, out) = common::run_cli(&["serve", "--check", "--config", cfg.to_str().unwrap()]);
