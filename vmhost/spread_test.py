@@ -55,7 +55,12 @@ def write_config(path, state_dir, members):
     for name in members:
         text += f'[[view]]\nname = "{name}"\noffset = "{VIEWS[name]}s"\n'
     views = ", ".join(f'"{m}"' for m in members)
-    text += f'[[spread]]\nname = "vms"\nviews = [{views}]\nclients = ["198.18.0.0/15"]\n'
+    # Phase 2 measures a reassignment in minutes: its guests step to their new views (the
+    # default, move = "smear", would walk them there over a day).
+    text += (
+        f'[[spread]]\nname = "vms"\nviews = [{views}]\nclients = ["198.18.0.0/15"]\n'
+        'move = "step"\n'
+    )
     Path(path).write_text(text)
 
 

@@ -14,6 +14,12 @@
 //!   (ahead of true time) fires at true second (60 - o) mod 60 of each minute.
 //! - Every minute the simulation counts the job starts in each true second: the peak second
 //!   and the total. Policies run on the same trace (the random draws do not depend on them).
+//! - A mixed fleet ([`Model::mix`]) gives each VM a minute profile of host CPU instead: a
+//!   fraction are spiky (a job at :00 of heavy-tailed weight, Pareto alpha 1.5, lasting 1-8 s),
+//!   the rest flat or already spread (a small job at a random second). Each minute then sums the
+//!   running VMs' profiles by true second, at their clocks' offsets, and compares the busiest
+//!   second with the lower bound no placement beats. The server learns a VM's profile after it
+//!   has run for [`PROFILED_AFTER_S`].
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,7 +28,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::policy::Policy;
+use ntp_offset_proto::load::placement::{self, Slot};
+use ntp_offset_proto::load::profile::{Profile, SECONDS};
+
+use crate::policy::{self, Policy};
+
+/// How long a VM runs before the server knows its profile (a few whole minutes averaged).
+pub const PROFILED_AFTER_S: f64 = 300.0;
 
 /// chrony's maximum slew rate (maxslewrate 83333.333 ppm).
 const SLEW_RATE: f64 = 0.083_333;
@@ -36,6 +48,8 @@ pub struct Model {
     /// Mean VM lifetime, seconds.
     pub mean_life: f64,
     pub seed: u64,
+    /// A mixed fleet: the fraction of spiky VMs (None: every VM one job start at :00).
+    pub mix: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +65,9 @@ struct Vm {
     boot: u32,
     addr: u32,
     alive: bool,
+    /// When it booted, and its load by second of its own minute (mixed fleets).
+    born: f64,
+    profile: Profile,
     /// The clock's offset from true time, seconds, and where a slew takes it.
     offset: f64,
     target: f64,
@@ -61,12 +78,14 @@ struct Vm {
 }
 
 impl Vm {
-    /// A VM just booted with address `addr` of the pool: not yet synchronized.
-    fn booted(boot: u32, addr: u32) -> Vm {
+    /// A VM just booted at `born` with address `addr` of the pool: not yet synchronized.
+    fn booted(boot: u32, addr: u32, born: f64, profile: Profile) -> Vm {
         Vm {
             boot,
             addr,
             alive: true,
+            born,
+            profile,
             offset: 0.0,
             target: 0.0,
             slew_from: None,
@@ -123,6 +142,15 @@ impl Peaks {
         self.ratios.iter().copied().fold(0.0, f64::max)
     }
 
+    /// The `q` quantile of the minutes' ratios (0.95: 95 % of minutes were at most this).
+    pub fn quantile(&self, q: f64) -> f64 {
+        let mut r = self.ratios.clone();
+        r.sort_by(f64::total_cmp);
+        r.get(((r.len() as f64 * q) as usize).min(r.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
     pub fn mean(&self) -> f64 {
         self.ratios.iter().sum::<f64>() / self.ratios.len().max(1) as f64
     }
@@ -141,6 +169,37 @@ fn peak_share(vms: &[Vm], live: &[usize], at: f64, bins: &mut [usize; 60]) -> Op
     (total > 0).then(|| *bins.iter().max().expect("60 bins") as f64 / total as f64)
 }
 
+/// Mixed fleets: the busiest second of the running VMs' summed profiles (each at its clock's
+/// offset at `at`) over the lower bound for placing them in `slots` (None with no load).
+fn peak_over_bound(vms: &[Vm], live: &[usize], at: f64, slots: &[Slot]) -> Option<f64> {
+    let mut curve = [0.0; SECONDS];
+    for &i in live {
+        let shift = vms[i].offset_at(at).round().rem_euclid(60.0) as usize % SECONDS;
+        placement::add(&mut curve, &vms[i].profile, shift, 1.0);
+    }
+    let bound = placement::lower_bound(live.iter().map(|&i| &vms[i].profile), slots);
+    (bound > 0.0).then(|| placement::peak(&curve) / bound)
+}
+
+/// A mixed fleet's VM: spiky with probability `spiky` (a job at :00, weight Pareto-distributed
+/// from 0.2 cores with alpha 1.5 and capped at 8, 1-8 s long), else flat (up to 0.05 cores) or
+/// already spread (a job of up to 0.2 cores, 1-3 s, at a random second), half and half.
+fn draw_profile(rng: &mut StdRng, spiky: f64) -> Profile {
+    if rng.random_bool(spiky) {
+        let u: f64 = rng.random_range(0.0..1.0);
+        let weight = (0.2 * (1.0 - u).powf(-1.0 / 1.5)).min(8.0);
+        Profile::spike(0, rng.random_range(1..=8), weight as f32)
+    } else if rng.random_bool(0.5) {
+        Profile::flat(rng.random_range(0.0..0.05))
+    } else {
+        Profile::spike(
+            rng.random_range(0..SECONDS),
+            rng.random_range(1..=3),
+            rng.random_range(0.0..0.2),
+        )
+    }
+}
+
 /// The minutes counted so far: their peaks and how many VMs ran in each.
 struct Tally {
     peaks: Peaks,
@@ -149,14 +208,31 @@ struct Tally {
     /// Minutes before this are not counted (the fleet is booting).
     skip_s: f64,
     bins: [usize; 60],
+    /// Mixed fleets: the views, to measure peaks against the lower bound.
+    slots: Option<Vec<Slot>>,
 }
 
 impl Tally {
+    fn new(skip_s: f64, slots: Option<Vec<Slot>>) -> Tally {
+        Tally {
+            peaks: Peaks::default(),
+            live_counts: Vec::new(),
+            next_minute: 60.0,
+            skip_s,
+            bins: [0; 60],
+            slots,
+        }
+    }
+
     /// Counts every minute that starts before `t`.
     fn minutes_until(&mut self, t: f64, vms: &[Vm], live: &[usize]) {
         while self.next_minute <= t {
             if self.next_minute >= self.skip_s {
-                if let Some(ratio) = peak_share(vms, live, self.next_minute, &mut self.bins) {
+                let ratio = match &self.slots {
+                    Some(slots) => peak_over_bound(vms, live, self.next_minute, slots),
+                    None => peak_share(vms, live, self.next_minute, &mut self.bins),
+                };
+                if let Some(ratio) = ratio {
                     self.peaks.ratios.push(ratio);
                     self.live_counts.push(live.len());
                 }
@@ -198,24 +274,15 @@ pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
         seq += 1;
         q.push(Reverse(((t * 1000.0) as u64, seq, e)));
     };
-    let offsets: Vec<f64> = (0..m.views)
-        .map(|i| 60.0 * f64::from(i) / f64::from(m.views))
-        .collect();
     let end = (m.days * 86_400) as f64;
     for i in 0..m.vms {
         vms.push(Vm {
             alive: false,
-            ..Vm::booted(0, 0)
+            ..Vm::booted(0, 0, 0.0, Profile::FLAT_ZERO)
         });
         push(&mut queue, rng.random_range(0.0..3600.0), Event::Boot(i));
     }
-    let mut tally = Tally {
-        peaks: Peaks::default(),
-        live_counts: Vec::new(),
-        next_minute: 60.0,
-        skip_s,
-        bins: [0; 60],
-    };
+    let mut tally = Tally::new(skip_s, m.mix.map(|_| policy::slots(m.views)));
     let mut next_housekeeping = 600.0;
     while let Some(Reverse((t_ms, _, event))) = queue.pop() {
         let t = t_ms as f64 / 1000.0;
@@ -231,7 +298,10 @@ pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
             Event::Boot(i) => {
                 let addr = free_address(&mut rng, &mut used);
                 let boot = vms[i].boot + 1;
-                vms[i] = Vm::booted(boot, addr);
+                let profile = m
+                    .mix
+                    .map_or(Profile::FLAT_ZERO, |x| draw_profile(&mut rng, x));
+                vms[i] = Vm::booted(boot, addr, t, profile);
                 live.push(i);
                 push(
                     &mut queue,
@@ -246,8 +316,10 @@ pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
                     continue;
                 }
                 let ip = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + vm.addr));
-                let view = policy.ask(ip, t as u64);
-                vm.answered(t, offsets[view.0 as usize]);
+                let known =
+                    (m.mix.is_some() && t - vm.born >= PROFILED_AFTER_S).then_some(vm.profile);
+                let want = policy.ask(ip, t, known.as_ref());
+                vm.answered(t, want);
                 let next = vm.poll;
                 vm.poll = (vm.poll * 2.0).min(MAX_POLL_S);
                 push(&mut queue, t + next, Event::Poll(i, boot));
@@ -256,6 +328,7 @@ pub fn run(m: &Model, policy: &mut Policy, skip_s: f64) -> (Peaks, Vec<usize>) {
                 let vm = &mut vms[i];
                 vm.alive = false;
                 used[vm.addr as usize] = false;
+                policy.halted(IpAddr::V4(Ipv4Addr::from(0xc612_0000 + vm.addr)));
                 live.retain(|&j| j != i);
                 // A replacement boots after a while, in the same slot.
                 push(&mut queue, t + exp(&mut rng, 600.0), Event::Boot(i));

@@ -30,8 +30,11 @@ pub const DEFAULT_MOVE_PACE: Pace = Pace {
     rate_ppm: 200.0,
     ramp_s: 3600.0,
 };
-/// ntpd follows a clock at most 500 ppm off; a VM's own drift takes part of that.
-const MAX_MOVE_RATE_PPM: f64 = 400.0;
+/// Beyond this a walk is too fast for ntpd, systemd-timesyncd and the kernel's PLL (500 ppm
+/// at most, a VM's own drift included): a warning. chronyd follows up to its maxslewrate.
+const PLL_MOVE_RATE_PPM: f64 = 400.0;
+/// chronyd's maxslewrate is 83,333 ppm; a walk keeps well inside it.
+const MAX_MOVE_RATE_PPM: f64 = 50_000.0;
 
 /// View names and their ids, for looking up references to views.
 type ViewNames = Vec<(String, ViewId)>;
@@ -188,7 +191,7 @@ impl Context<'_> {
                 index: group.index,
                 weights,
                 rebalance: self.rebalance(s, &field)?,
-                moves: self.moves(s, &field)?,
+                moves: self.moves(s, &field, warnings)?,
                 forget_after_s: self.forget_after(s, &field)?,
                 max_clients: self.max_clients(s, &field)?,
             });
@@ -366,7 +369,12 @@ impl Context<'_> {
         }
     }
 
-    fn moves(&self, s: &RawSpread, field: &str) -> Result<Moves, ConfigError> {
+    fn moves(
+        &self,
+        s: &RawSpread,
+        field: &str,
+        warnings: &mut Vec<ConfigError>,
+    ) -> Result<Moves, ConfigError> {
         let smear = match s.moves.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
             None | Some(("smear", _)) => true,
             Some(("step", _)) => false,
@@ -376,7 +384,10 @@ impl Context<'_> {
         if let Some(r) = &s.move_rate {
             match *r.get_ref() {
                 x if (1.0..=MAX_MOVE_RATE_PPM).contains(&x) => pace.rate_ppm = x,
-                x => return self.err(r.span(), format!("{field}.move_rate"), format!("{x}: must be 1-{MAX_MOVE_RATE_PPM} (ppm; ntpd follows at most 500 ppm, a VM's own drift included)")),
+                x => return self.err(r.span(), format!("{field}.move_rate"), format!("{x}: must be 1-{MAX_MOVE_RATE_PPM} (ppm; chronyd follows up to its maxslewrate, 83333)")),
+            }
+            if pace.rate_ppm > PLL_MOVE_RATE_PPM {
+                warnings.push(self.error_at(r.span(), format!("{field}.move_rate"), format!("above {PLL_MOVE_RATE_PPM} ppm only chronyd follows a walk without stepping: ntpd, systemd-timesyncd and Windows follow at most 500 ppm, their VM's own drift included")));
             }
         }
         if let Some(r) = &s.move_ramp {

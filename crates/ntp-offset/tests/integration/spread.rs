@@ -428,7 +428,7 @@ fn config_errors_for_spread_settings_name_the_line() {
         ("forget_after = \"5m\"\n", "between 1h and 3650d"),
         ("max_clients = 0\n", "must be 1-10000000"),
         ("move = \"teleport\"\n", "use \"smear\""),
-        ("move_rate = 900\n", "must be 1-400"),
+        ("move_rate = 90000\n", "must be 1-50000"),
         ("move_ramp = \"2d\"\n", "between 0s and 24h"),
         (
             "move = \"step\"\nmove_rate = 100\n",
@@ -442,6 +442,9 @@ fn config_errors_for_spread_settings_name_the_line() {
             "{extra}: {out}"
         );
     }
+    let cfg = config(&dir, 123, &["s00", "s15"], "move_rate = 5000\n");
+    let (ok, out) = common::run_cli(&["serve", "--check", "--config", cfg.to_str().unwrap()]);
+    assert!(ok && out.contains("only chronyd follows"), "{out}");
     let cfg = config(
         &dir,
         123,

@@ -14,6 +14,8 @@
 //! [`optimize`] to within [`BOUND_FACTOR`] of it.
 
 use crate::load::profile::{Profile, SECONDS};
+use crate::move_smear::{MoveSmear, Pace};
+use crate::time::{Offset, Time};
 use crate::view::ViewId;
 
 /// The host's load by second of its minute, in cores.
@@ -32,6 +34,9 @@ pub const BOUND_FACTOR: f64 = 2.0;
 pub struct Slot {
     pub view: ViewId,
     pub shift: usize,
+    /// The view's offset in whole seconds: a walk between two views passes every second
+    /// between their offsets.
+    pub offset_s: i64,
 }
 
 impl Slot {
@@ -42,6 +47,7 @@ impl Slot {
         Slot {
             view,
             shift: secs.rem_euclid(SECONDS as i64) as usize,
+            offset_s: secs,
         }
     }
 }
@@ -144,6 +150,15 @@ pub struct Params {
     /// A profile whose busiest second is within this many cores of its mean (or 10 % of its
     /// mean) is flat: moving it cannot help, so it stays.
     pub flat_tolerance: f32,
+    /// How moved clients walk (`move = "smear"`); None: they step, and pass no second between.
+    pub pace: Option<Pace>,
+}
+
+/// A client already walking to its view: its load passes the seconds between as it goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Walker {
+    pub profile: Profile,
+    pub walk: MoveSmear,
 }
 
 impl Default for Params {
@@ -152,6 +167,7 @@ impl Default for Params {
             max_moves: 10,
             min_gain: 0.05,
             flat_tolerance: 0.02,
+            pace: None,
         }
     }
 }
@@ -173,24 +189,37 @@ pub struct Plan<K> {
 
 /// The fewest moves (at most `params.max_moves`) that lower the host's predicted peak by at
 /// least `params.min_gain` of it, given `base` (the curve of the host's other VMs, which do
-/// not move) and `clients` (this group's). Greedy: each step moves the one client, from among
-/// those loading a busiest second, whose move to another member lowers (peak, sum of squares)
-/// most; the run stops when no move helps or the budget is spent; the shortest prefix of the
-/// steps that reaches the lowest peak is proposed. Deterministic for the same input order.
+/// not move), `clients` (this group's, in their views) and `walkers` (the host's clients
+/// walking to their views). Greedy: each step moves the one client, from among those loading
+/// a busiest second, whose move to another member lowers (peak, sum of squares) most; the run
+/// stops when no move helps or the budget is spent; the shortest prefix of the steps that
+/// reaches the lowest peak is proposed. Deterministic for the same input order.
+///
+/// Walkers count at their destination. With `params.pace`, moved clients walk too, from `now`,
+/// passing every second between their views' offsets: a step is taken only if the host's peak
+/// stays at most where it is now all the way, every walk under way included
+/// ([`transit_peak`]; or at most where the walks under way take it), so a walk never carries a
+/// heavy VM across a busy view's second.
 pub fn optimize<K: Clone>(
     base: &Curve,
     clients: &[Client<K>],
+    walkers: &[Walker],
     slots: &[Slot],
     params: &Params,
+    now: Time,
 ) -> Plan<K> {
-    let shift_of = |v: ViewId| slots.iter().find(|s| s.view == v).map(|s| s.shift);
+    let slot_of = |v: ViewId| slots.iter().find(|s| s.view == v).copied();
     let mut curve = *base;
-    let mut at: Vec<Option<usize>> = clients.iter().map(|c| shift_of(c.view)).collect();
-    for (c, s) in clients.iter().zip(&at) {
+    for w in walkers {
+        add(&mut curve, &w.profile, shift_of(w.walk.to), 1.0);
+    }
+    let start: Vec<Option<Slot>> = clients.iter().map(|c| slot_of(c.view)).collect();
+    for (c, s) in clients.iter().zip(&start) {
         if let Some(s) = s {
-            add(&mut curve, &c.profile, *s, 1.0);
+            add(&mut curve, &c.profile, s.shift, 1.0);
         }
     }
+    let mut at = start.clone();
     let movable: Vec<usize> = (0..clients.len())
         .filter(|&i| {
             let c = &clients[i];
@@ -198,17 +227,49 @@ pub fn optimize<K: Clone>(
         })
         .collect();
     let peak_before = peak(&curve);
+    // The walks under way may pass busier seconds than the peak: new walks may not add to that.
+    let ceiling = match params.pace {
+        Some(pace) => {
+            let (fixed, _) = in_transit(base, clients, &start, &start, pace, now);
+            transit_peak(&fixed, walkers, now).max(peak_before)
+        }
+        None => peak_before,
+    };
     let mut steps: Vec<(usize, Slot, f64)> = Vec::new();
-    while steps.len() < params.max_moves {
-        let Some((i, to, next)) = best_step(&curve, clients, &at, &movable, slots) else {
+    let mut refused: Vec<(usize, ViewId)> = Vec::new();
+    // Each refusal rules a (client, view) out, so the loop ends; the cap bounds its cost.
+    let max_refusals = 4 * params.max_moves.min(clients.len()) + 4;
+    while steps.len() < params.max_moves && refused.len() <= max_refusals {
+        let Some((i, to, next)) = best_step(&curve, clients, &at, &movable, slots, &refused) else {
             break;
         };
+        if let Some(pace) = params.pace {
+            let mut moved = at.clone();
+            moved[i] = Some(to);
+            let (fixed, mut all) = in_transit(base, clients, &start, &moved, pace, now);
+            all.extend_from_slice(walkers);
+            if transit_peak(&fixed, &all, now) > ceiling + 1e-9 * (1.0 + ceiling) {
+                refused.push((i, to.view));
+                continue;
+            }
+        }
         let from = at[i].expect("movable clients are placed");
-        add(&mut curve, &clients[i].profile, from, -1.0);
+        add(&mut curve, &clients[i].profile, from.shift, -1.0);
         add(&mut curve, &clients[i].profile, to.shift, 1.0);
-        at[i] = Some(to.shift);
+        at[i] = Some(to);
         steps.push((i, to, next.0));
     }
+    plan_of(&steps, clients, peak_before, params)
+}
+
+/// The plan from the greedy `steps` (client index, slot, peak after): the shortest prefix
+/// reaching the lowest peak, if that gains enough.
+fn plan_of<K: Clone>(
+    steps: &[(usize, Slot, f64)],
+    clients: &[Client<K>],
+    peak_before: f64,
+    params: &Params,
+) -> Plan<K> {
     let lowest = steps.iter().map(|s| s.2).fold(peak_before, f64::min);
     if peak_before - lowest < params.min_gain * peak_before || steps.is_empty() {
         return Plan {
@@ -224,24 +285,21 @@ pub fn optimize<K: Clone>(
         .expect("lowest is a step's")
         + 1;
     // A client moved twice within the prefix: one move from where it is to where it ends.
-    let mut pending: Vec<Pending> = Vec::new();
+    let mut ends: Vec<(usize, ViewId)> = Vec::new();
     for &(i, to, _) in &steps[..take] {
-        match pending.iter_mut().find(|m| m.key_index == i) {
-            Some(m) => m.to = to.view,
-            None => pending.push(Pending {
-                key_index: i,
-                to: to.view,
-            }),
+        match ends.iter_mut().find(|m| m.0 == i) {
+            Some(m) => m.1 = to.view,
+            None => ends.push((i, to.view)),
         }
     }
     Plan {
-        moves: pending
+        moves: ends
             .into_iter()
-            .filter(|m| m.to != clients[m.key_index].view)
-            .map(|m| Move {
-                key: clients[m.key_index].key.clone(),
-                from: clients[m.key_index].view,
-                to: m.to,
+            .filter(|&(i, to)| to != clients[i].view)
+            .map(|(i, to)| Move {
+                key: clients[i].key.clone(),
+                from: clients[i].view,
+                to,
             })
             .collect(),
         peak_before,
@@ -249,13 +307,78 @@ pub fn optimize<K: Clone>(
     }
 }
 
-/// The best single move: a movable client loading a busiest second, to another member.
+/// The second of a VM's minute at the host's second 0, for a VM served `offset`.
+fn shift_of(offset: Offset) -> usize {
+    let secs = (offset.nanos() as f64 / 1e9).round() as i64;
+    secs.rem_euclid(SECONDS as i64) as usize
+}
+
+/// `base` plus the clients that stay, and the walks of those that move (from `start` to
+/// `moved`, all from `now` at `pace`).
+fn in_transit<K>(
+    base: &Curve,
+    clients: &[Client<K>],
+    start: &[Option<Slot>],
+    moved: &[Option<Slot>],
+    pace: Pace,
+    now: Time,
+) -> (Curve, Vec<Walker>) {
+    let mut fixed = *base;
+    let mut walks = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        match (start[i], moved[i]) {
+            (Some(a), Some(b)) if a.view != b.view => walks.push(Walker {
+                profile: c.profile,
+                walk: MoveSmear {
+                    from: Offset::from_secs(a.offset_s),
+                    to: Offset::from_secs(b.offset_s),
+                    start: now,
+                    pace,
+                },
+            }),
+            (Some(a), _) => add(&mut fixed, &c.profile, a.shift, 1.0),
+            _ => {}
+        }
+    }
+    (fixed, walks)
+}
+
+/// The host's highest peak from `now` until every walk has ended: `fixed` plus each walker's
+/// profile at the offset its walk has reached, looked at often enough that no walker moves more
+/// than half a second between looks.
+pub fn transit_peak(fixed: &Curve, walkers: &[Walker], now: Time) -> f64 {
+    let Some(end) = walkers.iter().map(|w| w.walk.end()).max() else {
+        return peak(fixed);
+    };
+    let fastest = walkers
+        .iter()
+        .map(|w| w.walk.pace.rate_ppm)
+        .fold(1.0, f64::max);
+    let step = Offset::from_nanos((0.5e15 / fastest) as i64); // 0.5 s at the fastest rate
+    let mut worst = peak(fixed);
+    let mut t = now;
+    loop {
+        let mut c = *fixed;
+        for w in walkers {
+            add(&mut c, &w.profile, shift_of(w.walk.offset_at(t)), 1.0);
+        }
+        worst = worst.max(peak(&c));
+        if t >= end {
+            return worst;
+        }
+        t = t.add(step).min(end);
+    }
+}
+
+/// The best single move: a movable client loading a busiest second, to another member, not
+/// one `refused`.
 fn best_step<K>(
     curve: &Curve,
     clients: &[Client<K>],
-    at: &[Option<usize>],
+    at: &[Option<Slot>],
     movable: &[usize],
     slots: &[Slot],
+    refused: &[(usize, ViewId)],
 ) -> Option<(usize, Slot, (f64, f64))> {
     let now = score(curve);
     let eps = 1e-9 * (1.0 + now.0);
@@ -266,12 +389,18 @@ fn best_step<K>(
             &clients[i].profile,
             at[i].expect("movable clients are placed"),
         );
-        if !busiest.iter().any(|&h| p.bins[(h + from) % SECONDS] > 0.0) {
+        if !busiest
+            .iter()
+            .any(|&h| p.bins[(h + from.shift) % SECONDS] > 0.0)
+        {
             continue;
         }
         let mut without = *curve;
-        add(&mut without, p, from, -1.0);
-        for s in slots.iter().filter(|s| s.shift != from) {
+        add(&mut without, p, from.shift, -1.0);
+        for s in slots
+            .iter()
+            .filter(|s| s.shift != from.shift && !refused.contains(&(i, s.view)))
+        {
             let mut c = without;
             add(&mut c, p, s.shift, 1.0);
             let sc = score(&c);
@@ -281,12 +410,6 @@ fn best_step<K>(
         }
     }
     best
-}
-
-/// A move being collected in [`optimize`]: the client's index and where it ends.
-struct Pending {
-    key_index: usize,
-    to: ViewId,
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 use super::*;
 use proptest::prelude::*;
 
+const NOW: Time = Time::from_unix_nanos(1_800_000_000_000_000_000);
+
 fn slots(n: u16, apart_s: i64) -> Vec<Slot> {
     (0..n)
         .map(|i| Slot::new(ViewId(i), i64::from(i) * apart_s * 1_000_000_000))
@@ -55,7 +57,7 @@ fn one_move_parts_two_heavy_vms_sharing_a_view() {
     .map(|(k, &(v, h))| client(k, v, if h { heavy } else { idle }))
     .collect();
     let before = peak(&curve_of(&clients, &s));
-    let plan = optimize(&[0.0; SECONDS], &clients, &s, &Params::default());
+    let plan = optimize(&[0.0; SECONDS], &clients, &[], &s, &Params::default(), NOW);
     assert_eq!(plan.moves.len(), 1, "{plan:?}");
     assert!([0, 4].contains(&plan.moves[0].key), "{plan:?}");
     assert!(
@@ -85,8 +87,10 @@ fn pinned_and_flat_clients_stay_and_small_gains_are_not_worth_a_move() {
     let plan = optimize(
         &[0.0; SECONDS],
         &[a.clone(), b.clone(), flat.clone()],
+        &[],
         &s,
         &Params::default(),
+        NOW,
     );
     assert_eq!(
         plan.moves,
@@ -102,15 +106,24 @@ fn pinned_and_flat_clients_stay_and_small_gains_are_not_worth_a_move() {
     assert!(optimize(
         &[0.0; SECONDS],
         &[a.clone(), b2, flat],
+        &[],
         &s,
-        &Params::default()
+        &Params::default(),
+        NOW,
     )
     .moves
     .is_empty());
     // A gain of 2 % of the peak is below the 5 % margin.
     let small = client(3, 0, Profile::spike(0, 1, 0.04));
     let big = client(4, 1, Profile::spike(0, 1, 2.0));
-    let plan = optimize(&[0.0; SECONDS], &[small, big], &s, &Params::default());
+    let plan = optimize(
+        &[0.0; SECONDS],
+        &[small, big],
+        &[],
+        &s,
+        &Params::default(),
+        NOW,
+    );
     assert!(plan.moves.is_empty(), "{plan:?}");
 }
 
@@ -171,8 +184,9 @@ fn the_lower_bound_is_below_every_placement_of_small_fleets() {
             max_moves: usize::MAX,
             min_gain: 0.0,
             flat_tolerance: 0.0,
+            pace: None,
         };
-        let plan = optimize(&[0.0; SECONDS], &fleet, &s, &params);
+        let plan = optimize(&[0.0; SECONDS], &fleet, &[], &s, &params, NOW);
         assert!(plan.peak_after + 1e-6 >= best);
         assert!(
             plan.peak_after <= BOUND_FACTOR * lb + 1e-6,
@@ -227,8 +241,8 @@ proptest! {
         let s = slots(views, 60 / i64::from(views));
         let mut fleet = mixed_fleet(n, spiky, views, seed);
         let before = peak(&curve_of(&fleet, &s));
-        let params = Params { max_moves: n, min_gain: 0.0, flat_tolerance: 0.02 };
-        let plan = optimize(&[0.0; SECONDS], &fleet, &s, &params);
+        let params = Params { max_moves: n, min_gain: 0.0, flat_tolerance: 0.02, pace: None };
+        let plan = optimize(&[0.0; SECONDS], &fleet, &[], &s, &params, NOW);
         prop_assert!(plan.peak_after <= before + 1e-9);
         apply(&mut fleet, &plan);
         let after = peak(&curve_of(&fleet, &s));
@@ -236,4 +250,72 @@ proptest! {
         let lb = lower_bound(fleet.iter().map(|c| &c.profile), &s);
         prop_assert!(after <= BOUND_FACTOR * lb + 1e-9, "{} vs {}", after, lb);
     }
+}
+
+/// Walking from view 0 to view 30 s or 45 s passes view 15 s's second: with a heavy VM
+/// there, the walk would stack on it for a while, higher than the peak it set out to lower,
+/// so it is not taken. With steps, or a light VM in view 15, it is.
+#[test]
+fn walks_do_not_cross_a_busy_views_second() {
+    let s = slots(4, 15);
+    let pace = Pace {
+        rate_ppm: 200.0,
+        ramp_s: 3600.0,
+    };
+    let params = Params {
+        pace: Some(pace),
+        ..Params::default()
+    };
+    // Two heavy VMs in view 0, one heavier in view 15; 30 and 45 empty.
+    let fleet = vec![
+        client(0, 0, Profile::spike(0, 1, 1.0)),
+        client(1, 0, Profile::spike(0, 1, 1.0)),
+        client(2, 1, Profile::spike(0, 1, 1.5)),
+    ];
+    let plan = optimize(&[0.0; SECONDS], &fleet, &[], &s, &params, NOW);
+    // Any move of a view-0 VM passes second 15 (1.5 + 1.0 = 2.5 > 2.0 now) on its way to 30
+    // or 45: refused. View 15's VM may walk to 30 (passing nothing): it does not lower the
+    // peak of 2.0, so nothing is proposed.
+    assert!(plan.moves.is_empty(), "{plan:?}");
+    // Without walks (steps), a view-0 VM goes to 30 or 45 at once.
+    let plan = optimize(&[0.0; SECONDS], &fleet, &[], &s, &Params::default(), NOW);
+    assert_eq!(plan.moves.len(), 1, "{plan:?}");
+    // With view 15 light, the walk may pass it.
+    let mut light = fleet.clone();
+    light[2].profile = Profile::spike(0, 1, 0.5);
+    let plan = optimize(&[0.0; SECONDS], &light, &[], &s, &params, NOW);
+    assert_eq!(plan.moves.len(), 1, "{plan:?}");
+    assert!((plan.peak_after - 1.0).abs() < 1e-6);
+}
+
+/// A walk under way counts: its load passes the seconds between, and a new walk that would
+/// meet it is refused.
+#[test]
+fn transit_peaks_follow_walks_under_way() {
+    let pace = Pace {
+        rate_ppm: 200.0,
+        ramp_s: 0.0,
+    };
+    let walker = Walker {
+        profile: Profile::spike(0, 1, 1.0),
+        walk: MoveSmear {
+            from: Offset::ZERO,
+            to: Offset::from_secs(30),
+            start: NOW,
+            pace,
+        },
+    };
+    let mut fixed = [0.0; SECONDS];
+    add(&mut fixed, &Profile::spike(0, 1, 1.0), 15, 1.0);
+    // Halfway, the walker is at 15 s, on the fixed VM.
+    assert!((transit_peak(&fixed, &[walker], NOW) - 2.0).abs() < 1e-9);
+    let late = Walker {
+        walk: MoveSmear {
+            start: Time::from_unix_nanos(NOW.unix_nanos() - 100_000 * 1_000_000_000),
+            ..walker.walk
+        },
+        ..walker
+    };
+    // 100,000 s in, it has passed 15 s (it is at 20 s): nothing meets.
+    assert!((transit_peak(&fixed, &[late], NOW) - 1.0).abs() < 1e-9);
 }
