@@ -8,6 +8,7 @@
 //! - [`balancer`]: balanced, sticky assignment of clients to a spread group's views.
 //! - [`load`]: each VM's minute profile of host CPU, and placement that lowers the host's peak.
 //! - [`move_smear`]: moving a client to another view by walking its offset, not stepping it.
+//! - [`neighbours`]: the kernel's neighbour table over rtnetlink: which MAC an address is.
 //! - [`ratelimit`]: per-client rate limiting in a fixed-size table.
 //! - [`leap`]: leap-second handling shared by all views (smear or step).
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
@@ -35,6 +36,7 @@ pub mod key_file;
 pub mod leap;
 pub mod load;
 pub mod move_smear;
+pub mod neighbours;
 pub mod nts;
 pub mod packet;
 pub mod pps_pulses;
