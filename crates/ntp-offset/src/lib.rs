@@ -24,3 +24,4 @@ pub mod text;
 pub mod ticks;
 pub mod tls;
 pub mod udp;
+pub mod vms;

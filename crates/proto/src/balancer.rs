@@ -26,6 +26,7 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
 
+use crate::load::placement::Slot;
 use crate::move_smear::{MoveSmear, Moves};
 use crate::time::{Offset, Time, NANOS_PER_SEC};
 use crate::view::{canonical_ip, Rebalance, ViewId};
@@ -136,6 +137,14 @@ impl Balancer {
         &self.members
     }
 
+    /// The members as load-aware placement sees them.
+    pub fn slots(&self) -> Vec<Slot> {
+        self.members
+            .iter()
+            .map(|m| Slot::new(m.view, m.offset.nanos()))
+            .collect()
+    }
+
     /// How clients change view from now on (walks under way finish as they started).
     pub fn set_moves(&mut self, moves: Moves) {
         self.moves = moves;
@@ -168,6 +177,20 @@ impl Balancer {
             Some(w) => Some(w.offset_at(secs(now_s))),
             None => self.member_offset(a.view),
         }
+    }
+
+    /// The offset a known client is served at `now` (its walk's, while it walks).
+    pub fn served_offset_at(&self, client: IpAddr, now: Time) -> Option<Offset> {
+        let a = self.clients.get(&canonical_ip(client))?;
+        match self.walk(a) {
+            Some(w) => Some(w.offset_at(now)),
+            None => self.member_offset(a.view),
+        }
+    }
+
+    /// The moves the balancer makes now: a step, or a walk at some pace.
+    pub fn moves(&self) -> Moves {
+        self.moves
     }
 
     /// A known client's view and, while it walks there, its walk (None for a new client).

@@ -113,6 +113,10 @@ pub struct Balanced {
     pub rebalance: Rebalance,
     /// How its clients change view: a step, or a walk (`move = "smear"`).
     pub moves: Moves,
+    /// Whether new clients are placed by measured load where the host can measure it.
+    pub by_load: bool,
+    /// How often the load optimizer looks for moves (seconds).
+    pub optimize_every_s: u64,
     /// A client not heard from for this long frees its slot.
     pub forget_after_s: u64,
     /// At most this many clients in the table; past it, new clients are hashed.

@@ -82,6 +82,8 @@ pub(super) struct RawSpread {
     pub moves: Option<Spanned<String>>,
     pub move_rate: Option<Spanned<f64>>,
     pub move_ramp: Option<Spanned<String>>,
+    pub place: Option<Spanned<String>>,
+    pub optimize_every: Option<Spanned<String>>,
     pub forget_after: Option<Spanned<String>>,
     pub max_clients: Option<Spanned<i64>>,
     #[serde(default)]
@@ -103,6 +105,7 @@ const DURATION_KEYS: &[&str] = &[
     "leap_smear_window",
     "forget_after",
     "move_ramp",
+    "optimize_every",
     "key_rotation",
     "timeout",
     "delay",

@@ -24,6 +24,8 @@ use crate::text::join_addrs;
 pub const DEFAULT_FORGET_AFTER_S: u64 = 7 * 86_400;
 /// How many clients a balanced group's table holds at most.
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
+/// How often the load optimizer looks for moves (`optimize_every`).
+pub const DEFAULT_OPTIMIZE_EVERY_S: u64 = 600;
 /// A walking client's cruising rate and ramp (`move_rate`, `move_ramp`): see
 /// docs/configuration.md for why.
 pub const DEFAULT_MOVE_PACE: Pace = Pace {
@@ -192,6 +194,8 @@ impl Context<'_> {
                 weights,
                 rebalance: self.rebalance(s, &field)?,
                 moves: self.moves(s, &field, warnings)?,
+                by_load: self.by_load(s, &field)?,
+                optimize_every_s: self.optimize_every(s, &field)?,
                 forget_after_s: self.forget_after(s, &field)?,
                 max_clients: self.max_clients(s, &field)?,
             });
@@ -225,6 +229,11 @@ impl Context<'_> {
         for (what, set) in [
             ("rebalance", s.rebalance.as_ref().map(Spanned::span)),
             ("move", s.moves.as_ref().map(Spanned::span)),
+            ("place", s.place.as_ref().map(Spanned::span)),
+            (
+                "optimize_every",
+                s.optimize_every.as_ref().map(Spanned::span),
+            ),
             ("move_rate", s.move_rate.as_ref().map(Spanned::span)),
             ("move_ramp", s.move_ramp.as_ref().map(Spanned::span)),
             ("forget_after", s.forget_after.as_ref().map(Spanned::span)),
@@ -366,6 +375,31 @@ impl Context<'_> {
             None | Some(("never", _)) => Ok(Rebalance::Never),
             Some(("on_change", _)) => Ok(Rebalance::OnChange),
             Some((other, span)) => self.err(span, format!("{field}.rebalance"), format!("`{other}`: use \"never\" (a new member fills with new clients; nobody's clock moves) or \"on_change\" (the fewest clients needed move to it at once, as `move` says)")),
+        }
+    }
+
+    fn optimize_every(&self, s: &RawSpread, field: &str) -> Result<u64, ConfigError> {
+        let Some(f) = &s.optimize_every else {
+            return Ok(DEFAULT_OPTIMIZE_EVERY_S);
+        };
+        match duration::parse(f.get_ref()) {
+            Ok(o) if o >= Offset::from_secs(60) && o <= Offset::from_secs(86_400) => {
+                Ok((o.nanos() / 1_000_000_000) as u64)
+            }
+            Ok(_) => self.err(
+                f.span(),
+                format!("{field}.optimize_every"),
+                "must be between 1m and 24h",
+            ),
+            Err(e) => self.err(f.span(), format!("{field}.optimize_every"), e.to_string()),
+        }
+    }
+
+    fn by_load(&self, s: &RawSpread, field: &str) -> Result<bool, ConfigError> {
+        match s.place.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+            None | Some(("load", _)) => Ok(true),
+            Some(("count", _)) => Ok(false),
+            Some((other, span)) => self.err(span, format!("{field}.place"), format!("`{other}`: use \"load\" (a new VM goes where its measured load adds least to the host's busiest second, and the busiest VMs are moved apart; by count where nothing is measured) or \"count\" (the member with the fewest clients)")),
         }
     }
 

@@ -6,8 +6,8 @@ use ntp_offset_proto::responder::DropReason;
 
 use super::counters::{PER_VIEW, TOTALS};
 use super::status::{
-    ClientEntry, ListenStatus, NtsStatus, ReferenceStatus, SendStatus, ServeStatus, Status,
-    ViewStatus,
+    ClientEntry, ListenStatus, LoadStatus, NtsStatus, ReferenceStatus, SendStatus, ServeStatus,
+    Status, ViewStatus,
 };
 
 pub fn status(s: &Status) -> String {
@@ -118,6 +118,9 @@ fn serve(s: &ServeStatus) -> String {
             g.hashed_while_full
         );
     }
+    if let Some(l) = &s.load {
+        load(&mut out, l);
+    }
     let _ = writeln!(
         out,
         "Client log      : {} clients ({} per socket at most); {} requests not logged",
@@ -137,6 +140,23 @@ fn serve(s: &ServeStatus) -> String {
         }
     }
     out
+}
+
+fn load(out: &mut String, l: &LoadStatus) {
+    let per_view: Vec<String> = l
+        .views
+        .iter()
+        .map(|v| format!("{} {:.2}", v.view, v.peak_cores))
+        .collect();
+    let _ = writeln!(
+        out,
+        "VM load         : {} VMs, {} profiled; predicted busiest second :{:02} at {:.2} cores; per view {}",
+        l.vms,
+        l.profiled,
+        l.peak_second,
+        l.peak_cores,
+        if per_view.is_empty() { "-".to_string() } else { per_view.join(", ") }
+    );
 }
 
 /// The views' table: the counters' columns from their table, the rest the view's own.
@@ -231,14 +251,26 @@ fn ago(now: u64, t: u64) -> String {
     }
 }
 
-/// Like `chronyc clients`: one line per client, most requests first.
+/// Like `chronyc clients`: one line per client, most requests first. Where the host's VMs are
+/// watched, each client's VM and load follow: its busiest second of its own minute, its CPU
+/// then, and its part of the host's predicted busiest second (`?` while not yet measured;
+/// `-` for a client that is no VM found on the host, placed by count).
 pub fn clients(list: &[ClientEntry], now: u64) -> String {
+    let with_vms = list.iter().any(|c| c.vm.is_some());
     let mut out = format!(
-        "{:<40} {:<16} {:<9} {:>9} {:>8} {:>6} {:>6}\n",
+        "{:<40} {:<16} {:<9} {:>9} {:>8} {:>6} {:>6}",
         "Address", "View", "Chosen by", "Requests", "Limited", "First", "Last"
     );
+    if with_vms {
+        let _ = write!(
+            out,
+            " {:<16} {:>4} {:>6} {:>6}",
+            "VM", "Peak", "Cores", "Share"
+        );
+    }
+    out.push('\n');
     for c in list {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:<40} {:<16} {:<9} {:>9} {:>8} {:>6} {:>6}",
             c.address,
@@ -249,6 +281,24 @@ pub fn clients(list: &[ClientEntry], now: u64) -> String {
             ago(now, c.first_seen),
             ago(now, c.last_seen)
         );
+        if with_vms {
+            let _ = match &c.vm {
+                Some(v) if v.minutes >= 2 => write!(
+                    out,
+                    " {:<16} {:>4} {:>6.2} {:>5.0}%",
+                    v.name,
+                    format!(":{:02}", v.peak_second),
+                    v.peak_cores,
+                    v.share_of_host_peak * 100.0
+                ),
+                Some(v) => write!(out, " {:<16} {:>4} {:>6} {:>6}", v.name, "?", "?", "?"),
+                None => write!(out, " {:<16} {:>4} {:>6} {:>6}", "-", "-", "-", "-"),
+            };
+        }
+        if let Some(left) = c.walk_left_s {
+            let _ = write!(out, "  walking, {left:+.3} s to go");
+        }
+        out.push('\n');
     }
     out
 }
@@ -268,6 +318,7 @@ mod tests {
             last_seen: 1290,
             requests: 12,
             rate_limited: 1,
+            ..Default::default()
         };
         let text = clients(&[c], 1300);
         let line = text.lines().nth(1).unwrap();
@@ -276,5 +327,48 @@ mod tests {
             fields,
             ["198.18.0.5", "b", "balancer", "12", "1", "5m", "10s"]
         );
+    }
+
+    #[test]
+    fn clients_with_vms_show_their_load_and_walks() {
+        use super::super::status::VmLoad;
+        let vm = VmLoad {
+            name: "web1".into(),
+            pid: 4242,
+            source: "process".into(),
+            minutes: 5,
+            peak_second: 0,
+            peak_cores: 0.8,
+            share_of_host_peak: 0.31,
+        };
+        let with = ClientEntry {
+            address: "198.18.0.5".into(),
+            view: Some("s15".into()),
+            chosen_by: "balancer".into(),
+            vm: Some(vm),
+            walk_left_s: Some(-12.5),
+            ..Default::default()
+        };
+        let without = ClientEntry {
+            address: "198.18.0.6".into(),
+            view: Some("s00".into()),
+            chosen_by: "balancer".into(),
+            ..Default::default()
+        };
+        let text = clients(&[with, without], 100);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0][8..], ["VM", "Peak", "Cores", "Share"]);
+        assert_eq!(lines[1][7..11], ["web1", ":00", "0.80", "31%"]);
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("walking, -12.500 s to go"),
+            "{text}"
+        );
+        assert_eq!(lines[2][7..], ["-", "-", "-", "-"]);
     }
 }

@@ -35,6 +35,44 @@ pub struct ServeStatus {
     /// The NTS-KE server and the cookie master key; absent without `[nts]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nts: Option<NtsStatus>,
+    /// The host's VMs and their predicted load; absent while no group places by load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadStatus>,
+}
+
+/// Load-aware placement's view of the host.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoadStatus {
+    /// VMs found (QEMU processes), and those whose profile is known.
+    pub vms: u64,
+    pub profiled: u64,
+    /// The host's predicted CPU in its busiest second of the minute (cores), and which second.
+    pub peak_cores: f64,
+    pub peak_second: u8,
+    /// Per view: its VMs' predicted busiest second (cores).
+    pub views: Vec<ViewLoad>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ViewLoad {
+    pub view: String,
+    pub peak_cores: f64,
+}
+
+/// The VM behind a client, and its load.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VmLoad {
+    pub name: String,
+    pub pid: u32,
+    /// Where its CPU time is read: "cgroup PATH" or "process".
+    pub source: String,
+    /// Whole minutes its profile averages (below 2: not known yet).
+    pub minutes: u32,
+    /// Its busiest second of its own minute, and its CPU then (cores).
+    pub peak_second: u8,
+    pub peak_cores: f32,
+    /// Its part of the host's predicted busiest second (0-1).
+    pub share_of_host_peak: f32,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -153,6 +191,12 @@ pub struct ClientEntry {
     pub last_seen: u64,
     pub requests: u64,
     pub rate_limited: u64,
+    /// The VM it is, where the host can tell (absent: unknown, placed by count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmLoad>,
+    /// While it walks to its view: how far it has to go (seconds, signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk_left_s: Option<f64>,
 }
 
 /// `pulse listen`'s status.

@@ -150,6 +150,15 @@ fn serve(f: &mut Families, s: &ServeStatus) {
         (Gauge, "client_log_entries", "Clients in the client log.", count(s.client_log.logged)),
         (Counter, "client_log_not_logged_total", "Requests from new clients that found the client log full.", count(s.client_log.not_logged)),
     ]);
+    if let Some(l) = &s.load {
+        f.scalars(&[
+            (Gauge, "vms", "QEMU processes found on this host.", count(l.vms)),
+            (Gauge, "vms_profiled", "VMs whose minute profile of host CPU is known.", count(l.profiled)),
+            (Gauge, "host_predicted_peak_cores", "The host's predicted CPU in its busiest second of the minute, from the VMs' profiles at their served offsets.", Some(l.peak_cores)),
+        ]);
+        let rows = l.views.iter().map(|v| (v.view.clone(), v.peak_cores)).collect();
+        f.labelled(Gauge, "view_predicted_peak_cores", "Each view's VMs' predicted CPU in their busiest second of the minute.", "view", rows);
+    }
     if let Some(n) = &s.nts {
         let outcomes = [("cookies", n.ke_sessions), ("refused", n.ke_refused), ("failed", n.ke_failed), ("timeout", n.ke_timeouts), ("busy", n.ke_busy)];
         let rows = outcomes.iter().map(|(o, c)| (o.to_string(), *c as f64)).collect();

@@ -13,6 +13,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use ntp_offset_proto::balancer::{Balancer, Member, Reason};
 use ntp_offset_proto::move_smear::Moves;
+
+use crate::vms::Vms;
 use ntp_offset_proto::view::{Assigned, Assigner, Balanced, Spread, Target, ViewId, ViewTable};
 use tracing::{debug, info, warn};
 
@@ -72,12 +74,21 @@ impl Group {
         }))
     }
 
-    /// The view of `client` at `now_s` (Unix seconds), and its walk there if it is moving.
-    pub fn assign(&self, spread: &Spread, client: IpAddr, now_s: u64) -> Assigned {
+    /// The view of `client` at `now_s` (Unix seconds), and its walk there if it is moving. A
+    /// new client of a group placed by load goes among the members `vms` says its load adds
+    /// least to.
+    pub fn assign(
+        &self,
+        spread: &Spread,
+        client: IpAddr,
+        now_s: u64,
+        vms: Option<&Vms>,
+    ) -> Assigned {
         if let Some(v) = self.retired(spread, client) {
             return v;
         }
         let hashed = || Assigned::view(spread.pick(client).expect("a spread group has members"));
+        let mut among = Vec::new();
         {
             let b = self.balancer.read().unwrap_or_else(|p| p.into_inner());
             match b.get(client) {
@@ -93,7 +104,14 @@ impl Group {
                     self.full(spread);
                     return hashed();
                 }
-                None => {}
+                None => {
+                    if let Some(vms) = vms {
+                        let slots = b.slots();
+                        // Not under the balancer's lock: see vms::watch on lock order.
+                        drop(b);
+                        among = vms.best_views(client, &slots);
+                    }
+                }
             }
         }
         let mut b = self.balancer.write().unwrap_or_else(|p| p.into_inner());
@@ -101,7 +119,7 @@ impl Group {
         if let Some(v) = self.retired(spread, client) {
             return v;
         }
-        let (view, reason) = b.assign(client, now_s);
+        let (view, reason) = b.assign_among(client, now_s, &among);
         let walk = b.get(client).and_then(|a| b.walk(a));
         match reason {
             Reason::Kept => self.touched.store(true, Ordering::Relaxed),
@@ -289,16 +307,18 @@ impl Groups {
     }
 }
 
-/// The workers' [`Assigner`] for one batch: the groups and the batch's wall-clock second.
+/// The workers' [`Assigner`] for one batch: the groups, the batch's wall-clock second, and
+/// the host's VMs (for groups placed by load).
 pub struct BatchAssigner<'a> {
     pub groups: &'a Groups,
     pub now_s: u64,
+    pub vms: &'a Vms,
 }
 
 impl Assigner for BatchAssigner<'_> {
     fn assign(&self, spread: &Spread, b: &Balanced, client: IpAddr) -> Assigned {
         match self.groups.by_index.get(b.index as usize) {
-            Some(Some(g)) => g.assign(spread, client, self.now_s),
+            Some(Some(g)) => g.assign(spread, client, self.now_s, b.by_load.then_some(self.vms)),
             // Not reachable: the groups are built from the same table.
             _ => Assigned::view(spread.pick(client).expect("a spread group has members")),
         }

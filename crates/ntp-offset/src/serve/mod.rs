@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod explain;
 pub mod nts;
+pub mod placement;
 mod pulse_reference;
 pub mod stats;
 pub mod status;
@@ -34,6 +35,8 @@ use ntp_offset_proto::view::ViewTable;
 use tracing::{info, warn};
 
 use crate::config::{self, Reference, ServeConfig};
+use crate::vms::watch::OffsetOf;
+use crate::vms::{Vms, Watch};
 use assignments::Groups;
 use clock::{ReferenceClock, Timeline};
 use error::{ReloadError, ServeError};
@@ -70,6 +73,8 @@ pub struct Shared {
     pub ke_addrs: ArcSwap<Vec<SocketAddr>>,
     pub clock: Arc<ReferenceClock>,
     pub stats: Stats,
+    /// The VMs on this host and their load (empty until the watcher finds some).
+    pub vms: Arc<Vms>,
 }
 
 struct WorkerHandle {
@@ -165,6 +170,8 @@ pub struct Server {
     nts: Option<nts::NtsService>,
     reference: Option<ReferenceTask>,
     tables: Option<TableWriter>,
+    /// Watches the host's VMs while a balanced group places by load.
+    watch: Option<Watch>,
 }
 
 /// What the workers use of `cfg`; balanced groups keep their tables from `before`.
@@ -290,6 +297,7 @@ impl Server {
             ke_addrs: Default::default(),
             clock,
             stats: Stats::default(),
+            vms: Arc::new(Vms::default()),
         });
         let tables =
             TableWriter::start(shared.clone()).map_err(ServeError::thread("the table thread"))?;
@@ -304,7 +312,9 @@ impl Server {
             nts,
             reference: Some(reference),
             tables: Some(tables),
+            watch: None,
         };
+        server.watch_vms()?;
         for (addr, socket) in sockets {
             server.spawn_worker(addr, socket)?;
         }
@@ -438,6 +448,7 @@ impl Server {
         }
         let runtime = runtime_of(&cfg, Some(&self.shared.runtime.load()));
         self.shared.runtime.store(Arc::new(runtime));
+        self.watch_vms()?;
         for (addr, socket) in fresh {
             self.spawn_worker(addr, socket)?;
         }
@@ -449,6 +460,23 @@ impl Server {
             self.shared.stats.retire(w.bound);
         }
         stop_workers(gone);
+        Ok(())
+    }
+
+    /// Starts watching the host's VMs once a balanced group places by load (it keeps
+    /// watching after a reload removes the last: the profiles stay warm).
+    fn watch_vms(&mut self) -> Result<(), ServeError> {
+        let by_load =
+            assignments::balanced_groups(&self.shared.runtime.load().views).any(|(_, b)| b.by_load);
+        if self.watch.is_some() || !by_load {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let offset_of: OffsetOf =
+            Box::new(move |ip, now| placement::served_offset(&shared.runtime.load(), ip, now));
+        let watch = Watch::start(self.shared.vms.clone(), offset_of)
+            .map_err(ServeError::thread("the VM watcher"))?;
+        self.watch = Some(watch);
         Ok(())
     }
 
@@ -470,6 +498,9 @@ impl Server {
             n.stop();
         }
         stop_workers(std::mem::take(&mut self.workers));
+        if let Some(w) = self.watch.take() {
+            w.stop();
+        }
         if let Some(t) = self.tables.take() {
             t.stop();
         }

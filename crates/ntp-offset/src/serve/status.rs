@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use ntp_offset_proto::packet::LeapIndicator;
+use ntp_offset_proto::time::Time;
 use ntp_offset_proto::view::{Target, ViewTable};
 
 use super::client_log::{self, Client};
 use super::pulse_reference::PulseStatus;
 use super::stats::Totals;
-use super::{Runtime, Shared};
+use super::{placement, Runtime, Shared};
 use crate::control::status::{
     ClientEntry, ClientLogStatus, NtsStatus, ReferenceStatus, ServeStatus, SocketStatus,
     SpreadStatus, Status, ViewStatus,
@@ -185,6 +186,8 @@ fn entry(ip: &IpAddr, c: &Client, how: (String, Option<String>)) -> ClientEntry 
         last_seen: c.last_s,
         requests: c.requests,
         rate_limited: c.rate_limited,
+        vm: None,
+        walk_left_s: None,
     }
 }
 
@@ -356,6 +359,11 @@ impl Source for ServeSource {
                 not_logged,
             },
             nts: self.nts(),
+            load: placement::load_status(
+                &runtime,
+                &self.shared.vms,
+                Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns()),
+            ),
         })
     }
 
@@ -382,6 +390,17 @@ impl Source for ServeSource {
             })
             .collect();
         list.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.address.cmp(&b.address)));
+        let vms = &self.shared.vms;
+        if vms.watching() {
+            let (rows, curve) = (vms.rows(), vms.curve());
+            let now = Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
+            for e in &mut list {
+                if let Ok(ip) = e.address.parse() {
+                    (e.vm, e.walk_left_s) =
+                        placement::client_load(&runtime, vms, &rows, &curve, ip, now);
+                }
+            }
+        }
         Ok(list)
     }
 }

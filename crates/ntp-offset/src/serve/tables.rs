@@ -161,6 +161,8 @@ struct State {
     last_write: Instant,
     last_touched_write: Instant,
     last_forget: Instant,
+    /// When each group's load optimizer last looked.
+    optimized: HashMap<String, Instant>,
 }
 
 impl TableWriter {
@@ -175,6 +177,7 @@ impl TableWriter {
                     last_write: Instant::now(),
                     last_touched_write: Instant::now(),
                     last_forget: Instant::now(),
+                    optimized: HashMap::new(),
                 };
                 while !thread_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
@@ -203,6 +206,9 @@ impl State {
             return;
         }
         self.last_write = now;
+        // Load-aware moves: housekeeping like forgetting, on the same thread.
+        let t = ntp_offset_proto::time::Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
+        super::placement::optimize(&runtime, &shared.vms, t, &mut self.optimized);
         if now.duration_since(self.last_forget) >= FORGET_EVERY {
             self.last_forget = now;
             let now_s = super::unix_seconds();

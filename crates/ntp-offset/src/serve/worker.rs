@@ -298,6 +298,7 @@ impl Worker {
             let assigner = BatchAssigner {
                 groups: &runtime.groups,
                 now_s,
+                vms: &self.shared.vms,
             };
             counts.totals.received += n as u64;
             out.pending.clear();

@@ -22,4 +22,5 @@ mod robustness;
 mod service;
 mod spread;
 mod survival;
+mod vms;
 mod workers;

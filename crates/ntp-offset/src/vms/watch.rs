@@ -1,0 +1,349 @@
+//! The VM watcher: one thread, never on the request path. Workers read what it publishes
+//! under a read lock ([`Vms::vm_of`], [`Vms::best_views`]).
+//!
+//! Lock order: a worker holds no balancer lock while it asks here, and nothing here calls out
+//! (`offset_of`, `view_of`, which read the balancers) while holding this lock: with writers
+//! waiting on both, the two orders would deadlock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ntp_offset_proto::load::host::{HostLoad, Placed};
+use ntp_offset_proto::load::placement::{Curve, Slot};
+use ntp_offset_proto::load::profile::{Profile, Sampler};
+use ntp_offset_proto::time::{Offset, Time};
+use ntp_offset_proto::view::ViewId;
+use ntp_offset_sys::clock::realtime_ns;
+use ntp_offset_sys::neighbours::neighbour_table;
+use tracing::{debug, info, warn};
+
+use super::cpu::cpu_ns;
+use super::qemu::{self, QemuVm};
+
+/// CPU readings per VM: four a second resolve a job of a few hundred milliseconds.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// New and gone VMs, and the neighbour table, are looked for this often.
+const DISCOVER_EVERY: Duration = Duration::from_secs(5);
+/// A profile counts once it averages this many whole minutes.
+const KNOWN_AFTER_MINUTES: u32 = 2;
+
+/// The offset a client address is served now, if the server knows (None: not a client yet).
+pub type OffsetOf = Box<dyn Fn(IpAddr, Time) -> Option<Offset> + Send>;
+
+/// One VM as `clients` and the status page show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmRow {
+    pub id: String,
+    pub name: String,
+    pub pid: u32,
+    /// Where its CPU time is read: `cgroup PATH` or `process`.
+    pub source: String,
+    pub addrs: Vec<IpAddr>,
+    /// Its profile and how many minutes it averages (0: not yet known).
+    pub profile: Profile,
+    pub minutes: u32,
+}
+
+struct Vm {
+    found: QemuVm,
+    addrs: Vec<IpAddr>,
+    sampler: Sampler,
+}
+
+struct Known {
+    by_addr: HashMap<IpAddr, Arc<str>>,
+    vms: HashMap<Arc<str>, Vm>,
+    /// The host's predicted load and the typical profile (recomputed every second).
+    curve: Curve,
+    typical: Profile,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known {
+            by_addr: HashMap::new(),
+            vms: HashMap::new(),
+            curve: [0.0; 60],
+            typical: Profile::FLAT_ZERO,
+        }
+    }
+}
+
+/// What the watcher publishes.
+#[derive(Default)]
+pub struct Vms {
+    known: RwLock<Known>,
+    /// Whether any VM has been found: lets the request path skip the lookup on other hosts.
+    any: AtomicBool,
+    watching: AtomicBool,
+}
+
+impl Vms {
+    /// Whether the watcher runs (it may have found nothing yet).
+    pub fn watching(&self) -> bool {
+        self.watching.load(Ordering::Relaxed)
+    }
+
+    /// The host's predicted load by second of its minute, as last recomputed.
+    pub fn curve(&self) -> Curve {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).curve
+    }
+
+    /// The VM a client address belongs to.
+    pub fn vm_of(&self, client: IpAddr) -> Option<Arc<str>> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
+        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+        k.by_addr.get(&client).cloned()
+    }
+
+    /// A known client's profile (two whole minutes averaged at least).
+    pub fn profile_of(&self, client: IpAddr) -> Option<Profile> {
+        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let vm = k.vms.get(k.by_addr.get(&client)?)?;
+        let (p, minutes) = vm.sampler.profile();
+        (minutes >= KNOWN_AFTER_MINUTES).then_some(p)
+    }
+
+    /// The members (`slots`) a new client should choose among: where its profile, or the
+    /// typical one, adds least to the host's predicted peak. Empty when nothing is measured
+    /// (the balancer then counts clients).
+    pub fn best_views(&self, client: IpAddr, slots: &[Slot]) -> Vec<ViewId> {
+        if !self.any.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let own = self.profile_of(client);
+        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let p = own.unwrap_or(k.typical);
+        ntp_offset_proto::load::placement::best_views(&k.curve, &p, slots)
+    }
+
+    /// Every VM found, by name.
+    pub fn rows(&self) -> Vec<VmRow> {
+        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<VmRow> = k
+            .vms
+            .values()
+            .map(|vm| {
+                let (profile, minutes) = vm.sampler.profile();
+                VmRow {
+                    id: vm.found.id.clone(),
+                    name: vm.found.name.clone(),
+                    pid: vm.found.pid,
+                    source: match &vm.found.cgroup {
+                        Some(c) => format!("cgroup {}", c.display()),
+                        None => "process".to_string(),
+                    },
+                    addrs: vm.addrs.clone(),
+                    profile,
+                    minutes,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.pid.cmp(&b.pid)));
+        rows
+    }
+
+    /// The host's load as the optimizer sees it: every VM with a known profile, keyed by its
+    /// first address, at the second its served offset puts it (`offset_of`), and the view
+    /// `view_of` says (None: outside any group).
+    pub fn host_load(
+        &self,
+        now: Time,
+        offset_of: &dyn Fn(IpAddr, Time) -> Option<Offset>,
+        view_of: &dyn Fn(IpAddr) -> Option<ViewId>,
+    ) -> (HostLoad<IpAddr>, HashMap<IpAddr, Vec<IpAddr>>) {
+        let known: Vec<(Profile, Vec<IpAddr>)> = {
+            let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+            k.vms
+                .values()
+                .filter(|vm| vm.sampler.profile().1 >= KNOWN_AFTER_MINUTES && !vm.addrs.is_empty())
+                .map(|vm| (vm.sampler.profile().0, vm.addrs.clone()))
+                .collect()
+        };
+        let mut host = HostLoad::default();
+        let mut addrs = HashMap::new();
+        for (profile, vm_addrs) in known {
+            let first = vm_addrs[0];
+            let offset = offset_of(first, now).unwrap_or(Offset::ZERO);
+            let slot = Slot::new(ViewId(u16::MAX), offset.nanos());
+            let view = view_of(first).unwrap_or(ViewId(u16::MAX));
+            host.set(
+                first,
+                Placed {
+                    view,
+                    shift: slot.shift,
+                    profile,
+                },
+            );
+            addrs.insert(first, vm_addrs);
+        }
+        (host, addrs)
+    }
+}
+
+/// The watcher thread.
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Starts watching `/proc` (and `/sys/fs/cgroup`) for VMs; `offset_of` says what each
+    /// client is served.
+    pub fn start(vms: Arc<Vms>, offset_of: OffsetOf) -> std::io::Result<Watch> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        vms.watching.store(true, Ordering::Relaxed);
+        let thread = std::thread::Builder::new()
+            .name("vm-watch".into())
+            .spawn(move || {
+                run(
+                    &vms,
+                    &offset_of,
+                    &s,
+                    Path::new("/proc"),
+                    Path::new("/sys/fs/cgroup"),
+                )
+            })?;
+        Ok(Watch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn host_ns() -> i64 {
+    realtime_ns()
+}
+
+fn run(vms: &Vms, offset_of: &OffsetOf, stop: &AtomicBool, proc_root: &Path, cgroups: &Path) {
+    let mut next_discovery = Instant::now();
+    let mut next_curve = Instant::now();
+    let mut neigh_failed = false;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        if started >= next_discovery {
+            discover(vms, proc_root, cgroups, &mut neigh_failed);
+            next_discovery = started + DISCOVER_EVERY;
+        }
+        sample(vms, offset_of, proc_root);
+        if started >= next_curve {
+            recompute(vms, offset_of);
+            next_curve = started + Duration::from_secs(1);
+        }
+        std::thread::sleep(SAMPLE_EVERY.saturating_sub(started.elapsed()));
+    }
+}
+
+/// Finds VMs and maps client addresses to them; keeps the samplers of VMs still there.
+fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool) {
+    let found = qemu::scan(proc_root, cgroups);
+    let table = match neighbour_table(Duration::from_secs(1)) {
+        Ok(t) => {
+            *neigh_failed = false;
+            t
+        }
+        Err(e) => {
+            if !*neigh_failed {
+                warn!("cannot read the neighbour table ({e}): VMs are not matched to their NTP clients until it can be read");
+            }
+            *neigh_failed = true;
+            Vec::new()
+        }
+    };
+    let mut by_mac: HashMap<[u8; 6], Vec<IpAddr>> = HashMap::new();
+    for n in table {
+        by_mac.entry(n.mac).or_default().push(n.ip);
+    }
+    let mut k = vms.known.write().unwrap_or_else(|p| p.into_inner());
+    let mut old = std::mem::take(&mut k.vms);
+    let mut by_addr = HashMap::new();
+    for q in found {
+        let id: Arc<str> = Arc::from(q.id.as_str());
+        let mut addrs: Vec<IpAddr> = q
+            .macs
+            .iter()
+            .flat_map(|m| by_mac.get(m).cloned().unwrap_or_default())
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        for a in &addrs {
+            by_addr.insert(*a, id.clone());
+        }
+        // The same VM in the same process keeps its profile; a restarted one starts afresh.
+        let sampler = match old.remove(&id) {
+            Some(vm) if vm.found.pid == q.pid => vm.sampler,
+            _ => {
+                info!(vm = %q.name, pid = q.pid, macs = q.macs.len(), "found a VM");
+                Sampler::default()
+            }
+        };
+        k.vms.insert(
+            id,
+            Vm {
+                found: q,
+                addrs,
+                sampler,
+            },
+        );
+    }
+    for gone in old.values() {
+        debug!(vm = %gone.found.name, "a VM is gone");
+    }
+    k.by_addr = by_addr;
+    vms.any.store(!k.vms.is_empty(), Ordering::Relaxed);
+}
+
+/// One CPU reading per VM, into its profile by second of its own minute. The files are read
+/// and the offsets asked for without the lock; the samplers are fed under it.
+fn sample(vms: &Vms, offset_of: &OffsetOf, proc_root: &Path) {
+    let targets: Vec<(Arc<str>, QemuVm, Vec<IpAddr>)> = {
+        let k = vms.known.read().unwrap_or_else(|p| p.into_inner());
+        k.vms
+            .iter()
+            .map(|(id, vm)| (id.clone(), vm.found.clone(), vm.addrs.clone()))
+            .collect()
+    };
+    let mut readings = Vec::with_capacity(targets.len());
+    for (id, found, addrs) in targets {
+        let pid = found.pid;
+        let Some(cpu) = cpu_ns(proc_root, pid, found.cgroup.as_deref()) else {
+            continue;
+        };
+        let now = host_ns();
+        let offset = addrs
+            .iter()
+            .find_map(|a| offset_of(*a, Time::from_unix_nanos(now)))
+            .unwrap_or(Offset::ZERO);
+        readings.push((id, pid, now, offset, cpu));
+    }
+    let mut k = vms.known.write().unwrap_or_else(|p| p.into_inner());
+    for (id, pid, now, offset, cpu) in readings {
+        if let Some(vm) = k.vms.get_mut(&id).filter(|vm| vm.found.pid == pid) {
+            vm.sampler.sample(now, offset.nanos(), cpu);
+        }
+    }
+}
+
+/// The host's predicted curve and typical profile, from every known profile at its offset.
+fn recompute(vms: &Vms, offset_of: &OffsetOf) {
+    let now = Time::from_unix_nanos(host_ns());
+    let (host, _) = vms.host_load(now, offset_of, &|_| None);
+    let mut k = vms.known.write().unwrap_or_else(|p| p.into_inner());
+    k.curve = *host.curve();
+    k.typical = host.typical();
+}

@@ -1,0 +1,200 @@
+//! Load-aware spreading against a running server whose VMs are namespaces on a bridge, each
+//! with a process that looks like QEMU to the host (`-device ...,mac=` of its NIC on its
+//! command line) and keeps a core busy at :00 of the minute its NTP answers give it
+//! (`data/fake_vm.py`). The server finds them in /proc, maps their NTP clients to them through
+//! the kernel's neighbour table, measures their minute profiles, and walks apart two busy VMs
+//! that its table put in one view.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ntp_offset_testkit::lan::Lan;
+use ntp_offset_testkit::{self as common, ip, tempdir, Background, BIN};
+
+const VIEWS: [(&str, i64); 3] = [("s0", 0), ("s3", 3), ("s6", 6)];
+const FAKE_VM: &str = include_str!("data/fake_vm.py");
+/// How long the VMs run: enough for two whole measured minutes, the optimizer's look and a
+/// 6-s walk at 50,000 ppm (120 s), with room.
+const VM_SECONDS: u64 = 480;
+
+fn config(dir: &Path) -> String {
+    let mut text = format!(
+        "[server]\nlisten = [\"198.18.7.1:123\"]\nlocal_stratum = 10\nstate_dir = \"{0}/state\"\n\
+         [control]\nsocket = \"{0}/serve.sock\"\n[rate_limit]\nenabled = false\n",
+        dir.display()
+    );
+    for (name, secs) in VIEWS {
+        text += &format!("[[view]]\nname = \"{name}\"\noffset = \"{secs}s\"\n");
+    }
+    text += "[[spread]]\nname = \"vms\"\nviews = [\"s0\", \"s3\", \"s6\"]\nclients = [\"198.18.7.0/24\"]\n\
+             move_rate = 50000\nmove_ramp = \"0s\"\noptimize_every = \"1m\"\n";
+    text
+}
+
+/// The VMs' offsets as they measured them: (host time, offset, delay).
+fn offsets(vm: &Background) -> Vec<(f64, f64, f64)> {
+    vm.log_text()
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["OFFSET", t, o, d] => Some((t.parse().ok()?, o.parse().ok()?, d.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn clients(dir: &Path) -> serde_json::Value {
+    let sock = dir.join("serve.sock");
+    let (ok, out) = common::run_cli(&["clients", "--socket", sock.to_str().unwrap(), "--json"]);
+    assert!(ok, "{out}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting {limit:?} for {what}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
+    let lan = Lan::new("vm", 7, &["srv", "h1", "h2", "i1"]);
+    let dir = tempdir("vms");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    // The table the server starts from puts both busy VMs in s0: count-balancing's bad luck.
+    std::fs::write(
+        dir.join("state/spread-vms.table"),
+        "198.18.7.2 s0 1 1\n198.18.7.3 s0 1 1\n198.18.7.4 s3 1 1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("serve.toml"), config(&dir)).unwrap();
+    let mut argv = lan.enter(0, None);
+    argv.extend([
+        BIN.to_string(),
+        "serve".into(),
+        "--config".into(),
+        dir.join("serve.toml").display().to_string(),
+    ]);
+    let mut server = Background::start(&dir, "serve", &argv);
+    let mut vms = Vec::new();
+    for (i, (name, load)) in [("h1", "heavy"), ("h2", "heavy"), ("i1", "idle")]
+        .iter()
+        .enumerate()
+    {
+        let host = i + 1;
+        let mac = format!("52:54:00:07:00:0{host}");
+        ip(&[
+            "-n",
+            &lan.hosts[host],
+            "link",
+            "set",
+            "dev",
+            &lan.device(host),
+            "address",
+            &mac,
+        ]);
+        let mut argv = lan.enter(host, None);
+        argv.extend([
+            "bash".into(),
+            "-c".into(),
+            "exec -a qemu-system-x86_64 /usr/bin/python3 -c \"$0\" \"$@\"".into(),
+        ]);
+        argv.extend([
+            FAKE_VM.to_string(),
+            "-name".into(),
+            format!("guest={name}"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            "198.18.7.1".into(),
+            load.to_string(),
+            VM_SECONDS.to_string(),
+        ]);
+        vms.push(Background::start(&dir, name, &argv));
+    }
+    let started = Instant::now();
+
+    // Each client is its VM, by the MAC the neighbour table gives its address.
+    wait_for(
+        "the VMs' clients to be mapped",
+        Duration::from_secs(60),
+        || {
+            server.assert_running();
+            let c = clients(&dir);
+            ["h1", "h2", "i1"]
+                .iter()
+                .all(|n| c.as_array().unwrap().iter().any(|e| e["vm"]["name"] == *n))
+        },
+    );
+
+    // Two whole minutes measured, then the optimizer's look: one busy VM walks away.
+    wait_for("a load-aware move", Duration::from_secs(300), || {
+        server.assert_running();
+        server.log_text().contains("moving a VM")
+    });
+    let c = clients(&dir);
+    let by_name = |n: &str| {
+        c.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["vm"]["name"] == n)
+            .unwrap_or_else(|| panic!("{n} in {c}"))
+            .clone()
+    };
+    for n in ["h1", "h2"] {
+        let vm = &by_name(n)["vm"];
+        assert_eq!(vm["peak_second"], 0, "{n}: {vm}");
+        assert!(vm["peak_cores"].as_f64().unwrap() > 0.5, "{n}: {vm}");
+    }
+    let idle = &by_name("i1")["vm"];
+    assert!(idle["peak_cores"].as_f64().unwrap() < 0.2, "{idle}");
+    let log = server.log_text();
+    let moved: Vec<&str> = ["198.18.7.2", "198.18.7.3", "198.18.7.4"]
+        .into_iter()
+        .filter(|a| {
+            log.lines()
+                .any(|l| l.contains("moving a VM") && l.contains(&format!("client={a}")))
+        })
+        .collect();
+    assert_eq!(moved.len(), 1, "one busy VM moves: {moved:?}\n{log}");
+    assert_ne!(moved[0], "198.18.7.4", "the idle VM stays");
+
+    // The walk ends within its 6 s at 50,000 ppm (120 s) and two polls; the busy VMs then sit
+    // in different views, and no answer along the way stepped: between two polls 5 s apart an
+    // offset moved at most the walk's 250 ms, plus what the two round trips allow.
+    std::thread::sleep(Duration::from_secs(140));
+    let (h1, h2) = (offsets(&vms[0]), offsets(&vms[1]));
+    let last = |o: &[(f64, f64, f64)]| o.last().expect("answers").1;
+    assert!(
+        (last(&h1) - last(&h2)).abs() > 2.5,
+        "h1 {} h2 {}",
+        last(&h1),
+        last(&h2)
+    );
+    for (name, o) in [("h1", &h1), ("h2", &h2)] {
+        for w in o.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let allowed = 0.05 * (b.0 - a.0) + (a.2 + b.2) / 2.0 + 0.005;
+            assert!(
+                (b.1 - a.1).abs() <= allowed,
+                "{name} stepped {:+.3} s in {:.1} s",
+                b.1 - a.1,
+                b.0 - a.0
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(VM_SECONDS),
+        "the VMs stopped before the end"
+    );
+    for v in &mut vms {
+        v.stop();
+    }
+    server.stop();
+}
