@@ -29,6 +29,42 @@ pub fn parse_cpu_stat(text: &str) -> Option<u64> {
     Some(usec * 1000)
 }
 
+/// A VM's CPU-time file, kept open: read again from its start each time (pread), which costs
+/// a third of opening it afresh four times a second for every VM.
+pub struct CpuReader {
+    file: fs::File,
+    cgroup: bool,
+}
+
+impl CpuReader {
+    /// The VM's cgroup `cpu.stat` if it has one, else its process's `stat`.
+    pub fn open(proc_root: &Path, pid: u32, cgroup: Option<&Path>) -> Option<CpuReader> {
+        if let Some(dir) = cgroup {
+            if let Ok(file) = fs::File::open(dir.join("cpu.stat")) {
+                return Some(CpuReader { file, cgroup: true });
+            }
+        }
+        let file = fs::File::open(proc_root.join(pid.to_string()).join("stat")).ok()?;
+        Some(CpuReader {
+            file,
+            cgroup: false,
+        })
+    }
+
+    /// The CPU time now, in nanoseconds (None once the process or cgroup is gone).
+    pub fn read(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 1024];
+        let n = self.file.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        if self.cgroup {
+            parse_cpu_stat(text)
+        } else {
+            parse_stat(text)
+        }
+    }
+}
+
 /// The VM's CPU time now: from its cgroup if it has one, else from its process.
 pub fn cpu_ns(proc_root: &Path, pid: u32, cgroup: Option<&Path>) -> Option<u64> {
     if let Some(dir) = cgroup {
@@ -62,6 +98,16 @@ mod tests {
         let text = "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\nnr_periods 0\n";
         assert_eq!(parse_cpu_stat(text), Some(123_456_000));
         assert_eq!(parse_cpu_stat("user_usec 1\n"), None);
+    }
+
+    /// A kept-open reader reads the same as a fresh one, again and again.
+    #[test]
+    fn a_kept_reader_rereads() {
+        let pid = std::process::id();
+        let r = CpuReader::open(Path::new("/proc"), pid, None).unwrap();
+        let (a, b) = (r.read().unwrap(), r.read().unwrap());
+        assert!(b >= a);
+        assert!(cpu_ns(Path::new("/proc"), pid, None).unwrap() >= b);
     }
 
     /// This process's CPU time, read as a VM's would be, grows while it spins (in 10-ms

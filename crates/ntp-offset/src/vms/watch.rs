@@ -22,7 +22,7 @@ use ntp_offset_sys::clock::realtime_ns;
 use ntp_offset_sys::neighbours::neighbour_table;
 use tracing::{debug, info, warn};
 
-use super::cpu::cpu_ns;
+use super::cpu::CpuReader;
 use super::qemu::{self, QemuVm};
 
 /// CPU readings per VM: four a second resolve a job of a few hundred milliseconds.
@@ -53,6 +53,8 @@ struct Vm {
     found: QemuVm,
     addrs: Vec<IpAddr>,
     sampler: Sampler,
+    /// Its CPU-time file, open (None: it could not be opened; tried again at discovery).
+    cpu: Option<CpuReader>,
 }
 
 struct Known {
@@ -240,7 +242,7 @@ fn run(vms: &Vms, offset_of: &OffsetOf, stop: &AtomicBool, proc_root: &Path, cgr
             discover(vms, proc_root, cgroups, &mut neigh_failed);
             next_discovery = started + DISCOVER_EVERY;
         }
-        sample(vms, offset_of, proc_root);
+        sample(vms, offset_of);
         if started >= next_curve {
             recompute(vms, offset_of);
             next_curve = started + Duration::from_secs(1);
@@ -285,19 +287,21 @@ fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool
             by_addr.insert(*a, id.clone());
         }
         // The same VM in the same process keeps its profile; a restarted one starts afresh.
-        let sampler = match old.remove(&id) {
-            Some(vm) if vm.found.pid == q.pid => vm.sampler,
+        let (sampler, cpu) = match old.remove(&id) {
+            Some(vm) if vm.found.pid == q.pid => (vm.sampler, vm.cpu),
             _ => {
                 info!(vm = %q.name, pid = q.pid, macs = q.macs.len(), "found a VM");
-                Sampler::default()
+                (Sampler::default(), None)
             }
         };
+        let cpu = cpu.or_else(|| CpuReader::open(proc_root, q.pid, q.cgroup.as_deref()));
         k.vms.insert(
             id,
             Vm {
                 found: q,
                 addrs,
                 sampler,
+                cpu,
             },
         );
     }
@@ -308,29 +312,38 @@ fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool
     vms.any.store(!k.vms.is_empty(), Ordering::Relaxed);
 }
 
+/// A VM's CPU reading: its id and process, when (host ns), its first address, CPU time (ns).
+type Reading = (Arc<str>, u32, i64, Option<IpAddr>, u64);
+
 /// One CPU reading per VM, into its profile by second of its own minute. The files are read
 /// and the offsets asked for without the lock; the samplers are fed under it.
-fn sample(vms: &Vms, offset_of: &OffsetOf, proc_root: &Path) {
-    let targets: Vec<(Arc<str>, QemuVm, Vec<IpAddr>)> = {
+fn sample(vms: &Vms, offset_of: &OffsetOf) {
+    // Read under the read lock (files only); ask for offsets after it (see the lock order).
+    let mut readings: Vec<Reading> = {
         let k = vms.known.read().unwrap_or_else(|p| p.into_inner());
         k.vms
             .iter()
-            .map(|(id, vm)| (id.clone(), vm.found.clone(), vm.addrs.clone()))
+            .filter_map(|(id, vm)| {
+                let cpu = vm.cpu.as_ref()?.read()?;
+                Some((
+                    id.clone(),
+                    vm.found.pid,
+                    host_ns(),
+                    vm.addrs.first().copied(),
+                    cpu,
+                ))
+            })
             .collect()
     };
-    let mut readings = Vec::with_capacity(targets.len());
-    for (id, found, addrs) in targets {
-        let pid = found.pid;
-        let Some(cpu) = cpu_ns(proc_root, pid, found.cgroup.as_deref()) else {
-            continue;
-        };
-        let now = host_ns();
-        let offset = addrs
-            .iter()
-            .find_map(|a| offset_of(*a, Time::from_unix_nanos(now)))
-            .unwrap_or(Offset::ZERO);
-        readings.push((id, pid, now, offset, cpu));
-    }
+    let readings: Vec<_> = readings
+        .drain(..)
+        .map(|(id, pid, now, addr, cpu)| {
+            let offset = addr
+                .and_then(|a| offset_of(a, Time::from_unix_nanos(now)))
+                .unwrap_or(Offset::ZERO);
+            (id, pid, now, offset, cpu)
+        })
+        .collect();
     let mut k = vms.known.write().unwrap_or_else(|p| p.into_inner());
     for (id, pid, now, offset, cpu) in readings {
         if let Some(vm) = k.vms.get_mut(&id).filter(|vm| vm.found.pid == pid) {
