@@ -13,9 +13,9 @@ use ntp_offset_testkit::{self as common, ip, tempdir, Background, BIN};
 
 const VIEWS: [(&str, i64); 3] = [("s0", 0), ("s3", 3), ("s6", 6)];
 const FAKE_VM: &str = include_str!("data/fake_vm.py");
-/// How long the VMs run: enough for two whole measured minutes, the optimizer's look and a
-/// 6-s walk at 50,000 ppm (120 s), with room.
-const VM_SECONDS: u64 = 480;
+/// How long the VMs run: the test's waits (60 s to be mapped, 360 s for the move, 140 s for
+/// the walk) and room; they stop by themselves.
+const VM_SECONDS: u64 = 640;
 
 fn config(dir: &Path) -> String {
     let mut text = format!(
@@ -134,7 +134,7 @@ fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
     );
 
     // Two whole minutes measured, then the optimizer's look: one busy VM walks away.
-    wait_for("a load-aware move", Duration::from_secs(300), || {
+    wait_for("a load-aware move", Duration::from_secs(360), || {
         server.assert_running();
         server.log_text().contains("moving a VM")
     });
@@ -147,13 +147,25 @@ fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
             .unwrap_or_else(|| panic!("{n} in {c}"))
             .clone()
     };
+    // The busy VMs peak at :00 of their own minute and rank first. How many cores a busy
+    // loop gets depends on what else the machine runs (0.13 on a loaded CI machine, 0.9
+    // calm), so the bound is relative: well above the idle VM, which sleeps through :00.
+    let idle = by_name("i1")["vm"].clone();
+    let idle_peak = idle["peak_cores"].as_f64().unwrap();
+    let idle_share = idle["share_of_host_peak"].as_f64().unwrap();
     for n in ["h1", "h2"] {
         let vm = &by_name(n)["vm"];
         assert_eq!(vm["peak_second"], 0, "{n}: {vm}");
-        assert!(vm["peak_cores"].as_f64().unwrap() > 0.5, "{n}: {vm}");
+        let peak = vm["peak_cores"].as_f64().unwrap();
+        assert!(
+            peak > 4.0 * idle_peak && peak > 0.02,
+            "{n}: {vm}, idle {idle}"
+        );
+        assert!(
+            vm["share_of_host_peak"].as_f64().unwrap() > idle_share,
+            "{n}: {vm}, idle {idle}"
+        );
     }
-    let idle = &by_name("i1")["vm"];
-    assert!(idle["peak_cores"].as_f64().unwrap() < 0.2, "{idle}");
     let log = server.log_text();
     let moved: Vec<&str> = ["198.18.7.2", "198.18.7.3", "198.18.7.4"]
         .into_iter()
