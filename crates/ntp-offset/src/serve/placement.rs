@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ntp_offset_proto::load::host::Standing;
-use ntp_offset_proto::load::placement::{add, peak, Curve, Params, Slot};
+use ntp_offset_proto::load::placement::{add, busiest, peak, Curve, Params, Slot};
 use ntp_offset_proto::move_smear::Moves;
 use ntp_offset_proto::time::{Offset, Time};
 use ntp_offset_proto::view::ViewId;
@@ -113,6 +113,7 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
     let (host, _) = vms.host_load(now, &|ip, t| served_offset(runtime, ip, t), &view_of);
     let curve = host.curve();
     let (peak_second, peak_cores) = busiest(curve);
+    let peak_second = peak_second as u8;
     let mut views: Vec<ViewLoad> = Vec::new();
     for (id, v) in runtime.views.views().iter().enumerate() {
         let mut c = [0.0; 60];
@@ -135,18 +136,9 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
     })
 }
 
-fn busiest(curve: &Curve) -> (u8, f64) {
-    curve
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, 0.0), |b, (s, x)| if x > b.1 { (s as u8, x) } else { b })
-}
-
 /// The VM behind `client` and its load, and how far it has left to walk.
 pub fn client_load(
     runtime: &Runtime,
-    vms: &Vms,
     rows: &[crate::vms::VmRow],
     host_curve: &Curve,
     client: IpAddr,
@@ -158,7 +150,6 @@ pub fn client_load(
         let w = walk?;
         Some((w.to.nanos() - w.offset_at(now).nanos()) as f64 / 1e9)
     });
-    let _ = vms;
     let Some(row) = rows.iter().find(|r| r.addrs.contains(&client)) else {
         return (None, walk_left);
     };
@@ -169,7 +160,7 @@ pub fn client_load(
         served_offset(runtime, client, now).map_or(0, |o| o.nanos()),
     )
     .shift;
-    let at_peak = row.profile.bins[(usize::from(host_second) + shift) % 60];
+    let at_peak = row.profile.bins[(host_second + shift) % 60];
     let share = if host_peak > 0.0 && row.minutes >= 2 {
         (f64::from(at_peak) / host_peak) as f32
     } else {

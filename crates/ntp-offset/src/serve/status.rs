@@ -397,7 +397,7 @@ impl Source for ServeSource {
             for e in &mut list {
                 if let Ok(ip) = e.address.parse() {
                     (e.vm, e.walk_left_s) =
-                        placement::client_load(&runtime, vms, &rows, &curve, ip, now);
+                        placement::client_load(&runtime, &rows, &curve, ip, now);
                 }
             }
         }

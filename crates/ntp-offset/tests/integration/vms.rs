@@ -65,6 +65,11 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
+    // The interpreter itself: a wrapper (pyenv's shim) would replace the QEMU-like argv[0].
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "needs Debian's /usr/bin/python3 (apt-get install python3)"
+    );
     let lan = Lan::new("vm", 7, &["srv", "h1", "h2", "i1"]);
     let dir = tempdir("vms");
     std::fs::create_dir_all(dir.join("state")).unwrap();

@@ -61,7 +61,16 @@ pub fn add(curve: &mut Curve, p: &Profile, shift: usize, sign: f64) {
 
 /// The busiest second's load.
 pub fn peak(curve: &Curve) -> f64 {
-    curve.iter().copied().fold(0.0, f64::max)
+    busiest(curve).1
+}
+
+/// The busiest second (the first of equals) and its load.
+pub fn busiest(curve: &Curve) -> (usize, f64) {
+    curve
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, 0.0), |b, (s, x)| if x > b.1 { (s, x) } else { b })
 }
 
 fn sum_of_squares(curve: &Curve) -> f64 {
