@@ -339,6 +339,40 @@ impl Balancer {
         (view, Reason::Balanced)
     }
 
+    /// A new address of a client the table knows by another (`sibling`: the same VM's other
+    /// NIC, or its rotated IPv6 address): it gets the sibling's view and the rest of its
+    /// walk, so the VM's clock is served alike whichever address it asks from. None when
+    /// the sibling is unknown or the table is full; an address already known keeps its own.
+    pub fn assign_like(
+        &mut self,
+        client: IpAddr,
+        sibling: IpAddr,
+        now: u64,
+    ) -> Option<(ViewId, Reason)> {
+        let client = canonical_ip(client);
+        if self.clients.contains_key(&client) {
+            return Some(self.assign_among(client, now, &[]));
+        }
+        let like = *self.clients.get(&canonical_ip(sibling))?;
+        if self.clients.len() >= self.capacity {
+            return None;
+        }
+        self.now_s = self.now_s.max(now);
+        self.clients.insert(
+            client,
+            Assignment {
+                first_seen: now,
+                last_seen: now,
+                ..like
+            },
+        );
+        let load = self.counts.entry(like.view).or_default();
+        load.total += 1;
+        load.active += 1;
+        self.counters.assigned += 1;
+        Some((like.view, Reason::Balanced))
+    }
+
     /// Frees the slots of clients idle for longer than `forget_after` seconds, and counts
     /// the active clients again.
     pub fn forget_idle(&mut self, now: u64, forget_after: u64) -> usize {

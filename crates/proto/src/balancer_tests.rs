@@ -322,3 +322,40 @@ fn a_new_client_chooses_among_the_views_it_is_offered() {
     let (v, _) = b.assign_among(client(101), 1, &[ViewId(9)]);
     assert_ne!(v, ViewId(2));
 }
+
+#[test]
+fn a_vms_new_address_gets_its_siblings_view_and_walk() {
+    let mut b = Balancer::new(&members(4), KEY, 3);
+    b.set_moves(Moves::Smear(PACE));
+    let (v, _) = b.assign(client(1), 1000);
+    let to = ViewId((v.0 + 2) % 4);
+    assert!(b.move_to(client(1), to, 2000));
+    let sibling = b.served(client(1)).unwrap();
+    // The VM's second address, half way through the walk.
+    assert_eq!(
+        b.assign_like(client(2), client(1), 5000),
+        Some((to, Reason::Balanced))
+    );
+    assert_eq!(
+        b.served(client(2)).unwrap(),
+        sibling,
+        "the same view and walk"
+    );
+    let now = secs(5000);
+    assert_eq!(
+        b.served_offset_at(client(2), now),
+        b.served_offset_at(client(1), now)
+    );
+    assert_eq!(b.count(to), 2);
+    assert_eq!(b.get(client(2)).unwrap().first_seen, 5000);
+    // Known addresses keep their own view; unknown siblings and a full table give none.
+    assert_eq!(
+        b.assign_like(client(1), client(9), 5001),
+        Some((to, Reason::Kept))
+    );
+    assert_eq!(b.assign_like(client(3), client(9), 5001), None);
+    b.assign(client(4), 5001);
+    assert_eq!(b.assign_like(client(5), client(1), 5002), None, "full");
+    assert!(b.settle(10_000_000) >= 1);
+    assert_eq!(b.served(client(2)).unwrap(), (to, None), "both arrive");
+}

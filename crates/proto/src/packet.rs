@@ -37,6 +37,9 @@ pub mod field {
 
 pub const HEADER_LEN: usize = field::TRANSMIT_TIMESTAMP.end;
 
+/// The stratum of a server that is not synchronized (RFC 5905, figure 11).
+pub const UNSYNCHRONIZED_STRATUM: u8 = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeapIndicator {
     NoWarning = 0,

@@ -14,7 +14,9 @@ use crate::interleaved::{self, TransmitLog};
 use crate::nts::cookie::{MasterKeys, COOKIE_LEN};
 use crate::nts::extension::{self as nts_ef, NtsRequest};
 use crate::nts::{self, Entropy, SessionKeys, NONCE_LEN};
-use crate::packet::{set_transmit_timestamp, Header, LeapIndicator, Mode, HEADER_LEN};
+use crate::packet::{
+    set_transmit_timestamp, Header, LeapIndicator, Mode, HEADER_LEN, UNSYNCHRONIZED_STRATUM,
+};
 use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::symmetric::{self, Auth, UnknownKey};
 use crate::system::ServerState;
@@ -113,6 +115,9 @@ pub enum ResponseKind {
     /// A KoD `NTSN` with the request's Unique Identifier: its cookie does not open here, so
     /// the client goes back to key establishment.
     NtsNak,
+    /// Time marked unsynchronised (leap 3, stratum 16), which clients do not set their
+    /// clocks from: the client's address is being matched to its VM ([`Assigned::placing`]).
+    Placing,
 }
 
 /// The longest answer: no longer than the longest request.
@@ -223,7 +228,7 @@ impl Response {
         out: &mut [u8],
     ) -> NtpTimestamp {
         let in_view = transmit.add(self.offset).to_ntp();
-        if self.kind == ResponseKind::Time && !self.interleaved {
+        if matches!(self.kind, ResponseKind::Time | ResponseKind::Placing) && !self.interleaved {
             set_transmit_timestamp(&mut self.header, in_view);
         }
         out[..HEADER_LEN].copy_from_slice(&self.header);
@@ -356,6 +361,9 @@ pub fn decide(
     };
     if let Some(nak) = auth.nak {
         kind = nak;
+    }
+    if kind == ResponseKind::Time && assigned.is_some_and(|a| a.placing) {
+        kind = ResponseKind::Placing;
     }
     if let Some(id) = view {
         // A NAK still tells a client with stale credentials what to fix.
@@ -493,6 +501,11 @@ fn answer_header(
             }
             (h, interleaved, log_as)
         }
+        (ResponseKind::Placing, Some(_)) => {
+            let mut h = time_header(request, state, offset, req.receive);
+            (h.leap, h.stratum) = (LeapIndicator::Unsynchronized, UNSYNCHRONIZED_STRATUM);
+            (h, false, None)
+        }
         (ResponseKind::KodRate, _) => kiss(b"RATE"),
         (ResponseKind::CryptoNak, _) => kiss(b"CRYP"),
         (ResponseKind::NtsNak, _) => kiss(b"NTSN"),
@@ -547,7 +560,7 @@ pub(crate) mod tests {
     use crate::ratelimit::RateLimitParams;
     use crate::symmetric::{Key, KeyType, SymmetricKeys};
     use crate::system::REFID_LOCAL;
-    use crate::view::{HashOnly, LocalAddr, Rule, Target, View};
+    use crate::view::{Assigned, Balanced, HashOnly, LocalAddr, Rule, Target, View};
     use proptest::prelude::*;
 
     /// Deterministic "randomness" for tests: a counter's bytes, so failures reproduce.
@@ -811,6 +824,66 @@ pub(crate) mod tests {
             CLIENT_TX,
             "a KoD tells no time"
         );
+    }
+
+    /// Every client of a balanced spread over the three views is being placed.
+    struct Placing;
+    impl Assigner for Placing {
+        fn assign(&self, spread: &crate::view::Spread, _: &Balanced, c: IpAddr) -> Assigned {
+            Assigned {
+                placing: true,
+                ..Assigned::view(spread.pick(c).unwrap())
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_being_placed_is_answered_unsynchronised() {
+        let mut t = views();
+        let spread = crate::view::Spread::new(&[(ViewId(1), "plus15"), (ViewId(2), "m")], (1, 2))
+            .with_balancer(Balanced {
+                name: "g".into(),
+                index: 0,
+                weights: vec![1, 1],
+                rebalance: crate::view::Rebalance::Never,
+                moves: crate::move_smear::Moves::Step,
+                by_load: true,
+                optimize_every_s: 600,
+                forget_after_s: 3600,
+                max_clients: 10,
+            });
+        t = ViewTable::new(
+            t.views().to_vec(),
+            vec![Rule {
+                listen: vec![],
+                clients: vec![],
+                target: Target::Spread(spread),
+            }],
+            None,
+        );
+        let auth = Auth::default();
+        let creds = Credentials::keys_only(&auth);
+        let Decision::Respond(mut r) = decide(
+            &request(&client_packet(4), 123),
+            &t,
+            &Placing,
+            &state(),
+            Unmatched::Ignore,
+            &creds,
+            None,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.kind, ResponseKind::Placing);
+        assert!(!r.is_interleaved() && r.log_as.is_none(), "nothing to log");
+        let h = Header::parse(&r.finish(RX, &creds, &mut Counter(0))).unwrap();
+        assert_eq!(
+            (h.leap, h.stratum),
+            (LeapIndicator::Unsynchronized, UNSYNCHRONIZED_STRATUM),
+            "clients do not set their clocks from it"
+        );
+        assert_eq!(h.origin_timestamp.to_bits(), CLIENT_TX, "it is an answer");
+        assert_ne!(h.transmit_timestamp.to_bits(), 0);
     }
 
     #[test]

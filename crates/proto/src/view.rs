@@ -144,11 +144,28 @@ impl Assigner for HashOnly {
 pub struct Assigned {
     pub view: ViewId,
     pub walk: Option<MoveSmear>,
+    /// The client is not placed yet: its address may be a new one of a VM the table knows
+    /// by another, and the host has not yet seen which (its neighbour entry appears when
+    /// this answer is sent). Answered unsynchronised, which clients do not set their clocks
+    /// from, rather than from a view that may not be its VM's.
+    pub placing: bool,
 }
 
 impl Assigned {
     pub fn view(view: ViewId) -> Assigned {
-        Assigned { view, walk: None }
+        Assigned {
+            view,
+            walk: None,
+            placing: false,
+        }
+    }
+
+    pub fn walking(view: ViewId, walk: Option<MoveSmear>) -> Assigned {
+        Assigned {
+            view,
+            walk,
+            placing: false,
+        }
     }
 }
 

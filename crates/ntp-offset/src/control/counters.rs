@@ -21,6 +21,10 @@ pub struct Counts {
     /// NTS-NAKs: NTS requests whose cookie does not open here (sent back to key establishment).
     #[serde(default)]
     pub nts_nak: u64,
+    /// Answered unsynchronised while the client's address was matched to its VM. Absent
+    /// while zero (hosts without VMs): control-v1's vectors predate it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub placing: u64,
     /// Answers in interleaved mode.
     #[serde(default)]
     pub interleaved: u64,
@@ -43,6 +47,10 @@ pub struct ViewCounts {
     pub answered: u64,
     pub kod_rate: u64,
     pub rate_limited: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Counts {
@@ -70,6 +78,7 @@ impl Counts {
             ResponseKind::KodDeny => self.kod_deny += 1,
             ResponseKind::CryptoNak => self.crypto_nak += 1,
             ResponseKind::NtsNak => self.nts_nak += 1,
+            ResponseKind::Placing => self.placing += 1,
         }
     }
 
@@ -131,6 +140,7 @@ const FIELDS: &[Field] = fields!(
     kod_deny,
     crypto_nak,
     nts_nak,
+    placing,
     interleaved,
     tx_stamps,
     tx_stamps_unmatched,
@@ -147,6 +157,8 @@ pub const TOTALS: &[Counter<Counts>] = &[
         help: "Crypto-NAK answers (requests with a key the server does not have)." },
     Counter { metric: "nts_nak_total", label: "NTS-NAK", always: false, get: |c| c.nts_nak,
         help: "NTS-NAK answers (NTS requests whose cookie does not open here)." },
+    Counter { metric: "placing_total", label: "Being placed", always: false, get: |c| c.placing,
+        help: "Answers marked unsynchronised because the client's new address was not yet matched to its VM." },
     Counter { metric: "interleaved_total", label: "Interleaved", always: false, get: |c| c.interleaved,
         help: "Answers in interleaved mode (carrying the kernel's transmit time of the client's previous answer)." },
     Counter { metric: "tx_stamps_total", label: "Transmit stamps", always: false, get: |c| c.tx_stamps,

@@ -95,12 +95,18 @@ fn route(server: &Server, monitor: &Monitor, stop: &AtomicBool, title: &str) {
             }
             (Method::Get | Method::Head, "/") => {
                 let st = monitor.status();
-                let body = page::page(title, &st, &monitor.history(), &monitor.cpu());
+                let body = page::page(
+                    title,
+                    &st,
+                    &monitor.history(),
+                    &monitor.cpu(),
+                    &monitor.vms(),
+                );
                 (body, "text/html; charset=utf-8", 200)
             }
             (Method::Get | Method::Head, "/plots") => {
                 let st = monitor.status();
-                let body = page::plots(&st, &monitor.history(), &monitor.cpu());
+                let body = page::plots(&st, &monitor.history(), &monitor.cpu(), &monitor.vms());
                 (body, "text/html; charset=utf-8", 200)
             }
             (Method::Get | Method::Head, "/status.json") => (

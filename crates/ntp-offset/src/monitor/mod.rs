@@ -99,6 +99,28 @@ impl Monitor {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The clients that are VMs the host measures, for the page: those with the largest
+    /// part of the host's busiest second first.
+    pub fn vms(&self) -> Vec<ClientEntry> {
+        let mut vms: Vec<ClientEntry> = self
+            .source
+            .clients(None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.vm.is_some())
+            .collect();
+        let key = |c: &ClientEntry| {
+            c.vm.as_ref()
+                .map_or((0.0, 0.0), |v| (v.share_of_host_peak, v.peak_cores))
+        };
+        vms.sort_by(|a, b| {
+            key(b)
+                .partial_cmp(&key(a))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        vms
+    }
+
     pub fn cpu(&self) -> MutexGuard<'_, MinuteProfile> {
         self.cpu.lock().unwrap_or_else(|e| e.into_inner())
     }

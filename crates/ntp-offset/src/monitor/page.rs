@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::cpu::MinuteProfile;
 use super::history::History;
-use crate::control::status::{ServeStatus, Status};
+use crate::control::status::{ClientEntry, LoadStatus, ServeStatus, Status};
 
 /// Seconds per point of the hour-long plots.
 const BIN_S: u64 = 10;
@@ -22,7 +22,13 @@ const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
 
 /// The whole page.
-pub fn page(title: &str, status: &Status, history: &History, cpu: &MinuteProfile) -> String {
+pub fn page(
+    title: &str,
+    status: &Status,
+    history: &History,
+    cpu: &MinuteProfile,
+    vms: &[ClientEntry],
+) -> String {
     let mut s = String::with_capacity(64 * 1024);
     let _ = write!(
         s,
@@ -42,6 +48,8 @@ figure.plot svg {{ width: 100%; height: auto; display: block; }}
 .legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; border-radius: 2px; }}
 .empty {{ color: #718096; font-size: .85rem; }}
 svg text {{ font-size: 11px; fill: #4a5568; }}
+table.vms {{ border-collapse: collapse; font-size: .85rem; width: 100%; }}
+table.vms th, table.vms td {{ text-align: left; padding: 2px 8px 2px 0; border-bottom: 1px solid #edf2f7; }}
 </style></head>
 <body data-updates="0"><h1>{title}</h1>
 <div id="live">{}</div>
@@ -59,13 +67,18 @@ setTimeout(refresh, 1000);
 </script>
 </body></html>
 "#,
-        plots(status, history, cpu)
+        plots(status, history, cpu, vms)
     );
     s
 }
 
 /// The summary line and every plot: what `/plots` returns.
-pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String {
+pub fn plots(
+    status: &Status,
+    history: &History,
+    cpu: &MinuteProfile,
+    vms: &[ClientEntry],
+) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -125,8 +138,61 @@ pub fn plots(status: &Status, history: &History, cpu: &MinuteProfile) -> String 
         }
     }
     s += &cpu_plot(cpu, &starts);
+    if let Status::Serve(ServeStatus {
+        load: Some(load), ..
+    }) = status
+    {
+        s += &vm_table(load, vms);
+    }
     s += "</div>";
     s
+}
+
+/// VMs shown on the page at most: those with the largest part of the host's peak.
+const VM_ROWS: usize = 20;
+
+/// The VMs the host measures, those that make its busiest second first: which VM, its view,
+/// its profile's peak (second of its own minute, cores) and its part of the host's peak.
+fn vm_table(load: &LoadStatus, vms: &[ClientEntry]) -> String {
+    let title = format!(
+        "VMs by their part of the host's busiest second (predicted {:.2} cores at :{:02}; {} VMs, {} profiled)",
+        load.peak_cores, load.peak_second, load.vms, load.profiled
+    );
+    if vms.is_empty() {
+        return empty(
+            "vms",
+            &title,
+            "no client mapped to a VM yet (VMs are matched by the MAC of their NIC)",
+        );
+    }
+    let mut rows = String::new();
+    for c in vms.iter().take(VM_ROWS) {
+        let Some(vm) = &c.vm else { continue };
+        let known = vm.minutes >= 2;
+        let cell = |v: String| if known { v } else { "-".into() };
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&vm.name),
+            escape(&c.address),
+            escape(c.view.as_deref().unwrap_or("-")),
+            vm.minutes,
+            cell(format!(":{:02}", vm.peak_second)),
+            cell(format!("{:.2}", vm.peak_cores)),
+            cell(format!("{:.0} %", 100.0 * vm.share_of_host_peak)),
+            escape(&format!("{} (pid {})", vm.source, vm.pid)),
+        );
+    }
+    let body = format!(
+        r#"<table class="vms"><thead><tr><th>VM</th><th>address</th><th>view</th><th>minutes</th><th>peak</th><th>cores</th><th>share</th><th>CPU time from</th></tr></thead><tbody>{rows}</tbody></table>"#
+    );
+    let more = vms.len().saturating_sub(VM_ROWS);
+    let legend = if more > 0 {
+        format!(r#"<p class="empty">and {more} more (ntp-offset clients)</p>"#)
+    } else {
+        String::new()
+    };
+    figure("vms", &title, vms.len().min(VM_ROWS), &body, &legend)
 }
 
 /// `serve`'s own plots: requests per view, clients per view, drops by reason.
@@ -632,8 +698,33 @@ mod tests {
             ..ViewStatus::default()
         });
         st.views[0].name = "a".into();
-        let html = page("t", &Status::Serve(st), &h, &cpu);
-        for id in ["requests", "clients", "drops", "reference", "cpu"] {
+        st.load = Some(LoadStatus {
+            vms: 1,
+            profiled: 1,
+            peak_cores: 0.9,
+            peak_second: 0,
+            views: vec![],
+        });
+        let vm = ClientEntry {
+            address: "198.18.7.2".into(),
+            view: Some("a".into()),
+            vm: Some(crate::control::status::VmLoad {
+                name: "web<1>".into(),
+                pid: 42,
+                source: "process".into(),
+                minutes: 3,
+                peak_second: 0,
+                peak_cores: 0.8,
+                share_of_host_peak: 0.89,
+            }),
+            ..ClientEntry::default()
+        };
+        let html = page("t", &Status::Serve(st), &h, &cpu, &[vm]);
+        assert!(
+            html.contains("web&lt;1&gt;") && html.contains("89 %"),
+            "{html}"
+        );
+        for id in ["requests", "clients", "drops", "reference", "cpu", "vms"] {
             let at = html
                 .find(&format!("id=\"plot-{id}\" data-points=\""))
                 .expect(id);
@@ -693,7 +784,7 @@ mod tests {
                 ..ViewStatus::default()
             });
         }
-        let html = plots(&Status::Serve(st), &History::default(), &cpu);
+        let html = plots(&Status::Serve(st), &History::default(), &cpu, &[]);
         let marks: Vec<&str> = html.split("<g class=\"view-start\">").skip(1).collect();
         assert_eq!(marks.len(), 4, "{html}");
         // +15 s starts its minute at the host's :45, so it is drawn there.
@@ -708,6 +799,7 @@ mod tests {
             &Status::Serve(ServeStatus::default()),
             &History::default(),
             &MinuteProfile::default(),
+            &[],
         );
         assert!(html.contains("id=\"plot-cpu\" data-points=\"0\""));
         assert!(html.contains("no samples of /proc/stat yet"));

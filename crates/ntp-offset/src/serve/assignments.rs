@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use ntp_offset_proto::balancer::{Balancer, Member, Reason};
 use ntp_offset_proto::move_smear::Moves;
 
-use crate::vms::Vms;
+use crate::vms::{Located, Vms};
 use ntp_offset_proto::view::{Assigned, Assigner, Balanced, Spread, Target, ViewId, ViewTable};
 use tracing::{debug, info, warn};
 
@@ -63,12 +63,7 @@ impl Group {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .served(client)
-            .and_then(|(view, walk)| {
-                Some(Assigned {
-                    view: *back.get(&view)?,
-                    walk,
-                })
-            });
+            .and_then(|(view, walk)| Some(Assigned::walking(*back.get(&view)?, walk)));
         Some(served.unwrap_or_else(|| {
             Assigned::view(spread.pick(client).expect("a spread group has members"))
         }))
@@ -88,15 +83,12 @@ impl Group {
             return v;
         }
         let hashed = || Assigned::view(spread.pick(client).expect("a spread group has members"));
-        let mut among = Vec::new();
+        let (mut among, mut siblings) = (Vec::new(), Vec::new());
         {
             let b = self.balancer.read().unwrap_or_else(|p| p.into_inner());
             match b.get(client) {
                 Some(a) if now_s < a.last_seen.saturating_add(TOUCH_AFTER_S) => {
-                    return Assigned {
-                        view: a.view,
-                        walk: b.walk(a),
-                    };
+                    return Assigned::walking(a.view, b.walk(a));
                 }
                 Some(_) => {}
                 None if b.is_full() => {
@@ -109,6 +101,16 @@ impl Group {
                         let slots = b.slots();
                         // Not under the balancer's lock: see vms::watch on lock order.
                         drop(b);
+                        match vms.locate(client) {
+                            Located::Placing => {
+                                return Assigned {
+                                    placing: true,
+                                    ..hashed()
+                                }
+                            }
+                            Located::Vm(addrs) => siblings = addrs,
+                            Located::Other => {}
+                        }
                         among = vms.best_views(client, &slots);
                     }
                 }
@@ -119,7 +121,15 @@ impl Group {
         if let Some(v) = self.retired(spread, client) {
             return v;
         }
-        let (view, reason) = b.assign_among(client, now_s, &among);
+        // A VM's new address joins the view (and walk) its other addresses have.
+        let like = siblings
+            .iter()
+            .filter(|s| **s != client)
+            .find_map(|s| b.assign_like(client, *s, now_s));
+        let (view, reason) = like.unwrap_or_else(|| b.assign_among(client, now_s, &among));
+        if like.is_some() && reason == Reason::Balanced {
+            debug!(group = %self.name, %client, view = view.0, "a VM's new address joins its other addresses' view");
+        }
         let walk = b.get(client).and_then(|a| b.walk(a));
         match reason {
             Reason::Kept => self.touched.store(true, Ordering::Relaxed),
@@ -133,7 +143,7 @@ impl Group {
                 return hashed();
             }
         }
-        Assigned { view, walk }
+        Assigned::walking(view, walk)
     }
 
     fn full(&self, spread: &Spread) {

@@ -98,6 +98,45 @@ pub fn optimize(runtime: &Runtime, vms: &Vms, now: Time, last: &mut HashMap<Stri
     }
 }
 
+/// A VM's addresses share one view. One placed before the host could tell its VM (by
+/// count, while its VM's other address had another view) walks to the view of the VM's
+/// address seen first. Called every few seconds, after the watcher's discovery.
+pub fn reconcile(runtime: &Runtime, vms: &Vms, now: Time) {
+    let now_s = u64::try_from(now.unix_secs_nanos().0).unwrap_or(0);
+    let rows = vms.rows();
+    for (_, b) in balanced_groups(&runtime.views).filter(|(_, b)| b.by_load) {
+        let Some(g) = runtime.groups.iter().find(|g| g.name == b.name) else {
+            continue;
+        };
+        for row in rows.iter().filter(|r| r.addrs.len() > 1) {
+            let (view, strays) = {
+                let bal = g.balancer.read().unwrap_or_else(|p| p.into_inner());
+                let placed: Vec<(IpAddr, ViewId, u64)> = row
+                    .addrs
+                    .iter()
+                    .filter_map(|a| bal.get(*a).map(|x| (*a, x.view, x.first_seen)))
+                    .collect();
+                let Some(&(_, view, _)) = placed.iter().min_by_key(|p| (p.2, p.0)) else {
+                    continue;
+                };
+                let strays: Vec<IpAddr> =
+                    placed.iter().filter(|p| p.1 != view).map(|p| p.0).collect();
+                (view, strays)
+            };
+            if strays.is_empty() {
+                continue;
+            }
+            let mut bal = g.balancer.write().unwrap_or_else(|p| p.into_inner());
+            for a in &strays {
+                if bal.move_to(*a, view, now_s) {
+                    info!(group = %b.name, vm = %row.name, client = %a, to = %runtime.views.view(view).name, "a VM's address joins the view of its other addresses");
+                }
+            }
+            g.changed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// What `status` and `/metrics` say of the host's load (None while nothing is watched).
 pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus> {
     let rows = vms.rows();

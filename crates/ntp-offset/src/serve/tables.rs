@@ -35,6 +35,8 @@ const TOUCHED_EVERY: Duration = Duration::from_secs(300);
 const WRITE_EVERY: Duration = Duration::from_secs(1);
 /// After a failed write, the next try waits this long.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// A VM's addresses are brought into one view at the watcher's discovery cadence.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// How often idle clients are looked for.
 const FORGET_EVERY: Duration = Duration::from_secs(600);
 /// A table line is at most this long (an IPv6 address, a view name, two times).
@@ -163,6 +165,8 @@ struct State {
     last_forget: Instant,
     /// When each group's load optimizer last looked.
     optimized: HashMap<String, Instant>,
+    /// When the VMs' addresses were last brought into one view each.
+    reconciled: Instant,
 }
 
 impl TableWriter {
@@ -178,6 +182,7 @@ impl TableWriter {
                     last_touched_write: Instant::now(),
                     last_forget: Instant::now(),
                     optimized: HashMap::new(),
+                    reconciled: Instant::now(),
                 };
                 while !thread_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
@@ -209,6 +214,10 @@ impl State {
         // Load-aware moves: housekeeping like forgetting, on the same thread.
         let t = ntp_offset_proto::time::Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
         super::placement::optimize(&runtime, &shared.vms, t, &mut self.optimized);
+        if shared.vms.watching() && now.duration_since(self.reconciled) >= RECONCILE_EVERY {
+            self.reconciled = now;
+            super::placement::reconcile(&runtime, &shared.vms, t);
+        }
         if now.duration_since(self.last_forget) >= FORGET_EVERY {
             self.last_forget = now;
             let now_s = super::unix_seconds();

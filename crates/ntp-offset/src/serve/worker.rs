@@ -164,7 +164,7 @@ fn count_answer(counts: &mut Batch, resp: &Response) {
         let c = counts.view(v);
         match resp.kind {
             ResponseKind::KodRate => c.kod_rate += 1,
-            ResponseKind::CryptoNak | ResponseKind::NtsNak => {}
+            ResponseKind::CryptoNak | ResponseKind::NtsNak | ResponseKind::Placing => {}
             _ => c.answered += 1,
         }
     }

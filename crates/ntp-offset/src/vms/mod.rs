@@ -11,4 +11,4 @@ pub mod cpu;
 pub mod qemu;
 pub mod watch;
 
-pub use watch::{VmRow, Vms, Watch};
+pub use watch::{Located, VmRow, Vms, Watch};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,13 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 /// A profile counts once it averages this many whole minutes.
 const KNOWN_AFTER_MINUTES: u32 = 2;
+/// A worker meeting an address no VM is known by reads the neighbour table itself, at most
+/// this often (server-wide): a flood of new addresses costs a few dumps a second.
+const LOOKUP_EVERY: Duration = Duration::from_millis(20);
+/// Addresses answered "being placed" and not yet matched, at most; older than
+/// [`PLACING_FORGOTTEN`], they make room.
+const MAX_PLACING: usize = 4096;
+const PLACING_FORGOTTEN: Duration = Duration::from_secs(300);
 
 /// The offset a client address is served now, if the server knows (None: not a client yet).
 pub type OffsetOf = Box<dyn Fn(IpAddr, Time) -> Option<Offset> + Send>;
@@ -82,7 +89,25 @@ pub struct Vms {
     known: RwLock<Known>,
     /// Whether any VM has been found: lets the request path skip the lookup on other hosts.
     any: AtomicBool,
+    /// Whether any VM's NIC is in this server's neighbour table: its clients can be told
+    /// apart by MAC here (a VM's new address is then worth waiting for).
+    mapped: AtomicBool,
     watching: AtomicBool,
+    /// Lookups made on the request path: when the last one ran, and the addresses answered
+    /// "being placed" (with when), which are placed by count if the next lookup fails too.
+    lookup: Mutex<(Option<Instant>, HashMap<IpAddr, Instant>)>,
+}
+
+/// What the host can tell of a new client address.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Located {
+    /// A VM's: every address of it (this one included).
+    Vm(Vec<IpAddr>),
+    /// No VM's, or the host cannot tell: placed by count.
+    Other,
+    /// Not in the neighbour table yet: it appears once this client is answered. Answer it
+    /// "being placed" once ([`Assigned::placing`](ntp_offset_proto::view::Assigned)).
+    Placing,
 }
 
 impl Vms {
@@ -103,6 +128,66 @@ impl Vms {
         }
         let k = self.known.read().unwrap_or_else(|p| p.into_inner());
         k.by_addr.get(&client).cloned()
+    }
+
+    /// Which VM a new client address is, looking it up in the neighbour table at once if the
+    /// watcher has not seen it (rate-limited). Call without holding a balancer's lock.
+    pub fn locate(&self, client: IpAddr) -> Located {
+        if !self.mapped.load(Ordering::Relaxed) || client.is_loopback() {
+            return Located::Other;
+        }
+        if let Some(addrs) = self.addrs_of(client) {
+            return Located::Vm(addrs);
+        }
+        let mut l = self.lookup.lock().unwrap_or_else(|p| p.into_inner());
+        let due = l.0.is_none_or(|t| t.elapsed() >= LOOKUP_EVERY);
+        if due {
+            l.0 = Some(Instant::now());
+            drop(l);
+            let table = neighbour_table(Duration::from_millis(100)).unwrap_or_default();
+            if let Some(n) = table.iter().find(|n| n.ip == client) {
+                return self.learn(client, n.mac);
+            }
+            l = self.lookup.lock().unwrap_or_else(|p| p.into_inner());
+        }
+        let placing = &mut l.1;
+        if placing.remove(&client).is_some() {
+            // Answered once already and still not in the table: not on this host's links.
+            return Located::Other;
+        }
+        if placing.len() >= MAX_PLACING {
+            placing.retain(|_, t| t.elapsed() < PLACING_FORGOTTEN);
+            if placing.len() >= MAX_PLACING {
+                return Located::Other;
+            }
+        }
+        placing.insert(client, Instant::now());
+        Located::Placing
+    }
+
+    /// Every address of the VM `client` is known by.
+    fn addrs_of(&self, client: IpAddr) -> Option<Vec<IpAddr>> {
+        let k = self.known.read().unwrap_or_else(|p| p.into_inner());
+        Some(k.vms.get(k.by_addr.get(&client)?)?.addrs.clone())
+    }
+
+    /// A neighbour entry found on the request path: the VM with that MAC gains the address.
+    fn learn(&self, client: IpAddr, mac: [u8; 6]) -> Located {
+        let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let Some(id) = k
+            .vms
+            .iter()
+            .find(|(_, vm)| vm.found.macs.contains(&mac))
+            .map(|(id, _)| id.clone())
+        else {
+            return Located::Other;
+        };
+        k.by_addr.insert(client, id.clone());
+        let vm = k.vms.get_mut(&id).expect("found above");
+        vm.addrs.push(client);
+        vm.addrs.sort_unstable();
+        vm.addrs.dedup();
+        Located::Vm(vm.addrs.clone())
     }
 
     /// A known client's profile (two whole minutes averaged at least).
@@ -308,6 +393,7 @@ fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool
     for gone in old.values() {
         debug!(vm = %gone.found.name, "a VM is gone");
     }
+    vms.mapped.store(!by_addr.is_empty(), Ordering::Relaxed);
     k.by_addr = by_addr;
     vms.any.store(!k.vms.is_empty(), Ordering::Relaxed);
 }

@@ -13,14 +13,18 @@ use ntp_offset_testkit::{self as common, ip, tempdir, Background, BIN};
 
 const VIEWS: [(&str, i64); 3] = [("s0", 0), ("s3", 3), ("s6", 6)];
 const FAKE_VM: &str = include_str!("data/fake_vm.py");
+const ASK_FROM: &str = include_str!("data/ask_from.py");
 /// How long the VMs run: the test's waits (60 s to be mapped, 360 s for the move, 140 s for
 /// the walk) and room; they stop by themselves.
 const VM_SECONDS: u64 = 640;
+/// The server's web listener, in the namespace.
+const WEB: &str = "198.18.7.1:9123";
 
 fn config(dir: &Path) -> String {
     let mut text = format!(
         "[server]\nlisten = [\"198.18.7.1:123\"]\nlocal_stratum = 10\nstate_dir = \"{0}/state\"\n\
-         [control]\nsocket = \"{0}/serve.sock\"\n[rate_limit]\nenabled = false\n",
+         [control]\nsocket = \"{0}/serve.sock\"\n[metrics]\nlisten = \"{WEB}\"\n\
+         [rate_limit]\nenabled = false\n",
         dir.display()
     );
     for (name, secs) in VIEWS {
@@ -171,6 +175,22 @@ fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
             "{n}: {vm}, idle {idle}"
         );
     }
+    // The status page lists them too, the busy ones first.
+    let curl = common::peer("curl");
+    let url = format!("http://{WEB}/");
+    let page = in_namespace(&lan, 0, &[curl.to_str().unwrap(), "-s", "-m", "10", &url]);
+    let table = &page[page
+        .find("id=\"plot-vms\"")
+        .unwrap_or_else(|| panic!("no VM table: {page}"))..];
+    let row = |n: &str| {
+        table
+            .find(&format!("<td>{n}</td>"))
+            .unwrap_or_else(|| panic!("{n}: {table}"))
+    };
+    assert!(
+        row("h1").max(row("h2")) < row("i1"),
+        "busy VMs first: {table}"
+    );
     let log = server.log_text();
     let moved: Vec<&str> = ["198.18.7.2", "198.18.7.3", "198.18.7.4"]
         .into_iter()
@@ -206,6 +226,7 @@ fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
             );
         }
     }
+    a_second_address_gets_its_vms_view(&lan, &dir, last(&offsets(&vms[1])));
     assert!(
         started.elapsed() < Duration::from_secs(VM_SECONDS),
         "the VMs stopped before the end"
@@ -214,4 +235,82 @@ fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
         v.stop();
     }
     server.stop();
+}
+
+/// A VM is one client: h2 gains an address (a second NIC's, a rotated IPv6 one) that the
+/// host has never seen. Its first answer is "not synchronised" (clients do not set their
+/// clocks from it, and sending it puts the address in the neighbour table); the next ones
+/// are h2's view, `h2_offset`, not a view of its own.
+fn a_second_address_gets_its_vms_view(lan: &Lan, dir: &Path, h2_offset: f64) {
+    let second = "198.18.7.12";
+    ip(&[
+        "-n",
+        &lan.hosts[2],
+        "addr",
+        "add",
+        &format!("{second}/24"),
+        "dev",
+        &lan.device(2),
+    ]);
+    let text = in_namespace(
+        lan,
+        2,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            ASK_FROM,
+            second,
+            "198.18.7.1",
+            "3",
+        ],
+    );
+    let answers: Vec<(u8, u8, f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["ANSWER", leap, stratum, o, d] => Some((
+                    leap.parse().ok()?,
+                    stratum.parse().ok()?,
+                    o.parse().ok()?,
+                    d.parse().ok()?,
+                )),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(answers.len(), 3, "three answers from {second}: {text}");
+    assert_eq!(
+        (answers[0].0, answers[0].1),
+        (3, 16),
+        "the first is unsynchronised: {text}"
+    );
+    for &(leap, stratum, offset, delay) in &answers[1..] {
+        assert_eq!((leap, stratum), (0, 10), "{text}");
+        // h2 is no longer walking: its offset is its view's, read 5 s apart by its own polls.
+        assert!(
+            (offset - h2_offset).abs() <= delay + 0.05,
+            "{second} is served {offset:+.3} s, h2 {h2_offset:+.3} s: {text}"
+        );
+    }
+    let c = clients(dir);
+    let entry = c
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"] == second)
+        .unwrap_or_else(|| panic!("{second} in {c}"));
+    assert_eq!(entry["vm"]["name"], "h2", "{entry}");
+}
+
+/// Runs `argv` in host `i`'s namespace: its standard output.
+fn in_namespace(lan: &Lan, i: usize, argv: &[&str]) -> String {
+    let enter = lan.enter(i, None);
+    let out = common::run_bounded(
+        std::process::Command::new(&enter[0])
+            .args(&enter[1..])
+            .args(argv),
+        Duration::from_secs(30),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
