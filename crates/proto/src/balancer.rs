@@ -106,6 +106,9 @@ pub struct Balancer {
     /// The latest time handed in: when a move made by a reload starts.
     now_s: u64,
     moves: Moves,
+    /// The earliest second at which a walk under way ends (u64::MAX: none): lets
+    /// [`Self::settle`] cost nothing until then, so it can be called every second.
+    walks_end_s: u64,
     pub counters: Counters,
 }
 
@@ -129,6 +132,7 @@ impl Balancer {
             recounted_at: 0,
             now_s: 0,
             moves: Moves::Step,
+            walks_end_s: u64::MAX,
             counters: Counters::default(),
         }
     }
@@ -148,6 +152,26 @@ impl Balancer {
     /// How clients change view from now on (walks under way finish as they started).
     pub fn set_moves(&mut self, moves: Moves) {
         self.moves = moves;
+        self.recount_walks();
+    }
+
+    /// When the earliest walk under way ends (Unix seconds, rounded up), if any walks.
+    pub fn next_walk_end_s(&self) -> Option<u64> {
+        (self.walks_end_s != u64::MAX).then_some(self.walks_end_s)
+    }
+
+    fn walk_end_s(&self, a: &Assignment) -> Option<u64> {
+        let end = self.walk(a)?.end().unix_secs_nanos();
+        Some(u64::try_from(end.0).unwrap_or(0) + u64::from(end.1 > 0))
+    }
+
+    fn recount_walks(&mut self) {
+        self.walks_end_s = self
+            .clients
+            .values()
+            .filter_map(|a| self.walk_end_s(a))
+            .min()
+            .unwrap_or(u64::MAX);
     }
 
     fn member_offset(&self, view: ViewId) -> Option<Offset> {
@@ -202,6 +226,9 @@ impl Balancer {
     /// Ends the walks that are over at `now_s`; returns how many ended.
     pub fn settle(&mut self, now_s: u64) -> usize {
         self.now_s = self.now_s.max(now_s);
+        if now_s < self.walks_end_s {
+            return 0;
+        }
         let ended: Vec<IpAddr> = self
             .clients
             .iter()
@@ -215,6 +242,7 @@ impl Balancer {
                 a.moving = None;
             }
         }
+        self.recount_walks();
         ended.len()
     }
 
@@ -438,6 +466,9 @@ impl Balancer {
             a.view = to;
             a.moving = moving;
         }
+        if let Some(end) = self.clients.get(&client).and_then(|a| self.walk_end_s(a)) {
+            self.walks_end_s = self.walks_end_s.min(end);
+        }
         self.counters.moved += 1;
     }
 
@@ -512,6 +543,8 @@ impl Balancer {
         if policy == Rebalance::OnChange {
             self.even_out();
         }
+        // A kept member whose offset changed changes its walkers' ends.
+        self.recount_walks();
         self.counters.moved - before
     }
 
@@ -636,6 +669,7 @@ impl Balancer {
             load.total += 1;
             load.active += u64::from(active);
         }
+        self.recount_walks();
         dropped
     }
 }

@@ -267,9 +267,15 @@ fn a_smeared_move_walks_from_the_served_offset_and_settles() {
     again.set_moves(Moves::Smear(PACE));
     assert_eq!(again.load_table(&text, id), 0);
     assert_eq!(again.served(client(1)).unwrap().1, Some(walk));
+    assert_eq!(
+        b.next_walk_end_s(),
+        Some(2000 + d as u64),
+        "settle knows when to look"
+    );
     assert_eq!(b.settle(2000 + d as u64 - 1), 0);
     assert_eq!(b.settle(2000 + d as u64 + 1), 1);
     assert_eq!(b.served(client(1)).unwrap(), (to, None));
+    assert_eq!(b.next_walk_end_s(), None);
     assert!(!b.to_table(name).contains(" from="));
 }
 

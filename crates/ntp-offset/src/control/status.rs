@@ -194,7 +194,8 @@ pub struct ClientEntry {
     /// The VM it is, where the host can tell (absent: unknown, placed by count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmLoad>,
-    /// While it walks to its view: how far it has to go (seconds, signed).
+    /// While it walks to its view (then `view`, whatever its last request was answered
+    /// from): how far it has to go (seconds, signed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk_left_s: Option<f64>,
 }

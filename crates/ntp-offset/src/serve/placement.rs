@@ -175,19 +175,21 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
     })
 }
 
-/// The VM behind `client` and its load, and how far it has left to walk.
+/// The VM behind `client` and its load, and while it walks, the view it walks to and how far
+/// it has left to go (seconds).
 pub fn client_load(
     runtime: &Runtime,
     rows: &[crate::vms::VmRow],
     host_curve: &Curve,
     client: IpAddr,
     now: Time,
-) -> (Option<VmLoad>, Option<f64>) {
+) -> (Option<VmLoad>, Option<(String, f64)>) {
     let walk_left = runtime.groups.iter().find_map(|g| {
         let b = g.balancer.read().unwrap_or_else(|p| p.into_inner());
-        let (_, walk) = b.served(client)?;
+        let (view, walk) = b.served(client)?;
         let w = walk?;
-        Some((w.to.nanos() - w.offset_at(now).nanos()) as f64 / 1e9)
+        let left = (w.to.nanos() - w.offset_at(now).nanos()) as f64 / 1e9;
+        Some((runtime.views.view(view).name.clone(), left))
     });
     let Some(row) = rows.iter().find(|r| r.addrs.contains(&client)) else {
         return (None, walk_left);

@@ -396,8 +396,13 @@ impl Source for ServeSource {
             let now = Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
             for e in &mut list {
                 if let Ok(ip) = e.address.parse() {
-                    (e.vm, e.walk_left_s) =
-                        placement::client_load(&runtime, &rows, &curve, ip, now);
+                    let (vm, walk) = placement::client_load(&runtime, &rows, &curve, ip, now);
+                    e.vm = vm;
+                    // A walking client is shown in the view it walks to (its last request
+                    // may have been answered before the move).
+                    if let Some((to, left)) = walk {
+                        (e.view, e.walk_left_s) = (Some(to), Some(left));
+                    }
                 }
             }
         }

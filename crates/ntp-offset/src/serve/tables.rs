@@ -151,6 +151,31 @@ pub fn write(dir: &Path, group: &Group, names: &HashMap<ViewId, String>) -> io::
     result
 }
 
+/// Ends the walks that are over (within a second of their end: `clients` stops showing them,
+/// the optimizer may move their VMs again, the table drops their `from=`).
+fn settle_walks(runtime: &super::Runtime) {
+    let now_s = super::unix_seconds();
+    for g in runtime.groups.iter() {
+        let due = g
+            .balancer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_walk_end_s()
+            .is_some_and(|end| end <= now_s);
+        if due {
+            let ended = g
+                .balancer
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .settle(now_s);
+            if ended > 0 {
+                g.changed.store(true, Ordering::Relaxed);
+                info!(group = %g.name, ended, "walks ended: these clients are served their views' offsets");
+            }
+        }
+    }
+}
+
 /// The thread that writes tables and forgets idle clients.
 pub struct TableWriter {
     stop: Arc<AtomicBool>,
@@ -213,6 +238,7 @@ impl State {
         self.last_write = now;
         // Load-aware moves: housekeeping like forgetting, on the same thread.
         let t = ntp_offset_proto::time::Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
+        settle_walks(&runtime);
         super::placement::optimize(&runtime, &shared.vms, t, &mut self.optimized);
         if shared.vms.watching() && now.duration_since(self.reconciled) >= RECONCILE_EVERY {
             self.reconciled = now;
