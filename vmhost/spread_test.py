@@ -199,6 +199,37 @@ def circular(a, b):
     return (a - b + 30) % 60 - 30
 
 
+def diagnose(guests, clients, server):
+    """After a failure: each guest's last console lines and client log, and the server's log."""
+    for i, g in enumerate(guests):
+        # A guest whose QEMU has exited (one never booted in a cold run) raises a broken
+        # pipe here: show its boot instead of losing every guest's diagnostics.
+        dead = g.proc.poll() is not None
+        try:
+            _, client_log = (
+                g.run("tail -n 12 /tmp/client.log") if not dead else (0, ["(QEMU exited)"])
+            )
+        except (AssertionError, OSError):
+            client_log = ["(no answer)"]
+        print(
+            f"--- g{i} ({clients[i]}) console, last lines:\n"
+            + "\n".join(g.log[-40 if dead else -6 :])
+            + f"\n--- g{i} client log, last lines:\n"
+            + "\n".join(client_log),
+            file=sys.stderr,
+        )
+    if server:
+        print("--- serve log:\n" + server.log.read_text()[-3000:], file=sys.stderr)
+
+
+def tear_down(guests, server, ns):
+    for g in guests:
+        g.stop()
+    if server:
+        server.stop()
+    ns.delete()
+
+
 def main():
     args = arguments(guests=8, minutes=3)
     # Stopped by a failing ./scripts/test: clean up (guests, server, namespace) all the same.
@@ -375,31 +406,9 @@ def main():
         )
     except AssertionError as e:
         check("guest interaction", False, e)
-        for i, g in enumerate(guests):
-            # A guest whose QEMU has exited (one never booted in a cold run) raises a broken
-            # pipe here: show its boot instead of losing every guest's diagnostics.
-            dead = g.proc.poll() is not None
-            try:
-                _, client_log = (
-                    g.run("tail -n 12 /tmp/client.log") if not dead else (0, ["(QEMU exited)"])
-                )
-            except (AssertionError, OSError):
-                client_log = ["(no answer)"]
-            print(
-                f"--- g{i} ({clients[i]}) console, last lines:\n"
-                + "\n".join(g.log[-40 if dead else -6 :])
-                + f"\n--- g{i} client log, last lines:\n"
-                + "\n".join(client_log),
-                file=sys.stderr,
-            )
-        if server:
-            print("--- serve log:\n" + server.log.read_text()[-3000:], file=sys.stderr)
+        diagnose(guests, clients, server)
     finally:
-        for g in guests:
-            g.stop()
-        if server:
-            server.stop()
-        ns.delete()
+        tear_down(guests, server, ns)
     return check.verdict(f"{n} VMs on one host, spread over 4 views", started)
 
 

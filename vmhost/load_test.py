@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""Placing by load on real guests (vmhost/run load builds them): 8 QEMU guests on a bridge in a
+network namespace this test creates, seven with their clocks set by chronyd with the distribution's
+stepping rule (`makestep 1 3`: after the first three updates it never steps) from one balanced
+group of 4 views 0/2/4/6 s. Guests g0, g1 and g2 keep their vCPU busy for the first second of
+every minute of their clock (a TCG vCPU busy is a host core busy); the others idle.
+
+The server starts from a table that puts two busy guests in one view, as counting clients
+can (two guests per view). The test reads every guest's QEMU CPU time four times a second,
+by second of the host's minute.
+
+1. count: the table as counting left it, `move = "step"` (the optimizer does not move
+   anybody; the server measures the guests' profiles meanwhile). Host CPU by second, measured.
+2. load: a reload turns on walks (`move = "smear"`, 50,000 ppm, a look every minute). The
+   optimizer walks a busy guest out of the shared view; the guests' clocks follow the walk
+   without a step (chronyd's log) and within a bound the test measures. Host CPU by second,
+   measured again.
+
+Beside them, the last guest runs ntpsec's ntpd in a group of its own, views n0 (0 s) and n1
+(+0.2 s), seeded in n1. A reload at the start of phase 1 removes n1: its time walks 0.2 s
+back at 400 ppm with 60-s ramps (ntpd's frequency limit is 500 ppm), which ntpd must follow
+without a step (0.2 s is beyond its 128 ms step threshold, were it left behind).
+
+The ideal: the best of all 4^7 placements of the guests' loads as measured in the same phase
+(by second of each guest's own minute). Checks: the server's profiles rank the busy guests
+first; the load phase's busiest second is within 15 % of the ideal's, and counting's is
+further from its own. Prints both phases side by side. Traffic stays in the
+namespace; every wait has a timeout; QEMU and the server die with the test.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from qemu_guest import arguments, Check, Guest, Namespace  # noqa: E402
+from spread_test import BOOT_TIMEOUT, Server, diagnose, next_minute, tear_down  # noqa: E402
+
+SERVER = "198.18.0.1"
+VIEWS = {"s0": 0, "s2": 2, "s4": 4, "s6": 6}
+GUESTS = 8
+BUSY = {0, 1, 2}
+# What counting left: two guests per view (one in s6), two busy ones together in s0.
+SEED = ["s0", "s0", "s2", "s2", "s4", "s4", "s6"]
+# The ntpd guest's group: seeded in n1, which the first reload removes.
+NTPD = GUESTS - 1
+SLOW = {"n0": 0.0, "n1": 0.2}
+SLOW_RATE_PPM = 400
+# A walk of 2-6 s at this rate takes 40-120 s (and the ramps); chronyd follows it by
+# frequency. With 10-s ramps chronyd lagged 150-180 ms behind the start and overshot the end
+# as much (tracking within 5 ms in between): the ramp is what it follows worst.
+MOVE_RATE_PPM = 50_000
+MOVE_RAMP = "60s"
+SETTLE_TIMEOUT = 240
+WALK_TIMEOUT = 400
+# The load phase's busiest second may exceed the ideal placement's by this much.
+WITHIN = 1.15
+
+
+def write_config(path, state_dir, walks, slow_views, ntpd_addr):
+    text = (
+        f'[server]\nlisten = ["{SERVER}:123"]\nlocal_stratum = 10\nunmatched = "deny"\n'
+        f'state_dir = "{state_dir}"\n[control]\nsocket = "{Path(state_dir) / "serve.sock"}"\n'
+        "[rate_limit]\nenabled = false\n"
+    )
+    for name, secs in [*VIEWS.items(), *((v, SLOW[v]) for v in slow_views)]:
+        text += f'[[view]]\nname = "{name}"\noffset = "{secs}s"\n'
+    slow = ", ".join(f'"{v}"' for v in slow_views)
+    text += (
+        f'[[spread]]\nname = "ntpd"\nviews = [{slow}]\nclients = ["{ntpd_addr}/32"]\n'
+        f'move_rate = {SLOW_RATE_PPM}\nmove_ramp = "60s"\n'
+    )
+    views = ", ".join(f'"{v}"' for v in VIEWS)
+    text += f'[[spread]]\nname = "vms"\nviews = [{views}]\nclients = ["198.18.0.0/15"]\n'
+    if walks:
+        text += (
+            f'move = "smear"\nmove_rate = {MOVE_RATE_PPM}\nmove_ramp = "{MOVE_RAMP}"\n'
+            'optimize_every = "1m"\n'
+        )
+    else:
+        text += 'move = "step"\n'
+    Path(path).write_text(text)
+
+
+class CpuMeter:
+    """Each guest's QEMU CPU time, read four times a second, summed by second of the host's
+    minute over a window: `window(start, end)` -> per guest, 60 bins of core-seconds."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.samples = []  # (host time, [cpu seconds per guest])
+        self.stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _cpu(self, pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / self.tick
+        except OSError:
+            return 0.0
+
+    def _run(self):
+        while not self.stop:
+            self.samples.append((time.time(), [self._cpu(p) for p in self.pids]))
+            time.sleep(0.25)
+
+    def window(self, start, end):
+        bins = [[0.0] * 60 for _ in self.pids]
+        s = [x for x in self.samples if start <= x[0] < end]
+        for (t0, a), (t1, b) in zip(s, s[1:]):
+            second = int((t0 + t1) / 2) % 60
+            for g in range(len(self.pids)):
+                bins[g][second] += b[g] - a[g]
+        minutes = (end - start) / 60
+        return [[c / minutes for c in g] for g in bins]
+
+
+def host_curve(per_guest):
+    return [sum(g[s] for g in per_guest) for s in range(60)]
+
+
+def own_profiles(per_guest, offsets):
+    """Each guest's CPU by second of its own minute (host second + its offset)."""
+    return [[g[(s - off) % 60] for s in range(60)] for g, off in zip(per_guest, offsets)]
+
+
+def ideal_peak(profiles, base):
+    """The lowest busiest second over every placement of the profiles in the views, on top
+    of `base` (what does not move, by host second): branch and bound over 4^7 placements."""
+    shifts = sorted(VIEWS.values())
+    best = [float("inf")]
+
+    def place(i, curve):
+        peak = max(curve)
+        if peak >= best[0]:
+            return
+        if i == len(profiles):
+            best[0] = peak
+            return
+        for off in shifts:
+            place(i + 1, [c + profiles[i][(h + off) % 60] for h, c in enumerate(curve)])
+
+    place(0, list(base))
+    return best[0]
+
+
+def offset_of(view):
+    return VIEWS[view] if view in VIEWS else SLOW[view]
+
+
+def served_offset(entry):
+    """What the server serves this client now: its view's offset less the walk still to go."""
+    return offset_of(entry["view"]) - (entry.get("walk_left_s") or 0.0)
+
+
+def tables(state):
+    """Every group's table: guest address -> view name."""
+    out = {}
+    for path in Path(state).glob("spread-*.table"):
+        for line in path.read_text().splitlines():
+            w = line.split()
+            if len(w) >= 4 and not line.startswith("#"):
+                out[w[0]] = w[1]
+    return out
+
+
+def report(name, curve):
+    peak = max(curve)
+    mean = sum(curve) / 60
+    print(f"{name}: host CPU by second of the minute (cores; QEMU processes):", flush=True)
+    for s in range(60):
+        if curve[s] >= 0.5 * peak or s % 10 == 0:
+            print(f"    :{s:02d} {'#' * round(curve[s] * 20)} {curve[s]:.2f}", flush=True)
+    print(f"  busiest second {peak:.2f} cores, mean {mean:.2f}, peak/mean {peak / mean:.1f}")
+    return peak
+
+
+class Host:
+    """The guests, the server, and the readings the test keeps of them."""
+
+    def __init__(self, args, ns, state, server, guests, addrs):
+        self.args, self.ns, self.state, self.server = args, ns, state, server
+        self.guests, self.addrs = guests, addrs
+        # The ntpd guest's clock minus what it is served, beyond the reading's bound.
+        self.ntpd_worst = 0.0
+        self.ntpd_readings = 0
+        # (host time, guest, its clock's offset, served before and after, reading's bound)
+        self.trace = []
+
+    def clients(self):
+        out = subprocess.run(
+            self.ns.cmd(
+                self.args.sender, "clients", "--socket", str(self.state / "serve.sock"), "--json"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        return {c["address"]: c for c in json.loads(out.stdout)}
+
+    def deviation(self, i):
+        """Guest i's clock minus the offset it is served, beyond the reading's bound (the
+        served offset is read just before and after the clock; their difference widens it)."""
+        before = self.clients().get(self.addrs[i])
+        off, bound = self.guests[i].clock_offset()
+        after = self.clients().get(self.addrs[i])
+        if not before or not after:
+            return 0.0
+        a, b = served_offset(before), served_offset(after)
+        self.trace.append((time.time(), i, off, a, b, bound))
+        return abs(off - (a + b) / 2) - bound - abs(b - a) / 2
+
+    def print_trace(self, i):
+        """Guest i's readings: its clock and what it was served, from the first to the last."""
+        rows = [r for r in self.trace if r[1] == i]
+        for t, _, off, a, b, bound in rows[:: max(1, len(rows) // 12)] + rows[-1:]:
+            print(
+                f"    g{i} {time.strftime('%H:%M:%S', time.gmtime(t))} clock {off:+.3f} s, "
+                f"served {a:+.3f}..{b:+.3f} s (+- {bound * 1000:.0f} ms)",
+                flush=True,
+            )
+
+    def sample(self):
+        self.ntpd_worst = max(self.ntpd_worst, self.deviation(NTPD))
+        self.ntpd_readings += 1
+
+    def wait(self, until):
+        while time.time() < until:
+            self.sample()
+            time.sleep(2)
+
+    def measure(self, meter, minutes):
+        start = next_minute(time.time() + 1)
+        end = start + 60 * minutes
+        self.wait(end + 1)
+        return meter.window(start, end)
+
+    def steps(self, i):
+        """How many times guest i's client stepped its clock so far."""
+        pattern = "time stepped" if i == NTPD else "System clock was stepped"
+        _, out = self.guests[i].run(f"grep -c '{pattern}' /tmp/client.log")
+        return int(next((x for x in out if x.strip().isdigit()), "0"))
+
+    def settled(self, deadline):
+        while True:
+            views = tables(self.state)
+            offs = [g.clock_offset() for g in self.guests]
+            ok = all(
+                views.get(a) and abs(o - offset_of(views[a])) <= b + 0.05
+                for a, (o, b) in zip(self.addrs, offs)
+            )
+            if ok:
+                return views
+            if time.monotonic() > deadline:
+                raise AssertionError(f"guests not settled: {views}, {offs}")
+            time.sleep(2)
+
+    def follow_walks(self, log_mark):
+        """Waits for the optimizer's moves and their walks' ends, reading the walking guests'
+        clocks against what they are served; returns (moved addresses, worst deviation)."""
+        deadline = time.monotonic() + WALK_TIMEOUT
+        while "moving a VM" not in self.server.log.read_text()[log_mark:]:
+            if time.monotonic() > deadline:
+                raise AssertionError("no load-aware move")
+            self.sample()
+            time.sleep(2)
+        worst, seen = 0.0, set()
+        while True:
+            c = self.clients()
+            walking = [
+                i
+                for i, a in enumerate(self.addrs)
+                if i != NTPD and c.get(a, {}).get("walk_left_s") is not None
+            ]
+            seen.update(self.addrs[i] for i in walking)
+            for i in walking:
+                worst = max(worst, self.deviation(i))
+            if not walking:
+                return sorted(seen), worst
+            if time.monotonic() > deadline:
+                raise AssertionError(f"walks not done: {walking}")
+            self.sample()
+            time.sleep(1)
+
+
+def start(args, ns, state, config, addrs):
+    server = Server(ns, args.sender, config, state.parent / "serve.log")
+    guests = []
+    for i in range(GUESTS):
+        client = "ntpd" if i == NTPD else "chrony-makestep3"
+        job = " nto.job=busy" if i in BUSY else ""
+        guests.append(
+            Guest(
+                args,
+                # Not spread_test's MACs: its server, running beside this one in the suite,
+                # sees these guests' QEMU processes too, and a VM is known by its MAC.
+                ns.tap(i, f"52:54:00:18:08:{10 + i:02x}"),
+                append=f"nto.ip={addrs[i]} nto.name=g{i} nto.client={client}{job}",
+                memory_mb=128,
+                prefix=ns.cmd(),
+            )
+        )
+    return server, guests
+
+
+def phases(h, config, meter, check):
+    """Boot and settle; then the two phases side by side, ntpd's walk running through both."""
+    addrs, started = h.addrs, time.monotonic()
+    for g in h.guests:
+        g.wait_for("GUEST-READY", max(1, started + BOOT_TIMEOUT - time.monotonic()))
+    views = h.settled(time.monotonic() + SETTLE_TIMEOUT)
+    print(f"{GUESTS} guests settled: {views}", flush=True)
+    check(
+        "counting's placement: two busy guests share s0",
+        [views[addrs[i]] for i in sorted(BUSY)] == SEED[:3],
+        views,
+    )
+    # The ntpd guest's walk: n1 removed.
+    ntpd_steps = h.steps(NTPD)
+    write_config(config, h.state, False, ["n0"], addrs[NTPD])
+    h.server.reload()
+    for g in h.guests:
+        g.ok("cron-restart")
+    peak_count, ideal_count = count_phase(h, meter, views, check)
+    peak_load, ideal_load = load_phase(h, config, meter, check)
+    ntpd_walk_ends(h, ntpd_steps, check)
+
+    print(f"\n{'host CPU, cores':16} {'busiest second':>15} {'ideal':>6} {'vs ideal':>9}")
+    for name, p, i in (("count", peak_count, ideal_count), ("load", peak_load, ideal_load)):
+        print(f"{name:16} {p:>15.2f} {i:>6.2f} {p / i:>8.2f}x")
+    check(
+        f"load-aware: busiest second within {WITHIN:.2f}x of the ideal placement's "
+        f"({peak_load / ideal_load:.2f}x)",
+        peak_load <= WITHIN * ideal_load,
+    )
+    check(
+        f"counting's is worse ({peak_count / ideal_count:.2f}x)",
+        peak_count / ideal_count > peak_load / ideal_load,
+    )
+
+
+def count_phase(h, meter, views, check):
+    """1. As counting placed them: host CPU, and the server's profiles."""
+    addrs = h.addrs
+    count = h.measure(meter, h.args.minutes)
+    peak = report("count (two busy guests in s0)", host_curve(count))
+    c = h.clients()
+    peaks = {a: (c.get(a, {}).get("vm") or {}).get("peak_cores", 0.0) for a in addrs}
+    ranked = sorted(addrs, key=lambda a: -peaks[a])
+    check(
+        f"the server's profiles rank the busy guests first ({', '.join(ranked[:3])})",
+        set(ranked[:3]) == {addrs[i] for i in BUSY},
+        peaks,
+    )
+    return peak, ideal(count, views)
+
+
+def load_phase(h, config, meter, check):
+    """2. Walks on: the optimizer walks a busy guest out of s0; its chronyd follows."""
+    addrs = h.addrs
+    before = [h.steps(i) for i in range(NTPD)]
+    mark = len(h.server.log.read_text())
+    write_config(config, h.state, True, ["n0"], addrs[NTPD])
+    h.server.reload()
+    moved, worst = h.follow_walks(mark)
+    print(f"walked: {moved}; placement now {tables(h.state)}", flush=True)
+    for a in moved:
+        h.print_trace(addrs.index(a))
+    check(
+        f"a busy guest walked out of s0 ({moved})",
+        any(addrs.index(a) in BUSY for a in moved),
+        tables(h.state),
+    )
+    after = [h.steps(i) for i in range(NTPD)]
+    check(
+        f"no chronyd stepped its clock during the walks (makestep 1 3); clocks within "
+        f"{worst * 1000:.0f} ms of the walk served, beyond the readings' bounds",
+        after == before,
+        (before, after),
+    )
+    for g in h.guests:
+        g.ok("cron-restart")
+    load = h.measure(meter, h.args.minutes)
+    placed = tables(h.state)
+    ends = {a: h.guests[addrs.index(a)].clock_offset() for a in moved}
+    check(
+        "each walked guest's clock is at its new view's offset ("
+        + ", ".join(f"{a} {o:+.3f} s" for a, (o, _) in ends.items())
+        + ")",
+        all(abs(o - offset_of(placed[a])) <= b + 0.05 for a, (o, b) in ends.items()),
+        placed,
+    )
+    return report("load (after the optimizer's walks)", host_curve(load)), ideal(load, placed)
+
+
+def ntpd_walk_ends(h, steps_before, check):
+    """The ntpd guest's walk ends (0.2 s at 400 ppm, a minute's ramp at each end: 560 s)."""
+    deadline = time.monotonic() + 600
+    while h.clients().get(h.addrs[NTPD], {}).get("walk_left_s") is not None:
+        if time.monotonic() > deadline:
+            raise AssertionError("the ntpd guest's walk did not end")
+        h.wait(time.time() + 10)
+    h.sample()
+    h.print_trace(NTPD)
+    off, bound = h.guests[NTPD].clock_offset()
+    check(
+        f"ntpd followed a {SLOW['n1'] * 1000:.0f} ms walk at {SLOW_RATE_PPM} ppm without a step, "
+        f"its clock within {h.ntpd_worst * 1000:.0f} ms of the served time beyond the readings' "
+        f"bounds ({h.ntpd_readings} readings; now {off * 1000:+.0f} ms)",
+        h.steps(NTPD) == steps_before and abs(off) <= bound + 0.05,
+        (steps_before, h.steps(NTPD)),
+    )
+
+
+def ideal(per_guest, views):
+    """The best placement's busiest second for the loads measured in one phase (`views`: where
+    each guest was then). Each phase against its own loads: two busy guests in one second
+    share the host's cores, so the load a guest makes depends on where it sits."""
+    addrs = [f"198.18.7.{10 + i}" for i in range(GUESTS)]
+    offsets = [round(offset_of(views[a])) for a in addrs[:NTPD]]
+    return ideal_peak(own_profiles(per_guest[:NTPD], offsets), per_guest[NTPD])
+
+
+def main():
+    args = arguments(minutes=2)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    check = Check()
+    tmp = tempfile.TemporaryDirectory()
+    state = Path(tmp.name) / "state"
+    state.mkdir()
+    config = Path(tmp.name) / "serve.toml"
+    addrs = [f"198.18.7.{10 + i}" for i in range(GUESTS)]
+    (state / "spread-vms.table").write_text("".join(f"{a} {v} 1 1\n" for a, v in zip(addrs, SEED)))
+    (state / "spread-ntpd.table").write_text(f"{addrs[NTPD]} n1 1 1\n")
+    write_config(config, state, False, ["n0", "n1"], addrs[NTPD])
+    guests, server, meter = [], None, None
+    ns = Namespace(f"nto-vmload-{os.getpid()}", f"{SERVER}/15", GUESTS)
+    try:
+        server, guests = start(args, ns, state, config, addrs)
+        meter = CpuMeter([g.proc.pid for g in guests])
+        phases(Host(args, ns, state, server, guests, addrs), config, meter, check)
+    except AssertionError as e:
+        check("guest interaction", False, e)
+        diagnose(guests, ["ntpd" if i == NTPD else "chronyd" for i in range(GUESTS)], server)
+    finally:
+        if meter:
+            meter.stop = True
+        tear_down(guests, server, ns)
+    return check.verdict(f"{GUESTS} VMs placed by load on one host", started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
