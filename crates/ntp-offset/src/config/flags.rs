@@ -85,6 +85,27 @@ pub(super) const FLAG_NAMES: &[(&str, &str)] = &[
 ];
 
 impl ServeFlags {
+    /// `[reference]` as the flags give it (`--reference`, the tick flags).
+    fn raw_reference(&self, source: &str) -> RawReference {
+        RawReference {
+            source: flag(source.to_string()),
+            listen: (!self.tick_listen.is_empty())
+                .then(|| self.tick_listen.iter().cloned().map(flag).collect()),
+            join: Vec::new(),
+            share_port: self.share_tick_port.then_some(true),
+            key_file: self
+                .key_file
+                .as_ref()
+                .map(|p| flag(p.display().to_string())),
+            allow_unauthenticated: self.allow_unauthenticated.then_some(true),
+            transmitter: None,
+            delay: None,
+            outlier: None,
+            holdover: self.holdover.clone().map(flag),
+            step_threshold: None,
+        }
+    }
+
     pub(super) fn to_raw(&self) -> RawFile {
         let pulse_flags = !self.tick_listen.is_empty()
             || self.share_tick_port
@@ -119,24 +140,7 @@ impl ServeFlags {
                 }),
                 interleaved: self.no_interleaved.then_some(false),
             }),
-            reference: source.map(|source| {
-                flag(RawReference {
-                    source: flag(source.to_string()),
-                    listen: (!self.tick_listen.is_empty()).then(|| strings(&self.tick_listen)),
-                    join: Vec::new(),
-                    share_port: self.share_tick_port.then_some(true),
-                    key_file: self
-                        .key_file
-                        .as_ref()
-                        .map(|p| flag(p.display().to_string())),
-                    allow_unauthenticated: self.allow_unauthenticated.then_some(true),
-                    transmitter: None,
-                    delay: None,
-                    outlier: None,
-                    holdover: self.holdover.clone().map(flag),
-                    step_threshold: None,
-                })
-            }),
+            reference: source.map(|source| flag(self.raw_reference(source))),
             rate_limit: self.no_rate_limit.then(|| {
                 flag(RawRateLimit {
                     enabled: Some(false),
@@ -152,6 +156,7 @@ impl ServeFlags {
                 auth: None,
             })],
             spread: Vec::new(),
+            vm: Vec::new(),
             control: self.control_socket.clone().map(|s| {
                 flag(RawControl {
                     socket: Some(flag(s)),

@@ -36,6 +36,7 @@ pub mod receiver;
 mod reference;
 mod server;
 mod views;
+mod vms;
 
 pub use flags::ServeFlags;
 pub use reference::{PulseReference, Reference};
@@ -65,6 +66,8 @@ pub struct ServeConfig {
     pub auth: ntp_offset_proto::symmetric::Auth,
     /// `[nts]`: the NTS-KE server, and NTS requests answered.
     pub nts: Option<nts::NtsConfig>,
+    /// `[[vm]]`: VMs named by hand for load placement, where the host cannot tell.
+    pub vms: Vec<crate::vms::configured::VmMapping>,
     /// What may be intended but looks like a mistake (`serve --check` prints them, `serve`
     /// logs them): a rule that never matches, a listening address that selects no view.
     pub warnings: Vec<ConfigError>,
@@ -300,6 +303,7 @@ impl<'a> Context<'a> {
             endpoints: self.endpoints(raw.control.as_ref(), raw.metrics.as_ref(), &mut warnings)?,
             auth,
             nts,
+            vms: self.vm_mappings(&raw.vm, &mut warnings)?,
             rule_names,
             warnings,
         })

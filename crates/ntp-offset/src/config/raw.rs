@@ -15,6 +15,8 @@ pub(super) struct RawFile {
     pub view: Vec<Spanned<RawView>>,
     #[serde(default)]
     pub spread: Vec<Spanned<RawSpread>>,
+    #[serde(default)]
+    pub vm: Vec<Spanned<RawVm>>,
     pub control: Option<Spanned<RawControl>>,
     pub metrics: Option<Spanned<RawMetrics>>,
     pub keys: Option<Spanned<RawKeys>>,
@@ -90,6 +92,15 @@ pub(super) struct RawSpread {
     pub listen: Vec<Spanned<String>>,
     #[serde(default)]
     pub clients: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVm {
+    pub name: Spanned<String>,
+    pub addresses: Spanned<Vec<Spanned<String>>>,
+    pub cgroup: Option<Spanned<String>>,
+    pub pid_file: Option<Spanned<String>>,
 }
 
 /// A value that came from the command line: it has no place in a file.

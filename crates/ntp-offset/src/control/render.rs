@@ -157,6 +157,13 @@ fn load(out: &mut String, l: &LoadStatus) {
         l.peak_cores,
         if per_view.is_empty() { "-".to_string() } else { per_view.join(", ") }
     );
+    for g in &l.groups {
+        let _ = writeln!(
+            out,
+            "                  group {}: predicted busiest second at {:.2} cores",
+            g.group, g.peak_cores
+        );
+    }
 }
 
 /// The views' table: the counters' columns from their table, the rest the view's own.

@@ -51,6 +51,16 @@ pub struct LoadStatus {
     pub peak_second: u8,
     /// Per view: its VMs' predicted busiest second (cores).
     pub views: Vec<ViewLoad>,
+    /// Per balanced group placed by load: its VMs' predicted busiest second (cores), all its
+    /// views together.
+    #[serde(default)]
+    pub groups: Vec<GroupLoad>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct GroupLoad {
+    pub group: String,
+    pub peak_cores: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -158,6 +158,8 @@ fn serve(f: &mut Families, s: &ServeStatus) {
         ]);
         let rows = l.views.iter().map(|v| (v.view.clone(), v.peak_cores)).collect();
         f.labelled(Gauge, "view_predicted_peak_cores", "Each view's VMs' predicted CPU in their busiest second of the minute.", "view", rows);
+        let rows = l.groups.iter().map(|g| (g.group.clone(), g.peak_cores)).collect();
+        f.labelled(Gauge, "group_predicted_peak_cores", "Each group placed by load: its VMs' predicted CPU in their busiest second of the minute, all its views together.", "group", rows);
     }
     if let Some(n) = &s.nts {
         let outcomes = [("cookies", n.ke_sessions), ("refused", n.ke_refused), ("failed", n.ke_failed), ("timeout", n.ke_timeouts), ("busy", n.ke_busy)];

@@ -704,6 +704,7 @@ mod tests {
             peak_cores: 0.9,
             peak_second: 0,
             views: vec![],
+            groups: vec![],
         });
         let vm = ClientEntry {
             address: "198.18.7.2".into(),

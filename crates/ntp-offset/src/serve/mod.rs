@@ -314,6 +314,7 @@ impl Server {
             tables: Some(tables),
             watch: None,
         };
+        server.shared.vms.set_configured(cfg.vms.clone());
         server.watch_vms()?;
         for (addr, socket) in sockets {
             server.spawn_worker(addr, socket)?;
@@ -448,6 +449,7 @@ impl Server {
         }
         let runtime = runtime_of(&cfg, Some(&self.shared.runtime.load()));
         self.shared.runtime.store(Arc::new(runtime));
+        self.shared.vms.set_configured(cfg.vms.clone());
         self.watch_vms()?;
         for (addr, socket) in fresh {
             self.spawn_worker(addr, socket)?;

@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::assignments::balanced_groups;
 use super::Runtime;
-use crate::control::status::{LoadStatus, ViewLoad, VmLoad};
+use crate::control::status::{GroupLoad, LoadStatus, ViewLoad, VmLoad};
 use crate::vms::Vms;
 
 /// At most this many VMs start walking per look: 30 an hour.
@@ -166,12 +166,27 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
             });
         }
     }
+    let groups = balanced_groups(&runtime.views)
+        .filter(|(_, b)| b.by_load)
+        .map(|(spread, b)| {
+            let members: Vec<ViewId> = spread.members().collect();
+            let mut c = [0.0; 60];
+            for (_, p) in host.iter().filter(|(_, p)| members.contains(&p.view)) {
+                add(&mut c, &p.profile, p.shift, 1.0);
+            }
+            GroupLoad {
+                group: b.name.clone(),
+                peak_cores: peak(&c),
+            }
+        })
+        .collect();
     Some(LoadStatus {
         vms: rows.len() as u64,
         profiled: rows.iter().filter(|r| r.minutes >= 2).count() as u64,
         peak_cores,
         peak_second,
         views,
+        groups,
     })
 }
 

@@ -22,6 +22,7 @@ use ntp_offset_sys::clock::realtime_ns;
 use ntp_offset_sys::neighbours::neighbour_table;
 use tracing::{debug, info, warn};
 
+use super::configured::VmMapping;
 use super::cpu::CpuReader;
 use super::qemu::{self, QemuVm};
 
@@ -96,6 +97,8 @@ pub struct Vms {
     /// Lookups made on the request path: when the last one ran, and the addresses answered
     /// "being placed" (with when), which are placed by count if the next lookup fails too.
     lookup: Mutex<(Option<Instant>, HashMap<IpAddr, Instant>)>,
+    /// VMs the config names (`[[vm]]`): found at each discovery, their addresses theirs.
+    configured: RwLock<Vec<VmMapping>>,
 }
 
 /// What the host can tell of a new client address.
@@ -111,6 +114,11 @@ pub enum Located {
 }
 
 impl Vms {
+    /// The config's VMs (`[[vm]]`), from the next discovery on.
+    pub fn set_configured(&self, vms: Vec<VmMapping>) {
+        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = vms;
+    }
+
     /// Whether the watcher runs (it may have found nothing yet).
     pub fn watching(&self) -> bool {
         self.watching.load(Ordering::Relaxed)
@@ -133,11 +141,14 @@ impl Vms {
     /// Which VM a new client address is, looking it up in the neighbour table at once if the
     /// watcher has not seen it (rate-limited). Call without holding a balancer's lock.
     pub fn locate(&self, client: IpAddr) -> Located {
-        if !self.mapped.load(Ordering::Relaxed) || client.is_loopback() {
+        if !self.any.load(Ordering::Relaxed) {
             return Located::Other;
         }
         if let Some(addrs) = self.addrs_of(client) {
             return Located::Vm(addrs);
+        }
+        if !self.mapped.load(Ordering::Relaxed) || client.is_loopback() {
+            return Located::Other;
         }
         let mut l = self.lookup.lock().unwrap_or_else(|p| p.into_inner());
         let due = l.0.is_none_or(|t| t.elapsed() >= LOOKUP_EVERY);
@@ -336,36 +347,59 @@ fn run(vms: &Vms, offset_of: &OffsetOf, stop: &AtomicBool, proc_root: &Path, cgr
     }
 }
 
-/// Finds VMs and maps client addresses to them; keeps the samplers of VMs still there.
-fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool) {
-    let found = qemu::scan(proc_root, cgroups);
-    let table = match neighbour_table(Duration::from_secs(1)) {
+/// The neighbour table, or nothing (logged once until it reads again).
+fn read_neighbours(failed: &mut bool) -> Vec<ntp_offset_proto::neighbours::Neighbour> {
+    match neighbour_table(Duration::from_secs(1)) {
         Ok(t) => {
-            *neigh_failed = false;
+            *failed = false;
             t
         }
         Err(e) => {
-            if !*neigh_failed {
+            if !*failed {
                 warn!("cannot read the neighbour table ({e}): VMs are not matched to their NTP clients until it can be read");
             }
-            *neigh_failed = true;
+            *failed = true;
             Vec::new()
         }
-    };
+    }
+}
+
+/// Finds VMs and maps client addresses to them; keeps the samplers of VMs still there.
+fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool) {
+    let mut found: Vec<(QemuVm, Vec<IpAddr>)> = qemu::scan(proc_root, cgroups)
+        .into_iter()
+        .map(|q| (q, Vec::new()))
+        .collect();
+    // Named by hand: their addresses are theirs, whatever the neighbour table says.
+    let configured = vms
+        .configured
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    found.extend(configured.iter().map(|m| (m.found(), m.addresses.clone())));
+    let table = read_neighbours(neigh_failed);
     let mut by_mac: HashMap<[u8; 6], Vec<IpAddr>> = HashMap::new();
     for n in table {
         by_mac.entry(n.mac).or_default().push(n.ip);
     }
+    let named: Vec<IpAddr> = configured
+        .iter()
+        .flat_map(|m| m.addresses.clone())
+        .collect();
     let mut k = vms.known.write().unwrap_or_else(|p| p.into_inner());
     let mut old = std::mem::take(&mut k.vms);
     let mut by_addr = HashMap::new();
-    for q in found {
+    let mut neighbours_mapped = false;
+    for (q, given) in found {
         let id: Arc<str> = Arc::from(q.id.as_str());
         let mut addrs: Vec<IpAddr> = q
             .macs
             .iter()
             .flat_map(|m| by_mac.get(m).cloned().unwrap_or_default())
+            .filter(|a| !named.contains(a))
             .collect();
+        neighbours_mapped |= !addrs.is_empty();
+        addrs.extend(given);
         addrs.sort_unstable();
         addrs.dedup();
         for a in &addrs {
@@ -379,7 +413,10 @@ fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool
                 (Sampler::default(), None)
             }
         };
-        let cpu = cpu.or_else(|| CpuReader::open(proc_root, q.pid, q.cgroup.as_deref()));
+        // A file that no longer reads (a cgroup removed and made again) is opened afresh.
+        let cpu = cpu
+            .filter(|c| c.read().is_some())
+            .or_else(|| CpuReader::open(proc_root, q.pid, q.cgroup.as_deref()));
         k.vms.insert(
             id,
             Vm {
@@ -393,7 +430,8 @@ fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool
     for gone in old.values() {
         debug!(vm = %gone.found.name, "a VM is gone");
     }
-    vms.mapped.store(!by_addr.is_empty(), Ordering::Relaxed);
+    // Only the neighbour table's matches make a new address worth waiting for.
+    vms.mapped.store(neighbours_mapped, Ordering::Relaxed);
     k.by_addr = by_addr;
     vms.any.store(!k.vms.is_empty(), Ordering::Relaxed);
 }
@@ -445,4 +483,57 @@ fn recompute(vms: &Vms, offset_of: &OffsetOf) {
     let mut k = vms.known.write().unwrap_or_else(|p| p.into_inner());
     k.curve = *host.curve();
     k.typical = host.typical();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vms::configured::CpuSource;
+
+    /// A VM the config names is found at discovery whatever runs on the host: its addresses
+    /// are its own, its CPU time is read from its cgroup, and an address nobody names is
+    /// not waited for (no neighbour table matched a VM).
+    #[test]
+    fn a_named_vm_is_found_with_its_addresses_and_cgroup() {
+        let root = std::env::temp_dir().join(format!("nto-watch-{}", std::process::id()));
+        let (proc_root, cgroup) = (root.join("proc"), root.join("db1.scope"));
+        std::fs::create_dir_all(&proc_root).unwrap();
+        std::fs::create_dir_all(&cgroup).unwrap();
+        std::fs::write(
+            cgroup.join("cpu.stat"),
+            "usage_usec 1500000\nuser_usec 1000000\n",
+        )
+        .unwrap();
+        let vms = Vms::default();
+        let addr: IpAddr = "10.0.0.5".parse().unwrap();
+        vms.set_configured(vec![VmMapping {
+            name: "db1".into(),
+            addresses: vec![addr],
+            cpu: CpuSource::Cgroup(cgroup.clone()),
+        }]);
+        discover(&vms, &proc_root, &root, &mut false);
+        assert_eq!(vms.vm_of(addr).as_deref(), Some("config:db1"));
+        assert_eq!(vms.locate(addr), Located::Vm(vec![addr]));
+        assert_eq!(vms.locate("10.0.0.6".parse().unwrap()), Located::Other);
+        let rows = vms.rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].name.as_str(), rows[0].pid), ("db1", 0));
+        assert!(rows[0].source.starts_with("cgroup "), "{}", rows[0].source);
+        let k = vms.known.read().unwrap();
+        let cpu = k
+            .vms
+            .values()
+            .next()
+            .unwrap()
+            .cpu
+            .as_ref()
+            .expect("its cpu.stat open");
+        assert_eq!(cpu.read(), Some(1_500_000_000));
+        drop(k);
+        // Named no more (a reload): gone at the next discovery.
+        vms.set_configured(Vec::new());
+        discover(&vms, &proc_root, &root, &mut false);
+        assert_eq!(vms.vm_of(addr), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
