@@ -6,6 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use ntp_offset::control::protocol::{parse_request, Envelope, Reply};
 use ntp_offset::control::render;
+use ntp_offset::control::status::{LoadStatus, ServeStatus, Status};
 use ntp_offset::monitor::{cpu::MinuteProfile, history::History, metrics, page};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,10 +21,22 @@ fuzz_target!(|data: &[u8]| {
             assert!(text
                 .lines()
                 .all(|l| l.starts_with('#') || l.starts_with("ntp_offset_")));
-            let _ = page::page("fuzz", &s, &History::default(), &MinuteProfile::default());
+            let _ = page::page(
+                "fuzz",
+                &s,
+                &History::default(),
+                &MinuteProfile::default(),
+                &[],
+            );
         }
         Reply::Clients(c) => {
             let _ = render::clients(&c, 1_800_000_000);
+            // The page's table of VMs, from whatever clients an answer lists.
+            let serve = Status::Serve(ServeStatus {
+                load: Some(LoadStatus::default()),
+                ..ServeStatus::default()
+            });
+            let _ = page::plots(&serve, &History::default(), &MinuteProfile::default(), &c);
         }
         Reply::Error(_) => {}
     }
