@@ -40,8 +40,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qemu_guest import arguments, Check, Guest, Namespace  # noqa: E402
-from spread_test import BOOT_TIMEOUT, Server, diagnose, next_minute, tear_down  # noqa: E402
+from qemu_guest import arguments, Check, Namespace  # noqa: E402
+from spread_test import (  # noqa: E402
+    BOOT_TIMEOUT,
+    Server,
+    diagnose,
+    next_minute,
+    tear_down,
+    vm_guest,
+)
 
 SERVER = "198.18.0.1"
 VIEWS = {"s0": 0, "s2": 2, "s4": 4, "s6": 6}
@@ -296,18 +303,11 @@ def start(args, ns, state, config, addrs):
     guests = []
     for i in range(GUESTS):
         client = "ntpd" if i == NTPD else "chrony-makestep3"
-        job = " nto.job=busy" if i in BUSY else ""
-        guests.append(
-            Guest(
-                args,
-                # Not spread_test's MACs: its server, running beside this one in the suite,
-                # sees these guests' QEMU processes too, and a VM is known by its MAC.
-                ns.tap(i, f"52:54:00:18:08:{10 + i:02x}"),
-                append=f"nto.ip={addrs[i]} nto.name=g{i} nto.client={client}{job}",
-                memory_mb=128,
-                prefix=ns.cmd(),
-            )
-        )
+        # Not spread_test's MACs: its server, running beside this one in the suite, sees these
+        # guests' QEMU processes too, and a VM is known by its MAC.
+        mac = f"52:54:00:18:08:{10 + i:02x}"
+        busy = "nto.job=busy" if i in BUSY else ""
+        guests.append(vm_guest(args, ns, i, mac, addrs[i], client, busy))
     return server, guests
 
 

@@ -199,6 +199,18 @@ def circular(a, b):
     return (a - b + 30) % 60 - 30
 
 
+def vm_guest(args, ns, i, mac, addr, client, more=""):
+    """Guest i of the miniature host: on tap i with `mac`, address `addr`, its clock set by
+    `client` (vmhost/init's nto.client), `more` kernel parameters for its init."""
+    return Guest(
+        args,
+        ns.tap(i, mac),
+        append=f"nto.ip={addr} nto.name=g{i} nto.client={client} {more}".strip(),
+        memory_mb=128,
+        prefix=ns.cmd(),
+    )
+
+
 def diagnose(guests, clients, server):
     """After a failure: each guest's last console lines and client log, and the server's log."""
     for i, g in enumerate(guests):
@@ -249,13 +261,7 @@ def main():
         server = Server(ns, args.sender, config, Path(tmp.name) / "serve.log")
         for i in range(n):
             guests.append(
-                Guest(
-                    args,
-                    ns.tap(i, f"52:54:00:18:07:{10 + i:02x}"),
-                    append=f"nto.ip={addrs[i]} nto.name=g{i} nto.client={clients[i]}",
-                    memory_mb=128,
-                    prefix=ns.cmd(),
-                )
+                vm_guest(args, ns, i, f"52:54:00:18:07:{10 + i:02x}", addrs[i], clients[i])
             )
         boot_deadline = started + BOOT_TIMEOUT
         for i, g in enumerate(guests):
