@@ -56,10 +56,12 @@ def write_config(path, state_dir, members):
         text += f'[[view]]\nname = "{name}"\noffset = "{VIEWS[name]}s"\n'
     views = ", ".join(f'"{m}"' for m in members)
     # Phase 2 measures a reassignment in minutes: its guests step to their new views (the
-    # default, move = "smear", would walk them there over a day).
+    # default, move = "smear", would walk them there over a day). Its guests are alike, and
+    # what it checks is counting's balance: place = "load" placed later guests by their
+    # booting siblings' profiles ([2, 2, 3, 1] in a cold run beside the load test's guests).
     text += (
         f'[[spread]]\nname = "vms"\nviews = [{views}]\nclients = ["198.18.0.0/15"]\n'
-        'move = "step"\n'
+        'move = "step"\nplace = "count"\n'
     )
     Path(path).write_text(text)
 
