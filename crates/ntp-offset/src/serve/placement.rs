@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ntp_offset_proto::load::host::Standing;
+use ntp_offset_proto::load::host::{HostLoad, Standing};
 use ntp_offset_proto::load::placement::{add, busiest, peak, Curve, Params, Slot};
 use ntp_offset_proto::move_smear::Moves;
 use ntp_offset_proto::time::{Offset, Time};
@@ -155,10 +155,7 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
     let peak_second = peak_second as u8;
     let mut views: Vec<ViewLoad> = Vec::new();
     for (id, v) in runtime.views.views().iter().enumerate() {
-        let mut c = [0.0; 60];
-        for (_, p) in host.iter().filter(|(_, p)| p.view == ViewId(id as u16)) {
-            add(&mut c, &p.profile, p.shift, 1.0);
-        }
+        let c = curve_in(&host, &[ViewId(id as u16)]);
         if host.iter().any(|(_, p)| p.view == ViewId(id as u16)) {
             views.push(ViewLoad {
                 view: v.name.clone(),
@@ -170,10 +167,7 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
         .filter(|(_, b)| b.by_load)
         .map(|(spread, b)| {
             let members: Vec<ViewId> = spread.members().collect();
-            let mut c = [0.0; 60];
-            for (_, p) in host.iter().filter(|(_, p)| members.contains(&p.view)) {
-                add(&mut c, &p.profile, p.shift, 1.0);
-            }
+            let c = curve_in(&host, &members);
             GroupLoad {
                 group: b.name.clone(),
                 peak_cores: peak(&c),
@@ -188,6 +182,15 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
         views,
         groups,
     })
+}
+
+/// The predicted curve of the VMs placed in `views` alone.
+fn curve_in(host: &HostLoad<IpAddr>, views: &[ViewId]) -> Curve {
+    let mut c = [0.0; 60];
+    for (_, p) in host.iter().filter(|(_, p)| views.contains(&p.view)) {
+        add(&mut c, &p.profile, p.shift, 1.0);
+    }
+    c
 }
 
 /// The VM behind `client` and its load, and while it walks, the view it walks to and how far
