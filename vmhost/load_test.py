@@ -47,6 +47,7 @@ from spread_test import (  # noqa: E402
     diagnose,
     next_minute,
     tear_down,
+    weigh_more,
     vm_guest,
 )
 
@@ -316,16 +317,10 @@ def phases(h, config, meter, check):
     addrs, started = h.addrs, time.monotonic()
     for g in h.guests:
         g.wait_for("GUEST-READY", max(1, started + BOOT_TIMEOUT - time.monotonic()))
-        g.prioritize()
     # The host CPU a busy guest gets is what this test measures: beside the suite's other
     # stages two busy guests sharing a second got 0.3-0.4 cores each and one alone 0.9, which
-    # measured the other stages, not the placement. Threads' nice values count only within
-    # their session when the kernel groups sessions (autogroup; the suite starts each stage
-    # with setsid): this session is made to weigh more too.
-    autogroup = Path(f"/proc/{os.getpid()}/autogroup")
-    if autogroup.exists():
-        autogroup.write_text("-10")
-        print(f"this test's session: {autogroup.read_text().strip()}", flush=True)
+    # measured the other stages, not the placement.
+    weigh_more(h.guests)
     views = h.settled(time.monotonic() + SETTLE_TIMEOUT)
     print(f"{GUESTS} guests settled: {views}", flush=True)
     check(
@@ -401,11 +396,14 @@ def load_phase(h, config, meter, check):
     load = h.measure(meter, h.args.minutes)
     placed = tables(h.state)
     ends = {a: h.guests[addrs.index(a)].clock_offset() for a in moved}
+    # A clock that followed its walk within `worst` ends at least as close: that bound is the
+    # walk's own, measured above, not a constant from a calm run.
     check(
-        "each walked guest's clock is at its new view's offset ("
+        f"each walked guest's clock is at its new view's offset, within {worst * 1000:.0f} ms "
+        "beyond the reading's bound ("
         + ", ".join(f"{a} {o:+.3f} s" for a, (o, _) in ends.items())
         + ")",
-        all(abs(o - offset_of(placed[a])) <= b + 0.05 for a, (o, b) in ends.items()),
+        all(abs(o - offset_of(placed[a])) <= b + worst for a, (o, b) in ends.items()),
         placed,
     )
     return report("load (after the optimizer's walks)", host_curve(load)), ideal(load, placed)
@@ -418,14 +416,16 @@ def ntpd_walk_ends(h, steps_before, check):
         if time.monotonic() > deadline:
             raise AssertionError("the ntpd guest's walk did not end")
         h.wait(time.time() + 10)
+    worst = h.ntpd_worst
     h.sample()
     h.print_trace(NTPD)
     off, bound = h.guests[NTPD].clock_offset()
+    # Its end as close as it followed the walk (the bound measured during the walk).
     check(
         f"ntpd followed a {SLOW['n1'] * 1000:.0f} ms walk at {SLOW_RATE_PPM} ppm without a step, "
-        f"its clock within {h.ntpd_worst * 1000:.0f} ms of the served time beyond the readings' "
+        f"its clock within {worst * 1000:.0f} ms of the served time beyond the readings' "
         f"bounds ({h.ntpd_readings} readings; now {off * 1000:+.0f} ms)",
-        h.steps(NTPD) == steps_before and abs(off) <= bound + 0.05,
+        h.steps(NTPD) == steps_before and abs(off) <= bound + worst,
         (steps_before, h.steps(NTPD)),
     )
 
