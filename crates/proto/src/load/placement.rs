@@ -4,9 +4,9 @@
 //! A VM with profile `p` served a view whose offset is `o` seconds puts `p[(h + o) mod 60]` on
 //! the host in second `h` of the host's minute. The host's *curve* is the sum over its VMs; its
 //! *peak* the curve's largest second. Two decisions use it:
-//! - [`best_view`]: a new client goes to the member where its profile adds least to the peak
-//!   (then the least to the curve's sum of squares, which spreads the seconds below the peak);
-//!   members it would leave equal are left to the caller (the balancer counts clients).
+//! - [`best_views`]: a new client goes to the member where its profile adds least to the peak
+//!   (then where its own busy seconds land lowest); members it would leave equal, within a
+//!   margin, are left to the caller (the balancer counts clients).
 //! - [`optimize`]: the fewest moves, at most a budget, that lower the predicted peak by a useful
 //!   margin; pinned clients and flat profiles never move.
 //!
@@ -114,29 +114,44 @@ pub fn lower_bound<'a>(profiles: impl IntoIterator<Item = &'a Profile>, slots: &
     floor + heaviest.max(per_second).max(total / SECONDS as f64)
 }
 
-/// The members where `p` adds least to `curve` (its peak, then its sum of squares), in
-/// `slots`' order: usually one, several when they are equal (a zero or flat profile leaves
-/// them all equal).
+/// Loads closer than this share of the host's peak (or [`EQUAL_CORES`]) are equal to
+/// placement: a profile is an average of noisy minutes, and among equal members the balancer
+/// counts clients, which spreads a burst of new VMs instead of sending them all to one member.
+pub const EQUAL_SHARE: f64 = 0.05;
+/// See [`EQUAL_SHARE`].
+pub const EQUAL_CORES: f64 = 0.02;
+
+/// The members where `p` adds least to `curve`, in `slots`' order: first the host's peak after
+/// adding it, then the busiest second its own busy seconds (at least half its peak) land on.
+/// Members within [`EQUAL_SHARE`] of the best on both are returned together, for the caller
+/// to count among (a flat profile leaves them all equal).
 pub fn best_views(curve: &Curve, p: &Profile, slots: &[Slot]) -> Vec<ViewId> {
-    let scored: Vec<(ViewId, (f64, f64))> = slots
+    let busy = 0.5 * p.peak().1;
+    let scored: Vec<(ViewId, f64, f64)> = slots
         .iter()
         .map(|s| {
             let mut c = *curve;
             add(&mut c, p, s.shift, 1.0);
-            (s.view, score(&c))
+            let top = (0..SECONDS)
+                .filter(|&h| p.bins[(h + s.shift) % SECONDS] >= busy)
+                .map(|h| c[h])
+                .fold(0.0, f64::max);
+            (s.view, peak(&c), top)
         })
         .collect();
-    let Some(best) = scored
-        .iter()
-        .map(|(_, s)| *s)
-        .reduce(|a, b| if better(b, a) { b } else { a })
-    else {
+    let Some(low_peak) = scored.iter().map(|s| s.1).reduce(f64::min) else {
         return Vec::new();
     };
+    let margin = (EQUAL_SHARE * low_peak).max(EQUAL_CORES);
+    let low_top = scored
+        .iter()
+        .filter(|s| s.1 <= low_peak + margin)
+        .map(|s| s.2)
+        .fold(f64::MAX, f64::min);
     scored
         .into_iter()
-        .filter(|(_, s)| !better(best, *s))
-        .map(|(v, _)| v)
+        .filter(|s| s.1 <= low_peak + margin && s.2 <= low_top + margin)
+        .map(|s| s.0)
         .collect()
 }
 
@@ -200,7 +215,8 @@ pub struct Plan<K> {
 /// least `params.min_gain` of it, given `base` (the curve of the host's other VMs, which do
 /// not move), `clients` (this group's, in their views) and `walkers` (the host's clients
 /// walking to their views). Greedy: each step moves the one client, from among those loading
-/// a busiest second, whose move to another member lowers (peak, sum of squares) most; the run
+/// a busiest second, whose move to another member lowers (peak, sum of squares) most (walking,
+/// the nearest of the destinations that leave the same peak: `best_step`); the run
 /// stops when no move helps or the budget is spent; the shortest prefix of the steps that
 /// earns [`KEPT_GAIN`] of the best gain found is proposed. Deterministic for the same input
 /// order.
@@ -250,7 +266,9 @@ pub fn optimize<K: Clone>(
     // Each refusal rules a (client, view) out, so the loop ends; the cap bounds its cost.
     let max_refusals = 4 * params.max_moves.min(clients.len()) + 4;
     while steps.len() < params.max_moves && refused.len() <= max_refusals {
-        let Some((i, to, next)) = best_step(&curve, clients, &at, &movable, slots, &refused) else {
+        let near = params.pace.map(|_| start.as_slice());
+        let Some((i, to, next)) = best_step(&curve, clients, &at, &movable, slots, &refused, near)
+        else {
             break;
         };
         if let Some(pace) = params.pace {
@@ -387,7 +405,10 @@ pub fn transit_peak(fixed: &Curve, walkers: &[Walker], now: Time) -> f64 {
 }
 
 /// The best single move: a movable client loading a busiest second, to another member, not
-/// one `refused`.
+/// one `refused`. With `near` (each client's view before the run; moves walk), of the
+/// destinations that leave the same peak the nearest wins before the sum of squares: a walk
+/// twice as long takes twice the hours before it is done (a day for 15 s at 200 ppm) and
+/// holds its VM out of later runs all that time.
 fn best_step<K>(
     curve: &Curve,
     clients: &[Client<K>],
@@ -395,10 +416,15 @@ fn best_step<K>(
     movable: &[usize],
     slots: &[Slot],
     refused: &[(usize, ViewId)],
+    near: Option<&[Option<Slot>]>,
 ) -> Option<(usize, Slot, (f64, f64))> {
     let now = score(curve);
     let eps = 1e-9 * (1.0 + now.0);
     let busiest: Vec<usize> = (0..SECONDS).filter(|&h| curve[h] >= now.0 - eps).collect();
+    let distance = |i: usize, s: &Slot| {
+        near.and_then(|n| n[i])
+            .map_or(0, |from| (s.offset_s - from.offset_s).abs())
+    };
     let mut best: Option<(usize, Slot, (f64, f64))> = None;
     for &i in movable {
         let (p, from) = (
@@ -420,7 +446,19 @@ fn best_step<K>(
             let mut c = without;
             add(&mut c, p, s.shift, 1.0);
             let sc = score(&c);
-            if better(sc, best.map_or(now, |b| b.2)) {
+            let wins = match best {
+                None => better(sc, now),
+                Some((j, t, b)) => {
+                    let (d, e) = (distance(i, s), distance(j, &t));
+                    let same_peak = (sc.0 - b.0).abs() <= eps;
+                    if near.is_some() && same_peak && d != e {
+                        d < e
+                    } else {
+                        better(sc, b)
+                    }
+                }
+            };
+            if wins {
                 best = Some((i, *s, sc));
             }
         }

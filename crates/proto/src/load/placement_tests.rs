@@ -319,3 +319,55 @@ fn transit_peaks_follow_walks_under_way() {
     // 100,000 s in, it has passed 15 s (it is at 20 s): nothing meets.
     assert!((transit_peak(&fixed, &[late], NOW) - 1.0).abs() < 1e-9);
 }
+
+/// Walking, of two destinations that leave the same peak the nearer wins (it is done in half
+/// the time); stepping, the emptier one (the sum of squares).
+#[test]
+fn a_walk_goes_to_the_nearest_of_equal_destinations() {
+    let s = slots(4, 15);
+    let walks = Params {
+        pace: Some(Pace {
+            rate_ppm: 200.0,
+            ramp_s: 3600.0,
+        }),
+        ..Params::default()
+    };
+    // Two heavy VMs in view 0, a light one in 15, nothing in 30, a heavier one in 45: a
+    // view-0 VM in 15 or 30 leaves the same peak (1.5, view 45's).
+    let fleet = vec![
+        client(0, 0, Profile::spike(0, 1, 1.0)),
+        client(1, 0, Profile::spike(0, 1, 1.0)),
+        client(2, 1, Profile::spike(0, 1, 0.2)),
+        client(3, 3, Profile::spike(0, 1, 1.5)),
+    ];
+    let plan = optimize(&[0.0; SECONDS], &fleet, &[], &s, &walks, NOW);
+    assert_eq!(plan.moves.len(), 1, "{plan:?}");
+    assert_eq!(plan.moves[0].to, ViewId(1), "15 s away, not 30: {plan:?}");
+    let plan = optimize(&[0.0; SECONDS], &fleet, &[], &s, &Params::default(), NOW);
+    assert_eq!(
+        plan.moves[0].to,
+        ViewId(2),
+        "stepping: the empty view: {plan:?}"
+    );
+}
+
+/// Members whose loads differ by less than the margin are equal: the caller counts among
+/// them, so new VMs whose profiles are not known yet (the typical one, which they do not add
+/// to the curve) spread instead of all going to the one member a hair lighter.
+#[test]
+fn members_within_the_margin_are_equal_to_placement() {
+    let s = slots(4, 15);
+    let mut curve = [0.0; SECONDS];
+    add(&mut curve, &Profile::spike(0, 2, 2.0), 0, 1.0); // the host's peak, in view 0
+    add(&mut curve, &Profile::spike(0, 1, 0.50), 15, 1.0);
+    add(&mut curve, &Profile::spike(0, 1, 0.45), 30, 1.0); // 0.05 lighter: within 5 % of 2
+    add(&mut curve, &Profile::spike(0, 1, 1.00), 45, 1.0);
+    let typical = Profile::spike(0, 1, 0.1);
+    assert_eq!(best_views(&curve, &typical, &s), vec![ViewId(1), ViewId(2)]);
+    // A heavy VM: only where it stays lowest, the margin counts from there.
+    let heavy = Profile::spike(0, 1, 1.8);
+    assert_eq!(best_views(&curve, &heavy, &s), vec![ViewId(1), ViewId(2)]);
+    let mut apart = curve;
+    add(&mut apart, &Profile::spike(0, 1, 0.3), 15, 1.0);
+    assert_eq!(best_views(&apart, &heavy, &s), vec![ViewId(2)]);
+}
