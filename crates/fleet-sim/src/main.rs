@@ -71,7 +71,7 @@ fn spread_of(p: &fleet::Peaks) -> String {
 /// Mixed fleets: the busiest second of host CPU against the lower bound, placed by count and
 /// by load.
 fn mixed_table(a: &Args) {
-    println!("\nMixed fleets over {} days (the first not measured): host CPU in the busiest second of each minute over the lower bound no placement beats (1.00x is ideal): mean over minutes / 95th percentile / worst minute. Load-aware learns a VM's profile after 5 minutes and moves at most 10 VMs per 10 minutes, walking at {} ppm.\n", a.mix_days, a.move_rate);
+    println!("\nMixed fleets over {} days (the first not measured): host CPU in the busiest second of each minute over the lower bound no placement beats: mean over minutes / 95th percentile / worst minute. The best placement found is worked out hourly with every VM free to be anywhere at once (the best placement lies between the bound and it); the last column divides load-aware's mean by its. Load-aware learns a VM's profile after 5 minutes and moves at most 10 VMs per 10 minutes, walking at {} ppm.\n", a.mix_days, a.move_rate);
     println!("| VMs | views | spiky | count-balanced | load-aware | best placement found | load-aware / best, means |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &vms in &a.mix_vms {
