@@ -64,7 +64,20 @@ listen = ["10.0.2.15:123"]
 name = "s30"
 offset = "30s"
 listen = ["10.0.2.15:1123"]
+
+[[spread]]
+name = "vms"
+views = ["s15", "s30"]
+clients = ["10.0.2.100/32"]
 """
+
+# A process of another user whose command line is a libvirt QEMU's (bash under QEMU's name,
+# with a VM's -name and NIC): what placing by load looks for on a VM host.
+FAKE_QEMU = (
+    'runuser -u bob -- bash -c \'exec -a qemu-system-x86_64 bash -c "sleep 600; :" '
+    "-name guest=fake1,debug-threads=on -device virtio-net-pci,mac=52:54:00:18:09:01' "
+    "> /dev/null 2>&1 &"
+)
 
 
 def main():
@@ -178,6 +191,27 @@ def wait_offset(guest, host_query, port, want, timeout=20):
         if (got is not None and abs(got - want) <= bound) or time.monotonic() > deadline:
             return got, bound, detail
         time.sleep(0.5)
+
+
+def found_vm(guest, check):
+    """The installed unit lets serve see another user's QEMU process and read the neighbour
+    table (its sandbox once hid both, and placing by load fell back to counting)."""
+    guest.ok(FAKE_QEMU)
+    found = "journalctl -u ntp-offset -o cat | grep -c 'found a VM vm=fake1'"
+    deadline = time.monotonic() + 30  # discovery runs every 5 s
+    while True:
+        rc, out = guest.run(found)
+        if out[:1] != ["0"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    _, journal = guest.run("journalctl -u ntp-offset -o cat | grep -E 'VM|neighbour' | tail -n 5")
+    check(
+        "placing by load: the service finds another user's QEMU process and reads the "
+        "neighbour table",
+        out[:1] == ["1"] and not any("cannot read the neighbour table" in ln for ln in journal),
+        journal,
+    )
+    guest.run("pkill -u bob -f guest=fake1")
 
 
 def offset_ok(got, bound, want):
@@ -329,6 +363,7 @@ def run_test(guest, check, host_query, debs, p15, p30):
         "systemctl is-active ntp-offset; journalctl -u ntp-offset -o cat | grep -c reload"
     )
     check("the service stayed up through both reloads, and logged them", out[:1] == ["active"], out)
+    found_vm(guest, check)
 
     # The tick units as the shipped examples set them up: a key file root:ntp-offset 0640, pulse
     # send from this host's clock, and pulse listen (the example's flags, verbatim) feeding
