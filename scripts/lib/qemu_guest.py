@@ -36,7 +36,8 @@ def arguments(*extra, **optional):
     for a in ("qemu", "bios", "kernel", "initrd", "sender", *extra):
         p.add_argument(f"--{a}", required=True)
     for name, default in optional.items():
-        p.add_argument(f"--{name}", type=type(default), default=default)
+        flag = name.replace("_", "-")  # ntpd_walk= is --ntpd-walk
+        p.add_argument(f"--{flag}", dest=name, type=type(default), default=default)
     return p.parse_args()
 
 
