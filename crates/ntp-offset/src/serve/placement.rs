@@ -127,12 +127,18 @@ pub fn reconcile(runtime: &Runtime, vms: &Vms, now: Time) {
                 continue;
             }
             let mut bal = g.balancer.write().unwrap_or_else(|p| p.into_inner());
+            let mut moved = false;
             for a in &strays {
                 if bal.move_to(*a, view, now_s) {
+                    moved = true;
                     info!(group = %b.name, vm = %row.name, client = %a, to = %runtime.views.view(view).name, "a VM's address joins the view of its other addresses");
                 }
             }
-            g.changed.store(true, std::sync::atomic::Ordering::Relaxed);
+            // A stray that cannot move yet (still walking) is tried again in 5 s; the table
+            // is saved only when one did.
+            if moved {
+                g.changed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
