@@ -32,6 +32,9 @@ pub struct Load {
     slots: Vec<Slot>,
     offsets: Vec<f64>,
     params: Params,
+    /// New clients whose profiles are not known yet, and the shift of the view each got:
+    /// they count as typical until theirs is known (as `serve` counts them).
+    pending: Vec<(IpAddr, usize)>,
 }
 
 pub enum Policy {
@@ -108,6 +111,7 @@ impl Policy {
                         pace: Some(pace),
                         ..Params::default()
                     },
+                    pending: Vec::new(),
                 };
                 Policy::LoadAware(b, forget_after_s, Box::new(load))
             }
@@ -124,10 +128,18 @@ impl Policy {
             Policy::LoadAware(b, _, load) => {
                 let among = match b.get(client) {
                     Some(_) => Vec::new(),
-                    None => load.host.best_views(known, &load.slots),
+                    None => {
+                        let pending: Vec<usize> = load.pending.iter().map(|p| p.1).collect();
+                        load.host.best_views(known, &load.slots, &pending)
+                    }
                 };
                 let (view, _) = b.assign_among(client, now_s, &among);
+                if known.is_none() && !among.is_empty() {
+                    load.pending
+                        .push((client, load.slots[view.0 as usize].shift));
+                }
                 if let (Some(p), None) = (known, load.host.get(&client)) {
+                    load.pending.retain(|x| x.0 != client);
                     let slot = load.slots[view.0 as usize];
                     load.host.set(
                         client,
@@ -151,6 +163,7 @@ impl Policy {
     pub fn halted(&mut self, client: IpAddr) {
         if let Policy::LoadAware(_, _, load) = self {
             load.host.remove(&client);
+            load.pending.retain(|x| x.0 != client);
         }
     }
 

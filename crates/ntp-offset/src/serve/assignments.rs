@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use ntp_offset_proto::balancer::{Balancer, Member, Reason};
+use ntp_offset_proto::load::placement::Slot;
 use ntp_offset_proto::move_smear::Moves;
 
 use crate::vms::{Located, Vms};
@@ -83,7 +84,7 @@ impl Group {
             return v;
         }
         let hashed = || Assigned::view(spread.pick(client).expect("a spread group has members"));
-        let (mut among, mut siblings) = (Vec::new(), Vec::new());
+        let (mut among, mut siblings, mut slots) = (Vec::new(), Vec::new(), Vec::new());
         {
             let b = self.balancer.read().unwrap_or_else(|p| p.into_inner());
             match b.get(client) {
@@ -98,20 +99,16 @@ impl Group {
                 }
                 None => {
                     if let Some(vms) = vms {
-                        let slots = b.slots();
+                        slots = b.slots();
                         // Not under the balancer's lock: see vms::watch on lock order.
                         drop(b);
-                        match vms.locate(client) {
-                            Located::Placing => {
-                                return Assigned {
-                                    placing: true,
-                                    ..hashed()
-                                }
-                            }
-                            Located::Vm(addrs) => siblings = addrs,
-                            Located::Other => {}
-                        }
-                        among = vms.best_views(client, &slots);
+                        let Some(found) = by_load(vms, client, &slots) else {
+                            return Assigned {
+                                placing: true,
+                                ..hashed()
+                            };
+                        };
+                        (siblings, among) = found;
                     }
                 }
             }
@@ -141,6 +138,14 @@ impl Group {
                 drop(b);
                 self.full(spread);
                 return hashed();
+            }
+        }
+        drop(b);
+        // A VM placed by load counts for the next placements before its profile is known.
+        let placed = slots.iter().find(|s| s.view == view);
+        if let (Some(vms), Some(s), Reason::Balanced, None) = (vms, placed, reason, like) {
+            if !siblings.is_empty() {
+                vms.placed(client, s.shift);
             }
         }
         Assigned::walking(view, walk)
@@ -343,4 +348,16 @@ pub fn names(views: &ViewTable) -> HashMap<ViewId, String> {
         .enumerate()
         .map(|(i, v)| (ViewId(i as u16), v.name.clone()))
         .collect()
+}
+
+/// A new client of a group placed by load: its VM's addresses (empty if it is no VM's) and
+/// the members its load adds least to; None while it is being placed (not in the neighbour
+/// table yet).
+fn by_load(vms: &Vms, client: IpAddr, slots: &[Slot]) -> Option<(Vec<IpAddr>, Vec<ViewId>)> {
+    let siblings = match vms.locate(client) {
+        Located::Placing => return None,
+        Located::Vm(addrs) => addrs,
+        Located::Other => Vec::new(),
+    };
+    Some((siblings, vms.best_views(client, slots)))
 }

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ntp_offset_proto::load::host::{HostLoad, Placed};
-use ntp_offset_proto::load::placement::{Curve, Slot};
+use ntp_offset_proto::load::placement::{self, Curve, Slot};
 use ntp_offset_proto::load::profile::{Profile, Sampler};
 use ntp_offset_proto::time::{Offset, Time};
 use ntp_offset_proto::view::ViewId;
@@ -32,6 +32,9 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 /// A profile counts once it averages this many whole minutes.
 const KNOWN_AFTER_MINUTES: u32 = 2;
+/// A VM placed before its profile is known counts as typical for at most this long (its
+/// profile is known two whole minutes after discovery, which precedes its first request).
+pub const PENDING_FOR: Duration = Duration::from_secs(300);
 /// A worker meeting an address no VM is known by reads the neighbour table itself, at most
 /// this often (server-wide): a flood of new addresses costs a few dumps a second.
 const LOOKUP_EVERY: Duration = Duration::from_millis(20);
@@ -71,6 +74,9 @@ struct Known {
     /// The host's predicted load and the typical profile (recomputed every second).
     curve: Curve,
     typical: Profile,
+    /// VMs' addresses placed lately whose profiles are not known yet, with the shift of the
+    /// view each got and when: each counts as typical until its profile is known.
+    pending: Vec<(IpAddr, usize, Instant)>,
 }
 
 impl Default for Known {
@@ -80,6 +86,7 @@ impl Default for Known {
             vms: HashMap::new(),
             curve: [0.0; 60],
             typical: Profile::FLAT_ZERO,
+            pending: Vec::new(),
         }
     }
 }
@@ -219,7 +226,20 @@ impl Vms {
         let own = self.profile_of(client);
         let k = self.known.read().unwrap_or_else(|p| p.into_inner());
         let p = own.unwrap_or(k.typical);
-        ntp_offset_proto::load::placement::best_views(&k.curve, &p, slots)
+        let pending: Vec<usize> = k.pending.iter().map(|x| x.1).collect();
+        let curve = placement::with_pending(&k.curve, &k.typical, &pending);
+        placement::best_views(&curve, &p, slots)
+    }
+
+    /// A VM's address was just placed at `shift` by load, its profile not known yet: it
+    /// counts as typical for the next placements until it is (at most [`PENDING_FOR`]).
+    pub fn placed(&self, client: IpAddr, shift: usize) {
+        if self.profile_of(client).is_some() {
+            return;
+        }
+        let mut k = self.known.write().unwrap_or_else(|p| p.into_inner());
+        k.pending.retain(|x| x.0 != client);
+        k.pending.push((client, shift, Instant::now()));
     }
 
     /// Every VM found, by name.
@@ -483,6 +503,19 @@ fn recompute(vms: &Vms, offset_of: &OffsetOf) {
     let mut k = vms.known.write().unwrap_or_else(|p| p.into_inner());
     k.curve = *host.curve();
     k.typical = host.typical();
+    let Known {
+        pending,
+        by_addr,
+        vms: found,
+        ..
+    } = &mut *k;
+    pending.retain(|(addr, _, since)| {
+        let known = by_addr
+            .get(addr)
+            .and_then(|id| found.get(id))
+            .is_some_and(|vm| vm.sampler.profile().1 >= KNOWN_AFTER_MINUTES);
+        !known && since.elapsed() < PENDING_FOR
+    });
 }
 
 #[cfg(test)]

@@ -115,9 +115,18 @@ impl<K: Hash + Eq + Clone> HostLoad<K> {
 
     /// The members of a group (`slots`) a new client should choose among: where its profile
     /// (or the typical one) adds least to the host's peak.
-    pub fn best_views(&self, profile: Option<&Profile>, slots: &[Slot]) -> Vec<ViewId> {
-        let p = profile.copied().unwrap_or_else(|| self.typical());
-        placement::best_views(&self.curve, &p, slots)
+    /// `pending`: the shifts of clients placed lately whose profiles are not known yet, each
+    /// counted as typical ([`placement::with_pending`]).
+    pub fn best_views(
+        &self,
+        profile: Option<&Profile>,
+        slots: &[Slot],
+        pending: &[usize],
+    ) -> Vec<ViewId> {
+        let typical = self.typical();
+        let p = profile.copied().unwrap_or(typical);
+        let curve = placement::with_pending(&self.curve, &typical, pending);
+        placement::best_views(&curve, &p, slots)
     }
 
     /// The optimizer's proposal for one group at `now`: its known clients (`members` says
@@ -181,7 +190,10 @@ mod tests {
             },
         );
         assert_eq!(placement::peak(h.curve()), 2.0);
-        assert_eq!(h.best_views(None, &[slot(0), slot(1)]), vec![ViewId(1)]);
+        assert_eq!(
+            h.best_views(None, &[slot(0), slot(1)], &[]),
+            vec![ViewId(1)]
+        );
         let now = Time::from_unix_nanos(0);
         let free = [(1, Standing::Free), (2, Standing::Free)];
         let plan = h.optimize(&free, &[slot(0), slot(1)], &Params::default(), now);
