@@ -250,7 +250,8 @@ mod tests {
 
     /// Three days of 300 VMs, a fifth of them spiky, over 4 views: placing by load keeps the
     /// host's busiest second within 15 % of the lower bound on average, where placing by count
-    /// does not; for three seeds.
+    /// does not; for three seeds. The same seed gives the same minutes (docs/performance.md
+    /// prints what the seed gives).
     #[test]
     fn load_aware_placement_is_near_the_bound_where_counting_is_not() {
         for seed in [7, 8, 9] {
@@ -268,6 +269,9 @@ mod tests {
             let (count, load) = (run_of(Kind::Balanced), run_of(Kind::LoadAware));
             assert!(load.mean() <= 1.15, "seed {seed}: {}", load.mean());
             assert!(count.mean() > 1.15, "seed {seed}: {}", count.mean());
+            if seed == 7 {
+                assert_eq!(run_of(Kind::LoadAware).ratios, load.ratios);
+            }
         }
     }
 }
