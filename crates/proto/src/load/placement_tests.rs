@@ -18,6 +18,14 @@ fn client(key: usize, view: u16, profile: Profile) -> Client<usize> {
     }
 }
 
+/// The default parameters, moves walking at `rate_ppm` with `ramp_s` ramps.
+fn walking(rate_ppm: f64, ramp_s: f64) -> Params {
+    Params {
+        pace: Some(Pace { rate_ppm, ramp_s }),
+        ..Params::default()
+    }
+}
+
 fn curve_of(clients: &[Client<usize>], slots: &[Slot]) -> Curve {
     let mut c = [0.0; SECONDS];
     for x in clients {
@@ -325,13 +333,7 @@ fn transit_peaks_follow_walks_under_way() {
 #[test]
 fn a_walk_goes_to_the_nearest_of_equal_destinations() {
     let s = slots(4, 15);
-    let walks = Params {
-        pace: Some(Pace {
-            rate_ppm: 200.0,
-            ramp_s: 3600.0,
-        }),
-        ..Params::default()
-    };
+    let walks = walking(200.0, 3600.0);
     // Two heavy VMs in view 0, a light one in 15, nothing in 30, a heavier one in 45: a
     // view-0 VM in 15 or 30 leaves the same peak (1.5, view 45's).
     let fleet = vec![
@@ -403,13 +405,7 @@ fn a_burst_of_new_vms_spreads_when_each_counts_as_typical() {
 #[test]
 fn a_quick_walk_may_cross_a_busy_second_a_slow_one_may_not() {
     let s = slots(4, 2);
-    let at = |rate_ppm: f64| Params {
-        pace: Some(Pace {
-            rate_ppm,
-            ramp_s: 60.0,
-        }),
-        ..Params::default()
-    };
+    let at = |rate_ppm: f64| walking(rate_ppm, 60.0);
     let fleet = vec![
         client(0, 0, Profile::spike(0, 1, 0.77)),
         client(1, 0, Profile::spike(0, 1, 0.77)),
