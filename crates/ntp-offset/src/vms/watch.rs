@@ -34,7 +34,7 @@ const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 const KNOWN_AFTER_MINUTES: u32 = 2;
 /// A VM placed before its profile is known counts as typical for at most this long (its
 /// profile is known two whole minutes after discovery, which precedes its first request).
-pub const PENDING_FOR: Duration = Duration::from_secs(300);
+const PENDING_FOR: Duration = Duration::from_secs(300);
 /// A worker meeting an address no VM is known by reads the neighbour table itself, at most
 /// this often (server-wide): a flood of new addresses costs a few dumps a second.
 const LOOKUP_EVERY: Duration = Duration::from_millis(20);
