@@ -199,25 +199,27 @@ fn curve_in(host: &HostLoad<IpAddr>, views: &[ViewId]) -> Curve {
     c
 }
 
-/// The VM behind `client` and its load, and while it walks, the view it walks to and how far
-/// it has left to go (seconds).
+/// While `client` walks (`move = "smear"`, whatever its group's `place`): the view it walks to
+/// and how far it has left to go (seconds).
+pub fn walk_left(runtime: &Runtime, client: IpAddr, now: Time) -> Option<(String, f64)> {
+    runtime.groups.iter().find_map(|g| {
+        let b = g.balancer.read().unwrap_or_else(|p| p.into_inner());
+        let (view, walk) = b.served(client)?;
+        let w = walk?;
+        let left = (w.to.nanos() - w.offset_at(now).nanos()) as f64 / 1e9;
+        Some((runtime.views.view(view).name.clone(), left))
+    })
+}
+
+/// The VM behind `client` and its load.
 pub fn client_load(
     runtime: &Runtime,
     rows: &[crate::vms::VmRow],
     host_curve: &Curve,
     client: IpAddr,
     now: Time,
-) -> (Option<VmLoad>, Option<(String, f64)>) {
-    let walk_left = runtime.groups.iter().find_map(|g| {
-        let b = g.balancer.read().unwrap_or_else(|p| p.into_inner());
-        let (view, walk) = b.served(client)?;
-        let w = walk?;
-        let left = (w.to.nanos() - w.offset_at(now).nanos()) as f64 / 1e9;
-        Some((runtime.views.view(view).name.clone(), left))
-    });
-    let Some(row) = rows.iter().find(|r| r.addrs.contains(&client)) else {
-        return (None, walk_left);
-    };
+) -> Option<VmLoad> {
+    let row = rows.iter().find(|r| r.addrs.contains(&client))?;
     let (peak_second, peak_cores) = row.profile.peak();
     let (host_second, host_peak) = busiest(host_curve);
     let shift = Slot::new(
@@ -240,5 +242,5 @@ pub fn client_load(
         peak_cores: peak_cores.max(0.0),
         share_of_host_peak: share,
     };
-    (Some(vm), walk_left)
+    Some(vm)
 }

@@ -391,19 +391,17 @@ impl Source for ServeSource {
             .collect();
         list.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.address.cmp(&b.address)));
         let vms = &self.shared.vms;
-        if vms.watching() {
-            let (rows, curve) = (vms.rows(), vms.curve());
-            let now = Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
-            for e in &mut list {
-                if let Ok(ip) = e.address.parse() {
-                    let (vm, walk) = placement::client_load(&runtime, &rows, &curve, ip, now);
-                    e.vm = vm;
-                    // A walking client is shown in the view it walks to (its last request
-                    // may have been answered before the move).
-                    if let Some((to, left)) = walk {
-                        (e.view, e.walk_left_s) = (Some(to), Some(left));
-                    }
-                }
+        let watching = vms.watching().then(|| (vms.rows(), vms.curve()));
+        let now = Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
+        for e in &mut list {
+            let Ok(ip) = e.address.parse() else { continue };
+            if let Some((rows, curve)) = &watching {
+                e.vm = placement::client_load(&runtime, rows, curve, ip, now);
+            }
+            // A walking client is shown in the view it walks to (its last request may have
+            // been answered before the move).
+            if let Some((to, left)) = placement::walk_left(&runtime, ip, now) {
+                (e.view, e.walk_left_s) = (Some(to), Some(left));
             }
         }
         Ok(list)

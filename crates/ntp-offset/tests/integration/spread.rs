@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ntp_offset_testkit::{self as common, ntp_exchange_from, tempdir, wait_until, ServerProcess};
+use ntp_offset_testkit::{
+    self as common, control_json, ntp_exchange_from, tempdir, wait_until, ServerProcess,
+};
 
 const OFFSETS: [(&str, i64); 4] = [("s00", 0), ("s15", 15), ("s30", 30), ("s45", 45)];
 
@@ -208,12 +210,19 @@ fn a_reload_that_removes_a_view_moves_only_its_clients() {
 
 /// With `move = "smear"` (the default) a removed view's clients are served the time they had,
 /// walking to their new views at `move_rate`: two answers seconds apart differ by the walk's
-/// rate, within what their round trips allow. Everybody else keeps their view.
+/// rate, within what their round trips allow. Everybody else keeps their view. `clients`
+/// shows each walker in the view it walks to, with the walk left, 15 s or 30 s less a little
+/// (a group that places by count, where no VM is watched, once showed none).
 #[test]
 fn a_removed_views_clients_walk_to_their_new_views() {
     let dir = tempdir("spread-walk");
     let port = common::free_ports(1)[0];
-    let pace = "move_rate = 400\nmove_ramp = \"0s\"\n";
+    let sock = dir.join("serve.sock");
+    let pace = format!(
+        "move_rate = 400\nmove_ramp = \"0s\"\nplace = \"count\"\n[control]\nsocket = \"{}\"\n",
+        sock.display()
+    );
+    let pace = pace.as_str();
     let cfg = config(&dir, port, &["s00", "s15", "s30", "s45"], pace);
     let mut server = start(&cfg);
     let before = views_of(port, 1..=40);
@@ -263,6 +272,21 @@ fn a_removed_views_clients_walk_to_their_new_views() {
         if *v != 15 {
             assert_eq!(after[i], *v, "client {i} moved needlessly");
         }
+    }
+    let shown = control_json("clients", &sock, &[]);
+    for &i in &walkers {
+        let address = client(i).to_string();
+        let c = shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["address"] == address.as_str())
+            .unwrap_or_else(|| panic!("{address} not in `clients`: {shown}"));
+        let left = c["walk_left_s"].as_f64().unwrap_or(0.0).abs();
+        assert!(
+            c["view"] != "s15" && left > 14.0 && left < 30.0,
+            "{address} shown as {c}"
+        );
     }
 }
 
