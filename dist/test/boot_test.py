@@ -193,25 +193,59 @@ def wait_offset(guest, host_query, port, want, timeout=20):
         time.sleep(0.5)
 
 
+def found_in_journal(guest, line):
+    """Whether the service logs `line` once within 30 s (its VM discovery runs every 5 s)."""
+    count = f"journalctl -u ntp-offset -o cat | grep -c '{line}'"
+    deadline = time.monotonic() + 30
+    while True:
+        _, out = guest.run(count)
+        if out[:1] != ["0"] or time.monotonic() > deadline:
+            return out[:1] == ["1"]
+        time.sleep(1)
+
+
 def found_vm(guest, check):
     """The installed unit lets serve see another user's QEMU process and read the neighbour
     table (its sandbox once hid both, and placing by load fell back to counting)."""
     guest.ok(FAKE_QEMU)
-    found = "journalctl -u ntp-offset -o cat | grep -c 'found a VM vm=fake1'"
-    deadline = time.monotonic() + 30  # discovery runs every 5 s
-    while True:
-        rc, out = guest.run(found)
-        if out[:1] != ["0"] or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    found = found_in_journal(guest, "found a VM vm=fake1")
     _, journal = guest.run("journalctl -u ntp-offset -o cat | grep -E 'VM|neighbour' | tail -n 5")
     check(
         "placing by load: the service finds another user's QEMU process and reads the "
         "neighbour table",
-        out[:1] == ["1"] and not any("cannot read the neighbour table" in ln for ln in journal),
+        found and not any("cannot read the neighbour table" in ln for ln in journal),
         journal,
     )
     guest.run("pkill -u bob -f guest=fake1")
+
+
+# A container as libvirt-lxc or systemd-nspawn makes one: a network namespace of its own on
+# a veth, its process a unit in machine.slice.
+CONTAINER = (
+    "ip netns add nto-c1 && ip link add c1h type veth peer name c1g netns nto-c1"
+    " && ip addr add 198.18.60.1/24 dev c1h && ip link set c1h up"
+    " && ip -n nto-c1 addr add 198.18.60.2/24 dev c1g && ip -n nto-c1 link set c1g up"
+    " && ip -n nto-c1 link set lo up && ip -n nto-c1 route add default via 198.18.60.1"
+    " && systemd-run --quiet --unit=nto-c1 --slice=machine.slice ip netns exec nto-c1 sleep 600"
+)
+
+
+def found_container(guest, check):
+    """The installed unit finds a container in machine.slice by its namespace's addresses,
+    and shows its requests as that machine's in `clients`."""
+    rc, out = guest.run(CONTAINER)
+    check("a container in machine.slice (netns, veth, systemd-run)", rc == 0, out)
+    found = found_in_journal(guest, "found a VM vm=nto-c1")
+    guest.run("ip netns exec nto-c1 ntp-offset query 10.0.2.15:123")
+    _, shown = guest.run("ntp-offset clients | grep '^198.18.60.2 '")
+    shown = " ".join(shown)
+    check(
+        "placing by load: the service finds a container by its addresses, and its request "
+        f"is that machine's in `clients` ({shown})",
+        found and " nto-c1 " in shown,
+        shown,
+    )
+    guest.run("systemctl stop nto-c1; ip netns del nto-c1")
 
 
 def offset_ok(got, bound, want):
@@ -364,6 +398,7 @@ def run_test(guest, check, host_query, debs, p15, p30):
     )
     check("the service stayed up through both reloads, and logged them", out[:1] == ["active"], out)
     found_vm(guest, check)
+    found_container(guest, check)
 
     # The tick units as the shipped examples set them up: a key file root:ntp-offset 0640, pulse
     # send from this host's clock, and pulse listen (the example's flags, verbatim) feeding

@@ -9,6 +9,7 @@
 //! - [`load`]: each VM's minute profile of host CPU, and placement that lowers the host's peak.
 //! - [`move_smear`]: moving a client to another view by walking its offset, not stepping it.
 //! - [`neighbours`]: the kernel's neighbour table over rtnetlink: which MAC an address is.
+//! - [`local_addrs`]: a network namespace's own addresses from `/proc/PID/net` (containers).
 //! - [`ratelimit`]: per-client rate limiting in a fixed-size table.
 //! - [`leap`]: leap-second handling shared by all views (smear or step).
 //! - [`system`]: the header fields every answer shares, from the kernel's clock status.
@@ -35,6 +36,7 @@ pub mod interleaved;
 pub mod key_file;
 pub mod leap;
 pub mod load;
+pub mod local_addrs;
 pub mod move_smear;
 pub mod neighbours;
 pub mod nts;

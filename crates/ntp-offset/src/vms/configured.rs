@@ -1,7 +1,8 @@
 //! VMs named in the config (`[[vm]]`): the last resort where the host cannot tell a client's
 //! VM by itself (VMs routed to the host rather than on its bridge, so without a neighbour
-//! entry; VMs that are not QEMU processes). Each names its client addresses and where its CPU
-//! time is read: a cgroup v2 directory, or the pid file of its process.
+//! entry; VMs that are neither QEMU processes nor containers in `machine.slice`). Each names
+//! its client addresses and where its CPU time is read: a cgroup v2 directory, or the pid
+//! file of its process.
 
 use std::io::Read;
 use std::net::IpAddr;

@@ -1,7 +1,8 @@
-//! The VMs on this host and their load: which QEMU process each NTP client is, and each VM's
-//! minute profile of host CPU, for load-aware spreading (docs/vm-hosts.md).
+//! The VMs on this host and their load: which QEMU process or container each NTP client is,
+//! and each VM's minute profile of host CPU, for load-aware spreading (docs/vm-hosts.md).
 //!
 //! - [`qemu`]: QEMU processes and the MACs, names and cgroups their command lines give.
+//! - [`machines`]: containers in `machine.slice`, known by their network namespaces' addresses.
 //! - [`configured`]: VMs the config names (`[[vm]]`), where the host cannot tell.
 //! - [`cpu`]: a VM's CPU time, from its cgroup or its process.
 //! - [`watch`]: the thread that finds VMs, maps client addresses to them through the kernel's
@@ -10,6 +11,7 @@
 
 pub mod configured;
 pub mod cpu;
+pub mod machines;
 pub mod qemu;
 pub mod watch;
 

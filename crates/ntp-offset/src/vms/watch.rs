@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::configured::VmMapping;
 use super::cpu::CpuReader;
+use super::machines;
 use super::qemu::{self, QemuVm};
 
 /// CPU readings per VM: four a second resolve a job of a few hundred milliseconds.
@@ -390,7 +391,15 @@ fn discover(vms: &Vms, proc_root: &Path, cgroups: &Path, neigh_failed: &mut bool
         .into_iter()
         .map(|q| (q, Vec::new()))
         .collect();
-    // Named by hand: their addresses are theirs, whatever the neighbour table says.
+    // Containers: their namespaces' own addresses are theirs.
+    let host = machines::addrs_of(proc_root, "self");
+    found.extend(
+        machines::scan(proc_root, cgroups, &host)
+            .into_iter()
+            .map(|m| (m.vm, m.addrs)),
+    );
+    // Named by hand: their addresses are theirs, whatever the neighbour table says (and
+    // whatever a container's: these come last, so they win).
     let configured = vms
         .configured
         .read()
