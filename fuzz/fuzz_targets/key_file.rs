@@ -1,10 +1,13 @@
 //! The key file parsers on arbitrary text, the tick key file's, chrony's (NTP symmetric
-//! keys) and NTS's master key state: never panic, and what they accept has distinct, nonzero
-//! ids (every NTP key verifies its own MAC; NTS state writes back as it was read).
+//! keys), NTS's master key state and a cluster's NTS secret: never panic, and what they
+//! accept has distinct, nonzero ids (every NTP key verifies its own MAC; NTS state writes
+//! back as it was read; a secret's keys open their own cookies).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ntp_offset_proto::nts::cookie::MasterKeys;
+use ntp_offset_proto::nts::shared_keys::SharedSecret;
+use ntp_offset_proto::nts::{Entropy, SessionKeys};
 use ntp_offset_proto::symmetric::{parse_key_file, MAX_DIGEST_LEN};
 use ntp_offset_proto::tick_auth::KeyRing;
 
@@ -21,6 +24,20 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(master) = MasterKeys::parse(text) {
         assert_eq!(MasterKeys::parse(&master.to_text()), Ok(master));
+    }
+    if let Ok(secret) = SharedSecret::parse(text) {
+        struct Zeros;
+        impl Entropy for Zeros {
+            fn fill(&mut self, buf: &mut [u8]) {
+                buf.fill(0);
+            }
+        }
+        let keys = secret.master_keys(1_800_000_000, 86_400);
+        let session = SessionKeys {
+            c2s: [1; 32],
+            s2c: [2; 32],
+        };
+        assert_eq!(keys.open(&keys.seal(&session, &mut Zeros)), Ok(session));
     }
     if let Ok(keys) = parse_key_file(text, true) {
         let mut last = 0;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ntp_offset_proto::nts::shared_keys::SharedSecret;
 use toml::Spanned;
 
 use super::raw::RawNts;
@@ -25,6 +26,9 @@ pub struct NtsConfig {
     /// Named in a Port record when not 123.
     pub ntp_port: Option<u16>,
     pub key_rotation: Duration,
+    /// `key_secret_file`: the file, and the secret read from it. Set: the master keys are
+    /// derived from it (alike on every server that has it), not made at random and kept.
+    pub key_secret: Option<(PathBuf, SharedSecret)>,
     pub max_connections: usize,
     /// For a whole KE session, handshake included.
     pub timeout: Duration,
@@ -48,6 +52,7 @@ impl Context<'_> {
         let ntp_server = self.nts_ntp_server(r)?;
         let ntp_port = self.nts_ntp_port(r, ntp_listen)?;
         let (key_rotation, max_connections, timeout) = self.nts_limits(r)?;
+        let key_secret = self.nts_key_secret(r)?;
         Ok(Some(NtsConfig {
             listen,
             certificate,
@@ -55,6 +60,7 @@ impl Context<'_> {
             ntp_server,
             ntp_port,
             key_rotation,
+            key_secret,
             max_connections,
             timeout,
         }))
@@ -103,6 +109,19 @@ impl Context<'_> {
             return self.err(span, field, e.message);
         }
         Ok((certificate, private_key))
+    }
+
+    /// The cluster's secret, read as the server will (so `--check` finds a bad file): a
+    /// secret file, mode 600 or 640 like key files.
+    fn nts_key_secret(&self, r: &RawNts) -> Result<Option<(PathBuf, SharedSecret)>, ConfigError> {
+        let Some(f) = &r.key_secret_file else {
+            return Ok(None);
+        };
+        let path = super::beside(self.file, f.get_ref());
+        match read_key_secret(&path) {
+            Ok(secret) => Ok(Some((path, secret))),
+            Err(e) => self.err(f.span(), "nts.key_secret_file", e),
+        }
     }
 
     fn nts_ntp_server(&self, r: &RawNts) -> Result<Option<String>, ConfigError> {
@@ -180,4 +199,11 @@ impl Context<'_> {
         };
         Ok((key_rotation, max_connections, timeout))
     }
+}
+
+/// The secret in `path`, or why not (named for the operator).
+pub fn read_key_secret(path: &std::path::Path) -> Result<SharedSecret, String> {
+    let text = crate::files::read_secret(path, 4096)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    SharedSecret::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }

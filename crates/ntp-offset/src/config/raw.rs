@@ -224,6 +224,7 @@ pub(super) struct RawNts {
     pub ntp_server: Option<Spanned<String>>,
     pub ntp_port: Option<Spanned<i64>>,
     pub key_rotation: Option<Spanned<String>>,
+    pub key_secret_file: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
     pub timeout: Option<Spanned<String>>,
 }

@@ -434,7 +434,7 @@ impl Server {
             r.reload(&cfg)?;
         }
         match (self.nts.as_mut(), &cfg.nts) {
-            (Some(n), Some(c)) => n.reload(c)?,
+            (Some(n), Some(c)) => n.reload(c, &self.shared)?,
             (None, Some(c)) => {
                 self.nts = Some(nts::NtsService::start(c, &self.shared, &cfg.state_dir)?);
             }

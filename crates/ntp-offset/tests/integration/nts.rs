@@ -243,6 +243,92 @@ fn cookies_survive_a_restart_and_a_tampered_cookie_gets_an_nts_nak() {
     assert_eq!(totals["nts_nak"], 1, "{totals}");
 }
 
+/// A secret file for `key_secret_file`: 32 bytes of `byte`, mode 600.
+fn secret_file(dir: &Path, name: &str, byte: u8) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "# a cluster's NTS secret\n{}\n",
+            format!("{byte:02x}").repeat(32)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Servers that share `key_secret_file` open each other's cookies: chronyd's key
+/// establishment with A names B's NTP port (A's Server and Port records), and B answers it
+/// with NTS without a KE of its own; the test's client takes A's cookie to B (an
+/// authenticated answer) and to C, whose secret differs (an NTS-NAK).
+#[test]
+fn servers_with_one_secret_open_each_others_cookies_and_others_nak_them() {
+    let dir = tempdir("nts-cluster");
+    let pki = make_pki(&dir, "a");
+    let ours = secret_file(&dir, "cluster.key", 0x5a);
+    let theirs = secret_file(&dir, "other.key", 0xa5);
+    let secret = |f: &Path| format!("key_secret_file = \"{}\"\n", f.display());
+    let b = setup("nts-cluster-b", &pki, &secret(&ours));
+    let a = setup(
+        "nts-cluster-a",
+        &pki,
+        &format!(
+            "{}ntp_server = \"127.0.0.1\"\nntp_port = {}\n",
+            secret(&ours),
+            b.locked
+        ),
+    );
+    let c = setup("nts-cluster-c", &pki, &secret(&theirs));
+    let (_a, _b, _c) = (a.start(), b.start(), c.start());
+
+    // chronyd's `server` line names a port nobody answers on: only B's, from A's records,
+    // can give it time.
+    let nobody = free_ports(1)[0];
+    let measured = chrony_query(
+        &[],
+        "127.0.0.1",
+        nobody,
+        &format!("nts ntsport {}", a.ke),
+        &[format!("ntstrustedcerts {}", pki.ca.display())],
+        15,
+    )
+    .unwrap_or_else(|text| panic!("chronyd measured nothing through A's KE and B:\n{text}"));
+    assert_near(measured, 15.0, "B's locked view, with A's cookies");
+    let (sa, sb) = (&a.status()["serve"], &b.status()["serve"]);
+    assert!(
+        sa["nts"]["ke_sessions"].as_u64() >= Some(1),
+        "{}",
+        sa["nts"]
+    );
+    assert_eq!(sb["nts"]["ke_sessions"], 0, "B made no KE: {}", sb["nts"]);
+    assert_eq!(sb["totals"]["nts_nak"], 0, "{}", sb["totals"]);
+
+    let session = key_exchange(a.ke_addr(), &pki.ca).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let uid = [0x17; 32];
+    let tx = NtpTimestamp::from_bits(0xe9a0_0000_0000_0002);
+    let ask = |port: u16, cookie: &[u8]| -> Vec<u8> {
+        let server: SocketAddr = ([127, 0, 0, 1], port).into();
+        sock.send_to(&session.request(cookie, &uid, tx), server)
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+        buf[..n].to_vec()
+    };
+    let at_b = ask(b.locked, &session.cookies[0]);
+    ef::read_response(&at_b, &uid, &session.s2c).expect("B's authenticated answer to A's cookie");
+    let at_c = ask(c.locked, &session.cookies[1]);
+    let h = Header::parse(&at_c).unwrap();
+    assert_eq!((h.stratum, &h.reference_id), (0, b"NTSN"), "C: an NTS-NAK");
+    assert!(
+        !b.dir.join("state/nts-master-keys").exists(),
+        "derived keys are never written"
+    );
+}
+
 /// Whether the server closes a KE connection within `limit` (whatever it sends first, such
 /// as a TLS alert).
 fn closed_within(mut c: &TcpStream, limit: Duration) -> bool {
@@ -489,6 +575,36 @@ fn check_explains_nts_mistakes() {
     let (ok, out) = check(&section(&pki.cert, &other.key), "nts");
     assert!(
         !ok && out.contains("does not go with the certificate"),
+        "{out}"
+    );
+
+    // The cluster's secret: readable by others, too short, missing.
+    let secret = secret_file(&dir, "cluster.key", 0x11);
+    let with = |f: &Path| {
+        format!(
+            "{}\nkey_secret_file = \"{}\"",
+            section(&pki.cert, &pki.key),
+            f.display()
+        )
+    };
+    let (ok, out) = check(&with(&secret), "nts");
+    assert!(ok, "{out}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out) = check(&with(&secret), "nts");
+    assert!(
+        !ok && out.contains("nts.key_secret_file") && out.contains("chmod 600"),
+        "{out}"
+    );
+    std::fs::write(&secret, "00112233\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, out) = check(&with(&secret), "nts");
+    assert!(
+        !ok && out.contains("a secret of 4 bytes") && out.contains("openssl rand -hex 32"),
+        "{out}"
+    );
+    let (ok, out) = check(&with(&dir.join("missing.key")), "nts");
+    assert!(
+        !ok && out.contains("nts.key_secret_file") && out.contains("missing.key"),
         "{out}"
     );
 }

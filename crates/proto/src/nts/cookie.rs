@@ -84,6 +84,12 @@ impl MasterKeys {
         }
     }
 
+    /// Keys made elsewhere ([`super::shared_keys`]), the current one first.
+    pub(crate) fn from_keys(keys: Vec<MasterKey>) -> MasterKeys {
+        assert!(!keys.is_empty(), "a set of master keys has a current one");
+        MasterKeys { keys }
+    }
+
     pub fn current(&self) -> &MasterKey {
         &self.keys[0]
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`ke`]: the key establishment records a client and server exchange over TLS.
 //! - [`cookie`]: cookies, the session keys sealed under the server's rotating master keys.
+//! - [`shared_keys`]: master keys a cluster's servers derive alike from one secret.
 //! - [`extension`]: the NTP extension fields of an NTS request and of its answer.
 //!
 //! The data flow: a client's KE session ends with keys exported from TLS and eight cookies;
@@ -14,6 +15,7 @@
 pub mod cookie;
 pub mod extension;
 pub mod ke;
+pub mod shared_keys;
 
 use aes_siv::siv::Aes128Siv;
 use aes_siv::KeyInit;

@@ -1,17 +1,20 @@
 //! The cookie master keys' life: read from `state_dir/nts-master-keys` at start (or made
 //! fresh), rotated by a thread when the current key has served `key_rotation`, written back
 //! (mode 0600, replaced atomically) after each rotation, and published to the workers and
-//! the KE server through `Shared::nts_keys`.
+//! the KE server through `Shared::nts_keys`. With `key_secret_file` the keys are derived
+//! from the cluster's secret instead (`proto::nts::shared_keys`): nothing is written, and the
+//! thread derives the next period's keys at its turn.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ntp_offset_proto::nts::cookie::MasterKeys;
+use ntp_offset_proto::nts::shared_keys::{self, SharedSecret};
 use tracing::{info, warn};
 
 use crate::entropy::OsEntropy;
@@ -24,8 +27,23 @@ const CHECK_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Rotator {
     period_s: Arc<AtomicU64>,
+    /// The cluster's secret, when the keys are derived from it.
+    secret: Arc<Mutex<Option<SharedSecret>>>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+}
+
+/// The keys a server starts with: derived from `secret` if there is one, else
+/// [`load_or_create`]'s.
+pub fn initial(secret: Option<&SharedSecret>, dir: &Path, period_s: u64) -> MasterKeys {
+    match secret {
+        Some(s) => {
+            let keys = s.master_keys(unix_seconds(), period_s);
+            info!(key = keys.current().id, "NTS master keys derived from the cluster's secret: cookies of every server with it open here");
+            keys
+        }
+        None => load_or_create(dir, period_s),
+    }
 }
 
 /// The keys in `dir`, or fresh ones (then written there). A file that cannot be read or
@@ -84,31 +102,52 @@ fn save(path: &Path, keys: &MasterKeys) {
     }
 }
 
+/// A rotation, if the current keys are due one: derived from `secret`, or a random key
+/// written to `path`.
+fn rotate_if_due(
+    shared: &Shared,
+    path: &Path,
+    period: u64,
+    secret: Option<SharedSecret>,
+    rng: &mut OsEntropy,
+) {
+    let Some(current) = shared.nts_keys.load_full() else {
+        return;
+    };
+    let now = unix_seconds();
+    let next = match secret {
+        Some(s) if shared_keys::rotation_due(&current, now, period) => s.master_keys(now, period),
+        None if current.rotation_due(now, period) => {
+            let mut next = (*current).clone();
+            next.rotate(now, rng);
+            save(path, &next);
+            next
+        }
+        _ => return,
+    };
+    info!(key = next.current().id, "NTS master key rotated");
+    shared.nts_keys.store(Some(Arc::new(next)));
+}
+
 impl Rotator {
     pub fn start(
         shared: Arc<Shared>,
         state_dir: PathBuf,
         period: Duration,
+        secret: Option<SharedSecret>,
     ) -> std::io::Result<Rotator> {
         let period_s = Arc::new(AtomicU64::new(period.as_secs()));
+        let secret = Arc::new(Mutex::new(secret));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (period_s.clone(), stop.clone());
+        let (p, k, s) = (period_s.clone(), secret.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("nts keys".into())
             .spawn(move || {
                 let mut rng = OsEntropy::default();
                 let path = state_dir.join(FILE_NAME);
                 loop {
-                    if let Some(current) = shared.nts_keys.load_full() {
-                        let now = unix_seconds();
-                        if current.rotation_due(now, p.load(Ordering::Relaxed)) {
-                            let mut next = (*current).clone();
-                            next.rotate(now, &mut rng);
-                            save(&path, &next);
-                            info!(key = next.current().id, "NTS master key rotated");
-                            shared.nts_keys.store(Some(Arc::new(next)));
-                        }
-                    }
+                    let secret = k.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    rotate_if_due(&shared, &path, p.load(Ordering::Relaxed), secret, &mut rng);
                     // CHECK_EVERY in short steps, so a stop is prompt.
                     for _ in 0..(CHECK_EVERY.as_millis() / 200) {
                         if s.load(Ordering::Relaxed) {
@@ -120,9 +159,27 @@ impl Rotator {
             })?;
         Ok(Rotator {
             period_s,
+            secret,
             stop,
             thread,
         })
+    }
+
+    /// A reload's secret (or none): published at once if it changed, since the keys it makes
+    /// differ (clients with cookies of the old keys go back to key establishment once).
+    pub fn set_secret(&self, shared: &Shared, secret: Option<SharedSecret>, state_dir: &Path) {
+        let mut held = self.secret.lock().unwrap_or_else(|e| e.into_inner());
+        if *held == secret {
+            return;
+        }
+        let period = self.period_s.load(Ordering::Relaxed);
+        let keys = initial(secret.as_ref(), state_dir, period);
+        info!(
+            key = keys.current().id,
+            "NTS master keys replaced: the cluster's secret changed"
+        );
+        shared.nts_keys.store(Some(Arc::new(keys)));
+        *held = secret;
     }
 
     pub fn set_period(&self, period: Duration) {

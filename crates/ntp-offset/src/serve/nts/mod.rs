@@ -19,6 +19,7 @@ pub struct NtsService {
     ke: KeServer,
     rotator: Rotator,
     config: NtsConfig,
+    state_dir: std::path::PathBuf,
 }
 
 fn params(cfg: &NtsConfig) -> Result<Params, crate::tls::TlsError> {
@@ -39,21 +40,29 @@ impl NtsService {
         state_dir: &std::path::Path,
     ) -> Result<NtsService, ServeError> {
         let period = cfg.key_rotation.as_secs();
-        let keys = master_keys::load_or_create(state_dir, period);
+        let secret = cfg.key_secret.as_ref().map(|(_, s)| s.clone());
+        let keys = master_keys::initial(secret.as_ref(), state_dir, period);
         shared.nts_keys.store(Some(Arc::new(keys)));
         let ke = KeServer::start(&cfg.listen, params(cfg)?, shared.clone())?;
-        let rotator = Rotator::start(shared.clone(), state_dir.to_path_buf(), cfg.key_rotation)
-            .map_err(ServeError::thread("the NTS key thread"))?;
+        let rotator = Rotator::start(
+            shared.clone(),
+            state_dir.to_path_buf(),
+            cfg.key_rotation,
+            secret,
+        )
+        .map_err(ServeError::thread("the NTS key thread"))?;
         Ok(NtsService {
             ke,
             rotator,
             config: cfg.clone(),
+            state_dir: state_dir.to_path_buf(),
         })
     }
 
     /// Takes a reloaded `[nts]`: the certificate and key are read again (a renewal), and
-    /// the limits and names apply to new sessions. The KE addresses need a restart.
-    pub fn reload(&mut self, cfg: &NtsConfig) -> Result<(), ReloadError> {
+    /// the limits and names apply to new sessions; a changed cluster secret replaces the
+    /// master keys at once. The KE addresses need a restart.
+    pub fn reload(&mut self, cfg: &NtsConfig, shared: &Shared) -> Result<(), ReloadError> {
         if cfg.listen != self.config.listen {
             return Err(ReloadError::NeedsRestart {
                 setting: "[nts] listen",
@@ -64,6 +73,8 @@ impl NtsService {
         let p = params(cfg)?;
         self.ke.params.store(Arc::new(p));
         self.rotator.set_period(cfg.key_rotation);
+        let secret = cfg.key_secret.as_ref().map(|(_, s)| s.clone());
+        self.rotator.set_secret(shared, secret, &self.state_dir);
         self.config = cfg.clone();
         Ok(())
     }
