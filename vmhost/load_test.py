@@ -28,12 +28,9 @@ further from its own. Prints both phases side by side. Traffic stays in the
 namespace; every wait has a timeout; QEMU and the server die with the test.
 """
 
-import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qemu_guest import arguments, Check, Namespace  # noqa: E402
+from served import ServedClocks, config_head, workdir  # noqa: E402
 from spread_test import (  # noqa: E402
     BOOT_TIMEOUT,
     Server,
@@ -73,13 +71,8 @@ WITHIN = 1.15
 
 
 def write_config(path, state_dir, walks, slow_views, ntpd_addr):
-    text = (
-        f'[server]\nlisten = ["{SERVER}:123"]\nlocal_stratum = 10\nunmatched = "deny"\n'
-        f'state_dir = "{state_dir}"\n[control]\nsocket = "{Path(state_dir) / "serve.sock"}"\n'
-        "[rate_limit]\nenabled = false\n"
-    )
-    for name, secs in [*VIEWS.items(), *((v, SLOW[v]) for v in slow_views)]:
-        text += f'[[view]]\nname = "{name}"\noffset = "{secs}s"\n'
+    views = {**VIEWS, **{v: SLOW[v] for v in slow_views}}
+    text = config_head(SERVER, state_dir, views) + "[rate_limit]\nenabled = false\n"
     slow = ", ".join(f'"{v}"' for v in slow_views)
     text += (
         f'[[spread]]\nname = "ntpd"\nviews = [{slow}]\nclients = ["{ntpd_addr}/32"]\n'
@@ -164,11 +157,6 @@ def offset_of(view):
     return VIEWS[view] if view in VIEWS else SLOW[view]
 
 
-def served_offset(entry):
-    """What the server serves this client now: its view's offset less the walk still to go."""
-    return offset_of(entry["view"]) - (entry.get("walk_left_s") or 0.0)
-
-
 def tables(state):
     """Every group's table: guest address -> view name."""
     out = {}
@@ -191,50 +179,15 @@ def report(name, curve):
     return peak
 
 
-class Host:
+class Host(ServedClocks):
     """The guests, the server, and the readings the test keeps of them."""
 
     def __init__(self, args, ns, state, server, guests, addrs):
-        self.args, self.ns, self.state, self.server = args, ns, state, server
-        self.guests, self.addrs = guests, addrs
+        super().__init__(args, ns, state, guests, addrs, {**VIEWS, **SLOW}, [NTPD])
+        self.server = server
         # The ntpd guest's clock minus what it is served, beyond the reading's bound.
         self.ntpd_worst = 0.0
         self.ntpd_readings = 0
-        # (host time, guest, its clock's offset, served before and after, reading's bound)
-        self.trace = []
-
-    def clients(self):
-        out = subprocess.run(
-            self.ns.cmd(
-                self.args.sender, "clients", "--socket", str(self.state / "serve.sock"), "--json"
-            ),
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        return {c["address"]: c for c in json.loads(out.stdout)}
-
-    def deviation(self, i):
-        """Guest i's clock minus the offset it is served, beyond the reading's bound (the
-        served offset is read just before and after the clock; their difference widens it)."""
-        before = self.clients().get(self.addrs[i])
-        off, bound = self.guests[i].clock_offset()
-        after = self.clients().get(self.addrs[i])
-        if not before or not after:
-            return 0.0
-        a, b = served_offset(before), served_offset(after)
-        self.trace.append((time.time(), i, off, a, b, bound))
-        return abs(off - (a + b) / 2) - bound - abs(b - a) / 2
-
-    def print_trace(self, i):
-        """Guest i's readings: its clock and what it was served, from the first to the last."""
-        rows = [r for r in self.trace if r[1] == i]
-        for t, _, off, a, b, bound in rows[:: max(1, len(rows) // 12)] + rows[-1:]:
-            print(
-                f"    g{i} {time.strftime('%H:%M:%S', time.gmtime(t))} clock {off:+.3f} s, "
-                f"served {a:+.3f}..{b:+.3f} s (+- {bound * 1000:.0f} ms)",
-                flush=True,
-            )
 
     def sample(self):
         self.ntpd_worst = max(self.ntpd_worst, self.deviation(NTPD))
@@ -250,12 +203,6 @@ class Host:
         end = start + 60 * minutes
         self.wait(end + 1)
         return meter.window(start, end)
-
-    def steps(self, i):
-        """How many times guest i's client stepped its clock so far."""
-        pattern = "time stepped" if i == NTPD else "System clock was stepped"
-        _, out = self.guests[i].run(f"grep -c '{pattern}' /tmp/client.log")
-        return int(next((x for x in out if x.strip().isdigit()), "0"))
 
     def settled(self, deadline):
         while True:
@@ -448,10 +395,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     check = Check()
-    tmp = tempfile.TemporaryDirectory()
-    state = Path(tmp.name) / "state"
-    state.mkdir()
-    config = Path(tmp.name) / "serve.toml"
+    tmp, state, config = workdir()
     addrs = [f"198.18.7.{10 + i}" for i in range(GUESTS)]
     (state / "spread-vms.table").write_text("".join(f"{a} {v} 1 1\n" for a, v in zip(addrs, SEED)))
     (state / "spread-ntpd.table").write_text(f"{addrs[NTPD]} n1 1 1\n")

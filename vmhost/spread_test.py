@@ -24,12 +24,12 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
 from qemu_guest import arguments, Check, Guest, HostProcess, Namespace  # noqa: E402
+from served import config_head, workdir  # noqa: E402
 
 SERVER = "198.18.0.1"
 VIEWS = {"s00": 0, "s15": 15, "s30": 30, "s45": 45}
@@ -46,14 +46,7 @@ JOB = re.compile(r"JOB (g\d+) (\d+\.\d+)")
 
 
 def write_config(path, state_dir, members):
-    text = (
-        f'[server]\nlisten = ["{SERVER}:123"]\nlocal_stratum = 10\nunmatched = "deny"\n'
-        f'state_dir = "{state_dir}"\n'
-        # Its own control socket: other tests may run a serve on this host meanwhile.
-        f'[control]\nsocket = "{Path(state_dir) / "serve.sock"}"\n'
-    )
-    for name in members:
-        text += f'[[view]]\nname = "{name}"\noffset = "{VIEWS[name]}s"\n'
+    text = config_head(SERVER, state_dir, {m: VIEWS[m] for m in members})
     views = ", ".join(f'"{m}"' for m in members)
     # Phase 2 measures a reassignment in minutes: its guests step to their new views (the
     # default, move = "smear", would walk them there over a day). Its guests are alike, and
@@ -278,9 +271,7 @@ def main():
     n = args.guests
     started = time.monotonic()
     check = Check()
-    tmp = tempfile.TemporaryDirectory()
-    state = Path(tmp.name) / "state"
-    config = Path(tmp.name) / "serve.toml"
+    tmp, state, config = workdir()
     write_config(config, state, list(VIEWS))
     addrs = [f"198.18.7.{10 + i}" for i in range(n)]
     clients = ["ntpd" if i == n - 1 else "chrony" for i in range(n)]
