@@ -127,20 +127,35 @@ fn seeds_table(a: &Args) {
     for &vms in &a.mix_vms {
         for &views in &a.views {
             for &spiky in &a.mix_spiky {
-                let ratios: Vec<f64> = (a.seed..a.seed + a.seeds)
-                    .map(|seed| {
-                        let model = Model {
-                            vms,
-                            views,
-                            days: a.mix_days,
-                            mean_life: a.mean_life_hours * 3600.0,
-                            seed,
-                            mix: Some(spiky),
-                        };
-                        let forget = a.forget_after_hours * 3600;
-                        let mut policy = Policy::new(Kind::LoadAware, views, forget, a.move_rate);
-                        let load = run(&model, &mut policy, 86_400.0);
-                        load.peaks.mean() / load.best.mean()
+                let ratio = |seed| {
+                    let model = Model {
+                        vms,
+                        views,
+                        days: a.mix_days,
+                        mean_life: a.mean_life_hours * 3600.0,
+                        seed,
+                        mix: Some(spiky),
+                    };
+                    let forget = a.forget_after_hours * 3600;
+                    let mut policy = Policy::new(Kind::LoadAware, views, forget, a.move_rate);
+                    let load = run(&model, &mut policy, 86_400.0);
+                    load.peaks.mean() / load.best.mean()
+                };
+                // The seeds are independent runs: one thread each, as many at once as cores.
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let seeds: Vec<u64> = (a.seed..a.seed + a.seeds).collect();
+                let ratios: Vec<f64> = seeds
+                    .chunks(cores)
+                    .flat_map(|chunk| {
+                        std::thread::scope(|s| {
+                            let runs: Vec<_> = chunk
+                                .iter()
+                                .map(|&seed| s.spawn(move || ratio(seed)))
+                                .collect();
+                            runs.into_iter()
+                                .map(|r| r.join().expect("a run of the simulation"))
+                                .collect::<Vec<f64>>()
+                        })
                     })
                     .collect();
                 let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
