@@ -146,8 +146,12 @@ impl Rotator {
                 let mut rng = OsEntropy::default();
                 let path = state_dir.join(FILE_NAME);
                 loop {
-                    let secret = k.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    rotate_if_due(&shared, &path, p.load(Ordering::Relaxed), secret, &mut rng);
+                    // Held through the rotation: a reload's new secret is published under
+                    // it, and a rotation with the old one must not land after that.
+                    let secret = k.lock().unwrap_or_else(|e| e.into_inner());
+                    let period = p.load(Ordering::Relaxed);
+                    rotate_if_due(&shared, &path, period, secret.clone(), &mut rng);
+                    drop(secret);
                     // CHECK_EVERY in short steps, so a stop is prompt.
                     for _ in 0..(CHECK_EVERY.as_millis() / 200) {
                         if s.load(Ordering::Relaxed) {
