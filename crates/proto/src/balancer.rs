@@ -299,13 +299,23 @@ impl Balancer {
     /// The member a new client goes to, of `among` (all when empty): fewest clients for its
     /// weight, then the keyed hash.
     fn emptiest(&self, client: IpAddr, among: &[ViewId]) -> ViewId {
+        self.emptiest_with(client, among, |_| 0)
+    }
+
+    fn emptiest_with(
+        &self,
+        client: IpAddr,
+        among: &[ViewId],
+        extra: impl Fn(ViewId) -> u64,
+    ) -> ViewId {
         self.members
             .iter()
             .filter(|m| among.is_empty() || among.contains(&m.view))
             .min_by(|a, b| {
                 // active_a / weight_a vs active_b / weight_b, exactly.
-                let la = u128::from(self.active(a.view)) * u128::from(b.weight);
-                let lb = u128::from(self.active(b.view)) * u128::from(a.weight);
+                let load = |v: ViewId| u128::from(self.active(v) + extra(v));
+                let la = load(a.view) * u128::from(b.weight);
+                let lb = load(b.view) * u128::from(a.weight);
                 la.cmp(&lb)
                     .then_with(|| self.score(client, b.view).cmp(&self.score(client, a.view)))
             })
@@ -365,6 +375,66 @@ impl Balancer {
         load.active += 1;
         self.counters.assigned += 1;
         (view, Reason::Balanced)
+    }
+
+    /// The member a new client would get now ([`Self::assign_among`]'s choice), without
+    /// recording it: a cluster records it in its store first ([`Self::adopt`] then).
+    /// `pending`: clients per view chosen but not adopted yet, counted as if they were.
+    pub fn choose(
+        &self,
+        client: IpAddr,
+        among: &[ViewId],
+        pending: &HashMap<ViewId, u64>,
+    ) -> ViewId {
+        let among = if among.iter().any(|v| self.member_offset(*v).is_some()) {
+            among
+        } else {
+            &[]
+        };
+        self.emptiest_with(canonical_ip(client), among, |v| {
+            pending.get(&v).copied().unwrap_or(0)
+        })
+    }
+
+    /// Records a client with the view somebody else chose (a cluster's store): false when
+    /// `view` is not a member or the table is full. A client already known keeps its own.
+    pub fn adopt(&mut self, client: IpAddr, view: ViewId, now: u64) -> bool {
+        let client = canonical_ip(client);
+        if self.clients.contains_key(&client) {
+            return true;
+        }
+        if self.member_offset(view).is_none() || self.clients.len() >= self.capacity {
+            return false;
+        }
+        self.now_s = self.now_s.max(now);
+        self.clients.insert(
+            client,
+            Assignment {
+                view,
+                first_seen: now,
+                last_seen: now,
+                moving: None,
+            },
+        );
+        let load = self.counts.entry(view).or_default();
+        load.total += 1;
+        load.active += 1;
+        self.counters.assigned += 1;
+        true
+    }
+
+    /// Moves a known client to member `to` even while it walks (a cluster's store moved it):
+    /// its walk starts from the offset it is served now. False when it is unknown, already
+    /// there, or `to` is not a member.
+    pub fn follow(&mut self, client: IpAddr, to: ViewId, now_s: u64) -> bool {
+        let client = canonical_ip(client);
+        self.now_s = self.now_s.max(now_s);
+        let movable = self.clients.get(&client).is_some_and(|a| a.view != to);
+        if !movable || self.member_offset(to).is_none() {
+            return false;
+        }
+        self.move_client(client, to);
+        true
     }
 
     /// A new address of a client the table knows by another (`sibling`: the same VM's other

@@ -365,3 +365,66 @@ fn a_vms_new_address_gets_its_siblings_view_and_walk() {
     assert!(b.settle(10_000_000) >= 1);
     assert_eq!(b.served(client(2)).unwrap(), (to, None), "both arrive");
 }
+
+/// A cluster host chooses as `assign` would, records in its store first, then adopts; a
+/// view chosen elsewhere is adopted as it is.
+#[test]
+fn choosing_then_adopting_is_assigning() {
+    let mut a = Balancer::new(&members(4), KEY, 1000);
+    let mut b = Balancer::new(&members(4), KEY, 1000);
+    for i in 0..40 {
+        let chosen = b.choose(client(i), &[], &HashMap::new());
+        assert!(b.adopt(client(i), chosen, 5));
+        assert_eq!(a.assign(client(i), 5).0, chosen);
+    }
+    assert_eq!(a.to_table(name), b.to_table(name));
+    assert_eq!(spread(&b), (10, 10));
+    // Clients chosen but not yet adopted (their views being recorded) count: 40 arriving
+    // at once still spread evenly.
+    let mut pending = HashMap::new();
+    let mut c = Balancer::new(&members(4), KEY, 1000);
+    let chosen: Vec<ViewId> = (0..40)
+        .map(|i| {
+            let v = c.choose(client(i), &[], &pending);
+            *pending.entry(v).or_default() += 1;
+            v
+        })
+        .collect();
+    assert!(pending.values().all(|&n| n == 10), "{pending:?}");
+    for (i, v) in chosen.into_iter().enumerate() {
+        assert!(c.adopt(client(i as u32), v, 5));
+    }
+    assert_eq!(spread(&c), (10, 10));
+    // Another host's choice, whatever the counts say; not a member or a full table: no.
+    assert!(b.adopt(client(100), ViewId(0), 6));
+    assert_eq!(b.get(client(100)).unwrap().view, ViewId(0));
+    assert!(!b.adopt(client(101), ViewId(9), 6));
+    let mut full = Balancer::new(&members(2), KEY, 1);
+    assert!(full.adopt(client(1), ViewId(1), 1));
+    assert!(!full.adopt(client(2), ViewId(1), 1));
+    assert_eq!(full.count(ViewId(1)), 1);
+}
+
+/// A move made elsewhere is followed even mid-walk, from the offset served then.
+#[test]
+fn following_a_move_walks_from_where_the_client_is() {
+    let mut b = Balancer::new(&members(4), KEY, 10);
+    b.set_moves(Moves::Smear(PACE));
+    assert!(b.adopt(client(1), ViewId(0), 1_000));
+    assert!(b.follow(client(1), ViewId(2), 1_000));
+    let w = b.walk(b.get(client(1)).unwrap()).unwrap();
+    assert_eq!(w.from, Offset::ZERO);
+    // Mid-walk, elsewhere moved it again: it walks on from where it was.
+    let mid = w.offset_at(secs(1_100));
+    assert!(
+        !b.move_to(client(1), ViewId(1), 1_100),
+        "walking: the optimizer leaves it"
+    );
+    assert!(b.follow(client(1), ViewId(1), 1_100));
+    let w2 = b.walk(b.get(client(1)).unwrap()).unwrap();
+    assert_eq!(w2.from, mid);
+    assert_eq!(w2.to, Offset::from_secs(15));
+    assert!(!b.follow(client(1), ViewId(1), 1_100), "already there");
+    assert!(!b.follow(client(9), ViewId(1), 1_100), "unknown");
+    assert_eq!((b.count(ViewId(1)), b.count(ViewId(2))), (1, 0));
+}

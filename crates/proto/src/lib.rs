@@ -6,6 +6,7 @@
 //! - [`packet`]: the NTP header codec, next to its byte vectors.
 //! - [`view`]: views, and how a request's addresses choose one.
 //! - [`balancer`]: balanced, sticky assignment of clients to a spread group's views.
+//! - [`cluster`]: the records a cluster of hosts shares through etcd, and a host's copy.
 //! - [`load`]: each VM's minute profile of host CPU, and placement that lowers the host's peak.
 //! - [`move_smear`]: moving a client to another view by walking its offset, not stepping it.
 //! - [`neighbours`]: the kernel's neighbour table over rtnetlink: which MAC an address is.
@@ -31,6 +32,7 @@
 pub mod balancer;
 pub mod client;
 pub mod clock_model;
+pub mod cluster;
 pub mod dcf77;
 pub mod interleaved;
 pub mod key_file;

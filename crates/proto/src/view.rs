@@ -218,6 +218,15 @@ fn mapped(ip: IpAddr) -> u128 {
 }
 
 /// The address as a client of either family would be written: IPv4-mapped becomes IPv4.
+/// View and spread group names: safe in a file name, a log line and a cluster store's key.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -147,7 +147,7 @@ impl Context<'_> {
         warnings: &mut Vec<ConfigError>,
     ) -> Result<(Rule, Written), ConfigError> {
         let field = format!("spread `{}`", s.name.get_ref());
-        if !valid_name(s.name.get_ref()) {
+        if !ntp_offset_proto::view::valid_name(s.name.get_ref()) {
             return self.err(
                 s.name.span(),
                 format!("{field}.name"),
@@ -547,7 +547,7 @@ impl Context<'_> {
         for (i, v) in raw.iter().enumerate() {
             let v = v.get_ref();
             let name = v.name.get_ref();
-            if !valid_name(name) {
+            if !ntp_offset_proto::view::valid_name(name) {
                 return self.err(
                     v.name.span(),
                     "view.name",
@@ -631,15 +631,6 @@ fn covers(a: &Rule, reach_a: &[bool], b: &Rule, reach_b: &[bool]) -> bool {
                 .iter()
                 .all(|cb| a.clients.iter().any(|ca| ca.covers(cb))));
     sockets && clients
-}
-
-/// View and spread group names: safe in a file name and in a log line.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn name_list(names: &[(String, ViewId)]) -> String {
