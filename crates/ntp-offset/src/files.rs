@@ -1,8 +1,10 @@
 //! Reading the files a user names (configs, key files): capped in size, so a device or a
-//! huge file given by mistake is refused instead of read until memory runs out.
+//! huge file given by mistake is refused instead of read until memory runs out. And
+//! replacing the server's own state files so that a crash leaves the old or the new one.
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Permission bits that make a secret file unsafe: anything for "other", or group write.
@@ -58,4 +60,39 @@ pub fn read_capped(path: &Path, max: u64) -> Result<String, FileError> {
         return Err(FileError::TooLarge { max });
     }
     Ok(text)
+}
+
+/// Replaces `target` crash-safely: `write` fills a temporary file beside it (created with
+/// `mode`), which is synced, renamed over `target`, and the directory synced. kill -9 at
+/// any moment leaves the old file or the new one; a failed write leaves the old one.
+pub fn replace(
+    target: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let _ = std::fs::remove_file(&tmp);
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        let mut out = BufWriter::new(f);
+        write(&mut out)?;
+        let f = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, target)?;
+        // The rename itself is durable once the directory is.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

@@ -5,9 +5,11 @@
 //! `ticks/`) -> the clock (`serve/clock.rs`) -> views (`config/views.rs`, `proto::view`) ->
 //! the responder (`serve/worker.rs`, `proto::responder`). Watching it run: `monitor/` (the
 //! control socket, metrics, status page) and `control/` (its protocol, `status`, `clients`).
+//! A cluster of hosts shares its balanced groups' assignments through etcd: `cluster/`.
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -14,6 +14,7 @@ use ntp_offset_proto::client::{evaluate, Sample};
 use ntp_offset_proto::packet::Header;
 use ntp_offset_proto::time::{NtpTimestamp, Time};
 
+pub mod etcd;
 pub mod lan;
 pub mod netns;
 pub mod nts;

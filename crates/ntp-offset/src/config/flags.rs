@@ -122,6 +122,7 @@ impl ServeFlags {
         let strings = |v: &[String]| v.iter().cloned().map(flag).collect::<Vec<_>>();
         RawFile {
             nts: None,
+            cluster: None,
             server: flag(RawServer {
                 listen: flag(strings(&self.listen)),
                 unmatched: None,

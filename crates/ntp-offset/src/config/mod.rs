@@ -11,6 +11,7 @@
 //! - `reference.rs`: `[reference]`, where time comes from
 //! - `receiver.rs`: tick receiver limits, shared with `pulse listen`'s flags
 //! - `keys.rs`: `[keys]`, symmetric keys; `nts.rs`: `[nts]`, the NTS-KE server
+//! - `cluster.rs`: `[cluster]`, the etcd cluster a group's assignments are shared through
 //! - `flags.rs`: `serve --listen ...` as a config
 
 use std::fmt;
@@ -27,6 +28,7 @@ use ntp_offset_proto::view::{AuthRequirement, ViewTable};
 
 use crate::{duration, text};
 
+pub mod cluster;
 mod flags;
 mod keys;
 mod monitor;
@@ -66,6 +68,8 @@ pub struct ServeConfig {
     pub auth: ntp_offset_proto::symmetric::Auth,
     /// `[nts]`: the NTS-KE server, and NTS requests answered.
     pub nts: Option<nts::NtsConfig>,
+    /// `[cluster]`: balanced groups' assignments shared through etcd.
+    pub cluster: Option<cluster::ClusterConfig>,
     /// `[[vm]]`: VMs named by hand for load placement, where the host cannot tell.
     pub vms: Vec<crate::vms::configured::VmMapping>,
     /// What may be intended but looks like a mistake (`serve --check` prints them, `serve`
@@ -134,12 +138,26 @@ impl ServeConfig {
                     .trim_start_matches('+')
             ),
         };
+        let cluster = match &self.cluster {
+            None => String::new(),
+            Some(c) => format!(
+                "; cluster: host `{}`, etcd at {} (keys under {}{}; new clients while it is out of reach: {})",
+                c.host,
+                c.endpoints.join(", "),
+                c.prefix,
+                if c.tls.is_some() { ", TLS" } else { "" },
+                match c.on_unavailable {
+                    cluster::OnUnavailable::Refuse => "not answered",
+                    cluster::OnUnavailable::Hash => "the keyed hash's view",
+                }
+            ),
+        };
         let warnings = match self.warnings.len() {
             0 => String::new(),
             n => format!("; {n} warning{}", if n == 1 { "" } else { "s" }),
         };
         format!(
-            "{} views ({}), listening on {}{keys}{nts}{warnings}",
+            "{} views ({}), listening on {}{keys}{nts}{cluster}{warnings}",
             views.len(),
             views.join(", "),
             text::join_addrs(&self.listen)
@@ -273,6 +291,7 @@ impl<'a> Context<'a> {
         let (views, rule_names) = self.view_table(&raw, &listen, &mut warnings)?;
         let auth = self.auth(raw.keys.as_ref(), &mut warnings)?;
         let nts = self.nts(raw.nts.as_ref(), &listen)?;
+        let cluster = self.cluster(raw.cluster.as_ref())?;
         for (v, needs, span) in self.views_needing(&raw) {
             let missing = match needs {
                 "key" => auth
@@ -303,6 +322,7 @@ impl<'a> Context<'a> {
             endpoints: self.endpoints(raw.control.as_ref(), raw.metrics.as_ref(), &mut warnings)?,
             auth,
             nts,
+            cluster,
             vms: self.vm_mappings(&raw.vm, &mut warnings)?,
             rule_names,
             warnings,

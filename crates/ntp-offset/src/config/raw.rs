@@ -21,6 +21,7 @@ pub(super) struct RawFile {
     pub metrics: Option<Spanned<RawMetrics>>,
     pub keys: Option<Spanned<RawKeys>>,
     pub nts: Option<Spanned<RawNts>>,
+    pub cluster: Option<Spanned<RawCluster>>,
 }
 
 #[derive(Deserialize)]
@@ -240,4 +241,16 @@ pub(super) struct RawControl {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    pub host: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub certificate: Option<Spanned<String>>,
+    pub private_key: Option<Spanned<String>>,
+    pub on_store_unavailable: Option<Spanned<String>>,
 }

@@ -6,8 +6,8 @@ use ntp_offset_proto::responder::DropReason;
 
 use super::counters::{PER_VIEW, TOTALS};
 use super::status::{
-    ClientEntry, ListenStatus, LoadStatus, NtsStatus, ReferenceStatus, SendStatus, ServeStatus,
-    Status, ViewStatus,
+    ClientEntry, ClusterStatus, ListenStatus, LoadStatus, NtsStatus, ReferenceStatus, SendStatus,
+    ServeStatus, Status, ViewStatus,
 };
 
 pub fn status(s: &Status) -> String {
@@ -121,6 +121,9 @@ fn serve(s: &ServeStatus) -> String {
     if let Some(l) = &s.load {
         load(&mut out, l);
     }
+    if let Some(c) = &s.cluster {
+        cluster(&mut out, c);
+    }
     let _ = writeln!(
         out,
         "Client log      : {} clients ({} per socket at most); {} requests not logged",
@@ -162,6 +165,40 @@ fn load(out: &mut String, l: &LoadStatus) {
             out,
             "                  group {}: predicted busiest second at {:.2} cores",
             g.group, g.peak_cores
+        );
+    }
+}
+
+fn cluster(out: &mut String, c: &ClusterStatus) {
+    let state = if c.available {
+        "reachable"
+    } else {
+        "OUT OF REACH"
+    };
+    let _ = writeln!(
+        out,
+        "Cluster         : host {}, etcd {} ({}); revision {}, {} clients",
+        c.host,
+        state,
+        c.endpoints.join(", "),
+        c.revision,
+        c.clients
+    );
+    let _ = writeln!(
+        out,
+        "                  new clients recorded {} (another host first {}), moves recorded {}, followed {}, refreshed {}, forgotten {}",
+        c.created, c.lost_races, c.moves_recorded, c.moves_followed, c.refreshed, c.forgotten
+    );
+    let _ = writeln!(
+        out,
+        "                  while etcd was out of reach: {} new clients unanswered, {} hashed; {} with a view not configured here; {} resyncs, {} errors",
+        c.unanswered_unavailable, c.hashed_unavailable, c.unknown_view, c.resyncs, c.errors
+    );
+    if !c.refused_groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "                  REFUSED groups (a view recorded with another offset): {}",
+            c.refused_groups.join(", ")
         );
     }
 }

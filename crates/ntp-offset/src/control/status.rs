@@ -38,6 +38,44 @@ pub struct ServeStatus {
     /// The host's VMs and their predicted load; absent while no group places by load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadStatus>,
+    /// The cluster's store and this host's copy of it; absent without `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// A cluster's store (`[cluster]`) and this host's copy of it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStatus {
+    pub host: String,
+    pub endpoints: Vec<String>,
+    /// Whether the last call to etcd worked.
+    pub available: bool,
+    /// The store revision the copy has everything up to.
+    pub revision: i64,
+    /// Clients in the copy, all groups.
+    pub clients: u64,
+    /// New clients' views this host recorded, and those another host had recorded first.
+    pub created: u64,
+    pub lost_races: u64,
+    /// Moves made here and recorded; changes made elsewhere that this host followed.
+    pub moves_recorded: u64,
+    pub moves_followed: u64,
+    pub refreshed: u64,
+    pub forgotten: u64,
+    /// New clients not answered because etcd could not record their view, and those given
+    /// the keyed hash's view instead (`on_store_unavailable = "hash"`).
+    pub unanswered_unavailable: u64,
+    pub hashed_unavailable: u64,
+    /// Clients the store gives a view this host's config does not have.
+    pub unknown_view: u64,
+    /// Full reads of the store (start, compaction, after an outage).
+    pub resyncs: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Keys under the prefix that are not ours: dropped.
+    pub foreign: u64,
+    /// Groups refused: a view of theirs is recorded with another offset.
+    pub refused_groups: Vec<String>,
 }
 
 /// Load-aware placement's view of the host.

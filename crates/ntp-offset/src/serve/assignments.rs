@@ -9,12 +9,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use ntp_offset_proto::balancer::{Balancer, Member, Reason};
 use ntp_offset_proto::load::placement::Slot;
 use ntp_offset_proto::move_smear::Moves;
 
+use crate::cluster::{Cluster, NewClient};
 use crate::vms::{Located, Vms};
 use ntp_offset_proto::view::{Assigned, Assigner, Balanced, Spread, Target, ViewId, ViewTable};
 use tracing::{debug, info, warn};
@@ -22,6 +23,11 @@ use tracing::{debug, info, warn};
 /// A client's last-seen time is refreshed (under the write lock) when it is this stale:
 /// it only decides when an idle client is forgotten (`forget_after` is at least an hour).
 const TOUCH_AFTER_S: u64 = 600;
+/// A new client's proposed view counts toward its view's load this long (seconds): long
+/// enough for a client's next request, short enough that one lost write is soon forgotten.
+const PENDING_FOR_S: u64 = 30;
+/// New clients being recorded at once, at most: more wait for their next request.
+const MAX_PENDING: usize = 10_000;
 
 pub struct Group {
     pub name: String,
@@ -35,6 +41,9 @@ pub struct Group {
     full_logged: AtomicBool,
     /// The table file could not be read at start: it is not overwritten (see `tables`).
     pub keep_file: AtomicBool,
+    /// In a cluster: new clients whose chosen view is being recorded, and since when. They
+    /// count toward their views' load, so clients arriving at once still spread evenly.
+    pending: Mutex<HashMap<IpAddr, (ViewId, u64)>>,
     /// Set when a reload renumbered the views: the group that replaces this one, and the
     /// way back from its view ids to this one's. Requests still being decided with the old
     /// view table read it there, so their view ids always match their table.
@@ -51,6 +60,7 @@ impl Group {
             table_full: AtomicU64::new(0),
             full_logged: AtomicBool::new(false),
             keep_file: AtomicBool::new(false),
+            pending: Mutex::new(HashMap::new()),
             successor: OnceLock::new(),
         }
     }
@@ -79,6 +89,7 @@ impl Group {
         client: IpAddr,
         now_s: u64,
         vms: Option<&Vms>,
+        cluster: Option<(&Cluster, &ViewTable)>,
     ) -> Assigned {
         if let Some(v) = self.retired(spread, client) {
             return v;
@@ -87,17 +98,22 @@ impl Group {
         let (mut among, mut siblings, mut slots) = (Vec::new(), Vec::new(), Vec::new());
         {
             let b = self.balancer.read().unwrap_or_else(|p| p.into_inner());
-            match b.get(client) {
-                Some(a) if now_s < a.last_seen.saturating_add(TOUCH_AFTER_S) => {
+            match (b.get(client), cluster) {
+                (Some(a), _) if now_s < a.last_seen.saturating_add(TOUCH_AFTER_S) => {
                     return Assigned::walking(a.view, b.walk(a));
                 }
-                Some(_) => {}
-                None if b.is_full() => {
+                (Some(_), Some((c, _))) => c.touch(&self.name, client, now_s),
+                (Some(_), None) => {}
+                (None, Some((c, views))) => {
+                    drop(b);
+                    return self.assign_from_cluster(c, views, spread, client, now_s, vms);
+                }
+                (None, None) if b.is_full() => {
                     drop(b);
                     self.full(spread);
                     return hashed();
                 }
-                None => {
+                (None, None) => {
                     if let Some(vms) = vms {
                         slots = b.slots();
                         // Not under the balancer's lock: see vms::watch on lock order.
@@ -141,14 +157,93 @@ impl Group {
             }
         }
         drop(b);
-        // A VM placed by load counts for the next placements before its profile is known.
-        let placed = slots.iter().find(|s| s.view == view);
-        if let (Some(vms), Some(s), Reason::Balanced, None) = (vms, placed, reason, like) {
-            if !siblings.is_empty() {
-                vms.placed(client, s.shift);
-            }
+        if let (Some(vms), Reason::Balanced, None) = (vms, reason, like) {
+            placed(vms, client, view, &slots, &siblings);
         }
         Assigned::walking(view, walk)
+    }
+
+    /// A client this host's table does not have, in a cluster: the store's view if it has
+    /// one (a VM that migrated here, or asked another host first); else this host chooses,
+    /// by its own load, and the view is recorded before the client is answered with time.
+    fn assign_from_cluster(
+        &self,
+        cluster: &Cluster,
+        views: &ViewTable,
+        spread: &Spread,
+        client: IpAddr,
+        now_s: u64,
+        vms: Option<&Vms>,
+    ) -> Assigned {
+        let placing = Assigned {
+            placing: true,
+            ..Assigned::view(spread.pick(client).expect("a spread group has members"))
+        };
+        if let Some((name, revision)) = cluster.view_of(&self.name, client) {
+            let Some(view) = member_id(views, spread, &name) else {
+                cluster.unknown_view();
+                return placing;
+            };
+            let mut b = self.balancer.write().unwrap_or_else(|p| p.into_inner());
+            if b.adopt(client, view, now_s) {
+                self.changed.store(true, Ordering::Relaxed);
+                cluster.adopted(&self.name, client, revision);
+            }
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&client);
+            return Assigned::walking(view, b.get(client).and_then(|a| b.walk(a)));
+        }
+        if cluster.is_refused(&self.name) {
+            return placing;
+        }
+        // The cluster's table is bounded like a host's: past `max_clients` (a flood of
+        // spoofed addresses, say) new clients get the keyed hash's view, unrecorded.
+        let capacity = spread.balanced().map_or(usize::MAX, |b| b.max_clients);
+        if cluster.group_len(&self.name) >= capacity {
+            self.full(spread);
+            return Assigned::view(spread.pick(client).expect("members"));
+        }
+        let slots = self
+            .balancer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .slots();
+        let among = match vms {
+            Some(vms) => match by_load(vms, client, &slots) {
+                Some((_, among)) => among,
+                None => return placing,
+            },
+            None => Vec::new(),
+        };
+        let view = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // A proposal whose client never came back (or whose write failed) stops counting.
+            pending.retain(|_, (_, since)| now_s.saturating_sub(*since) <= PENDING_FOR_S);
+            if let Some((v, _)) = pending.get(&client) {
+                *v
+            } else if pending.len() >= MAX_PENDING {
+                return placing;
+            } else {
+                let mut per_view: HashMap<ViewId, u64> = HashMap::new();
+                for (v, _) in pending.values() {
+                    *per_view.entry(*v).or_default() += 1;
+                }
+                let v = self
+                    .balancer
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .choose(client, &among, &per_view);
+                pending.insert(client, (v, now_s));
+                v
+            }
+        };
+        let name = &views.view(view).name;
+        match cluster.propose(&self.name, client, name, now_s) {
+            NewClient::Hash => Assigned::view(spread.pick(client).expect("members")),
+            NewClient::Recording | NewClient::Unanswered => placing,
+        }
     }
 
     fn full(&self, spread: &Spread) {
@@ -182,6 +277,13 @@ pub fn members_of(views: &ViewTable, spread: &Spread, b: &Balanced) -> Vec<Membe
             offset: views.view(view).offset,
         })
         .collect()
+}
+
+/// The id of a view by name, if it is a member of `spread`: how a table's (or the cluster's
+/// store's) view names are read.
+pub fn member_id(views: &ViewTable, spread: &Spread, name: &str) -> Option<ViewId> {
+    let id = ViewId(views.views().iter().position(|v| v.name == name)? as u16);
+    spread.members().any(|m| m == id).then_some(id)
 }
 
 /// The balanced groups of a view table, in spread order (None: a hash group).
@@ -328,12 +430,20 @@ pub struct BatchAssigner<'a> {
     pub groups: &'a Groups,
     pub now_s: u64,
     pub vms: &'a Vms,
+    /// The cluster this host shares its groups with, and the view table the groups are of.
+    pub cluster: Option<(&'a Cluster, &'a ViewTable)>,
 }
 
 impl Assigner for BatchAssigner<'_> {
     fn assign(&self, spread: &Spread, b: &Balanced, client: IpAddr) -> Assigned {
         match self.groups.by_index.get(b.index as usize) {
-            Some(Some(g)) => g.assign(spread, client, self.now_s, b.by_load.then_some(self.vms)),
+            Some(Some(g)) => g.assign(
+                spread,
+                client,
+                self.now_s,
+                b.by_load.then_some(self.vms),
+                self.cluster,
+            ),
             // Not reachable: the groups are built from the same table.
             _ => Assigned::view(spread.pick(client).expect("a spread group has members")),
         }
@@ -348,6 +458,15 @@ pub fn names(views: &ViewTable) -> HashMap<ViewId, String> {
         .enumerate()
         .map(|(i, v)| (ViewId(i as u16), v.name.clone()))
         .collect()
+}
+
+/// A VM placed by load counts for the next placements before its profile is known.
+fn placed(vms: &Vms, client: IpAddr, view: ViewId, slots: &[Slot], siblings: &[IpAddr]) {
+    if let Some(s) = slots.iter().find(|s| s.view == view) {
+        if !siblings.is_empty() {
+            vms.placed(client, s.shift);
+        }
+    }
 }
 
 /// A new client of a group placed by load: its VM's addresses (empty if it is no VM's) and

@@ -21,6 +21,9 @@ pub enum ServeError {
     /// The pulse reference's thread is gone, so it cannot take a reload.
     #[error("the pulse reference thread has stopped")]
     PulseStopped,
+    /// A balanced group's view is recorded in the cluster's store with another offset.
+    #[error("[cluster]: spread group `{group}`: {what}. Every host of a cluster must give a view name one offset: make this host's config agree (or, if the whole cluster changes that view, give it a new name)")]
+    ClusterConflict { group: String, what: String },
 }
 
 impl ServeError {

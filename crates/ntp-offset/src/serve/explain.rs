@@ -33,7 +33,9 @@ fn balanced(
     let table = match tables::read(&cfg.state_dir, &b.name, b.max_clients) {
         Ok(None) => format!("{} does not exist yet", file.display()),
         Ok(Some(text)) => {
-            bal.load_table(&text, |name| tables::member_id(views, spread, name));
+            bal.load_table(&text, |name| {
+                super::assignments::member_id(views, spread, name)
+            });
             bal.recount_active(now_s);
             format!("{} has {} clients", file.display(), bal.len())
         }

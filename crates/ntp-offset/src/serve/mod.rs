@@ -75,6 +75,8 @@ pub struct Shared {
     pub stats: Stats,
     /// The VMs on this host and their load (empty until the watcher finds some).
     pub vms: Arc<Vms>,
+    /// `[cluster]`: the store the balanced groups' assignments are shared through.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 struct WorkerHandle {
@@ -172,6 +174,7 @@ pub struct Server {
     tables: Option<TableWriter>,
     /// Watches the host's VMs while a balanced group places by load.
     watch: Option<Watch>,
+    cluster: Option<crate::cluster::Threads>,
 }
 
 /// What the workers use of `cfg`; balanced groups keep their tables from `before`.
@@ -197,6 +200,30 @@ fn runtime_of(cfg: &ServeConfig, before: Option<&Runtime>) -> Runtime {
             .collect(),
         rule_names: cfg.rule_names.clone(),
     }
+}
+
+/// A cluster's check of a config's balanced groups: each view's offset as the store (or the
+/// saved copy) records it, or an error naming the view. Views not recorded yet are queued.
+fn check_cluster(
+    cluster: &crate::cluster::Cluster,
+    views: &ntp_offset_proto::view::ViewTable,
+) -> Result<(), ServeError> {
+    for (spread, b) in assignments::balanced_groups(views) {
+        let name = b.name.as_str();
+        let configured: Vec<(String, i64)> = spread
+            .members()
+            .map(|v| (views.view(v).name.clone(), views.view(v).offset.nanos()))
+            .collect();
+        let conflicts = cluster.conflicts(name, &configured);
+        if !conflicts.is_empty() {
+            return Err(ServeError::ClusterConflict {
+                group: name.to_string(),
+                what: crate::cluster::describe(&conflicts),
+            });
+        }
+        cluster.record_views(name, configured);
+    }
+    Ok(())
 }
 
 /// Seconds since 1970 on the host's clock: when a spread group's client was seen.
@@ -289,6 +316,22 @@ impl Server {
             Reference::Pulse(_) => Timeline::Pulse(None),
         };
         let clock = ReferenceClock::new(cfg.leap, timeline);
+        let (cluster, cluster_threads) = match &cfg.cluster {
+            Some(c) => {
+                let (cluster, threads) = crate::cluster::Cluster::start(c, &cfg.state_dir)
+                    .map_err(ServeError::thread("the cluster's threads"))?;
+                (Some(cluster), Some(threads))
+            }
+            None => (None, None),
+        };
+        if let Some(c) = &cluster {
+            if let Err(e) = check_cluster(c, &cfg.views) {
+                if let Some(t) = cluster_threads {
+                    t.stop();
+                }
+                return Err(e);
+            }
+        }
         let reference = ReferenceTask::start(&clock, &cfg)?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime_of(&cfg, None)),
@@ -298,6 +341,7 @@ impl Server {
             clock,
             stats: Stats::default(),
             vms: Arc::new(Vms::default()),
+            cluster,
         });
         let tables =
             TableWriter::start(shared.clone()).map_err(ServeError::thread("the table thread"))?;
@@ -313,6 +357,7 @@ impl Server {
             reference: Some(reference),
             tables: Some(tables),
             watch: None,
+            cluster: cluster_threads,
         };
         server.shared.vms.set_configured(cfg.vms.clone());
         server.watch_vms()?;
@@ -424,6 +469,17 @@ impl Server {
         if plan.tx_stamps != self.plan.tx_stamps {
             return restart("server.interleaved", &self.plan.tx_stamps, &plan.tx_stamps);
         }
+        let cluster_now = self.shared.cluster.as_ref().map(|c| c.config());
+        if cluster_now != cfg.cluster.as_ref() {
+            return Err(ReloadError::NeedsRestart {
+                setting: "[cluster]",
+                change: String::new(),
+                why: "join, leave or reach the cluster differently",
+            });
+        }
+        if let Some(c) = &self.shared.cluster {
+            check_cluster(c, &cfg.views)?;
+        }
         let mut fresh = Vec::new();
         for &addr in &cfg.listen {
             if !self.workers.iter().any(|w| w.addr == addr) {
@@ -505,6 +561,9 @@ impl Server {
         }
         if let Some(t) = self.tables.take() {
             t.stop();
+        }
+        if let Some(c) = self.cluster.take() {
+            c.stop();
         }
         if let Some(r) = self.reference.take() {
             r.stop();

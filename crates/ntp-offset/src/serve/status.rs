@@ -364,6 +364,7 @@ impl Source for ServeSource {
                 &self.shared.vms,
                 Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns()),
             ),
+            cluster: self.shared.cluster.as_ref().map(|c| c.status()),
         })
     }
 

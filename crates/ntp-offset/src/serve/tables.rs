@@ -2,8 +2,8 @@
 //! for a group a reload adds), written by one thread at most once a second and at stop,
 //! never on the request path.
 //!
-//! A write is crash-safe: a temporary file beside the table, fsync, rename over the table,
-//! fsync of the directory. kill -9 at any moment leaves the old table or the new one. A
+//! A write is crash-safe (`files::replace`): a temporary file beside the table, fsync, rename
+//! over the table, fsync of the directory. kill -9 at any moment leaves the old table or the new one. A
 //! write that fails (full disk, read-only directory) leaves the previous table intact and
 //! the server serving from memory; the failure is logged once, and again when writing works.
 //! A table that exists but cannot be read at start is never overwritten: fix it (or move it
@@ -12,9 +12,10 @@
 //! The format (docs/configuration.md): `#` comment lines, then one client a line,
 //! `ADDRESS VIEW FIRST-SEEN LAST-SEEN`, times in Unix seconds, sorted by address.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,11 +23,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ntp_offset_proto::balancer::table_line;
-use ntp_offset_proto::view::{Spread, ViewId, ViewTable};
+use ntp_offset_proto::view::{ViewId, ViewTable};
 use tracing::{error, info, warn};
 
-use super::assignments::{balanced_groups, Group, Groups};
+use super::assignments::{balanced_groups, member_id, Group, Groups};
 use super::Shared;
+use crate::cluster::Cluster;
 
 /// Only last-seen times changed: written this often (they decide when an idle client is
 /// forgotten, which is hours away).
@@ -37,6 +39,9 @@ const WRITE_EVERY: Duration = Duration::from_secs(1);
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// A VM's addresses are brought into one view at the watcher's discovery cadence.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// Groups whose table and the cluster's store did not change are compared whole this often
+/// (a write lost to an outage is made again).
+const CLUSTER_RECHECK_EVERY: Duration = Duration::from_secs(30);
 /// How often idle clients are looked for.
 const FORGET_EVERY: Duration = Duration::from_secs(600);
 /// A table line is at most this long (an IPv6 address, a view name, two times).
@@ -52,12 +57,6 @@ fn header(group: &str) -> String {
          # ADDRESS VIEW FIRST-SEEN LAST-SEEN (Unix seconds). Written by `ntp-offset serve`;\n\
          # edit it only while the server is stopped.\n"
     )
-}
-
-/// The id of a view by name, if it is a member of `spread`: how a table's view names are read.
-pub fn member_id(views: &ViewTable, spread: &Spread, name: &str) -> Option<ViewId> {
-    let id = ViewId(views.views().iter().position(|v| v.name == name)? as u16);
-    spread.members().any(|m| m == id).then_some(id)
 }
 
 /// Reads the table text of `group` from `dir`: Ok(None) if there is none yet.
@@ -124,31 +123,14 @@ pub fn write(dir: &Path, group: &Group, names: &HashMap<ViewId, String>) -> io::
         .unwrap_or_else(|p| p.into_inner())
         .assignments();
     fs::create_dir_all(dir)?;
-    let target = path(dir, &group.name);
-    let tmp = dir.join(format!(".spread-{}.table.tmp", group.name));
-    let result = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let mut out = BufWriter::new(f);
+    crate::files::replace(&path(dir, &group.name), 0o644, |out| {
         out.write_all(header(&group.name).as_bytes())?;
         for (client, a) in &rows {
             let view = names.get(&a.view).map_or("", String::as_str);
             out.write_all(table_line(*client, view, a).as_bytes())?;
         }
-        let f = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &target)?;
-        // The rename itself is durable once the directory is.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
 /// Ends the walks that are over (within a second of their end: `clients` stops showing them,
@@ -176,6 +158,55 @@ fn settle_walks(runtime: &super::Runtime) {
     }
 }
 
+/// Brings the balanced groups and the cluster's store together: moves made elsewhere are
+/// followed here (a walk, with `move = "smear"`), moves and new clients made here are
+/// recorded there. Groups whose table or store records changed, or all with `full`.
+fn sync_with_cluster(runtime: &super::Runtime, cluster: &Cluster, now_s: u64, full: bool) {
+    let changed: HashSet<String> = cluster
+        .take_changed()
+        .into_iter()
+        .map(|c| c.group)
+        .collect();
+    let names = super::assignments::names(&runtime.views);
+    for (spread, b) in balanced_groups(&runtime.views) {
+        let Some(g) = runtime.groups.iter().find(|g| g.name == b.name) else {
+            continue;
+        };
+        if !(full || changed.contains(&g.name) || g.changed.load(Ordering::Relaxed)) {
+            continue;
+        }
+        let local: Vec<(IpAddr, String)> = g
+            .balancer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .assignments()
+            .into_iter()
+            .filter_map(|(c, a)| Some((c, names.get(&a.view)?.clone())))
+            .collect();
+        let follow = cluster.reconcile(&g.name, &local, now_s);
+        if follow.is_empty() {
+            continue;
+        }
+        let mut bal = g.balancer.write().unwrap_or_else(|p| p.into_inner());
+        let mut moved = 0;
+        for (client, view) in follow {
+            match member_id(&runtime.views, spread, &view) {
+                Some(id) if bal.follow(client, id, now_s) => {
+                    cluster.followed(&g.name, client);
+                    moved += 1;
+                }
+                Some(_) => {}
+                None => cluster.unknown_view(),
+            }
+        }
+        drop(bal);
+        if moved > 0 {
+            g.changed.store(true, Ordering::Relaxed);
+            info!(group = %g.name, moved, "cluster: clients moved by another host follow their new views");
+        }
+    }
+}
+
 /// The thread that writes tables and forgets idle clients.
 pub struct TableWriter {
     stop: Arc<AtomicBool>,
@@ -192,6 +223,8 @@ struct State {
     optimized: HashMap<String, Instant>,
     /// When the VMs' addresses were last brought into one view each.
     reconciled: Instant,
+    /// When every group was last compared with the cluster's store whole.
+    cluster_checked: Instant,
 }
 
 impl TableWriter {
@@ -208,6 +241,7 @@ impl TableWriter {
                     last_forget: Instant::now(),
                     optimized: HashMap::new(),
                     reconciled: Instant::now(),
+                    cluster_checked: Instant::now(),
                 };
                 while !thread_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
@@ -239,6 +273,13 @@ impl State {
         // Load-aware moves: housekeeping like forgetting, on the same thread.
         let t = ntp_offset_proto::time::Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
         settle_walks(&runtime);
+        if let Some(c) = &shared.cluster {
+            let full = now.duration_since(self.cluster_checked) >= CLUSTER_RECHECK_EVERY;
+            if full {
+                self.cluster_checked = now;
+            }
+            sync_with_cluster(&runtime, c, super::unix_seconds(), full);
+        }
         super::placement::optimize(&runtime, &shared.vms, t, &mut self.optimized);
         if shared.vms.watching() && now.duration_since(self.reconciled) >= RECONCILE_EVERY {
             self.reconciled = now;
@@ -250,6 +291,9 @@ impl State {
             for (_, b) in balanced_groups(&runtime.views) {
                 if let Some(g) = runtime.groups.iter().find(|g| g.name == b.name) {
                     g.forget_idle(now_s, b.forget_after_s);
+                }
+                if let Some(c) = &shared.cluster {
+                    c.forget_idle(&b.name, now_s, b.forget_after_s);
                 }
             }
         }

@@ -299,6 +299,7 @@ impl Worker {
                 groups: &runtime.groups,
                 now_s,
                 vms: &self.shared.vms,
+                cluster: self.shared.cluster.as_deref().map(|c| (c, &runtime.views)),
             };
             counts.totals.received += n as u64;
             out.pending.clear();

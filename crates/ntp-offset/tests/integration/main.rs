@@ -11,6 +11,7 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod firmware;
 mod interleaved;
 mod monitor;

@@ -5,8 +5,6 @@
 //! from the cluster's secret instead (`proto::nts::shared_keys`): nothing is written, and the
 //! thread derives the next period's keys at its turn.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,19 +83,7 @@ fn fresh(path: &Path, now: u64, rng: &mut OsEntropy) -> MasterKeys {
 /// Writes the keys beside their file and renames over it, so a crash leaves the old or
 /// the new keys, never half of them.
 fn save(path: &Path, keys: &MasterKeys) {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(keys.to_text().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
+    if let Err(e) = crate::files::replace(path, 0o600, |f| f.write_all(keys.to_text().as_bytes())) {
         warn!(file = %path.display(), "cannot keep the NTS master keys ({e}): cookies will not survive a restart");
     }
 }

@@ -1,0 +1,185 @@
+//! A real etcd cluster on loopback (Debian's etcd-server): members on free ports, each with
+//! its data in the test's directory, started, stopped and killed one by one. `etcdctl`
+//! reads what the cluster holds.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::{run_bounded, Background};
+use crate::{peer, s, wait_until};
+
+/// How long a member or the whole cluster gets to answer after a start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Free TCP ports (etcd's client and peer ports), held until all are chosen.
+pub fn free_tcp_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+pub struct EtcdCluster {
+    dir: PathBuf,
+    token: String,
+    pub client_urls: Vec<String>,
+    peer_urls: Vec<String>,
+    members: Vec<Option<Background>>,
+}
+
+impl EtcdCluster {
+    /// `n` members in `dir`, started and healthy.
+    pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+        let ports = free_tcp_ports(2 * n);
+        let mut c = EtcdCluster {
+            dir: dir.to_path_buf(),
+            token: format!("ntp-offset-test-{}", std::process::id()),
+            client_urls: (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", ports[2 * i]))
+                .collect(),
+            peer_urls: (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", ports[2 * i + 1]))
+                .collect(),
+            members: (0..n).map(|_| None).collect(),
+        };
+        for i in 0..n {
+            c.start_member(i);
+        }
+        c.wait_healthy(&(0..n).collect::<Vec<_>>());
+        c
+    }
+
+    fn argv(&self, i: usize) -> Vec<String> {
+        let initial: Vec<String> = self
+            .peer_urls
+            .iter()
+            .enumerate()
+            .map(|(j, u)| format!("m{j}={u}"))
+            .collect();
+        vec![
+            peer("etcd").display().to_string(),
+            format!("--name=m{i}"),
+            format!(
+                "--data-dir={}",
+                self.dir.join(format!("m{i}.etcd")).display()
+            ),
+            format!("--listen-client-urls={}", self.client_urls[i]),
+            format!("--advertise-client-urls={}", self.client_urls[i]),
+            format!("--listen-peer-urls={}", self.peer_urls[i]),
+            format!("--initial-advertise-peer-urls={}", self.peer_urls[i]),
+            format!("--initial-cluster={}", initial.join(",")),
+            s("--initial-cluster-state=new"),
+            format!("--initial-cluster-token={}", self.token),
+            s("--log-level=warn"),
+        ]
+    }
+
+    /// Starts member `i` again (its data kept).
+    pub fn start_member(&mut self, i: usize) {
+        let argv = self.argv(i);
+        self.members[i] = Some(Background::start(&self.dir, &format!("etcd-m{i}"), &argv));
+    }
+
+    /// Stops member `i` (SIGTERM, waited for).
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut m) = self.members[i].take() {
+            m.stop();
+        }
+    }
+
+    /// Kills member `i` with SIGKILL.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut m) = self.members[i].take() {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
+    }
+
+    /// Waits until each of `members` answers a quorum read.
+    pub fn wait_healthy(&self, members: &[usize]) {
+        for &i in members {
+            let ok = wait_until(START_TIMEOUT, || {
+                let out = self.etcdctl_at(i, &["endpoint", "health"]);
+                out.0.then_some(())
+            });
+            if ok.is_none() {
+                let log = self.members[i]
+                    .as_ref()
+                    .map_or(String::new(), Background::log_text);
+                panic!("etcd member m{i} not healthy within {START_TIMEOUT:?}:\n{log}");
+            }
+        }
+    }
+
+    fn etcdctl_at(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let out = run_bounded(
+            Command::new(peer("etcdctl"))
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", self.client_urls[i]))
+                .arg("--command-timeout=2s")
+                .args(args),
+            Duration::from_secs(10),
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// `etcdctl ARGS` against every running member; panics if it fails.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let running: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_some())
+            .map(|(i, _)| self.client_urls[i].clone())
+            .collect();
+        let out = run_bounded(
+            Command::new(peer("etcdctl"))
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", running.join(",")))
+                .arg("--command-timeout=5s")
+                .args(args),
+            Duration::from_secs(15),
+        );
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The member that leads now.
+    pub fn leader(&self) -> usize {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl's JSON");
+        let statuses = v.as_array().expect("one status per endpoint");
+        let leader = statuses[0]["Status"]["leader"].as_u64().expect("a leader");
+        let ep = statuses
+            .iter()
+            .find(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leader))
+            .and_then(|s| s["Endpoint"].as_str())
+            .expect("the leader among the endpoints");
+        self.client_urls
+            .iter()
+            .position(|u| u == ep)
+            .expect("a member's URL")
+    }
+
+    /// `[cluster]`'s endpoints line.
+    pub fn endpoints_toml(&self) -> String {
+        let quoted: Vec<String> = self
+            .client_urls
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect();
+        format!("endpoints = [{}]", quoted.join(", "))
+    }
+}
