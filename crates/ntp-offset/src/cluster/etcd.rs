@@ -390,28 +390,33 @@ impl Watch {
                 "watch: etcd closed the stream".into(),
             ));
         }
-        let w: WatchLine =
-            serde_json::from_str(&line).map_err(|e| EtcdError::Protocol(format!("watch: {e}")))?;
-        if let Some(e) = w.error {
-            return Err(EtcdError::Refused(format!("watch: {e}")));
-        }
-        let r = w
-            .result
-            .ok_or_else(|| EtcdError::Protocol("watch: neither result nor error".into()))?;
-        if r.canceled {
-            return Ok(WatchNews::Compacted {
-                revision: r.compact_revision,
-            });
-        }
-        let mut events = Vec::with_capacity(r.events.len());
-        for e in r.events {
-            events.push(e.kv.into_event(e.kind == "DELETE")?);
-        }
-        Ok(WatchNews::Events {
-            events,
-            revision: r.header.revision,
-        })
+        parse_watch_line(&line)
     }
+}
+
+/// One line of a watch stream (one JSON object), as etcd's gateway writes it.
+pub fn parse_watch_line(line: &str) -> Result<WatchNews, EtcdError> {
+    let w: WatchLine =
+        serde_json::from_str(line).map_err(|e| EtcdError::Protocol(format!("watch: {e}")))?;
+    if let Some(e) = w.error {
+        return Err(EtcdError::Refused(format!("watch: {e}")));
+    }
+    let r = w
+        .result
+        .ok_or_else(|| EtcdError::Protocol("watch: neither result nor error".into()))?;
+    if r.canceled {
+        return Ok(WatchNews::Compacted {
+            revision: r.compact_revision,
+        });
+    }
+    let mut events = Vec::with_capacity(r.events.len());
+    for e in r.events {
+        events.push(e.kv.into_event(e.kind == "DELETE")?);
+    }
+    Ok(WatchNews::Events {
+        events,
+        revision: r.header.revision,
+    })
 }
 
 #[cfg(test)]
