@@ -3,7 +3,7 @@
 //! child and namespace is cleaned up on drop. A crate of its own, so every helper is compiled
 //! once and none hides behind `allow(dead_code)`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -473,6 +473,30 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no address in {line}"));
         url.parse().unwrap()
     }
+}
+
+/// `promtool check metrics`: Prometheus' own linter passes the exposition.
+pub fn promtool_check(metrics: &str) {
+    let mut child = Command::new(peer("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `ntp-offset status|clients ARGS --json` against a control socket, parsed.

@@ -170,7 +170,30 @@ fn serve(f: &mut Families, s: &ServeStatus) {
             (Gauge, "nts_master_key_age_seconds", "Age of the current NTS cookie master key.", count(n.master_key_age_s)),
         ]);
     }
+    if let Some(c) = &s.cluster {
+        cluster(f, c);
+    }
     reference(f, &s.reference)
+}
+
+#[rustfmt::skip] // a table: one metric a line
+fn cluster(f: &mut Families, c: &crate::control::status::ClusterStatus) {
+    let count = |n: u64| Some(n as f64);
+    f.scalars(&[
+        (Gauge, "cluster_store_available", "1 while the cluster's etcd answered this host's last call, 0 while it is out of reach.", count(u64::from(c.available))),
+        (Gauge, "cluster_store_revision", "The etcd revision this host's copy has every change up to.", Some(c.revision as f64)),
+        (Gauge, "cluster_clients", "Clients in this host's copy of the cluster's tables, all groups.", count(c.clients)),
+        (Counter, "cluster_resyncs_total", "Full reads of the cluster's store (start, compaction, after an outage).", count(c.resyncs)),
+        (Counter, "cluster_store_errors_total", "Calls to etcd that failed.", count(c.errors)),
+        (Counter, "cluster_unknown_view_total", "Requests from clients whose recorded view this host's config does not have.", count(c.unknown_view)),
+    ]);
+    let writes = [("created", c.created), ("lost_race", c.lost_races), ("move", c.moves_recorded), ("refresh", c.refreshed), ("forget", c.forgotten)];
+    let rows = writes.iter().map(|(k, n)| (k.to_string(), *n as f64)).collect();
+    f.labelled(Counter, "cluster_writes_total", "This host's records in etcd, by kind: new clients' views (created, or lost_race: another host's was first), moves made here, last-seen refreshes, idle clients deleted.", "kind", rows);
+    let fates = [("unanswered", c.unanswered_unavailable), ("hashed", c.hashed_unavailable)];
+    let rows = fates.iter().map(|(k, n)| (k.to_string(), *n as f64)).collect();
+    f.labelled(Counter, "cluster_new_clients_while_unavailable_total", "Requests from clients new to the cluster while etcd could not record their view: not answered with time, or given the keyed hash's view.", "fate", rows);
+    f.scalars(&[(Counter, "cluster_moves_followed_total", "Clients this host moved because another host recorded a move.", count(c.moves_followed))]);
 }
 
 /// 1 for the state among `states` that is `now`, 0 for the others.

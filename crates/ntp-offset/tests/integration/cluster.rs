@@ -42,7 +42,8 @@ impl Host {
         let sock = dir.join("serve.sock");
         let mut text = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nlocal_stratum = 10\nstate_dir = \"state\"\n\
-             [rate_limit]\nenabled = false\n[control]\nsocket = \"{}\"\n",
+             [rate_limit]\nenabled = false\n[control]\nsocket = \"{}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n",
             sock.display()
         );
         for (view, secs) in offsets {
@@ -308,6 +309,24 @@ fn known_clients_are_answered_through_an_etcd_outage_and_new_ones_wait_for_it() 
     }
     let s = a.status();
     println!("host a after the outage: {s}");
+    // The exporter says what status says, and Prometheus' linter passes it.
+    let web = a.server.as_mut().unwrap().web_addr();
+    let (code, metrics) = common::http_get(&format!("http://{web}/metrics"));
+    assert_eq!(code, 200);
+    common::promtool_check(&metrics);
+    for line in [
+        "ntp_offset_cluster_store_available 1".to_string(),
+        format!("ntp_offset_cluster_clients {}", s["clients"]),
+        format!(
+            "ntp_offset_cluster_new_clients_while_unavailable_total{{fate=\"unanswered\"}} {}",
+            s["unanswered_unavailable"]
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
     assert_eq!(s["moves_followed"], 0);
     assert_eq!(s["moves_recorded"], 0);
 }

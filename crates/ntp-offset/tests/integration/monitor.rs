@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    control_json, free_ports, http_get, ntp_exchange, ntp_exchange_from, peer, run_bounded,
-    run_cli, tempdir, wait_until, Background, Daemon,
+    control_json, free_ports, http_get, ntp_exchange, ntp_exchange_from, peer, promtool_check,
+    run_bounded, run_cli, tempdir, wait_until, Background, Daemon,
 };
 
 /// Two views: `a` for the one client 127.0.0.2 (a pin), `b` (+15 s) for everyone else.
@@ -438,30 +438,6 @@ fn pulse_listen_pulse_send_and_a_pulse_reference_report_their_state() {
     promtool_check(&metrics);
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// `promtool check metrics`: Prometheus' own linter passes the exposition.
-fn promtool_check(metrics: &str) {
-    let mut child = Command::new(peer("promtool"))
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}\n{metrics}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Sends `per_s` requests a second to `addr` from `from` until `stop`.
