@@ -28,22 +28,49 @@ pub struct EtcdCluster {
     token: String,
     pub client_urls: Vec<String>,
     peer_urls: Vec<String>,
+    /// Per member, the command prefix that enters its network namespace (empty: this one).
+    prefixes: Vec<Vec<String>>,
     members: Vec<Option<Background>>,
 }
 
 impl EtcdCluster {
-    /// `n` members in `dir`, started and healthy.
+    /// `n` members on loopback in `dir`, started and healthy.
     pub fn start(dir: &Path, n: usize) -> EtcdCluster {
         let ports = free_tcp_ports(2 * n);
+        let urls = |port: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", ports[2 * i + port]))
+                .collect()
+        };
+        Self::start_members(dir, urls(0), urls(1), vec![Vec::new(); n])
+    }
+
+    /// One member per (namespace prefix, address): each in its own network namespace
+    /// (`Lan::enter`), on etcd's own ports 2379 and 2380 at that address.
+    pub fn start_in(dir: &Path, members: &[(Vec<String>, String)]) -> EtcdCluster {
+        let url = |port: u16| -> Vec<String> {
+            members
+                .iter()
+                .map(|(_, a)| format!("http://{a}:{port}"))
+                .collect()
+        };
+        let prefixes = members.iter().map(|(p, _)| p.clone()).collect();
+        Self::start_members(dir, url(2379), url(2380), prefixes)
+    }
+
+    fn start_members(
+        dir: &Path,
+        client_urls: Vec<String>,
+        peer_urls: Vec<String>,
+        prefixes: Vec<Vec<String>>,
+    ) -> EtcdCluster {
+        let n = client_urls.len();
         let mut c = EtcdCluster {
             dir: dir.to_path_buf(),
             token: format!("ntp-offset-test-{}", std::process::id()),
-            client_urls: (0..n)
-                .map(|i| format!("http://127.0.0.1:{}", ports[2 * i]))
-                .collect(),
-            peer_urls: (0..n)
-                .map(|i| format!("http://127.0.0.1:{}", ports[2 * i + 1]))
-                .collect(),
+            client_urls,
+            peer_urls,
+            prefixes,
             members: (0..n).map(|_| None).collect(),
         };
         for i in 0..n {
@@ -60,7 +87,8 @@ impl EtcdCluster {
             .enumerate()
             .map(|(j, u)| format!("m{j}={u}"))
             .collect();
-        vec![
+        let mut argv = self.prefixes[i].clone();
+        argv.extend([
             peer("etcd").display().to_string(),
             format!("--name=m{i}"),
             format!(
@@ -75,7 +103,8 @@ impl EtcdCluster {
             s("--initial-cluster-state=new"),
             format!("--initial-cluster-token={}", self.token),
             s("--log-level=warn"),
-        ]
+        ]);
+        argv
     }
 
     /// Starts member `i` again (its data kept).
@@ -115,10 +144,23 @@ impl EtcdCluster {
         }
     }
 
+    /// `etcdctl` in member `i`'s namespace.
+    fn ctl(&self, i: usize) -> Command {
+        let mut c = match self.prefixes[i].split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(peer("etcdctl"));
+                c
+            }
+            None => Command::new(peer("etcdctl")),
+        };
+        c.env("ETCDCTL_API", "3");
+        c
+    }
+
     fn etcdctl_at(&self, i: usize, args: &[&str]) -> (bool, String) {
         let out = run_bounded(
-            Command::new(peer("etcdctl"))
-                .env("ETCDCTL_API", "3")
+            self.ctl(i)
                 .arg(format!("--endpoints={}", self.client_urls[i]))
                 .arg("--command-timeout=2s")
                 .args(args),
@@ -133,17 +175,16 @@ impl EtcdCluster {
 
     /// `etcdctl ARGS` against every running member; panics if it fails.
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let running: Vec<String> = self
-            .members
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].is_some())
+            .collect();
+        let urls: Vec<&str> = running
             .iter()
-            .enumerate()
-            .filter(|(_, m)| m.is_some())
-            .map(|(i, _)| self.client_urls[i].clone())
+            .map(|&i| self.client_urls[i].as_str())
             .collect();
         let out = run_bounded(
-            Command::new(peer("etcdctl"))
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", running.join(",")))
+            self.ctl(*running.first().expect("a running member"))
+                .arg(format!("--endpoints={}", urls.join(",")))
                 .arg("--command-timeout=5s")
                 .args(args),
             Duration::from_secs(15),

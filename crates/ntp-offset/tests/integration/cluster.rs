@@ -435,3 +435,339 @@ fn check_explains_cluster_mistakes() {
         "{out}"
     );
 }
+
+/// Three VM hosts as libvirt makes them: each its own network namespace with a bridge at the
+/// same address (198.18.0.1, and the same MAC, so a VM's neighbour entry stays good), its
+/// `serve` answering there, NTP and NTS-KE, with the same NTS secret; etcd's three members in
+/// namespaces of their own, all on one backbone. A VM is a namespace whose link sits on a
+/// host's bridge; it migrates when its link moves to another host's bridge.
+/// Fields drop in order: the servers and etcd stop before their namespaces go.
+struct VmHosts {
+    hosts: Vec<(String, ServerProcess, PathBuf)>,
+    _etcd: EtcdCluster,
+    vms: Vec<ntp_offset_testkit::netns::Netns>,
+    lan: ntp_offset_testkit::lan::Lan,
+    dir: PathBuf,
+    id: String,
+}
+
+const SUBNET: u8 = 41;
+const SERVER: &str = "198.18.0.1";
+
+impl VmHosts {
+    fn new(tag: &str) -> VmHosts {
+        let lan =
+            ntp_offset_testkit::lan::Lan::new(tag, SUBNET, &["e0", "e1", "e2", "a", "b", "c"]);
+        let dir = tempdir(tag);
+        let members: Vec<(Vec<String>, String)> = (0..3)
+            .map(|i| (lan.enter(i, None), format!("198.18.{SUBNET}.{}", i + 1)))
+            .collect();
+        let etcd = EtcdCluster::start_in(&dir, &members);
+        let pki = ntp_offset_testkit::nts::make_pki(&dir, "hosts");
+        let secret = dir.join("nts.secret");
+        std::fs::write(&secret, format!("{}\n", "5a".repeat(32))).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut hosts = Vec::new();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let ns = &lan.hosts[3 + i];
+            common::ip(&["-n", ns, "link", "add", "vmbr", "type", "bridge"]);
+            common::ip(&[
+                "-n",
+                ns,
+                "link",
+                "set",
+                "vmbr",
+                "address",
+                "52:54:00:18:00:01",
+            ]);
+            common::ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{SERVER}/24"),
+                "dev",
+                "vmbr",
+            ]);
+            common::ip(&["-n", ns, "link", "set", "vmbr", "up"]);
+            let hdir = dir.join(name);
+            std::fs::create_dir_all(&hdir).unwrap();
+            let sock = hdir.join("serve.sock");
+            let mut text = format!(
+                "[server]\nlisten = [\"{SERVER}:123\"]\nlocal_stratum = 10\nstate_dir = \"state\"\n\
+                 [rate_limit]\nenabled = false\n[control]\nsocket = \"{}\"\n\
+                 [nts]\nlisten = [\"{SERVER}:4460\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nkey_secret_file = \"{}\"\n",
+                sock.display(),
+                pki.cert.display(),
+                pki.key.display(),
+                secret.display()
+            );
+            for (view, secs) in OFFSETS {
+                text += &format!("[[view]]\nname = \"{view}\"\noffset = \"{secs}s\"\n");
+            }
+            text += &format!(
+                "[[spread]]\nname = \"vms\"\nviews = [\"s00\", \"s15\", \"s30\", \"s45\"]\nclients = [\"198.18.0.0/24\"]\n\
+                 [cluster]\n{}\nhost = \"{name}\"\n",
+                etcd.endpoints_toml()
+            );
+            let cfg = hdir.join("serve.toml");
+            std::fs::write(&cfg, text).unwrap();
+            let prefix = lan.enter(3 + i, None);
+            let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+            let server = ServerProcess::start_with(&prefix, &["--config", cfg.to_str().unwrap()]);
+            hosts.push((name.to_string(), server, sock));
+        }
+        let id = format!("{tag}{}", std::process::id() % 100_000);
+        VmHosts {
+            hosts,
+            _etcd: etcd,
+            vms: Vec::new(),
+            lan,
+            dir,
+            id,
+        }
+    }
+
+    fn host_ns(&self, h: usize) -> &str {
+        &self.lan.hosts[3 + h]
+    }
+
+    /// VM `v`'s link on its host's side.
+    fn link(&self, v: usize) -> String {
+        format!("nt{}v{v}", self.id)
+    }
+
+    /// A new VM on host `h`, at 198.18.0.(10 + its number).
+    fn add_vm(&mut self, h: usize) -> usize {
+        let v = self.vms.len();
+        let ns = ntp_offset_testkit::netns::Netns::add(format!("nto-{}-vm{v}", self.id));
+        let (outer, inner) = (self.link(v), format!("nt{}i{v}", self.id));
+        common::ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ]);
+        common::ip(&["link", "set", &inner, "netns", &ns.0]);
+        common::ip(&["link", "set", &outer, "netns", self.host_ns(h)]);
+        ntp_offset_testkit::netns::up(&ns, &inner, &[format!("198.18.0.{}/24", 10 + v)], None);
+        self.vms.push(ns);
+        self.plug(v, h);
+        v
+    }
+
+    fn plug(&self, v: usize, h: usize) {
+        let link = self.link(v);
+        common::ip(&[
+            "-n",
+            self.host_ns(h),
+            "link",
+            "set",
+            &link,
+            "master",
+            "vmbr",
+        ]);
+        common::ip(&["-n", self.host_ns(h), "link", "set", &link, "up"]);
+    }
+
+    /// Live migration, as the network sees it: the VM's link leaves host `from`'s bridge for
+    /// host `to`'s.
+    fn migrate(&self, v: usize, from: usize, to: usize) {
+        common::ip(&[
+            "-n",
+            self.host_ns(from),
+            "link",
+            "set",
+            &self.link(v),
+            "netns",
+            self.host_ns(to),
+        ]);
+        self.plug(v, to);
+    }
+
+    fn vm_prefix(&self, v: usize) -> Vec<String> {
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.vms[v].0.clone(),
+        ]
+    }
+
+    fn status(&self, h: usize) -> serde_json::Value {
+        control_json("status", &self.hosts[h].2, &[])["serve"].clone()
+    }
+
+    /// Host `h`'s view of client VM `v` (from `clients`), if it has seen it.
+    fn view_at(&self, h: usize, v: usize) -> Option<String> {
+        let addr = format!("198.18.0.{}", 10 + v);
+        let list = control_json("clients", &self.hosts[h].2, &[]);
+        list.as_array()?
+            .iter()
+            .find(|c| c["address"] == addr.as_str())
+            .and_then(|c| c["view"].as_str().map(String::from))
+    }
+}
+
+/// One ntpdig exchange from VM namespace `prefix`: the offset, or None when the server did
+/// not answer with time (a new client's first requests, stratum 16).
+fn ntpdig_once(prefix: &[String]) -> Option<f64> {
+    let (first, rest) = prefix.split_first().unwrap();
+    let out = common::run_bounded(
+        std::process::Command::new(first)
+            .args(rest)
+            .arg(common::peer("ntpdig"))
+            .args(["-j", "-t", "2", SERVER]),
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("\"stratum\":16") {
+        return None;
+    }
+    text.split("\"offset\":")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn vms_behind_one_address_on_three_hosts_migrate_with_their_view_and_nts_cookies() {
+    common::require_root();
+    let mut c = VmHosts::new("clmig");
+    // Six plain VMs, two on each host, asking with ntpdig until answered with time.
+    let mut views = Vec::new();
+    for v in 0..6 {
+        let h = v % 3;
+        c.add_vm(h);
+        let offset = wait_until(ASSIGN_TIMEOUT, || ntpdig_once(&c.vm_prefix(v)))
+            .unwrap_or_else(|| panic!("VM {v} on host {h} never answered with time"));
+        views.push(offset.round() as i64);
+    }
+    // One VM with chronyd over NTS, on host a.
+    let nts_vm = c.add_vm(0);
+    let cdir = c.dir.join("chrony");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let conf = cdir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server {SERVER} iburst nts minpoll 0 maxpoll 0\nntstrustedcerts {}\ncmdport 0\n\
+             bindcmdaddress {}/chronyd.sock\npidfile {}/chronyd.pid\nntsdumpdir {}\n",
+            c.dir.join("hosts-ca.pem").display(),
+            cdir.display(),
+            cdir.display(),
+            cdir.display()
+        ),
+    )
+    .unwrap();
+    let mut argv = c.vm_prefix(nts_vm);
+    argv.extend(common::chronyd_without_clock(&conf));
+    let _chronyd = common::Background::start(&cdir, "chronyd", &argv);
+    wait_until(ASSIGN_TIMEOUT, || {
+        (c.status(0)["nts"]["ke_sessions"].as_u64() >= Some(1)).then_some(())
+    })
+    .expect("the NTS VM's key establishment at host a");
+    // Every host holds every VM's record before anybody migrates.
+    for h in 0..3 {
+        wait_until(NOTICE_TIMEOUT, || {
+            (c.status(h)["cluster"]["clients"] == 7).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "host {h} does not hold the 7 VMs: {}",
+                c.status(h)["cluster"]
+            )
+        });
+    }
+    // The view its requests are answered from now (chronyd asks every second; its first
+    // answers, while its view was being recorded, were unsynchronised).
+    std::thread::sleep(Duration::from_secs(2));
+    let nts_view = c.view_at(0, nts_vm).expect("host a answers the NTS VM");
+    // Migrations: each plain VM to the next host; its first answer there is its view.
+    let placing_before: Vec<u64> = (0..3)
+        .map(|h| c.status(h)["totals"]["placing"].as_u64().unwrap_or(0))
+        .collect();
+    for (v, &view) in views.iter().enumerate() {
+        let (from, to) = (v % 3, (v + 1) % 3);
+        c.migrate(v, from, to);
+        let first = ntpdig_once(&c.vm_prefix(v)).map(|o| o.round() as i64);
+        assert_eq!(
+            first,
+            Some(view),
+            "VM {v} migrated from host {from} to {to}"
+        );
+    }
+    // The NTS VM to host b: its requests go on with the cookies host a gave (no KE at b).
+    let b_requests = |c: &VmHosts| {
+        let s = c.status(1);
+        (
+            s["nts"]["ke_sessions"].as_u64().unwrap_or(0),
+            s["totals"]["nts_nak"].as_u64().unwrap_or(0),
+        )
+    };
+    assert_eq!(b_requests(&c), (0, 0));
+    c.migrate(nts_vm, 0, 1);
+    let at_b = wait_until(NOTICE_TIMEOUT, || c.view_at(1, nts_vm))
+        .expect("host b never answered the migrated NTS VM");
+    assert_eq!(at_b, nts_view, "the NTS VM's view at b");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        b_requests(&c),
+        (0, 0),
+        "host b: KE sessions and NTS-NAKs after the migration"
+    );
+    let placing_after: Vec<u64> = (0..3)
+        .map(|h| c.status(h)["totals"]["placing"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        placing_before, placing_after,
+        "a migrated VM was answered unsynchronised"
+    );
+    no_moves(&c);
+
+    // Host c cut off from etcd (its backbone link down): its known VMs are answered, a new
+    // VM there is not; a new VM on host a is. Back: c's new VM gets a view, nobody moved.
+    let (c_ns, c_dev) = (c.host_ns(2).to_string(), c.lan.device(5));
+    common::ip(&["-n", &c_ns, "link", "set", &c_dev, "down"]);
+    wait_until(NOTICE_TIMEOUT, || {
+        (c.status(2)["cluster"]["available"] == false).then_some(())
+    })
+    .expect("host c never noticed it was cut off");
+    for v in (0..6).filter(|v| (v + 1) % 3 == 2) {
+        let got = ntpdig_once(&c.vm_prefix(v)).map(|o| o.round() as i64);
+        assert_eq!(got, Some(views[v]), "VM {v} on the cut-off host c");
+    }
+    let new_c = c.add_vm(2);
+    for _ in 0..3 {
+        assert_eq!(
+            ntpdig_once(&c.vm_prefix(new_c)),
+            None,
+            "a new VM answered by the cut-off host"
+        );
+    }
+    let new_a = c.add_vm(0);
+    wait_until(ASSIGN_TIMEOUT, || ntpdig_once(&c.vm_prefix(new_a)))
+        .expect("a new VM on host a while c is cut off");
+    common::ip(&["-n", &c_ns, "link", "set", &c_dev, "up"]);
+    let back = wait_until(Duration::from_secs(60), || ntpdig_once(&c.vm_prefix(new_c)))
+        .expect("host c's new VM never answered after it was back");
+    println!(
+        "host c back: its new VM at {back:+.3} s; {}",
+        c.status(2)["cluster"]
+    );
+    for (v, &view) in views.iter().enumerate() {
+        let got = ntpdig_once(&c.vm_prefix(v)).map(|o| o.round() as i64);
+        assert_eq!(got, Some(view), "VM {v} after host c's outage");
+    }
+    no_moves(&c);
+}
+
+/// No host moved a client because another host had.
+fn no_moves(c: &VmHosts) {
+    for h in 0..3 {
+        let s = c.status(h);
+        assert_eq!(
+            s["cluster"]["moves_followed"], 0,
+            "host {h}: {}",
+            s["cluster"]
+        );
+    }
+}
