@@ -111,18 +111,48 @@ fn ask(host: SocketAddr, from: IpAddr) -> Option<i64> {
     (s.header.stratum != 16).then(|| s.offset.as_secs_f64().round() as i64)
 }
 
-/// Asks until answered with time: the view, and how long it took from the first request.
-fn ask_until_answered(host: SocketAddr, from: IpAddr) -> (i64, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = ask(host, from) {
-            return (v, start.elapsed());
+/// Every answer a test got: (client, host, view or None for unsynchronised), checked at the
+/// end: no client was ever answered with time from two views (these tests move nobody).
+#[derive(Default)]
+struct History(std::sync::Mutex<Vec<(IpAddr, SocketAddr, Option<i64>)>>);
+
+impl History {
+    fn ask(&self, host: SocketAddr, from: IpAddr) -> Option<i64> {
+        let v = ask(host, from);
+        self.0.lock().unwrap().push((from, host, v));
+        v
+    }
+
+    fn until_answered(&self, host: SocketAddr, from: IpAddr) -> (i64, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.ask(host, from) {
+                return (v, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < ASSIGN_TIMEOUT,
+                "{from} not answered by {host} within {ASSIGN_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            start.elapsed() < ASSIGN_TIMEOUT,
-            "{from} not answered by {host} within {ASSIGN_TIMEOUT:?}"
+    }
+
+    fn check_one_view_each(&self) {
+        let all = self.0.lock().unwrap();
+        let mut seen: HashMap<IpAddr, (i64, SocketAddr)> = HashMap::new();
+        for &(client, host, view) in all.iter() {
+            let Some(v) = view else { continue };
+            let (first, at) = *seen.entry(client).or_insert((v, host));
+            assert_eq!(
+                v, first,
+                "{client} answered from {first} s by {at} and from {v} s by {host}"
+            );
+        }
+        println!(
+            "history: {} answers to {} clients, one view each",
+            all.len(),
+            seen.len()
         );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -145,15 +175,16 @@ fn three_hosts_give_each_client_one_view_and_a_migrated_client_keeps_it() {
     // host, each asking for its share of that host's clients until answered.
     const N: u32 = 1000;
     let addrs: Vec<SocketAddr> = hosts.iter().map(Host::addr).collect();
+    let hist = History::default();
     let results: Vec<(u32, i64, Duration)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..9)
             .map(|t| {
-                let host = addrs[t % 3];
+                let (host, hist) = (addrs[t % 3], &hist);
                 s.spawn(move || {
                     (0..N)
                         .filter(|i| (i % 9) as usize == t)
                         .map(|i| {
-                            let (v, took) = ask_until_answered(host, client(i));
+                            let (v, took) = hist.until_answered(host, client(i));
                             (i, v, took)
                         })
                         .collect::<Vec<_>>()
@@ -212,11 +243,12 @@ fn three_hosts_give_each_client_one_view_and_a_migrated_client_keeps_it() {
     for i in 0..N {
         let to = addrs[((i + 1) % 3) as usize];
         assert_eq!(
-            ask(to, client(i)),
+            hist.ask(to, client(i)),
             Some(views[&i]),
             "client {i} migrated to {to}"
         );
     }
+    hist.check_one_view_each();
     let a = hosts[0].status();
     println!("host a: {a}");
     assert_eq!(a["available"], true);
@@ -235,13 +267,14 @@ fn three_hosts_give_each_client_one_view_and_a_migrated_client_keeps_it() {
 #[test]
 fn known_clients_are_answered_through_an_etcd_outage_and_new_ones_wait_for_it() {
     let dir = tempdir("cluster-outage");
+    let hist = History::default();
     let mut etcd = EtcdCluster::start(&dir, 3);
     let mut a = Host::new("cluster-outage", "a", &etcd, &OFFSETS);
     let mut b = Host::new("cluster-outage", "b", &etcd, &OFFSETS);
     a.start();
     b.start();
     let known: BTreeMap<u32, i64> = (0..20)
-        .map(|i| (i, ask_until_answered(a.addr(), client(i)).0))
+        .map(|i| (i, hist.until_answered(a.addr(), client(i)).0))
         .collect();
     b.wait_status("holding the 20 clients", |s| s["clients"] == 20);
     // b's saved copy has them too (written within seconds of a change).
@@ -255,15 +288,24 @@ fn known_clients_are_answered_through_an_etcd_outage_and_new_ones_wait_for_it() 
     // No quorum: two of three members stopped.
     etcd.stop_member(1);
     etcd.stop_member(2);
+    let outage = Instant::now();
     a.wait_status("out of reach", |s| s["available"] == false);
     for (&i, &v) in &known {
-        assert_eq!(ask(a.addr(), client(i)), Some(v), "known client {i} at a");
-        assert_eq!(ask(b.addr(), client(i)), Some(v), "known client {i} at b");
+        assert_eq!(
+            hist.ask(a.addr(), client(i)),
+            Some(v),
+            "known client {i} at a"
+        );
+        assert_eq!(
+            hist.ask(b.addr(), client(i)),
+            Some(v),
+            "known client {i} at b"
+        );
     }
     let new = client(500);
     for _ in 0..3 {
         assert_eq!(
-            ask(a.addr(), new),
+            hist.ask(a.addr(), new),
             None,
             "a new client answered during the outage"
         );
@@ -276,10 +318,22 @@ fn known_clients_are_answered_through_an_etcd_outage_and_new_ones_wait_for_it() 
     b.start();
     for (&i, &v) in &known {
         assert_eq!(
-            ask(b.addr(), client(i)),
+            hist.ask(b.addr(), client(i)),
             Some(v),
             "known client {i} at b after kill -9"
         );
+    }
+
+    // 30 s without a quorum, the known clients asking every second.
+    while outage.elapsed() < Duration::from_secs(30) {
+        for (&i, &v) in &known {
+            assert_eq!(
+                hist.ask(a.addr(), client(i)),
+                Some(v),
+                "known client {i} at a"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 
     // Back: the new client is answered; nobody moved.
@@ -287,9 +341,9 @@ fn known_clients_are_answered_through_an_etcd_outage_and_new_ones_wait_for_it() 
     etcd.start_member(2);
     etcd.wait_healthy(&[0, 1, 2]);
     a.wait_status("reachable again", |s| s["available"] == true);
-    let (v_new, _) = ask_until_answered(a.addr(), new);
+    let (v_new, _) = hist.until_answered(a.addr(), new);
     assert_eq!(
-        ask_until_answered(b.addr(), new).0,
+        hist.until_answered(b.addr(), new).0,
         v_new,
         "one view for the new client"
     );
@@ -297,16 +351,21 @@ fn known_clients_are_answered_through_an_etcd_outage_and_new_ones_wait_for_it() 
     let leader = etcd.leader();
     etcd.kill_member(leader);
     let newer = client(501);
-    let (v1, _) = ask_until_answered(a.addr(), newer);
-    assert_eq!(ask_until_answered(b.addr(), newer).0, v1);
+    let (v1, _) = hist.until_answered(a.addr(), newer);
+    assert_eq!(hist.until_answered(b.addr(), newer).0, v1);
     for (&i, &v) in &known {
-        assert_eq!(ask(a.addr(), client(i)), Some(v), "known client {i} moved");
         assert_eq!(
-            ask(b.addr(), client(i)),
+            hist.ask(a.addr(), client(i)),
+            Some(v),
+            "known client {i} moved"
+        );
+        assert_eq!(
+            hist.ask(b.addr(), client(i)),
             Some(v),
             "known client {i} moved at b"
         );
     }
+    hist.check_one_view_each();
     let s = a.status();
     println!("host a after the outage: {s}");
     // The exporter says what status says, and Prometheus' linter passes it.
