@@ -575,18 +575,27 @@ def main():
         check("guest interaction", False, e)
         if hosts:
             for n, g in hosts.guests.items():
+                # A guest whose QEMU has exited (a panic, with -no-reboot) cannot be asked:
+                # its exit status and console say why.
+                status = g.proc.poll()
                 for cmd in (
                     "chronyc -n sources",
                     "tail -n 15 /tmp/chronyd.log /tmp/ntpd.log",
                     "tail -n 8 /tmp/listen.log",
                     "grep . /sys/kernel/crudepps/*",
                 ):
+                    if status is not None:
+                        break
                     try:
                         _, out = g.run(cmd)
-                    except AssertionError:
+                    except (AssertionError, OSError):
                         out = ["(no answer)"]
                     print(f"--- {n}: {cmd}\n" + "\n".join(out), file=sys.stderr)
-                print(f"--- {n} console, last lines:\n" + "\n".join(g.log[-8:]), file=sys.stderr)
+                dead = "" if status is None else f" (QEMU exited with status {status})"
+                print(
+                    f"--- {n} console{dead}, last lines:\n" + "\n".join(g.log[-30:]),
+                    file=sys.stderr,
+                )
             for f in sorted(Path(tmp.name).glob("*.log")):
                 print(f"--- {f.name}:\n{f.read_text()[-2000:]}", file=sys.stderr)
     finally:

@@ -2,8 +2,8 @@
 # -name guest=NAME -device virtio-net-pci,mac=MAC SERVER LOAD SECONDS` (the interpreter itself:
 # a wrapper such as pyenv's shim would replace argv[0]): its command line is a
 # QEMU's as ntp-offset reads it. It asks SERVER for time every 5 s (printing "OFFSET host-time
-# offset delay") and, with LOAD "heavy", keeps a core busy through second :00 of the minute
-# its answers give it. It stops by itself after SECONDS.
+# offset delay", the host time the exchange's midpoint) and, with LOAD "heavy", keeps a core
+# busy through second :00 of the minute its answers give it. It stops by itself after SECONDS.
 import socket
 import struct
 import sys
@@ -24,7 +24,7 @@ def ask():
     tx = struct.unpack(">II", data[40:48])
     t2 = rx[0] - NTP_UNIX + rx[1] / 2**32
     t3 = tx[0] - NTP_UNIX + tx[1] / 2**32
-    return ((t2 - t1) + (t3 - t4)) / 2, (t4 - t1) - (t3 - t2)
+    return (t1 + t4) / 2, ((t2 - t1) + (t3 - t4)) / 2, (t4 - t1) - (t3 - t2)
 
 
 end = time.time() + seconds
@@ -33,8 +33,10 @@ while time.time() < end:
     now = time.time()
     if now >= next_ask:
         try:
-            offset, delay = ask()
-            print(f"OFFSET {now:.3f} {offset:.6f} {delay:.6f}", flush=True)
+            # Stamped with the exchange's own midpoint, not the loop's clock read before it:
+            # on a loaded host the process can wait between the two.
+            at, offset, delay = ask()
+            print(f"OFFSET {at:.3f} {offset:.6f} {delay:.6f}", flush=True)
         except OSError as e:
             print(f"NOANSWER {now:.3f} {e}", flush=True)
         next_ask = now + 5
