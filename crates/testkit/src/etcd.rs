@@ -31,6 +31,16 @@ pub struct EtcdCluster {
     /// Per member, the command prefix that enters its network namespace (empty: this one).
     prefixes: Vec<Vec<String>>,
     members: Vec<Option<Background>>,
+    pub tls: Option<EtcdTls>,
+}
+
+/// A CA, etcd's server certificate, and a client certificate for etcd's `--client-cert-auth`.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl EtcdCluster {
@@ -42,7 +52,46 @@ impl EtcdCluster {
                 .map(|i| format!("http://127.0.0.1:{}", ports[2 * i + port]))
                 .collect()
         };
-        Self::start_members(dir, urls(0), urls(1), vec![Vec::new(); n])
+        Self::start_members(dir, urls(0), urls(1), vec![Vec::new(); n], None)
+    }
+
+    /// `n` members on loopback serving clients over TLS only, and only to clients with a
+    /// certificate of the cluster's CA (`--client-cert-auth`).
+    pub fn start_tls(dir: &Path, n: usize) -> EtcdCluster {
+        crate::nts::make_pki(dir, "etcd");
+        // etcd 3.4's JSON gateway dials its own gRPC server with the server certificate, so
+        // with --client-cert-auth that certificate must be good for client auth too.
+        let server = crate::nts::issue_cert(
+            dir,
+            "etcd",
+            "member",
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+        );
+        let (client_cert, client_key) = crate::nts::issue_cert(
+            dir,
+            "etcd",
+            "client",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        );
+        let tls = EtcdTls {
+            ca: dir.join("etcd-ca.pem"),
+            server,
+            client_cert,
+            client_key,
+        };
+        let ports = free_tcp_ports(2 * n);
+        let urls = |scheme: &str, port: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("{scheme}://127.0.0.1:{}", ports[2 * i + port]))
+                .collect()
+        };
+        Self::start_members(
+            dir,
+            urls("https", 0),
+            urls("http", 1),
+            vec![Vec::new(); n],
+            Some(tls),
+        )
     }
 
     /// One member per (namespace prefix, address): each in its own network namespace
@@ -55,7 +104,7 @@ impl EtcdCluster {
                 .collect()
         };
         let prefixes = members.iter().map(|(p, _)| p.clone()).collect();
-        Self::start_members(dir, url(2379), url(2380), prefixes)
+        Self::start_members(dir, url(2379), url(2380), prefixes, None)
     }
 
     fn start_members(
@@ -63,6 +112,7 @@ impl EtcdCluster {
         client_urls: Vec<String>,
         peer_urls: Vec<String>,
         prefixes: Vec<Vec<String>>,
+        tls: Option<EtcdTls>,
     ) -> EtcdCluster {
         let n = client_urls.len();
         let mut c = EtcdCluster {
@@ -72,6 +122,7 @@ impl EtcdCluster {
             peer_urls,
             prefixes,
             members: (0..n).map(|_| None).collect(),
+            tls,
         };
         for i in 0..n {
             c.start_member(i);
@@ -104,6 +155,14 @@ impl EtcdCluster {
             format!("--initial-cluster-token={}", self.token),
             s("--log-level=warn"),
         ]);
+        if let Some(t) = &self.tls {
+            argv.extend([
+                format!("--cert-file={}", t.server.0.display()),
+                format!("--key-file={}", t.server.1.display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                s("--client-cert-auth"),
+            ]);
+        }
         argv
     }
 
@@ -155,6 +214,11 @@ impl EtcdCluster {
             None => Command::new(peer("etcdctl")),
         };
         c.env("ETCDCTL_API", "3");
+        if let Some(t) = &self.tls {
+            c.arg(format!("--cacert={}", t.ca.display()))
+                .arg(format!("--cert={}", t.client_cert.display()))
+                .arg(format!("--key={}", t.client_key.display()));
+        }
         c
     }
 

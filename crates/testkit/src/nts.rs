@@ -46,14 +46,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// `NetnsPair`) and localhost, in `dir`.
 pub fn make_pki(dir: &Path, tag: &str) -> Pki {
     let p = |s: &str| dir.join(format!("{tag}-{s}"));
-    let (ca_key, ca, key, csr, cert, ext) = (
-        p("ca.key"),
-        p("ca.pem"),
-        p("server.key"),
-        p("server.csr"),
-        p("server.pem"),
-        p("ext.cnf"),
-    );
+    let (ca_key, ca) = (p("ca.key"), p("ca.pem"));
     let s = |p: &PathBuf| p.to_str().unwrap().to_string();
     let ec = [
         "-newkey",
@@ -81,16 +74,47 @@ pub fn make_pki(dir: &Path, tag: &str) -> Pki {
         "keyUsage=critical,keyCertSign",
     ]);
     openssl(dir, &a);
-    let (key_s, csr_s, cert_s, ext_s) = (s(&key), s(&csr), s(&cert), s(&ext));
-    let mut a = vec!["req"];
-    a.extend(ec);
-    a.extend(["-keyout", &key_s, "-out", &csr_s, "-subj", "/CN=127.0.0.1"]);
-    openssl(dir, &a);
-    std::fs::write(
-        &ext,
+    let (cert, key) = issue_cert(
+        dir,
+        tag,
+        "server",
         "subjectAltName=IP:127.0.0.1,IP:198.18.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
+    );
+    Pki { ca, cert, key }
+}
+
+/// A certificate (`{tag}-{name}.pem`) and its key (mode 0600), signed by `make_pki`'s CA
+/// `tag` in `dir`, with the X.509v3 extensions `ext` (openssl's extfile syntax).
+pub fn issue_cert(dir: &Path, tag: &str, name: &str, ext: &str) -> (PathBuf, PathBuf) {
+    let p = |s: &str| dir.join(format!("{tag}-{s}"));
+    let (ca_key, ca) = (p("ca.key"), p("ca.pem"));
+    let (key, csr, cert, extfile) = (
+        p(&format!("{name}.key")),
+        p(&format!("{name}.csr")),
+        p(&format!("{name}.pem")),
+        p(&format!("{name}-ext.cnf")),
+    );
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (key_s, csr_s, cert_s, ext_s) = (s(&key), s(&csr), s(&cert), s(&extfile));
+    let subj = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key_s,
+            "-out",
+            &csr_s,
+            "-subj",
+            &subj,
+        ],
+    );
+    std::fs::write(&extfile, ext).unwrap();
     openssl(
         dir,
         &[
@@ -99,9 +123,9 @@ pub fn make_pki(dir: &Path, tag: &str) -> Pki {
             "-in",
             &csr_s,
             "-CA",
-            &ca_s,
+            &s(&ca),
             "-CAkey",
-            &ca_key_s,
+            &s(&ca_key),
             "-CAcreateserial",
             "-out",
             &cert_s,
@@ -113,7 +137,7 @@ pub fn make_pki(dir: &Path, tag: &str) -> Pki {
     );
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    Pki { ca, cert, key }
+    (cert, key)
 }
 
 /// What a KE session gave.

@@ -56,6 +56,14 @@ impl Host {
             views.join(", "),
             etcd.endpoints_toml()
         );
+        if let Some(t) = &etcd.tls {
+            text += &format!(
+                "ca_file = \"{}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+                t.ca.display(),
+                t.client_cert.display(),
+                t.client_key.display()
+            );
+        }
         let cfg = dir.join("serve.toml");
         std::fs::write(&cfg, text).unwrap();
         Host {
@@ -388,6 +396,46 @@ fn known_clients_are_answered_through_an_etcd_outage_and_new_ones_wait_for_it() 
     }
     assert_eq!(s["moves_followed"], 0);
     assert_eq!(s["moves_recorded"], 0);
+}
+
+#[test]
+fn a_cluster_over_tls_with_client_certificates() {
+    let dir = tempdir("cluster-tls");
+    let etcd = EtcdCluster::start_tls(&dir, 1);
+    let mut a = Host::new("cluster-tls", "a", &etcd, &OFFSETS);
+    a.start();
+    let hist = History::default();
+    let (v, _) = hist.until_answered(a.addr(), client(7));
+    let listed = etcd.etcdctl(&["get", "--prefix", "/ntp-offset/v1/groups/vms/clients/"]);
+    let view = OFFSETS.iter().find(|(_, o)| *o == v).unwrap().0;
+    assert!(
+        listed.contains(&format!("/clients/{}\n{view} ", client(7))),
+        "{listed}"
+    );
+    // Without a client certificate etcd refuses the host: it says so, and new clients wait.
+    let b = Host::new("cluster-tls", "b", &etcd, &OFFSETS);
+    let text = std::fs::read_to_string(&b.cfg).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("certificate") && !l.starts_with("private_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&b.cfg, text).unwrap();
+    let mut b = b;
+    b.start();
+    b.wait_status("refused by etcd", |s| s["available"] == false);
+    assert_eq!(
+        hist.ask(b.addr(), client(8)),
+        None,
+        "answered without a record"
+    );
+    let log = b
+        .server
+        .as_mut()
+        .unwrap()
+        .wait_for_log("etcd is out of reach", NOTICE_TIMEOUT);
+    println!("without a client certificate: {log}");
+    hist.check_one_view_each();
 }
 
 #[test]
