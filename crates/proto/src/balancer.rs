@@ -361,20 +361,25 @@ impl Balancer {
             &[]
         };
         let view = self.emptiest(client, among);
+        self.insert_new(client, view, now, None);
+        (view, Reason::Balanced)
+    }
+
+    /// Records a client new to the table, active now, and counts it.
+    fn insert_new(&mut self, client: IpAddr, view: ViewId, now: u64, moving: Option<Moving>) {
         self.clients.insert(
             client,
             Assignment {
                 view,
                 first_seen: now,
                 last_seen: now,
-                moving: None,
+                moving,
             },
         );
         let load = self.counts.entry(view).or_default();
         load.total += 1;
         load.active += 1;
         self.counters.assigned += 1;
-        (view, Reason::Balanced)
     }
 
     /// The member a new client would get now ([`Self::assign_among`]'s choice), without
@@ -407,19 +412,7 @@ impl Balancer {
             return false;
         }
         self.now_s = self.now_s.max(now);
-        self.clients.insert(
-            client,
-            Assignment {
-                view,
-                first_seen: now,
-                last_seen: now,
-                moving: None,
-            },
-        );
-        let load = self.counts.entry(view).or_default();
-        load.total += 1;
-        load.active += 1;
-        self.counters.assigned += 1;
+        self.insert_new(client, view, now, None);
         true
     }
 
@@ -456,18 +449,7 @@ impl Balancer {
             return None;
         }
         self.now_s = self.now_s.max(now);
-        self.clients.insert(
-            client,
-            Assignment {
-                first_seen: now,
-                last_seen: now,
-                ..like
-            },
-        );
-        let load = self.counts.entry(like.view).or_default();
-        load.total += 1;
-        load.active += 1;
-        self.counters.assigned += 1;
+        self.insert_new(client, like.view, now, like.moving);
         Some((like.view, Reason::Balanced))
     }
 
