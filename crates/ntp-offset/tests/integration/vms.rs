@@ -15,8 +15,11 @@ const VIEWS: [(&str, i64); 3] = [("s0", 0), ("s3", 3), ("s6", 6)];
 const FAKE_VM: &str = include_str!("data/fake_vm.py");
 const ASK_FROM: &str = include_str!("data/ask_from.py");
 /// How long the VMs run: the test's waits (60 s to be mapped, 360 s for the move, 140 s for
-/// the walk) and room; they stop by themselves.
-const VM_SECONDS: u64 = 640;
+/// the walk, up to WALKS_END_WITHIN for any later walk) and room; they stop by themselves.
+const VM_SECONDS: u64 = 900;
+/// A walk of the largest distance (6 s at 50,000 ppm: 120 s), begun at the optimizer's next
+/// look (a minute), and room.
+const WALKS_END_WITHIN: u64 = 240;
 /// The server's web listener, in the namespace.
 const WEB: &str = "198.18.7.1:9123";
 
@@ -229,6 +232,26 @@ fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
             );
         }
     }
+    // The optimizer looks again every minute and may walk a VM once more (on a loaded
+    // machine the profiles are noisy): the second address's check needs h2 settled, so wait
+    // for every walk to end, then for a poll of h2's after it.
+    wait_for(
+        "every walk to end",
+        Duration::from_secs(WALKS_END_WITHIN),
+        || {
+            let c = clients(&dir);
+            c.as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["walk_left_s"].is_null())
+        },
+    );
+    let settled = offsets(&vms[1]).len();
+    wait_for(
+        "a poll of h2's after the walks",
+        Duration::from_secs(15),
+        || offsets(&vms[1]).len() > settled,
+    );
     a_second_address_gets_its_vms_view(&lan, &dir, last(&offsets(&vms[1])));
     assert!(
         started.elapsed() < Duration::from_secs(VM_SECONDS),
