@@ -495,11 +495,14 @@ impl Balancer {
         if a.view == to {
             return;
         }
-        // Where the walk starts: the offset served now (a departed view's clients carry it
-        // from `remap`).
-        let walk_from = self
-            .served_offset(&a, self.now_s)
-            .or(a.moving.map(|m| m.from));
+        // The walk starts at the next whole second: the caller's `now_s` is the current one,
+        // so the move is made within it, and a walk dated `now_s` would already be under way
+        // when the client first gets it (at `move_ramp = 0`, a step of up to the rate times
+        // a second). From the offset served then (a departed view's clients carry theirs
+        // from `remap`); a client redirected mid-walk gets that second's offset early, at most
+        // its walk's rate times a second.
+        let start = self.now_s + 1;
+        let walk_from = self.served_offset(&a, start).or(a.moving.map(|m| m.from));
         let active = u64::from(self.is_active(&a));
         let from = self.counts.entry(a.view).or_default();
         from.total -= 1;
@@ -510,7 +513,7 @@ impl Balancer {
         let moving = match (self.moves, walk_from) {
             (Moves::Smear(_), Some(from)) => Some(Moving {
                 from,
-                since_s: self.now_s,
+                since_s: start,
             }),
             _ => None,
         };
@@ -534,13 +537,13 @@ impl Balancer {
             .clients
             .iter()
             .filter(|(_, a)| map(a.view).is_none())
-            .filter_map(|(c, a)| Some((*c, self.served_offset(a, self.now_s)?)))
+            .filter_map(|(c, a)| Some((*c, self.served_offset(a, self.now_s + 1)?)))
             .collect();
         for (c, from) in departing {
             if let Some(a) = self.clients.get_mut(&c) {
                 a.moving = Some(Moving {
                     from,
-                    since_s: self.now_s,
+                    since_s: self.now_s + 1,
                 });
             }
         }

@@ -269,14 +269,42 @@ fn a_smeared_move_walks_from_the_served_offset_and_settles() {
     assert_eq!(again.served(client(1)).unwrap().1, Some(walk));
     assert_eq!(
         b.next_walk_end_s(),
-        Some(2000 + d as u64),
+        Some(2001 + d as u64),
         "settle knows when to look"
     );
-    assert_eq!(b.settle(2000 + d as u64 - 1), 0);
-    assert_eq!(b.settle(2000 + d as u64 + 1), 1);
+    assert_eq!(b.settle(2001 + d as u64 - 1), 0);
+    assert_eq!(b.settle(2001 + d as u64 + 1), 1);
     assert_eq!(b.served(client(1)).unwrap(), (to, None));
     assert_eq!(b.next_walk_end_s(), None);
     assert!(!b.to_table(name).contains(" from="));
+}
+
+/// The move is made some time within the caller's second: whenever that is, the client is
+/// served no other offset just after it than just before (at `move_ramp = 0` too, where a walk
+/// dated back to the start of the second would have leapt by the rate times the fraction).
+#[test]
+fn a_walk_starts_after_the_move_not_before_it() {
+    let sharp = Pace {
+        rate_ppm: 50_000.0,
+        ramp_s: 0.0,
+    };
+    for fraction in [0.0, 0.25, 0.5, 0.999] {
+        let mut b = Balancer::new(&members(4), KEY, 1000);
+        b.set_moves(Moves::Smear(sharp));
+        let (v, _) = b.assign(client(1), 1000);
+        let moment = Time::from_unix_nanos(2000 * 1_000_000_000 + (fraction * 1e9) as i64);
+        let before = b.served_offset_at(client(1), moment).unwrap();
+        assert_eq!(before, Offset::from_secs(15 * i64::from(v.0)));
+        assert!(b.move_to(client(1), ViewId((v.0 + 1) % 4), 2000));
+        assert_eq!(
+            b.served_offset_at(client(1), moment),
+            Some(before),
+            "at {fraction}"
+        );
+        // Then it walks at the rate: 50 ms in the second after the start.
+        let later = b.served_offset_at(client(1), secs(2002)).unwrap();
+        assert_eq!((later.nanos() - before.nanos()).abs(), 50_000_000);
+    }
 }
 
 #[test]
@@ -301,7 +329,7 @@ fn removing_a_view_walks_its_clients_from_where_they_were() {
         let walk = walk.expect("walking");
         assert_eq!(walk.from, Offset::from_secs(45));
         assert_eq!(walk.to, Offset::from_secs(15 * i64::from(view.0)));
-        assert_eq!(walk.start, secs(100));
+        assert_eq!(walk.start, secs(101));
     }
     // With steps, nobody walks.
     let mut s = Balancer::new(&members(4), KEY, 1000);
@@ -414,8 +442,9 @@ fn following_a_move_walks_from_where_the_client_is() {
     assert!(b.follow(client(1), ViewId(2), 1_000));
     let w = b.walk(b.get(client(1)).unwrap()).unwrap();
     assert_eq!(w.from, Offset::ZERO);
-    // Mid-walk, elsewhere moved it again: it walks on from where it was.
-    let mid = w.offset_at(secs(1_100));
+    // Mid-walk, elsewhere moved it again: it walks on from where it is when the new walk
+    // starts (the next second).
+    let mid = w.offset_at(secs(1_101));
     assert!(
         !b.move_to(client(1), ViewId(1), 1_100),
         "walking: the optimizer leaves it"

@@ -35,7 +35,6 @@ pub fn served_offset(runtime: &Runtime, client: IpAddr, now: Time) -> Option<Off
 /// One look for moves in every balanced group placed by load whose moves walk, and whose
 /// `optimize_every` has passed since its last look (`last`, by group name).
 pub fn optimize(runtime: &Runtime, vms: &Vms, now: Time, last: &mut HashMap<String, Instant>) {
-    let now_s = u64::try_from(now.unix_secs_nanos().0).unwrap_or(0);
     for (_, b) in balanced_groups(&runtime.views) {
         let (true, Moves::Smear(pace)) = (b.by_load, b.moves) else {
             continue;
@@ -85,6 +84,9 @@ pub fn optimize(runtime: &Runtime, vms: &Vms, now: Time, last: &mut HashMap<Stri
             continue;
         }
         let mut bal = g.balancer.write().unwrap_or_else(|p| p.into_inner());
+        // The second the moves are made in, not the look's (which may have taken a while):
+        // a walk starts at the next one.
+        let now_s = super::unix_seconds();
         let view_name = |v: ViewId| runtime.views.view(v).name.clone();
         for m in &plan.moves {
             // Every address of the VM walks alike.
@@ -101,8 +103,7 @@ pub fn optimize(runtime: &Runtime, vms: &Vms, now: Time, last: &mut HashMap<Stri
 /// A VM's addresses share one view. One placed before the host could tell its VM (by
 /// count, while its VM's other address had another view) walks to the view of the VM's
 /// address seen first. Called every few seconds, after the watcher's discovery.
-pub fn reconcile(runtime: &Runtime, vms: &Vms, now: Time) {
-    let now_s = u64::try_from(now.unix_secs_nanos().0).unwrap_or(0);
+pub fn reconcile(runtime: &Runtime, vms: &Vms) {
     let rows = vms.rows();
     for (_, b) in balanced_groups(&runtime.views).filter(|(_, b)| b.by_load) {
         let Some(g) = runtime.groups.iter().find(|g| g.name == b.name) else {
@@ -127,6 +128,7 @@ pub fn reconcile(runtime: &Runtime, vms: &Vms, now: Time) {
                 continue;
             }
             let mut bal = g.balancer.write().unwrap_or_else(|p| p.into_inner());
+            let now_s = super::unix_seconds();
             let mut moved = false;
             for a in &strays {
                 if bal.move_to(*a, view, now_s) {

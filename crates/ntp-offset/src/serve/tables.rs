@@ -188,6 +188,8 @@ fn sync_with_cluster(runtime: &super::Runtime, cluster: &Cluster, now_s: u64, fu
             continue;
         }
         let mut bal = g.balancer.write().unwrap_or_else(|p| p.into_inner());
+        // The second the moves are made in (a walk starts at the next one).
+        let now_s = super::unix_seconds();
         let mut moved = 0;
         for (client, view) in follow {
             match member_id(&runtime.views, spread, &view) {
@@ -283,7 +285,7 @@ impl State {
         super::placement::optimize(&runtime, &shared.vms, t, &mut self.optimized);
         if shared.vms.watching() && now.duration_since(self.reconciled) >= RECONCILE_EVERY {
             self.reconciled = now;
-            super::placement::reconcile(&runtime, &shared.vms, t);
+            super::placement::reconcile(&runtime, &shared.vms);
         }
         if now.duration_since(self.last_forget) >= FORGET_EVERY {
             self.last_forget = now;
