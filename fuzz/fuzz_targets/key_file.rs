@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use ntp_offset_proto::nts::cookie::MasterKeys;
 use ntp_offset_proto::nts::shared_keys::SharedSecret;
-use ntp_offset_proto::nts::{Entropy, SessionKeys};
+use ntp_offset_proto::nts::{Aead, Entropy, SessionKeys};
 use ntp_offset_proto::symmetric::{parse_key_file, MAX_DIGEST_LEN};
 use ntp_offset_proto::tick_auth::KeyRing;
 
@@ -33,11 +33,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let keys = secret.master_keys(1_800_000_000, 86_400);
-        let session = SessionKeys {
-            c2s: [1; 32],
-            s2c: [2; 32],
-        };
-        assert_eq!(keys.open(&keys.seal(&session, &mut Zeros)), Ok(session));
+        for aead in Aead::ALL {
+            let n = aead.key_len();
+            let session = SessionKeys::new(aead, &[1; 32][..n], &[2; 32][..n]).unwrap();
+            let cookie = keys.seal(&session, &mut Zeros);
+            assert_eq!(keys.open(cookie.as_bytes()), Ok(session));
+        }
     }
     if let Ok(keys) = parse_key_file(text, true) {
         let mut last = 0;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use libfuzzer_sys::fuzz_target;
 use ntp_offset_proto::nts::cookie::MasterKeys;
 use ntp_offset_proto::nts::extension as ef;
-use ntp_offset_proto::nts::{Entropy, SessionKeys};
+use ntp_offset_proto::nts::{Aead, Entropy, SessionKeys};
 use ntp_offset_proto::packet::{Header, LeapIndicator};
 use ntp_offset_proto::responder::{
     decide, Authenticated, Credentials, Decision, Request, Unmatched,
@@ -30,19 +30,21 @@ impl Entropy for Counter {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // data: [placeholders, cut, then (position, xor) pairs, then bytes to append after 0xff].
+    // data: [placeholders and AEAD, cut, then (position, xor) pairs, then bytes to append
+    // after 0xff].
     let (head, rest) = data.split_at(data.len().min(2));
     let placeholders = usize::from(head.first().copied().unwrap_or(0) % 4);
+    let aead = Aead::ALL[usize::from(head.first().copied().unwrap_or(0) / 4 % 2)];
     let cut = usize::from(head.get(1).copied().unwrap_or(0) % 16) * 4;
     let master = MasterKeys::generate(1_767_225_600, &mut Counter(0));
-    let keys = SessionKeys {
-        c2s: [3; 32],
-        s2c: [4; 32],
-    };
+    let n = aead.key_len();
+    let keys = SessionKeys::new(aead, &[3; 32][..n], &[4; 32][..n]).expect("the AEAD's lengths");
     let cookie = master.seal(&keys, &mut Counter(50));
+    let nonce = &[5; 16][..aead.nonce_len()];
     let header = Header::client_request(4, NtpTimestamp::from_bits(0xe9a0_1234_5678_9abc)).encode();
     let uid = [9u8; 32];
-    let mut packet = ef::client_request(&header, &uid, &cookie, placeholders, &keys.c2s, &[5; 16]);
+    let mut packet =
+        ef::client_request(&header, &uid, cookie.as_bytes(), placeholders, &keys, nonce);
     let (edits, tail) = match rest.iter().position(|&b| b == 0xff) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
@@ -98,8 +100,7 @@ fuzz_target!(|data: &[u8]| {
             packet.len()
         );
         if r.authenticated == Authenticated::Nts {
-            let cookies =
-                ef::read_response(&answer, &uid, &keys.s2c).expect("the client accepts it");
+            let cookies = ef::read_response(&answer, &uid, &keys).expect("the client accepts it");
             assert!(!cookies.is_empty());
             for c in cookies {
                 assert_eq!(master.open(&c), Ok(keys.clone()));

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use ntp_offset_proto::nts::extension as nts_ef;
+use ntp_offset_proto::nts::Aead;
 use ntp_offset_proto::packet::{Header, Mode, HEADER_LEN};
 use ntp_offset_proto::symmetric::{self, Key, KeyType, MAX_DIGEST_LEN};
 use ntp_offset_proto::time::NtpTimestamp;
 use ntp_offset_sys::batch::{enable_rx_timestamps, RecvBatch, SendBatch};
 use ntp_offset_sys::clock::{monotonic_ns, realtime_ns};
-use ntp_offset_testkit::nts::{key_exchange, NtsSession};
+use ntp_offset_testkit::nts::{key_exchange_offering, NtsSession};
 
 #[derive(Parser)]
 #[command(about = "Bounded NTP load generator (loopback or test namespaces only)")]
@@ -60,6 +61,18 @@ struct Args {
     /// The CA certificate (PEM) that signed the NTS-KE server's certificate.
     #[arg(long)]
     nts_ca: Option<std::path::PathBuf>,
+    /// The AEAD algorithm to offer in NTS-KE, by its IANA number: 15 (AES-SIV-CMAC-256, what
+    /// every NTS server has: the default, so chrony 4.3 compares alike) or 30
+    /// (AES-128-GCM-SIV).
+    #[arg(long, default_value_t = 15, value_parser = parse_aead)]
+    nts_aead: u16,
+}
+
+fn parse_aead(s: &str) -> Result<u16, String> {
+    let id: u16 = s.parse().map_err(|e| format!("{e}"))?;
+    Aead::from_id(id).map(Aead::id).ok_or_else(|| {
+        format!("{id}: the AEADs are 15 (AES-SIV-CMAC-256) and 30 (AES-128-GCM-SIV)")
+    })
 }
 
 fn parse_key(s: &str) -> Result<Key, String> {
@@ -97,7 +110,9 @@ fn main() {
     let mut sources = open_sources(&args);
     let nts: Option<NtsSession> = args.nts_ke.map(|ke| {
         let ca = args.nts_ca.as_deref().expect("clap requires --nts-ca");
-        key_exchange(ke, ca).unwrap_or_else(|e| panic!("NTS-KE with {ke}: {e}"))
+        let aead = Aead::from_id(args.nts_aead).expect("checked by clap");
+        key_exchange_offering(ke, ca, &[aead], true)
+            .unwrap_or_else(|e| panic!("NTS-KE with {ke}: {e}"))
     });
     let mut out = SendBatch::new(32, 1024);
     let mut rx = RecvBatch::new(32, 1024);
@@ -277,8 +292,8 @@ fn push_request(out: &mut SendBatch, args: &Args, nts: Option<&NtsSession>, cook
                 &uid_of(cookie),
                 &session.cookies[0],
                 0,
-                &session.c2s,
-                &[0x5a; 16],
+                &session.keys,
+                &[0x5a; 16][..session.keys.aead().nonce_len()],
             );
             out.push(packet.len(), args.server)
                 .unwrap()
@@ -304,7 +319,7 @@ fn signed(reply: &[u8], args: &Args, nts: Option<&NtsSession>) -> bool {
     match (&args.key, nts) {
         (None, Some(session)) => Header::parse(reply).is_ok_and(|h| {
             let uid = uid_of(h.origin_timestamp.to_bits());
-            nts_ef::read_response(reply, &uid, &session.s2c).is_ok_and(|c| c.len() == 1)
+            nts_ef::read_response(reply, &uid, &session.keys).is_ok_and(|c| c.len() == 1)
         }),
         (None, None) => reply.len() == HEADER_LEN,
         (Some(key), _) => symmetric::find_mac(reply)

@@ -11,9 +11,9 @@
 use core::net::{IpAddr, SocketAddr};
 
 use crate::interleaved::{self, TransmitLog};
-use crate::nts::cookie::{MasterKeys, COOKIE_LEN};
+use crate::nts::cookie::{Cookie, MasterKeys};
 use crate::nts::extension::{self as nts_ef, NtsRequest};
-use crate::nts::{self, Entropy, SessionKeys, NONCE_LEN};
+use crate::nts::{self, Aead, Entropy, SessionKeys, NONCE_LEN};
 use crate::packet::{
     set_transmit_timestamp, Header, LeapIndicator, Mode, HEADER_LEN, UNSYNCHRONIZED_STRATUM,
 };
@@ -241,17 +241,18 @@ impl Response {
             }
             Trailer::Nts(reply) => {
                 let master = creds.nts.expect("decide opened the cookie with these keys");
-                let mut cookies = [[0u8; COOKIE_LEN]; MAX_COOKIES];
+                let mut cookies = [Cookie::EMPTY; MAX_COOKIES];
                 for c in &mut cookies[..reply.cookies] {
                     *c = master.seal(&reply.keys, rng);
                 }
                 let mut nonce = [0u8; NONCE_LEN];
-                rng.fill(&mut nonce);
+                let nonce = &mut nonce[..reply.keys.aead().nonce_len()];
+                rng.fill(nonce);
                 nts_ef::write_response(
                     out,
                     &reply.unique_id,
-                    &reply.keys.s2c,
-                    &nonce,
+                    &reply.keys,
+                    nonce,
                     &cookies[..reply.cookies],
                 );
             }
@@ -284,8 +285,10 @@ impl Response {
     }
 }
 
-/// The most cookies one answer carries: as many as fit in the largest request.
-const MAX_COOKIES: usize = (MAX_REQUEST_LEN - HEADER_LEN) / nts_ef::COOKIE_FIELD_LEN;
+/// The most cookies one answer carries: as many of the shortest as fit in the largest
+/// request.
+const MAX_COOKIES: usize =
+    (MAX_REQUEST_LEN - HEADER_LEN) / nts_ef::cookie_field_len(Aead::Aes128GcmSiv);
 
 /// What NTS fields make of a request: a trailer and its length, how it was authenticated, or
 /// why it is dropped.
@@ -309,11 +312,12 @@ fn nts_trailer(
     let mut buf = [0u8; MAX_REQUEST_LEN];
     let ct = &mut buf[..nts.ciphertext.len()];
     ct.copy_from_slice(nts.ciphertext);
-    if !nts::open(&keys.c2s, nts.aad, nts.nonce, ct) {
+    if !nts::open(keys.aead(), keys.c2s(), nts.aad, nts.nonce, ct) {
         return Err(DropReason::BadNts);
     }
-    let cookies = nts_ef::cookies_for(nts, packet_len).min(MAX_COOKIES);
-    let len = nts_ef::response_len(nts.unique_id.len(), cookies) - HEADER_LEN;
+    let aead = keys.aead();
+    let cookies = nts_ef::cookies_for(nts, packet_len, aead).min(MAX_COOKIES);
+    let len = nts_ef::response_len(aead, nts.unique_id.len(), cookies) - HEADER_LEN;
     let reply = NtsReply {
         unique_id: nts.unique_id.into(),
         keys,

@@ -101,6 +101,13 @@ pub fn peer(name: &str) -> PathBuf {
                 return p;
             }
         }
+        // Debian 13's chrony (AES-128-GCM-SIV), run through its own loader.
+        "chronyd-4.6" | "chronyc-4.6" => {
+            let p = peers.join("chrony-4.6").join(name.trim_end_matches("-4.6"));
+            if p.exists() {
+                return p;
+            }
+        }
         _ => {}
     }
     let found = Command::new("sh")
@@ -364,17 +371,32 @@ pub fn chrony_query(
     directives: &[String],
     timeout_s: u32,
 ) -> Result<f64, String> {
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let chronyd = peer("chronyd");
+    chrony_query_with(
+        &chronyd, prefix, server, port, options, directives, timeout_s,
+    )
+}
+
+/// [`chrony_query`] with this chronyd (e.g. `peer("chronyd-4.6")`).
+pub fn chrony_query_with(
+    chronyd: &Path,
+    prefix: &[&str],
+    server: &str,
+    port: u16,
+    options: &str,
+    directives: &[String],
+    timeout_s: u32,
+) -> Result<f64, String> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = tempdir(&format!("chrony-{server}-{port}-{run}"));
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg(&chronyd);
+            c.args(rest).arg(chronyd);
             c
         }
-        None => Command::new(&chronyd),
+        None => Command::new(chronyd),
     };
     cmd.args(["-Q", "-u", "root", "-t", &timeout_s.to_string()])
         .arg(format!("server {server} port {port} iburst {options}"))

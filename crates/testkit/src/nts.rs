@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ntp_offset_proto::nts::extension as ef;
 use ntp_offset_proto::nts::ke;
-use ntp_offset_proto::nts::{Aead, KEY_LEN, NONCE_LEN};
+use ntp_offset_proto::nts::{Aead, SessionKeys, NONCE_LEN};
 use ntp_offset_proto::packet::{Header, HEADER_LEN};
 use ntp_offset_proto::time::NtpTimestamp;
 use rustls::pki_types::pem::PemObject;
@@ -143,15 +143,27 @@ pub fn issue_cert(dir: &Path, tag: &str, name: &str, ext: &str) -> (PathBuf, Pat
 /// What a KE session gave.
 #[derive(Clone, Debug)]
 pub struct NtsSession {
-    pub c2s: [u8; KEY_LEN],
-    pub s2c: [u8; KEY_LEN],
+    pub keys: SessionKeys,
     pub cookies: Vec<Vec<u8>>,
     pub server: Option<String>,
     pub port: Option<u16>,
 }
 
-/// Key establishment with the server at `addr`, trusting only the CA in `ca`.
+/// Key establishment with the server at `addr`, trusting only the CA in `ca`, offering
+/// AES-128-GCM-SIV then AES-SIV-CMAC-256 and asking for RFC 8915's exporter context (as
+/// chrony clients that know of its exporter bug do).
 pub fn key_exchange(addr: SocketAddr, ca: &Path) -> Result<NtsSession, String> {
+    key_exchange_offering(addr, ca, &[Aead::Aes128GcmSiv, Aead::AesSivCmac256], true)
+}
+
+/// The same, offering `aeads` in this order of preference, with or without chrony's
+/// Compliant AES-128-GCM-SIV Exporter Context record.
+pub fn key_exchange_offering(
+    addr: SocketAddr,
+    ca: &Path,
+    aeads: &[Aead],
+    compliant_128gcm: bool,
+) -> Result<NtsSession, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
         roots
@@ -171,7 +183,8 @@ pub fn key_exchange(addr: SocketAddr, ca: &Path) -> Result<NtsSession, String> {
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(&ke::client_request(&[Aead::AesSivCmac256.id()]))
+    let offer: Vec<u16> = aeads.iter().map(|a| a.id()).collect();
+    tls.write_all(&ke::client_request_with(&offer, compliant_128gcm))
         .map_err(|e| format!("KE request: {e}"))?;
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
@@ -195,19 +208,23 @@ pub fn key_exchange(addr: SocketAddr, ca: &Path) -> Result<NtsSession, String> {
         .aead
         .and_then(Aead::from_id)
         .ok_or("no AEAD in the KE answer")?;
-    let mut keys = [[0u8; KEY_LEN]; 2];
-    for (k, s2c) in keys.iter_mut().zip([false, true]) {
+    // The compliant context only when both asked for it.
+    let session = ke::Session {
+        aead,
+        compliant_128gcm: compliant_128gcm && r.compliant_128gcm,
+    };
+    let keys = SessionKeys::export(aead, |out, s2c| {
         tls.conn
             .export_keying_material(
-                &mut k[..],
+                out,
                 ke::EXPORTER_LABEL,
-                Some(&ke::exporter_context(aead, s2c)[..]),
+                Some(&session.exporter_context(s2c)[..]),
             )
-            .map_err(|e| e.to_string())?;
-    }
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
     Ok(NtsSession {
-        c2s: keys[0],
-        s2c: keys[1],
+        keys,
         cookies: r.cookies,
         server: r.server,
         port: r.port,
@@ -220,13 +237,7 @@ impl NtsSession {
     pub fn request(&self, cookie: &[u8], uid: &[u8; 32], transmit: NtpTimestamp) -> Vec<u8> {
         let header: [u8; HEADER_LEN] = Header::client_request(4, transmit).encode();
         let placeholders = 8usize.saturating_sub(self.cookies.len() + 1);
-        ef::client_request(
-            &header,
-            uid,
-            cookie,
-            placeholders,
-            &self.c2s,
-            &[0x5a; NONCE_LEN],
-        )
+        let nonce = &[0x5a; NONCE_LEN][..self.keys.aead().nonce_len()];
+        ef::client_request(&header, uid, cookie, placeholders, &self.keys, nonce)
     }
 }

@@ -235,9 +235,20 @@ fn views(out: &mut String, views: &[ViewStatus]) {
 }
 
 fn nts(out: &mut String, n: &NtsStatus) {
+    let by_aead: Vec<String> = n
+        .ke_sessions_by_aead
+        .iter()
+        .filter(|(_, c)| **c > 0)
+        .map(|(a, c)| format!("{c} {}", a.trim_start_matches("AEAD_")))
+        .collect();
+    let by_aead = if by_aead.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", by_aead.join(", "))
+    };
     let _ = writeln!(
         out,
-        "NTS-KE          : {}; {} sessions, {} refused, {} failed, {} timed out, {} busy, {} now",
+        "NTS-KE          : {}; {} sessions{by_aead}, {} refused, {} failed, {} timed out, {} busy, {} now",
         n.ke_listen.join(", "),
         n.ke_sessions,
         n.ke_refused,

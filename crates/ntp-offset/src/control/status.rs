@@ -128,6 +128,9 @@ pub struct NtsStatus {
     pub ke_listen: Vec<String>,
     /// KE sessions that ended with cookies.
     pub ke_sessions: u64,
+    /// The same by the AEAD negotiated (its IANA name, e.g. AEAD_AES_128_GCM_SIV).
+    #[serde(default)]
+    pub ke_sessions_by_aead: std::collections::BTreeMap<String, u64>,
     /// KE requests answered with an error record (or no protocol in common).
     pub ke_refused: u64,
     /// Handshakes and sessions that failed: TLS errors, no ALPN, clients that closed early.

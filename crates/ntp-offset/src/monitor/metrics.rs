@@ -165,6 +165,8 @@ fn serve(f: &mut Families, s: &ServeStatus) {
         let outcomes = [("cookies", n.ke_sessions), ("refused", n.ke_refused), ("failed", n.ke_failed), ("timeout", n.ke_timeouts), ("busy", n.ke_busy)];
         let rows = outcomes.iter().map(|(o, c)| (o.to_string(), *c as f64)).collect();
         f.labelled(Counter, "nts_ke_sessions_total", "NTS-KE connections, by outcome: cookies given, refused with an error record, failed (TLS, ALPN, closed early), timed out, or closed at once while max_connections were busy.", "outcome", rows);
+        let rows = n.ke_sessions_by_aead.iter().map(|(a, c)| (a.clone(), *c as f64)).collect();
+        f.labelled(Counter, "nts_ke_cookie_sessions_total", "NTS-KE sessions that gave cookies, by the AEAD algorithm negotiated (AEAD_AES_128_GCM_SIV: chrony 4.4 and later; AEAD_AES_SIV_CMAC_256: older clients).", "aead", rows);
         f.scalars(&[
             (Gauge, "nts_ke_active_sessions", "NTS-KE sessions running now.", count(n.ke_active)),
             (Gauge, "nts_master_key_age_seconds", "Age of the current NTS cookie master key.", count(n.master_key_age_s)),

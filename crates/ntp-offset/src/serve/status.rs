@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use ntp_offset_proto::nts::Aead;
 use ntp_offset_proto::packet::LeapIndicator;
 use ntp_offset_proto::time::Time;
 use ntp_offset_proto::view::{Target, ViewTable};
@@ -41,6 +42,11 @@ impl ServeSource {
                 .map(|a| a.to_string())
                 .collect(),
             ke_sessions: n(&ke.sessions),
+            ke_sessions_by_aead: Aead::ALL
+                .iter()
+                .zip(&ke.sessions_by_aead)
+                .map(|(a, c)| (a.name().to_string(), n(c)))
+                .collect(),
             ke_refused: n(&ke.refused),
             ke_failed: n(&ke.tls_errors),
             ke_timeouts: n(&ke.timeouts),

@@ -12,9 +12,10 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::nts::{key_exchange, make_pki, Pki};
+use common::nts::{key_exchange, key_exchange_offering, make_pki, Pki};
 use common::*;
 use ntp_offset_proto::nts::extension as ef;
+use ntp_offset_proto::nts::Aead;
 use ntp_offset_proto::packet::{Header, HEADER_LEN};
 use ntp_offset_proto::time::NtpTimestamp;
 
@@ -224,7 +225,7 @@ fn cookies_survive_a_restart_and_a_tampered_cookie_gets_an_nts_nak() {
     let request = session.request(&session.cookies[0], &uid, tx);
     let answer = ask(&request);
     assert!(answer.len() <= request.len());
-    let fresh = ef::read_response(&answer, &uid, &session.s2c).expect("an authenticated answer");
+    let fresh = ef::read_response(&answer, &uid, &session.keys).expect("an authenticated answer");
     assert_eq!(fresh.len(), 1, "one cookie for the one spent");
     let h = Header::parse(&answer).unwrap();
     assert_eq!((h.stratum, h.origin_timestamp), (10, tx));
@@ -319,7 +320,7 @@ fn servers_with_one_secret_open_each_others_cookies_and_others_nak_them() {
         buf[..n].to_vec()
     };
     let at_b = ask(b.locked, &session.cookies[0]);
-    ef::read_response(&at_b, &uid, &session.s2c).expect("B's authenticated answer to A's cookie");
+    ef::read_response(&at_b, &uid, &session.keys).expect("B's authenticated answer to A's cookie");
     let at_c = ask(c.locked, &session.cookies[1]);
     let h = Header::parse(&at_c).unwrap();
     assert_eq!((h.stratum, &h.reference_id), (0, b"NTSN"), "C: an NTS-NAK");
@@ -607,4 +608,98 @@ fn check_explains_nts_mistakes() {
         !ok && out.contains("nts.key_secret_file") && out.contains("missing.key"),
         "{out}"
     );
+}
+
+/// chrony 4.6 (Debian 13) offers AES-128-GCM-SIV before AES-SIV-CMAC-256 and gets it: half
+/// the keys, 68-byte cookies. Those open after a restart as chrony 4.3's 100-byte ones do,
+/// and `status` counts the sessions by AEAD.
+#[test]
+fn chrony_4_6_gets_aes_128_gcm_siv_and_its_shorter_cookies_open_after_a_restart() {
+    let dir = tempdir("nts-gcm-siv");
+    let pki = make_pki(&dir, "g");
+    let s = setup("nts-gcm-siv-views", &pki, "");
+    let chronyd = peer("chronyd-4.6");
+    let dump = dir.join("chrony-dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    let measure = || {
+        chrony_query_with(
+            &chronyd,
+            &[],
+            "127.0.0.1",
+            s.locked,
+            &format!("nts ntsport {}", s.ke),
+            &[
+                format!("ntstrustedcerts {}", pki.ca.display()),
+                format!("ntsdumpdir {}", dump.display()),
+            ],
+            15,
+        )
+        .unwrap_or_else(|text| panic!("chrony 4.6 measured nothing:\n{text}"))
+    };
+    {
+        let _server = s.start();
+        assert_near(measure(), 15.0, "chrony 4.6");
+        let nts = &s.status()["serve"]["nts"];
+        assert_eq!(nts["ke_sessions"], 1, "{nts}");
+        assert_eq!(
+            nts["ke_sessions_by_aead"]["AEAD_AES_128_GCM_SIV"], 1,
+            "chrony 4.6 negotiated AES-128-GCM-SIV: {nts}"
+        );
+        let sock = s.dir.join("serve.sock");
+        let (ok, text) = run_cli(&["status", "--socket", sock.to_str().unwrap()]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("1 sessions (1 AES_128_GCM_SIV)"),
+            "status names the AEAD:\n{text}"
+        );
+    }
+    let files: Vec<_> = std::fs::read_dir(&dump).unwrap().collect();
+    assert_eq!(files.len(), 1, "chronyd dumped its cookies");
+    // chronyd's dump: a context line "ID AEAD C2S S2C" (keys in hex), then one cookie a line.
+    let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let context = lines
+        .iter()
+        .find(|w| w.len() == 4 && w[1] == "30")
+        .unwrap_or_else(|| panic!("no AES-128-GCM-SIV context in chronyd's dump:\n{text}"));
+    assert_eq!(
+        (context[2].len(), context[3].len()),
+        (32, 32),
+        "16-byte keys:\n{text}"
+    );
+    let cookies: Vec<usize> = lines
+        .iter()
+        .filter(|w| w.len() == 1 && w[0].len() > 64)
+        .map(|w| w[0].len() / 2)
+        .collect();
+    assert!(
+        !cookies.is_empty() && cookies.iter().all(|&n| n == 68),
+        "68-byte cookies: {cookies:?}\n{text}"
+    );
+
+    let _server = s.start();
+    assert_near(measure(), 15.0, "after the restart");
+    let nts = &s.status()["serve"]["nts"];
+    assert_eq!(
+        nts["ke_sessions"], 0,
+        "chronyd's 68-byte cookies did not open after the restart: {nts}"
+    );
+
+    // A client that asks for RFC 8915's exporter context (chrony's record) and one that does
+    // not (as chrony 4.6 above) both get keys that authenticate the answers.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    for compliant in [true, false] {
+        let aeads = [Aead::Aes128GcmSiv];
+        let session = key_exchange_offering(s.ke_addr(), &pki.ca, &aeads, compliant).unwrap();
+        let uid = [0x42; 32];
+        let tx = NtpTimestamp::from_bits(0xe9a0_0000_0000_0001);
+        let request = session.request(&session.cookies[0], &uid, tx);
+        sock.send_to(&request, ("127.0.0.1", s.locked)).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+        let fresh = ef::read_response(&buf[..n], &uid, &session.keys)
+            .unwrap_or_else(|e| panic!("compliant {compliant}: {e:?}"));
+        assert_eq!(fresh.iter().map(Vec::len).collect::<Vec<_>>(), [68]);
+    }
 }

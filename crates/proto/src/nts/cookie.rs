@@ -1,5 +1,6 @@
 //! Cookies: a session's two keys, sealed with AES-SIV under one of the server's master keys,
-//! so the server keeps nothing per client. The master key rotates; the last [`KEEP`] keys
+//! so the server keeps nothing per client. A cookie's length says its session's AEAD: 100
+//! bytes for AES-SIV-CMAC-256's keys, 68 for AES-128-GCM-SIV's. The master key rotates; the last [`KEEP`] keys
 //! still open cookies issued under them, so a client that has been away for up to
 //! `(KEEP - 1)` rotation periods needs no new key establishment. The keys persist as a small
 //! text file (the IO edge writes it), so a restart does not send every client back to KE.
@@ -8,26 +9,59 @@
 
 use core::fmt;
 
-use super::{open, seal, Entropy, SessionKeys, KEY_LEN, NONCE_LEN, TAG_LEN};
+use super::{open, seal, Aead, Entropy, SessionKeys, KEY_LEN, TAG_LEN};
 
 /// A cookie's parts.
 pub mod field {
-    use core::ops::Range;
+    use core::ops::{Range, RangeFrom};
     /// Which master key sealed it, big-endian.
     pub const KEY_ID: Range<usize> = 0..4;
     pub const NONCE: Range<usize> = 4..20;
-    /// The SIV, then the client-to-server key, then the server-to-client key, encrypted.
-    pub const SEALED: Range<usize> = 20..100;
+    /// The SIV, then the client-to-server key, then the server-to-client key, encrypted: to
+    /// the cookie's end, whose length says the session's AEAD.
+    pub const SEALED: RangeFrom<usize> = 20..;
 }
 
-/// Every cookie this server makes has this length (a multiple of 4, so it pads nothing).
-pub const COOKIE_LEN: usize = field::SEALED.end;
+/// The master keys' AEAD (whatever the session's): a random 16-byte nonce is safe with it.
+const MASTER_AEAD: Aead = Aead::AesSivCmac256;
+
+/// A cookie's length for a session of `aead`: a multiple of 4, so it pads nothing.
+pub const fn cookie_len(aead: Aead) -> usize {
+    field::SEALED.start + TAG_LEN + 2 * aead.key_len()
+}
+
+/// The longest cookie this server makes (an AES-SIV-CMAC-256 session's).
+pub const MAX_COOKIE_LEN: usize = cookie_len(Aead::AesSivCmac256);
 /// Master keys kept: the current one and the two before it.
 pub const KEEP: usize = 3;
 
+/// One cookie, as sealed (no allocation: answers seal several on the hot path).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    bytes: [u8; MAX_COOKIE_LEN],
+    len: usize,
+}
+
+impl Cookie {
+    pub const EMPTY: Cookie = Cookie {
+        bytes: [0; MAX_COOKIE_LEN],
+        len: 0,
+    };
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl fmt::Debug for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cookie({} bytes)", self.len)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CookieError {
-    /// Not a cookie of this server's length.
+    /// Not a cookie of one of this server's lengths.
     Length,
     /// Sealed with a master key this server no longer (or never) had.
     UnknownKey,
@@ -115,48 +149,58 @@ impl MasterKeys {
     }
 
     /// A cookie for `keys` under the current master key.
-    pub fn seal(&self, keys: &SessionKeys, rng: &mut dyn Entropy) -> [u8; COOKIE_LEN] {
+    pub fn seal(&self, keys: &SessionKeys, rng: &mut dyn Entropy) -> Cookie {
         let master = self.current();
-        let mut cookie = [0u8; COOKIE_LEN];
-        crate::wire::write(&mut cookie, field::KEY_ID, master.id);
-        rng.fill(&mut cookie[field::NONCE]);
-        let (head, sealed) = cookie.split_at_mut(field::SEALED.start);
+        let n = keys.aead().key_len();
+        let len = cookie_len(keys.aead());
+        let mut cookie = Cookie {
+            bytes: [0; MAX_COOKIE_LEN],
+            len,
+        };
+        let bytes = &mut cookie.bytes[..len];
+        crate::wire::write(bytes, field::KEY_ID, master.id);
+        rng.fill(&mut bytes[field::NONCE]);
+        let (head, sealed) = bytes.split_at_mut(field::SEALED.start);
         let text = &mut sealed[TAG_LEN..];
-        text[..KEY_LEN].copy_from_slice(&keys.c2s);
-        text[KEY_LEN..].copy_from_slice(&keys.s2c);
-        seal(
+        text[..n].copy_from_slice(keys.c2s());
+        text[n..].copy_from_slice(keys.s2c());
+        let sealed_ok = seal(
+            MASTER_AEAD,
             &master.key,
             &head[field::KEY_ID],
             &head[field::NONCE],
             sealed,
         );
+        debug_assert!(sealed_ok, "a master key and nonce of AES-SIV's lengths");
         cookie
     }
 
     /// The session keys in `cookie`, if this server sealed it under a key it still has.
     pub fn open(&self, cookie: &[u8]) -> Result<SessionKeys, CookieError> {
-        let cookie: &[u8; COOKIE_LEN] = cookie.try_into().map_err(|_| CookieError::Length)?;
+        let aead = Aead::ALL
+            .into_iter()
+            .find(|a| cookie_len(*a) == cookie.len())
+            .ok_or(CookieError::Length)?;
         let id: u32 = crate::wire::read(cookie, field::KEY_ID);
         let master = self
             .keys
             .iter()
             .find(|k| k.id == id)
             .ok_or(CookieError::UnknownKey)?;
-        let mut sealed = [0u8; COOKIE_LEN - field::SEALED.start];
+        let mut sealed = [0u8; MAX_COOKIE_LEN];
+        let sealed = &mut sealed[..cookie.len() - field::SEALED.start];
         sealed.copy_from_slice(&cookie[field::SEALED]);
         if !open(
+            MASTER_AEAD,
             &master.key,
             &cookie[field::KEY_ID],
             &cookie[field::NONCE],
-            &mut sealed,
+            sealed,
         ) {
             return Err(CookieError::Forged);
         }
-        let text = &sealed[TAG_LEN..];
-        Ok(SessionKeys {
-            c2s: text[..KEY_LEN].try_into().expect("32 bytes"),
-            s2c: text[KEY_LEN..].try_into().expect("32 bytes"),
-        })
+        let (c2s, s2c) = sealed[TAG_LEN..].split_at(aead.key_len());
+        Ok(SessionKeys::new(aead, c2s, s2c).expect("the cookie's length is the keys'"))
     }
 
     /// The state file's text: a comment, then `ID CREATED HEX` per key, newest first.
@@ -249,6 +293,7 @@ impl fmt::Display for StateError {
     }
 }
 
-/// The nonce length is part of the cookie's layout.
-const _: () = assert!(field::NONCE.end - field::NONCE.start == NONCE_LEN);
-const _: () = assert!(field::SEALED.end - field::SEALED.start == TAG_LEN + 2 * KEY_LEN);
+/// The layout's lengths are the AEADs'.
+const _: () = assert!(field::NONCE.end - field::NONCE.start == super::NONCE_LEN);
+const _: () = assert!(MAX_COOKIE_LEN == field::SEALED.start + TAG_LEN + 2 * KEY_LEN);
+const _: () = assert!(cookie_len(Aead::Aes128GcmSiv) == 68);

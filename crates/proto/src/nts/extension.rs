@@ -11,8 +11,8 @@
 use crate::wire;
 use core::fmt;
 
-use super::cookie::COOKIE_LEN;
-use super::{seal, NONCE_LEN, TAG_LEN};
+use super::cookie::{cookie_len, Cookie, MAX_COOKIE_LEN};
+use super::{seal, Aead, SessionKeys, TAG_LEN};
 use crate::packet::HEADER_LEN;
 
 /// An extension field's parts, from its start.
@@ -142,7 +142,7 @@ pub fn parse_request(packet: &[u8]) -> Result<Option<NtsRequest<'_>>, EfError> {
                 cookie = Some(value);
             }
             // A longer placeholder asks for a cookie this server's answer could not fit.
-            kind::COOKIE_PLACEHOLDER if value.len() <= COOKIE_LEN => placeholders += 1,
+            kind::COOKIE_PLACEHOLDER if value.len() <= MAX_COOKIE_LEN => placeholders += 1,
             kind::AUTHENTICATOR => {
                 let (nonce, ciphertext) = authenticator_parts(value)?;
                 auth = Some((&packet[..at], nonce, ciphertext));
@@ -193,26 +193,33 @@ pub fn unique_id_len(uid_len: usize) -> usize {
     field::VALUE + padded(uid_len)
 }
 
-/// One cookie's field, as the answer's encrypted part holds it.
-pub const COOKIE_FIELD_LEN: usize = field::VALUE + COOKIE_LEN;
-
-/// The answer's length with `cookies` fresh cookies.
-pub fn response_len(uid_len: usize, cookies: usize) -> usize {
-    HEADER_LEN
-        + unique_id_len(uid_len)
-        + field::VALUE
-        + authenticator::NONCE
-        + NONCE_LEN
-        + TAG_LEN
-        + cookies * COOKIE_FIELD_LEN
+/// One cookie's field for a session of `aead`, as the answer's encrypted part holds it.
+pub const fn cookie_field_len(aead: Aead) -> usize {
+    field::VALUE + cookie_len(aead)
 }
 
-/// How many cookies an answer to `request` (of `request_len` bytes) carries: one per cookie
-/// and placeholder sent, but never so many that the answer outgrows the request.
-pub fn cookies_for(request: &NtsRequest<'_>, request_len: usize) -> usize {
+/// The longest cookie field (an AES-SIV-CMAC-256 session's).
+pub const MAX_COOKIE_FIELD_LEN: usize = field::VALUE + MAX_COOKIE_LEN;
+
+/// The authenticator's length for a session of `aead` whose ciphertext is `ct_len` bytes.
+fn authenticator_len(aead: Aead, ct_len: usize) -> usize {
+    field::VALUE + authenticator::NONCE + padded(aead.nonce_len()) + padded(ct_len)
+}
+
+/// The answer's length with `cookies` fresh cookies for a session of `aead`.
+pub fn response_len(aead: Aead, uid_len: usize, cookies: usize) -> usize {
+    HEADER_LEN
+        + unique_id_len(uid_len)
+        + authenticator_len(aead, TAG_LEN + cookies * cookie_field_len(aead))
+}
+
+/// How many cookies an answer to `request` (of `request_len` bytes, in a session of
+/// `aead`) carries: one per cookie and placeholder sent, but never so many that the answer
+/// outgrows the request.
+pub fn cookies_for(request: &NtsRequest<'_>, request_len: usize, aead: Aead) -> usize {
     let uid = request.unique_id.len();
     let mut n = 1 + request.placeholders;
-    while n > 0 && response_len(uid, n) > request_len {
+    while n > 0 && response_len(aead, uid, n) > request_len {
         n -= 1;
     }
     n
@@ -233,43 +240,68 @@ pub fn write_unique_id(out: &mut [u8], uid: &[u8]) -> usize {
     len
 }
 
+/// Writes an authenticator at the start of `out` over `aad` with `keys` (`c2s` or `s2c`
+/// of a session of `aead`) and `nonce`; its plaintext is `fields` (cookie fields, or none).
+/// Returns its length.
+fn write_authenticator(
+    out: &mut [u8],
+    aad: &[u8],
+    aead: Aead,
+    key: &[u8],
+    nonce: &[u8],
+    fields: impl FnOnce(&mut [u8]),
+    text_len: usize,
+) -> usize {
+    let ct_len = TAG_LEN + text_len;
+    let len = authenticator_len(aead, ct_len);
+    put_field_header(out, kind::AUTHENTICATOR, len);
+    let body = &mut out[field::VALUE..len];
+    body.fill(0);
+    wire::write(body, authenticator::NONCE_LEN, nonce.len() as u16);
+    wire::write(body, authenticator::CIPHERTEXT_LEN, ct_len as u16);
+    let ct_at = authenticator::NONCE + padded(nonce.len());
+    body[authenticator::NONCE..authenticator::NONCE + nonce.len()].copy_from_slice(nonce);
+    let ct = &mut body[ct_at..ct_at + ct_len];
+    fields(&mut ct[aead.text(ct_len)]);
+    let sealed = seal(aead, key, aad, nonce, ct);
+    debug_assert!(sealed, "a key and nonce of the AEAD's lengths");
+    len
+}
+
 /// Completes an answer in `out` (exactly [`response_len`] bytes), whose header is already
-/// in place: the Unique Identifier `uid`, then an authenticator under `s2c` with `nonce`
-/// over the header and identifier, holding `cookies` encrypted.
+/// in place: the Unique Identifier `uid`, then an authenticator under `keys`' server-to-client
+/// key with `nonce` (the AEAD's nonce length) over the header and identifier, holding
+/// `cookies` encrypted.
 pub fn write_response(
     out: &mut [u8],
     uid: &[u8],
-    s2c: &[u8; super::KEY_LEN],
-    nonce: &[u8; NONCE_LEN],
-    cookies: &[[u8; COOKIE_LEN]],
+    keys: &SessionKeys,
+    nonce: &[u8],
+    cookies: &[Cookie],
 ) {
+    let aead = keys.aead();
     let aad_len = HEADER_LEN + write_unique_id(&mut out[HEADER_LEN..], uid);
     let (aad, auth) = out.split_at_mut(aad_len);
-    let ct_len = TAG_LEN + cookies.len() * COOKIE_FIELD_LEN;
-    let field_len = field::VALUE + authenticator::NONCE + NONCE_LEN + ct_len;
-    put_field_header(auth, kind::AUTHENTICATOR, field_len);
-    let body = &mut auth[field::VALUE..field_len];
-    wire::write(body, authenticator::NONCE_LEN, NONCE_LEN as u16);
-    wire::write(body, authenticator::CIPHERTEXT_LEN, ct_len as u16);
-    let (nonce_out, ct) = body[authenticator::NONCE..].split_at_mut(NONCE_LEN);
-    nonce_out.copy_from_slice(nonce);
-    for (i, c) in cookies.iter().enumerate() {
-        let f = &mut ct[TAG_LEN + i * COOKIE_FIELD_LEN..][..COOKIE_FIELD_LEN];
-        put_field_header(f, kind::COOKIE, COOKIE_FIELD_LEN);
-        f[field::VALUE..].copy_from_slice(c);
-    }
-    seal(s2c, aad, nonce, ct);
+    let field_len = cookie_field_len(aead);
+    let fill = |text: &mut [u8]| {
+        for (c, f) in cookies.iter().zip(text.chunks_exact_mut(field_len)) {
+            put_field_header(f, kind::COOKIE, field_len);
+            f[field::VALUE..].copy_from_slice(c.as_bytes());
+        }
+    };
+    let text_len = cookies.len() * field_len;
+    write_authenticator(auth, aad, aead, keys.s2c(), nonce, fill, text_len);
 }
 
 /// The client's side: a request with `cookie` and `placeholders` placeholders, authenticated
-/// with `c2s` (tests, the load generator, `query`).
+/// with `keys`' client-to-server key and `nonce` (tests, the load generator, `query`).
 pub fn client_request(
     header: &[u8; HEADER_LEN],
     uid: &[u8],
     cookie: &[u8],
     placeholders: usize,
-    c2s: &[u8; super::KEY_LEN],
-    nonce: &[u8; NONCE_LEN],
+    keys: &SessionKeys,
+    nonce: &[u8],
 ) -> Vec<u8> {
     let mut out = header.to_vec();
     let mut push = |ty: u16, value: &[u8]| {
@@ -285,16 +317,10 @@ pub fn client_request(
         push(kind::COOKIE_PLACEHOLDER, &vec![0u8; cookie.len()]);
     }
     let aad_len = out.len();
-    let field_len = field::VALUE + authenticator::NONCE + NONCE_LEN + TAG_LEN;
-    out.resize(aad_len + field_len, 0);
+    let aead = keys.aead();
+    out.resize(aad_len + authenticator_len(aead, TAG_LEN), 0);
     let (aad, auth) = out.split_at_mut(aad_len);
-    put_field_header(auth, kind::AUTHENTICATOR, field_len);
-    let body = &mut auth[field::VALUE..];
-    wire::write(body, authenticator::NONCE_LEN, NONCE_LEN as u16);
-    wire::write(body, authenticator::CIPHERTEXT_LEN, TAG_LEN as u16);
-    let (n, ct) = body[authenticator::NONCE..].split_at_mut(NONCE_LEN);
-    n.copy_from_slice(nonce);
-    seal(c2s, aad, nonce, ct);
+    write_authenticator(auth, aad, aead, keys.c2s(), nonce, |_| {}, 0);
     out
 }
 
@@ -309,13 +335,14 @@ pub enum ResponseError {
     Forged,
 }
 
-/// The client's side: checks an answer to a request with `uid` under `s2c`, and returns the
+/// The client's side: checks an answer to a request with `uid` under `keys`, and returns the
 /// fresh cookies it carries.
 pub fn read_response(
     packet: &[u8],
     uid: &[u8],
-    s2c: &[u8; super::KEY_LEN],
+    keys: &SessionKeys,
 ) -> Result<Vec<Vec<u8>>, ResponseError> {
+    let aead = keys.aead();
     let mut at = HEADER_LEN;
     let mut uid_ok = false;
     while at < packet.len() {
@@ -347,11 +374,11 @@ pub fn read_response(
                     return Err(ResponseError::Length);
                 };
                 let mut buf = ct.to_vec();
-                if !super::open(s2c, &packet[..at], nonce, &mut buf) {
+                if !super::open(aead, keys.s2c(), &packet[..at], nonce, &mut buf) {
                     return Err(ResponseError::Forged);
                 }
                 let mut cookies = Vec::new();
-                let mut p = &buf[TAG_LEN..];
+                let mut p = &buf[aead.text(buf.len())];
                 while p.len() >= field::VALUE {
                     let (ty, len) = header(p);
                     if len < field::VALUE || len > p.len() {

@@ -31,6 +31,9 @@ pub mod record {
     pub const NEW_COOKIE: u16 = 5;
     pub const SERVER: u16 = 6;
     pub const PORT: u16 = 7;
+    /// chrony's Compliant AES-128-GCM-SIV Exporter Context (non-critical, empty): see
+    /// [`context_aead`].
+    pub const COMPLIANT_128GCM_EXPORT: u16 = 1024;
 }
 
 /// The only next protocol: NTPv4.
@@ -112,6 +115,8 @@ pub fn next_record(buf: &[u8]) -> Option<(Record<'_>, usize)> {
 pub struct ClientRequest {
     pub protocols: Vec<u16>,
     pub aeads: Vec<u16>,
+    /// It sent the Compliant AES-128-GCM-SIV Exporter Context record.
+    pub compliant_128gcm: bool,
 }
 
 /// Reading a request as it arrives.
@@ -133,6 +138,7 @@ fn u16_list(body: &[u8]) -> Option<Vec<u16>> {
 pub fn read_request(buf: &[u8]) -> RequestRead {
     let mut protocols: Option<Vec<u16>> = None;
     let mut aeads: Option<Vec<u16>> = None;
+    let mut compliant_128gcm = false;
     let mut at = 0;
     let refuse = |why| RequestRead::Refused(KeError::BadRequest(why));
     loop {
@@ -158,6 +164,7 @@ pub fn read_request(buf: &[u8]) -> RequestRead {
                 return RequestRead::Complete(ClientRequest {
                     protocols,
                     aeads: aeads.unwrap_or_default(),
+                    compliant_128gcm,
                 });
             }
             record::NEXT_PROTOCOL => {
@@ -181,6 +188,12 @@ pub fn read_request(buf: &[u8]) -> RequestRead {
                 };
                 aeads = Some(list);
             }
+            record::COMPLIANT_128GCM_EXPORT => {
+                if !rec.body.is_empty() {
+                    return refuse("compliant AES-128-GCM-SIV exporter record with a body");
+                }
+                compliant_128gcm = true;
+            }
             // A client has no business sending these to a server.
             record::ERROR | record::WARNING | record::NEW_COOKIE => {
                 return refuse("error, warning or cookie record from a client")
@@ -200,9 +213,40 @@ pub fn read_request(buf: &[u8]) -> RequestRead {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Negotiated {
     /// NTPv4 with this algorithm: export the keys and hand out cookies.
-    Ntpv4(Aead),
+    Ntpv4(Session),
     /// The client offered no protocol this server speaks: an empty next protocol record.
     NoCommonProtocol,
+}
+
+/// A negotiated NTPv4 session's AEAD, and whether its keys come from RFC 8915's exporter
+/// context for AES-128-GCM-SIV (see [`context_aead`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub aead: Aead,
+    pub compliant_128gcm: bool,
+}
+
+impl Session {
+    /// The TLS exporter's context for one direction's key.
+    pub fn exporter_context(self, server_to_client: bool) -> [u8; 5] {
+        exporter_context(
+            context_aead(self.aead, self.compliant_128gcm),
+            server_to_client,
+        )
+    }
+}
+
+/// The AEAD id the key exporter's context carries. RFC 8915 §5.1 says the negotiated one,
+/// but chrony, the first to offer AES-128-GCM-SIV (4.4), put 15 (AES-SIV-CMAC-256) there,
+/// and every chrony client since does so unless it sent chrony's Compliant AES-128-GCM-SIV
+/// Exporter Context record (type 1024) and the server sent it back. A server that followed
+/// the RFC alone would answer chrony 4.4 and later with keys neither could use; so, as
+/// chrony's own server does: 30 only when both say so, 15 otherwise.
+pub fn context_aead(aead: Aead, compliant_128gcm: bool) -> Aead {
+    match aead {
+        Aead::Aes128GcmSiv if !compliant_128gcm => Aead::AesSivCmac256,
+        other => other,
+    }
 }
 
 impl ClientRequest {
@@ -220,7 +264,12 @@ impl ClientRequest {
         self.aeads
             .iter()
             .find_map(|&id| Aead::from_id(id))
-            .map(Negotiated::Ntpv4)
+            .map(|aead| {
+                Negotiated::Ntpv4(Session {
+                    aead,
+                    compliant_128gcm: aead == Aead::Aes128GcmSiv && self.compliant_128gcm,
+                })
+            })
             .ok_or(KeError::BadRequest(
                 "no AEAD algorithm this server supports",
             ))
@@ -249,17 +298,25 @@ impl Writer {
     }
 }
 
-/// The answer to a negotiated NTPv4 session: protocol, algorithm, cookies, and the NTP
-/// server and port when they differ from the KE server's address and 123.
+/// The answer to a negotiated NTPv4 session: protocol, algorithm (and the compliant exporter
+/// record when the session uses it), cookies, and the NTP server and port when they differ
+/// from the KE server's address and 123.
 pub fn ntp_response(
-    aead: Aead,
+    session: Session,
     cookies: &[Vec<u8>],
     server: Option<&str>,
     port: Option<u16>,
 ) -> Vec<u8> {
     let mut w = Writer::default();
     w.record(true, record::NEXT_PROTOCOL, &PROTOCOL_NTPV4.to_be_bytes());
-    w.record(true, record::AEAD_ALGORITHM, &aead.id().to_be_bytes());
+    w.record(
+        true,
+        record::AEAD_ALGORITHM,
+        &session.aead.id().to_be_bytes(),
+    );
+    if session.compliant_128gcm {
+        w.record(false, record::COMPLIANT_128GCM_EXPORT, &[]);
+    }
     for c in cookies {
         w.record(false, record::NEW_COOKIE, c);
     }
@@ -296,10 +353,19 @@ pub fn exporter_context(aead: Aead, server_to_client: bool) -> [u8; 5] {
 /// A client's request: NTPv4, with these algorithms in order of preference (tests, the load
 /// generator, `query`).
 pub fn client_request(aeads: &[u16]) -> Vec<u8> {
+    client_request_with(aeads, false)
+}
+
+/// The same, and with `compliant_128gcm` chrony's Compliant AES-128-GCM-SIV Exporter Context
+/// record, as chrony clients that know of the exporter bug send it.
+pub fn client_request_with(aeads: &[u16], compliant_128gcm: bool) -> Vec<u8> {
     let mut w = Writer::default();
     w.record(true, record::NEXT_PROTOCOL, &PROTOCOL_NTPV4.to_be_bytes());
     let list: Vec<u8> = aeads.iter().flat_map(|a| a.to_be_bytes()).collect();
     w.record(true, record::AEAD_ALGORITHM, &list);
+    if compliant_128gcm {
+        w.record(false, record::COMPLIANT_128GCM_EXPORT, &[]);
+    }
     w.finish()
 }
 
@@ -312,6 +378,8 @@ pub struct ServerResponse {
     pub server: Option<String>,
     pub port: Option<u16>,
     pub error: Option<u16>,
+    /// The server confirmed RFC 8915's exporter context for AES-128-GCM-SIV.
+    pub compliant_128gcm: bool,
 }
 
 /// Reads a server's answer; None until its End of Message has arrived, or if it is malformed.
@@ -329,6 +397,7 @@ pub fn read_server_response(buf: &[u8]) -> Option<ServerResponse> {
             record::SERVER => r.server = Some(String::from_utf8(rec.body.to_vec()).ok()?),
             record::PORT => r.port = u16_list(rec.body)?.first().copied(),
             record::ERROR => r.error = u16_list(rec.body)?.first().copied(),
+            record::COMPLIANT_128GCM_EXPORT => r.compliant_128gcm = true,
             _ => {}
         }
     }

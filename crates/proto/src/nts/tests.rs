@@ -3,9 +3,9 @@
 
 use proptest::prelude::*;
 
-use super::cookie::{CookieError, MasterKeys, COOKIE_LEN, KEEP};
+use super::cookie::{cookie_len, CookieError, MasterKeys, KEEP, MAX_COOKIE_LEN};
 use super::extension::{self as ef, EfError, ResponseError};
-use super::ke::{self, KeError, Negotiated, RequestRead};
+use super::ke::{self, KeError, Negotiated, RequestRead, Session};
 use super::{Aead, SessionKeys, NONCE_LEN};
 use crate::packet::{Header, HEADER_LEN};
 use crate::responder::tests::{state, Counter, CLIENT_TX, RX};
@@ -36,8 +36,15 @@ fn reads_chronys_ke_request_and_only_once_it_has_ended() {
     let RequestRead::Complete(req) = ke::read_request(&CHRONY_KE_REQUEST) else {
         panic!()
     };
-    assert_eq!(req.negotiate(), Ok(Negotiated::Ntpv4(Aead::AesSivCmac256)));
+    assert_eq!(req.negotiate(), Ok(ntpv4(Aead::AesSivCmac256, false)));
     assert_eq!(ke::client_request(&[15]), CHRONY_KE_REQUEST);
+}
+
+fn ntpv4(aead: Aead, compliant_128gcm: bool) -> Negotiated {
+    Negotiated::Ntpv4(Session {
+        aead,
+        compliant_128gcm,
+    })
 }
 
 #[test]
@@ -46,13 +53,27 @@ fn ke_negotiation_follows_rfc_8915() {
         RequestRead::Complete(r) => r.negotiate(),
         other => panic!("{other:?}"),
     };
-    // AES-128-GCM-SIV (30) first, as newer chrony offers: the first this server has.
+    // The client's order of preference: AES-128-GCM-SIV (30) first, as chrony 4.4 and later
+    // offer, or only AES-SIV-CMAC-256 (15), as chrony 4.3 does.
     assert_eq!(
         complete(&ke::client_request(&[30, 15])),
-        Ok(Negotiated::Ntpv4(Aead::AesSivCmac256))
+        Ok(ntpv4(Aead::Aes128GcmSiv, false))
     );
     assert_eq!(
-        complete(&ke::client_request(&[30])),
+        complete(&ke::client_request(&[15, 30])),
+        Ok(ntpv4(Aead::AesSivCmac256, false))
+    );
+    // chrony's compliant-exporter record counts only with AES-128-GCM-SIV.
+    assert_eq!(
+        complete(&ke::client_request_with(&[30, 15], true)),
+        Ok(ntpv4(Aead::Aes128GcmSiv, true))
+    );
+    assert_eq!(
+        complete(&ke::client_request_with(&[15], true)),
+        Ok(ntpv4(Aead::AesSivCmac256, false))
+    );
+    assert_eq!(
+        complete(&ke::client_request(&[16, 17])),
         Err(KeError::BadRequest(
             "no AEAD algorithm this server supports"
         ))
@@ -102,9 +123,12 @@ fn ke_negotiation_follows_rfc_8915() {
 
 #[test]
 fn ke_responses_read_back() {
-    let cookies = vec![vec![7u8; COOKIE_LEN]; ke::COOKIES_PER_SESSION];
+    let cookies = vec![vec![7u8; MAX_COOKIE_LEN]; ke::COOKIES_PER_SESSION];
     let bytes = ke::ntp_response(
-        Aead::AesSivCmac256,
+        Session {
+            aead: Aead::AesSivCmac256,
+            compliant_128gcm: false,
+        },
         &cookies,
         Some("ntp.example"),
         Some(1123),
@@ -129,28 +153,123 @@ fn ke_responses_read_back() {
         ke::exporter_context(Aead::AesSivCmac256, true),
         [0, 0, 0, 15, 1]
     );
+    assert_eq!(
+        ke::exporter_context(Aead::Aes128GcmSiv, false),
+        [0, 0, 0, 30, 0]
+    );
+}
+
+/// AES-128-GCM-SIV's keys come from a context that says 15 unless both sides sent chrony's
+/// Compliant AES-128-GCM-SIV Exporter Context record (type 1024, empty, not critical): what
+/// chrony 4.4 and later clients and servers do, and chrony is the peer that matters.
+#[test]
+fn aes_128_gcm_siv_keys_use_chronys_exporter_context_unless_both_ask_for_the_rfcs() {
+    let session = |aead, compliant_128gcm| Session {
+        aead,
+        compliant_128gcm,
+    };
+    assert_eq!(
+        session(Aead::Aes128GcmSiv, false).exporter_context(true),
+        [0, 0, 0, 15, 1]
+    );
+    assert_eq!(
+        session(Aead::Aes128GcmSiv, true).exporter_context(false),
+        [0, 0, 0, 30, 0]
+    );
+    assert_eq!(
+        session(Aead::AesSivCmac256, false).exporter_context(false),
+        [0, 0, 0, 15, 0]
+    );
+    // The answer carries the record back exactly when the session uses it.
+    for compliant in [false, true] {
+        let bytes = ke::ntp_response(session(Aead::Aes128GcmSiv, compliant), &[], None, None);
+        let r = ke::read_server_response(&bytes).unwrap();
+        assert_eq!((r.aead, r.compliant_128gcm), (Some(30), compliant));
+    }
+    // The record with a body is a bad request, as chrony's server has it.
+    let mut w = ke::Writer::default();
+    w.record(true, ke::record::NEXT_PROTOCOL, &[0, 0]);
+    w.record(true, ke::record::AEAD_ALGORITHM, &[0, 30]);
+    w.record(false, ke::record::COMPLIANT_128GCM_EXPORT, &[1]);
+    assert!(matches!(
+        ke::read_request(&w.finish()),
+        RequestRead::Refused(KeError::BadRequest(_))
+    ));
+}
+
+/// RFC 8452's vectors (Appendix C.1), through `seal` and `open` as NTS lays them out: the
+/// ciphertext, then the tag.
+#[test]
+fn aes_128_gcm_siv_gives_rfc_8452s_vectors() {
+    let key = [1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let nonce = [3u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    for (plain, result) in [
+        ("", "dc20e2d83f25705bb49e439eca56de25"),
+        (
+            "0100000000000000",
+            "b5d839330ac7b786578782fff6013b815b287c22493a364c",
+        ),
+    ] {
+        let plain = hex(plain);
+        let aead = Aead::Aes128GcmSiv;
+        let mut buf = vec![0u8; plain.len() + super::TAG_LEN];
+        let text = aead.text(buf.len());
+        buf[text.clone()].copy_from_slice(&plain);
+        assert!(super::seal(aead, &key, &[], &nonce, &mut buf));
+        assert_eq!(buf, hex(result));
+        assert!(super::open(aead, &key, &[], &nonce, &mut buf));
+        assert_eq!(buf[text], plain[..]);
+        buf[0] ^= 1;
+        assert!(!super::open(aead, &key, &[], &nonce, &mut buf));
+        // Its nonces are 12 bytes, its keys 16: nothing else seals.
+        assert!(!super::seal(aead, &key, &[], &[0; 16], &mut buf));
+        assert!(!super::seal(aead, &[0; 32], &[], &nonce, &mut buf));
+    }
+}
+
+fn session_for(aead: Aead) -> SessionKeys {
+    let n = aead.key_len();
+    SessionKeys::new(aead, &[0xc2; 32][..n], &[0x52; 32][..n]).unwrap()
 }
 
 fn session() -> SessionKeys {
-    SessionKeys {
-        c2s: [0xc2; 32],
-        s2c: [0x52; 32],
-    }
+    session_for(Aead::AesSivCmac256)
 }
 
 #[test]
 fn a_cookie_opens_to_its_keys_and_any_change_spoils_it() {
+    for aead in Aead::ALL {
+        a_cookie_of(aead);
+    }
+    assert_eq!(cookie_len(Aead::AesSivCmac256), 100);
+    assert_eq!(
+        cookie_len(Aead::Aes128GcmSiv),
+        68,
+        "chrony's length for its sessions"
+    );
+    assert!(SessionKeys::new(Aead::Aes128GcmSiv, &[0; 32], &[0; 32]).is_none());
+}
+
+fn a_cookie_of(aead: Aead) {
     let mut rng = Counter(0);
     let master = MasterKeys::generate(1_000, &mut rng);
-    let cookie = master.seal(&session(), &mut rng);
-    assert_eq!(master.open(&cookie), Ok(session()));
+    let cookie = master.seal(&session_for(aead), &mut rng);
+    let cookie = cookie.as_bytes();
+    assert_eq!(cookie.len(), cookie_len(aead));
+    assert_eq!(master.open(cookie), Ok(session_for(aead)));
     assert_ne!(
-        master.seal(&session(), &mut rng),
+        master.seal(&session_for(aead), &mut rng).as_bytes(),
         cookie,
         "a fresh nonce each time: cookies cannot be linked"
     );
-    for i in 0..COOKIE_LEN {
-        let mut bad = cookie;
+    for i in 0..cookie.len() {
+        let mut bad = cookie.to_vec();
         bad[i] ^= 0x01;
         let e = master.open(&bad).unwrap_err();
         if i < 4 {
@@ -161,7 +280,7 @@ fn a_cookie_opens_to_its_keys_and_any_change_spoils_it() {
     }
     assert_eq!(master.open(&cookie[1..]), Err(CookieError::Length));
     let other = MasterKeys::generate(1_000, &mut Counter(99));
-    assert!(other.open(&cookie).is_err(), "another server's cookie");
+    assert!(other.open(cookie).is_err(), "another server's cookie");
 }
 
 #[test]
@@ -171,6 +290,7 @@ fn master_keys_rotate_and_keep_the_last_three() {
     let t0 = 1_000_000;
     let mut master = MasterKeys::generate(t0, &mut rng);
     let first = master.seal(&session(), &mut rng);
+    let first = first.as_bytes();
     assert!(!master.rotation_due(t0 + day - 1, day));
     assert!(master.rotation_due(t0 + day, day));
     assert!(
@@ -180,10 +300,10 @@ fn master_keys_rotate_and_keep_the_last_three() {
     for n in 1..=KEEP {
         master.rotate(t0 + n as u64 * day, &mut rng);
         assert_eq!(master.keys().len(), (n + 1).min(KEEP));
-        let opens = master.open(&first).is_ok();
+        let opens = master.open(first).is_ok();
         assert_eq!(opens, n < KEEP, "after {n} rotations");
         assert_eq!(
-            master.open(&master.seal(&session(), &mut rng)),
+            master.open(master.seal(&session(), &mut rng).as_bytes()),
             Ok(session())
         );
     }
@@ -237,24 +357,25 @@ struct Client {
     uid: [u8; 32],
 }
 
-fn client(master: &MasterKeys) -> Client {
+fn client_of(master: &MasterKeys, aead: Aead) -> Client {
     Client {
-        keys: session(),
-        cookie: master.seal(&session(), &mut Counter(40)).to_vec(),
+        keys: session_for(aead),
+        cookie: master
+            .seal(&session_for(aead), &mut Counter(40))
+            .as_bytes()
+            .to_vec(),
         uid: [0x11; 32],
     }
 }
 
+fn client(master: &MasterKeys) -> Client {
+    client_of(master, Aead::AesSivCmac256)
+}
+
 fn request(c: &Client, placeholders: usize) -> Vec<u8> {
     let header = Header::client_request(4, NtpTimestamp::from_bits(CLIENT_TX)).encode();
-    ef::client_request(
-        &header,
-        &c.uid,
-        &c.cookie,
-        placeholders,
-        &c.keys.c2s,
-        &[0x77; NONCE_LEN],
-    )
+    let nonce = &[0x77; NONCE_LEN][..c.keys.aead().nonce_len()];
+    ef::client_request(&header, &c.uid, &c.cookie, placeholders, &c.keys, nonce)
 }
 
 fn decide_nts(packet: &[u8], views: &ViewTable, master: Option<&MasterKeys>) -> Decision {
@@ -297,8 +418,15 @@ fn finish(d: Decision, master: &MasterKeys) -> (ResponseKind, Authenticated, Vec
 
 #[test]
 fn an_nts_request_gets_an_authenticated_answer_with_fresh_cookies() {
+    for aead in Aead::ALL {
+        an_answer_for(aead);
+    }
+}
+
+fn an_answer_for(aead: Aead) {
     let master = MasterKeys::generate(1, &mut Counter(9));
-    let c = client(&master);
+    let c = client_of(&master, aead);
+    let wrong = SessionKeys::new(aead, &[0; 32][..aead.key_len()], c.keys.c2s()).unwrap();
     for placeholders in [0, 1, 7] {
         let req = request(&c, placeholders);
         let (kind, auth, out) = finish(
@@ -307,27 +435,31 @@ fn an_nts_request_gets_an_authenticated_answer_with_fresh_cookies() {
         );
         assert_eq!((kind, auth), (ResponseKind::Time, Authenticated::Nts));
         assert_eq!(out.len(), req.len(), "exactly as long as the request");
-        let cookies = ef::read_response(&out, &c.uid, &c.keys.s2c).unwrap();
+        let cookies = ef::read_response(&out, &c.uid, &c.keys).unwrap();
         assert_eq!(cookies.len(), 1 + placeholders);
         for k in &cookies {
-            assert_eq!(master.open(k), Ok(session()), "each fresh cookie opens");
+            assert_eq!(
+                master.open(k),
+                Ok(c.keys.clone()),
+                "each fresh cookie opens"
+            );
         }
         let h = Header::parse(&out).unwrap();
         assert_eq!(h.origin_timestamp.to_bits(), CLIENT_TX);
         assert_eq!(h.transmit_timestamp, RX.add(Offset::from_secs(15)).to_ntp());
         // The client rejects the answer under another key, or for another request.
         assert_eq!(
-            ef::read_response(&out, &c.uid, &[0; 32]),
+            ef::read_response(&out, &c.uid, &wrong),
             Err(ResponseError::Forged)
         );
         assert_eq!(
-            ef::read_response(&out, &[0x22; 32], &c.keys.s2c),
+            ef::read_response(&out, &[0x22; 32], &c.keys),
             Err(ResponseError::UniqueId)
         );
         let mut altered = out.clone();
         altered[40] ^= 1; // the transmit timestamp
         assert_eq!(
-            ef::read_response(&altered, &c.uid, &c.keys.s2c),
+            ef::read_response(&altered, &c.uid, &c.keys),
             Err(ResponseError::Forged)
         );
     }
@@ -440,9 +572,10 @@ proptest! {
     #[test]
     fn any_mutation_of_an_nts_request_is_answered_smaller_or_dropped(
         at in 0usize..292, xor in 1u8..=255, placeholders in 0usize..3, cut in 0usize..300,
+        aead in proptest::sample::select(Aead::ALL.to_vec()),
     ) {
         let master = MasterKeys::generate(1, &mut Counter(9));
-        let mut req = request(&client(&master), placeholders);
+        let mut req = request(&client_of(&master, aead), placeholders);
         let at = at % req.len();
         req[at] ^= xor;
         req.truncate(req.len() - (cut % 5) * 4);

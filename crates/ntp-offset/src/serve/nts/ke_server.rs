@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use ntp_offset_proto::nts::ke::{self, Negotiated, RequestRead};
-use ntp_offset_proto::nts::{SessionKeys, KEY_LEN};
+use ntp_offset_proto::nts::{Aead, SessionKeys};
 use rustls::{ServerConfig, ServerConnection};
 use tracing::warn;
 
@@ -34,6 +34,8 @@ pub struct Params {
 pub struct KeStats {
     /// Sessions that ended with cookies.
     pub sessions: AtomicU64,
+    /// The same, by the AEAD negotiated (in [`Aead::ALL`]'s order).
+    pub sessions_by_aead: [AtomicU64; Aead::ALL.len()],
     /// Requests answered with an error record, or with no protocol in common.
     pub refused: AtomicU64,
     /// Handshakes or TLS records that failed, and clients that closed early.
@@ -252,10 +254,16 @@ fn session(
     }
     let _ = stream.flush();
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    if cookies {
-        stats.sessions.fetch_add(1, Ordering::Relaxed);
-    } else {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
+    match cookies {
+        Some(aead) => {
+            stats.sessions.fetch_add(1, Ordering::Relaxed);
+            if let Some(i) = Aead::ALL.iter().position(|a| *a == aead) {
+                stats.sessions_by_aead[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        None => {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Ok(())
 }
@@ -267,17 +275,17 @@ fn io_failure(e: io::Error) -> Failure {
     }
 }
 
-/// A session's answer: its records, and whether they hand out cookies (counted as a session)
-/// or refuse (counted as refused).
+/// A session's answer: its records, and the AEAD of the cookies they hand out (counted as a
+/// session) or None (refused).
 struct Answer {
     records: Vec<u8>,
-    cookies: bool,
+    cookies: Option<Aead>,
 }
 
 fn refusal(records: Vec<u8>) -> Answer {
     Answer {
         records,
-        cookies: false,
+        cookies: None,
     }
 }
 
@@ -288,42 +296,39 @@ fn answer_for(
     shared: &Shared,
     params: &Params,
 ) -> Answer {
-    let aead = match negotiated {
-        Ok(Negotiated::Ntpv4(aead)) => aead,
+    let session = match negotiated {
+        Ok(Negotiated::Ntpv4(session)) => session,
         Ok(Negotiated::NoCommonProtocol) => return refusal(ke::no_protocol_response()),
         Err(e) => return refusal(ke::error_response(e.code())),
     };
-    cookies_for(aead, conn, shared, params)
+    cookies_for(session, conn, shared, params)
         .map(|records| Answer {
             records,
-            cookies: true,
+            cookies: Some(session.aead),
         })
         .unwrap_or_else(|| refusal(ke::error_response(ke::ErrorCode::InternalServerError)))
 }
 
 /// The NTPv4 answer with eight cookies; None when the keys cannot be had.
 fn cookies_for(
-    aead: ntp_offset_proto::nts::Aead,
+    session: ke::Session,
     conn: &ServerConnection,
     shared: &Shared,
     params: &Params,
 ) -> Option<Vec<u8>> {
     let master = shared.nts_keys.load_full()?;
-    let mut keys = SessionKeys {
-        c2s: [0; KEY_LEN],
-        s2c: [0; KEY_LEN],
-    };
-    for (out, s2c) in [(&mut keys.c2s, false), (&mut keys.s2c, true)] {
-        let context = ke::exporter_context(aead, s2c);
-        conn.export_keying_material(&mut out[..], ke::EXPORTER_LABEL, Some(&context[..]))
-            .ok()?;
-    }
+    let keys = SessionKeys::export(session.aead, |out, s2c| {
+        let context = session.exporter_context(s2c);
+        conn.export_keying_material(out, ke::EXPORTER_LABEL, Some(&context[..]))
+            .map(|_| ())
+    })
+    .ok()?;
     let mut rng = OsEntropy::default();
     let cookies: Vec<Vec<u8>> = (0..ke::COOKIES_PER_SESSION)
-        .map(|_| master.seal(&keys, &mut rng).to_vec())
+        .map(|_| master.seal(&keys, &mut rng).as_bytes().to_vec())
         .collect();
     Some(ke::ntp_response(
-        aead,
+        session,
         &cookies,
         params.ntp_server.as_deref(),
         params.ntp_port,
