@@ -209,8 +209,8 @@ fn a_reload_that_removes_a_view_moves_only_its_clients() {
 }
 
 /// With `move = "smear"` (the default) a removed view's clients are served the time they had,
-/// walking to their new views at `move_rate`: two answers seconds apart differ by the walk's
-/// rate, within what their round trips allow. Everybody else keeps their view. `clients`
+/// walking to their new views at `move_rate` from the next whole second: two answers seconds
+/// apart differ by the walk's rate, within what their round trips allow. Everybody else keeps their view. `clients`
 /// shows each walker in the view it walks to, with the walk left, 15 s or 30 s less a little
 /// (a group that places by count, where no VM is watched, once showed none).
 #[test]
@@ -235,6 +235,9 @@ fn a_removed_views_clients_walk_to_their_new_views() {
         "{moved}"
     );
     server.log_since(mark, "reloaded", Duration::from_secs(5));
+    // A walk starts at the whole second after its move (never before it: the client would
+    // step): from then on the served time moves at the rate.
+    std::thread::sleep(Duration::from_millis(1100));
     let walkers: Vec<u32> = before
         .iter()
         .filter(|(_, v)| **v == 15)
