@@ -192,6 +192,15 @@ pub fn load_status(runtime: &Runtime, vms: &Vms, now: Time) -> Option<LoadStatus
     })
 }
 
+/// The host's predicted curve now, from every known profile at its served offset: what the
+/// optimizer sees. Not the watcher's copy, which is up to a second (or, on a busy host, more)
+/// old: `clients` read right after a move once put a VM's share against a curve made before
+/// the busy VMs' profiles counted.
+pub fn host_curve(runtime: &Runtime, vms: &Vms, now: Time) -> Curve {
+    let (host, _) = vms.host_load(now, &|ip, t| served_offset(runtime, ip, t), &|_| None);
+    *host.curve()
+}
+
 /// The predicted curve of the VMs placed in `views` alone.
 fn curve_in(host: &HostLoad<IpAddr>, views: &[ViewId]) -> Curve {
     let mut c = [0.0; 60];

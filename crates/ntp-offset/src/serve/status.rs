@@ -398,8 +398,10 @@ impl Source for ServeSource {
             .collect();
         list.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.address.cmp(&b.address)));
         let vms = &self.shared.vms;
-        let watching = vms.watching().then(|| (vms.rows(), vms.curve()));
         let now = Time::from_unix_nanos(ntp_offset_sys::clock::realtime_ns());
+        let watching = vms
+            .watching()
+            .then(|| (vms.rows(), placement::host_curve(&runtime, vms, now)));
         for e in &mut list {
             let Ok(ip) = e.address.parse() else { continue };
             if let Some((rows, curve)) = &watching {

@@ -132,11 +132,6 @@ impl Vms {
         self.watching.load(Ordering::Relaxed)
     }
 
-    /// The host's predicted load by second of its minute, as last recomputed.
-    pub fn curve(&self) -> Curve {
-        self.known.read().unwrap_or_else(|p| p.into_inner()).curve
-    }
-
     /// The VM a client address belongs to.
     pub fn vm_of(&self, client: IpAddr) -> Option<Arc<str>> {
         if !self.any.load(Ordering::Relaxed) {
