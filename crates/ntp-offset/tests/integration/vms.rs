@@ -53,10 +53,17 @@ fn offsets(vm: &Background) -> Vec<(f64, f64, f64)> {
 }
 
 fn clients(dir: &Path) -> serde_json::Value {
+    try_clients(dir).unwrap_or_else(|out| panic!("{out}"))
+}
+
+/// `clients --json`, or what it printed when it failed (the server may not be listening yet).
+fn try_clients(dir: &Path) -> Result<serde_json::Value, String> {
     let sock = dir.join("serve.sock");
     let (ok, out) = common::run_cli(&["clients", "--socket", sock.to_str().unwrap(), "--json"]);
-    assert!(ok, "{out}");
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    if !ok {
+        return Err(out);
+    }
+    Ok(serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}")))
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -132,16 +139,18 @@ fn vms_are_found_profiled_and_a_busy_pair_walks_apart_without_a_step() {
     }
     let started = Instant::now();
 
-    // Each client is its VM, by the MAC the neighbour table gives its address.
+    // Each client is its VM, by the MAC the neighbour table gives its address. The server
+    // may still be starting (its control socket not yet there) at the first look.
     wait_for(
         "the VMs' clients to be mapped",
         Duration::from_secs(60),
         || {
             server.assert_running();
-            let c = clients(&dir);
-            ["h1", "h2", "i1"]
-                .iter()
-                .all(|n| c.as_array().unwrap().iter().any(|e| e["vm"]["name"] == *n))
+            try_clients(&dir).is_ok_and(|c| {
+                ["h1", "h2", "i1"]
+                    .iter()
+                    .all(|n| c.as_array().unwrap().iter().any(|e| e["vm"]["name"] == *n))
+            })
         },
     );
 
