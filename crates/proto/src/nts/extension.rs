@@ -198,9 +198,6 @@ pub const fn cookie_field_len(aead: Aead) -> usize {
     field::VALUE + cookie_len(aead)
 }
 
-/// The longest cookie field (an AES-SIV-CMAC-256 session's).
-pub const MAX_COOKIE_FIELD_LEN: usize = field::VALUE + MAX_COOKIE_LEN;
-
 /// The authenticator's length for a session of `aead` whose ciphertext is `ct_len` bytes.
 fn authenticator_len(aead: Aead, ct_len: usize) -> usize {
     field::VALUE + authenticator::NONCE + padded(aead.nonce_len()) + padded(ct_len)
